@@ -1,0 +1,1 @@
+"""Everything that touches the outside: the ASGI app, GraphQL schema, hub, storage, CLI."""

@@ -1,0 +1,48 @@
+"""Liveness and readiness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from starlette.responses import JSONResponse
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from starlette.requests import Request
+
+    from api.services import Services
+
+CHECK_TIMEOUT_S = 2.0
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """The process is up and serving HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """PostgreSQL and the broadcast backend both answer: 200 if so, 503 naming what fails if not."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    checks = {
+        "postgres": await _check(services.pool.fetchval("SELECT 1")),
+        "broadcast": await _check(services.broadcast.ping()),
+    }
+    ready = all(result == "ok" for result in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+async def _check(probe: Awaitable[object]) -> str:
+    try:
+        await asyncio.wait_for(probe, CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return f"timed out after {CHECK_TIMEOUT_S:g}s"
+    except Exception as exc:
+        return f"failed: {type(exc).__name__}: {exc}"
+    return "ok"

@@ -1,0 +1,261 @@
+"""The hub: fan-out of published events to subscriptions in this process.
+
+    broadcaster backend --(one upstream subscription per topic)--> _TopicFeed
+        --(decoded once, same Event object)--> _SubscriberQueue (bounded, per subscription)
+        --> Subscription (async iterator) --> resolver --> transport
+
+The hub holds one broadcaster subscription per topic, reference-counted by the subscriptions open
+on it, and decodes each message once. Every subscription has its own bounded queue that applies
+the topic's delivery policy when it fills (see :class:`domain.events.DeliveryPolicy`), so a client
+that stops reading holds at most its queue's capacity of events and never slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Self
+
+from api.envelope import MalformedEventError, decode_event
+from domain.events import DeliveryPolicy, Event
+from domain.topics import policy_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+    from types import TracebackType
+
+    from api.broadcast import Broadcast
+
+logger = logging.getLogger(__name__)
+
+
+class HubError(Exception):
+    """Why a subscription ended other than by its own choice."""
+
+
+class SubscriberLaggedError(HubError):
+    """A stream subscription fell further behind than its queue holds; events would be lost."""
+
+    def __init__(self, topic: str, capacity: int) -> None:
+        super().__init__(
+            f"subscription to {topic!r} fell more than {capacity} events behind and was ended; "
+            "resubscribe to continue"
+        )
+        self.topic = topic
+        self.capacity = capacity
+
+
+class UpstreamError(HubError):
+    """The broadcast backend failed under a topic."""
+
+
+class HubClosedError(HubError):
+    """The server is shutting down."""
+
+
+class _SubscriberQueue:
+    """A bounded queue with a delivery policy.
+
+    LATEST_VALUE keeps only the newest event: every event is the whole state, so a reader that is
+    behind skips straight to the present. STREAM keeps up to ``capacity`` events and, past that,
+    fails the reader with :class:`SubscriberLaggedError` rather than drop one silently.
+    """
+
+    __slots__ = ("_items", "_wakeup", "capacity", "conflated", "error", "policy", "topic")
+
+    def __init__(self, topic: str, policy: DeliveryPolicy, capacity: int) -> None:
+        self.topic = topic
+        self.policy = policy
+        self.capacity = 1 if policy is DeliveryPolicy.LATEST_VALUE else capacity
+        self._items: deque[Event] = deque()
+        self._wakeup = asyncio.Event()
+        self.error: HubError | None = None
+        self.conflated = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, event: Event) -> None:
+        if self.error is not None:
+            return
+        if len(self._items) >= self.capacity:
+            if self.policy is DeliveryPolicy.STREAM:
+                self.fail(SubscriberLaggedError(self.topic, self.capacity))
+                return
+            self._items.popleft()
+            self.conflated += 1
+        self._items.append(event)
+        self._wakeup.set()
+
+    def fail(self, error: HubError) -> None:
+        if self.error is None:
+            self.error = error
+            self._items.clear()
+            self._wakeup.set()
+
+    async def get(self) -> Event:
+        while not self._items:
+            if self.error is not None:
+                raise self.error
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+
+class _TopicFeed:
+    """The one upstream subscription of a topic in this process and the queues it feeds."""
+
+    def __init__(self, topic: str, broadcast: Broadcast, previous: asyncio.Task[None] | None):
+        self.topic = topic
+        self.queues: set[_SubscriberQueue] = set()
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.last_sequence = 0
+        self.task = asyncio.create_task(self._pump(broadcast, previous), name=f"hub:{topic}")
+
+    async def _pump(self, broadcast: Broadcast, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            # The last feed of this topic is still unsubscribing upstream; let it finish first so
+            # the backend never sees our subscribe before its unsubscribe.
+            with contextlib.suppress(BaseException):
+                await previous
+        try:
+            async with broadcast.subscribe(self.topic) as upstream:
+                self.ready.set_result(None)
+                while True:
+                    self._deliver((await upstream.get()).message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("upstream subscription to %r failed", self.topic)
+            self._fail(UpstreamError(f"the event stream of {self.topic!r} failed: {exc}"))
+
+    def _deliver(self, message: str) -> None:
+        try:
+            event = decode_event(message)
+        except MalformedEventError:
+            logger.exception("dropped a malformed message on %r", self.topic)
+            return
+        # Out-of-order or repeated events would show a subscriber an older state after a newer
+        # one; the sequence makes them detectable, so they never reach a queue.
+        if event.sequence <= self.last_sequence:
+            return
+        self.last_sequence = event.sequence
+        for queue in self.queues:
+            queue.put(event)
+
+    def _fail(self, error: HubError) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # waiters re-raise it; nobody else needs to retrieve it
+        for queue in self.queues:
+            queue.fail(error)
+
+
+class Subscription:
+    """One subscriber's view of a topic: an async context manager and an async iterator of events.
+
+    Enter it before reading any snapshot: once entered, every event published afterwards reaches
+    it, so snapshot-then-live has no gap (drop what the snapshot covered by sequence).
+    """
+
+    def __init__(self, hub: Hub, topic: str) -> None:
+        self.hub = hub
+        self.topic = topic
+        self.queue = _SubscriberQueue(topic, policy_of(topic), hub.queue_size)
+
+    async def __aenter__(self) -> Self:
+        await self.hub._attach(self.queue)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.hub._detach(self.queue)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self.queue.get()
+
+
+class Hub:
+    def __init__(self, broadcast: Broadcast, *, queue_size: int) -> None:
+        self.broadcast = broadcast
+        self.queue_size = queue_size
+        self._feeds: dict[str, _TopicFeed] = {}
+        self._closing: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def subscribe(self, topic: str) -> Subscription:
+        return Subscription(self, topic)
+
+    async def live(
+        self, topic: str, snapshot: Callable[[], Awaitable[Event | None]]
+    ) -> AsyncIterator[Event]:
+        """The current state from ``snapshot`` (if there is one), then every newer event.
+
+        For latest-value topics whose state is also stored: the subscriber sees the present at
+        once instead of waiting for the next change.
+        """
+        async with self.subscribe(topic) as subscription:
+            last = 0
+            current = await snapshot()
+            if current is not None:
+                last = current.sequence
+                yield current
+            async for event in subscription:
+                if event.sequence > last:
+                    yield event
+
+    @property
+    def topics(self) -> dict[str, int]:
+        """Open topics and their number of subscriptions (for health and tests)."""
+        return {topic: len(feed.queues) for topic, feed in self._feeds.items()}
+
+    async def _attach(self, queue: _SubscriberQueue) -> None:
+        if self._closed:
+            raise HubClosedError("the server is shutting down")
+        feed = self._feeds.get(queue.topic)
+        if feed is None or feed.task.done():  # none yet, or its upstream failed: start afresh
+            previous = self._closing.pop(queue.topic, None)
+            feed = self._feeds[queue.topic] = _TopicFeed(queue.topic, self.broadcast, previous)
+        feed.queues.add(queue)
+        try:
+            await asyncio.shield(feed.ready)
+        except BaseException:
+            self._detach(queue)
+            raise
+
+    def _detach(self, queue: _SubscriberQueue) -> None:
+        feed = self._feeds.get(queue.topic)
+        if feed is None or queue not in feed.queues:
+            return
+        feed.queues.discard(queue)
+        if not feed.queues:
+            del self._feeds[queue.topic]
+            feed.task.cancel()
+            self._closing[queue.topic] = feed.task
+            feed.task.add_done_callback(lambda task: self._forget_closing(queue.topic, task))
+
+    def _forget_closing(self, topic: str, task: asyncio.Task[None]) -> None:
+        if self._closing.get(topic) is task:
+            del self._closing[topic]
+
+    async def close(self) -> None:
+        """End every subscription with :class:`HubClosedError` and drop the upstream ones."""
+        self._closed = True
+        feeds = list(self._feeds.values())
+        self._feeds.clear()
+        for feed in feeds:
+            feed._fail(HubClosedError("the server is shutting down"))
+            feed.task.cancel()
+        tasks = [feed.task for feed in feeds] + list(self._closing.values())
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,29 @@
+"""The real :class:`domain.ports.Publisher`: sequences from PostgreSQL, delivery by broadcaster."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from api.envelope import encode_event
+from domain.events import Event
+
+if TYPE_CHECKING:
+    from api.broadcast import Broadcast
+    from domain.ports import Clock
+
+
+class Sequencer(Protocol):
+    async def next(self, topic: str) -> int: ...
+
+
+class BroadcastPublisher:
+    def __init__(self, broadcast: Broadcast, sequencer: Sequencer, clock: Clock) -> None:
+        self.broadcast = broadcast
+        self.sequencer = sequencer
+        self.clock = clock
+
+    async def publish(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
+        sequence = await self.sequencer.next(topic)
+        event = Event(topic, sequence, self.clock.now(), type, payload)
+        await self.broadcast.publish(topic, encode_event(event))
+        return event

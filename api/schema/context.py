@@ -1,0 +1,27 @@
+"""The GraphQL context: one per HTTP request or WebSocket connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from strawberry.types import Info as _Info
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+
+    from api.services import Services
+
+
+@dataclass
+class Context:
+    services: Services
+    request: Request | WebSocket
+    response: Response | WebSocket | None = None
+    connection_params: dict[str, Any] = field(default_factory=dict)
+    """The ``connection_init`` payload on WebSockets (set by the protocol handler)."""
+
+
+Info = _Info[Context, None]

@@ -1,0 +1,121 @@
+"""The oracle price feed: markets, latest prices, live price updates."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import strawberry
+
+from api.schema.context import Info  # noqa: TC001
+from api.schema.errors import market_or_error
+from api.schema.streams import live
+from domain.events import Event
+from domain.prices import PRICE_UPDATE, OraclePrice
+from domain.topics import price_topic
+
+if TYPE_CHECKING:
+    from domain.markets import Market as MarketModel
+
+
+@strawberry.type(description="A perpetual futures market.")
+class Market:
+    id: strawberry.ID
+    base: str = strawberry.field(description="The asset traded, e.g. BTC.")
+    quote: str = strawberry.field(description="The currency prices are quoted in, e.g. USD.")
+    tick_size: Decimal = strawberry.field(description="The smallest price increment.")
+    step_size: Decimal = strawberry.field(description="The smallest size increment.")
+    min_order_size: Decimal
+    max_leverage: Decimal
+    maintenance_margin_rate: Decimal = strawberry.field(
+        description="Maintenance margin as a fraction of notional (0.03 is 3%)."
+    )
+    liquidation_fee_rate: Decimal = strawberry.field(
+        description="Liquidator reward as a fraction of the liquidated notional."
+    )
+
+    @classmethod
+    def from_model(cls, market: MarketModel) -> Market:
+        return cls(
+            id=strawberry.ID(market.id),
+            base=market.base,
+            quote=market.quote,
+            tick_size=market.tick_size,
+            step_size=market.step_size,
+            min_order_size=market.min_order_size,
+            max_leverage=market.max_leverage,
+            maintenance_margin_rate=market.maintenance_margin_rate,
+            liquidation_fee_rate=market.liquidation_fee_rate,
+        )
+
+
+@strawberry.type(
+    description="An oracle price: the true price lies within price ± confidence. "
+    "Decimals are strings, to keep every digit."
+)
+class Price:
+    market: str
+    price: Decimal
+    confidence: Decimal
+    published_at: datetime
+    sequence: int = strawberry.field(
+        description="Position of this price in its market's stream: 1, 2, 3, ... without gaps "
+        "on the publishing side. A subscriber may skip values (prices are conflated: a slow "
+        "client gets the newest) but never sees one go backwards."
+    )
+
+    @classmethod
+    def from_event(cls, event: Event) -> Price:
+        price = OraclePrice.from_payload(event.payload)
+        return cls(
+            market=price.market,
+            price=price.price,
+            confidence=price.confidence,
+            published_at=price.published_at,
+            sequence=event.sequence,
+        )
+
+
+def _price_event(stored: tuple[OraclePrice, int] | None) -> Event | None:
+    if stored is None:
+        return None
+    price, sequence = stored
+    return Event(
+        price_topic(price.market), sequence, price.published_at, PRICE_UPDATE, price.to_payload()
+    )
+
+
+@strawberry.type
+class PriceQuery:
+    @strawberry.field(description="Every market this server quotes.")
+    def markets(self, info: Info) -> list[Market]:
+        return [Market.from_model(m) for m in info.context.services.markets]
+
+    @strawberry.field(description="One market; an unknown id is an error that names it.")
+    def market(self, info: Info, id: strawberry.ID) -> Market:
+        return Market.from_model(market_or_error(info.context.services.markets, id))
+
+    @strawberry.field(description="The latest stored oracle price; null before the first one.")
+    async def price(self, info: Info, market: str) -> Price | None:
+        services = info.context.services
+        market_or_error(services.markets, market)
+        event = _price_event(await services.prices.latest(market))
+        return None if event is None else Price.from_event(event)
+
+
+@strawberry.type
+class PriceSubscription:
+    @strawberry.subscription(
+        description="The market's latest price at once, then every new one (about PRICE_FEED_HZ "
+        "a second). Conflated: a client that reads slowly gets the newest price, not a backlog."
+    )
+    async def price_updates(self, info: Info, market: str) -> AsyncIterator[Price]:
+        services = info.context.services
+        market_or_error(services.markets, market)
+
+        async def snapshot() -> Event | None:
+            return _price_event(await services.prices.latest(market))
+
+        return live(services.hub, price_topic(market), snapshot, Price.from_event)

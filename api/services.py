@@ -1,0 +1,27 @@
+"""What resolvers and workers share in one process, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from api.broadcast import Broadcast
+    from api.hub import Hub
+    from api.settings import Settings
+    from domain.markets import MarketCatalog
+    from domain.ports import Clock, PriceRepository, Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    broadcast: Broadcast
+    hub: Hub
+    publisher: Publisher
+    clock: Clock
+    markets: MarketCatalog
+    prices: PriceRepository

@@ -1,0 +1,70 @@
+"""PostgreSQL adapters for the domain's repositories."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from domain.markets import Market, MarketCatalog
+from domain.prices import OraclePrice
+
+if TYPE_CHECKING:
+    import asyncpg
+
+
+async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
+    rows = await pool.fetch(
+        """SELECT id, base, quote, tick_size, step_size, min_order_size, max_leverage,
+                  maintenance_margin_rate, liquidation_fee_rate
+           FROM markets ORDER BY id"""
+    )
+    return MarketCatalog([Market(**dict(row)) for row in rows])
+
+
+class PgPriceRepository:
+    """Latest oracle price per market. A save never replaces a newer price with an older one."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def save(self, price: OraclePrice, sequence: int) -> None:
+        await self.pool.execute(
+            """INSERT INTO latest_prices (market, price, confidence, published_at, sequence)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (market) DO UPDATE
+               SET price = EXCLUDED.price, confidence = EXCLUDED.confidence,
+                   published_at = EXCLUDED.published_at, sequence = EXCLUDED.sequence
+               WHERE latest_prices.sequence < EXCLUDED.sequence""",
+            price.market,
+            price.price,
+            price.confidence,
+            price.published_at,
+            sequence,
+        )
+
+    async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
+        row = await self.pool.fetchrow(
+            """SELECT market, price, confidence, published_at, sequence
+               FROM latest_prices WHERE market = $1""",
+            market,
+        )
+        if row is None:
+            return None
+        price = OraclePrice(row["market"], row["price"], row["confidence"], row["published_at"])
+        return price, row["sequence"]
+
+
+class PgSequencer:
+    """Per-topic sequence numbers kept in PostgreSQL, so they stay monotonic across restarts and
+    across every process that publishes."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def next(self, topic: str) -> int:
+        sequence: int = await self.pool.fetchval(
+            """INSERT INTO topic_sequences (topic, sequence) VALUES ($1, 1)
+               ON CONFLICT (topic) DO UPDATE SET sequence = topic_sequences.sequence + 1
+               RETURNING sequence""",
+            topic,
+        )
+        return sequence

@@ -1,0 +1,57 @@
+"""Domain workers run inside the server process, started and stopped by the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+from domain.price_feed import PriceFeed
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from typing import Any
+
+    from api.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+class Workers:
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_exit)
+        self._tasks.append(task)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+
+def _report_exit(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("worker %s stopped", task.get_name(), exc_info=exc)
+
+
+async def start_simulated_feeds(services: Services, workers: Workers) -> None:
+    settings = services.settings
+    feed = await PriceFeed.resume(
+        services.markets,
+        publisher=services.publisher,
+        prices=services.prices,
+        clock=services.clock,
+        hz=settings.price_feed_hz,
+        seed=settings.simulation_seed,
+    )
+    workers.start("price-feed", feed.run())
+    logger.info(
+        "simulated price feed: %d markets at %g Hz", len(services.markets), settings.price_feed_hz
+    )

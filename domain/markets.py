@@ -1,0 +1,57 @@
+"""Perpetual markets: what is traded, in which units, with which risk parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    """A perpetual futures market such as ``BTC-PERP``.
+
+    Rates are fractions (``0.025`` is 2.5%). ``tick_size`` is the price increment, ``step_size``
+    the size increment.
+    """
+
+    id: str
+    base: str
+    quote: str
+    tick_size: Decimal
+    step_size: Decimal
+    min_order_size: Decimal
+    max_leverage: Decimal
+    maintenance_margin_rate: Decimal
+    liquidation_fee_rate: Decimal
+
+
+class UnknownMarketError(LookupError):
+    """A market id that is not in the catalog."""
+
+    def __init__(self, market: str) -> None:
+        super().__init__(f"Unknown market {market!r}")
+        self.market = market
+
+
+class MarketCatalog:
+    """The markets a server knows, looked up by id."""
+
+    def __init__(self, markets: list[Market]) -> None:
+        self._by_id = {m.id: m for m in markets}
+
+    def __iter__(self) -> Iterator[Market]:
+        return iter(self._by_id.values())
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, market: str) -> Market:
+        """The market with this id, or :class:`UnknownMarketError`."""
+        try:
+            return self._by_id[market]
+        except KeyError:
+            raise UnknownMarketError(market) from None

@@ -1,0 +1,130 @@
+"""Oracle prices (the Pyth model: a price, a confidence interval, a publish time) and a simulated
+oracle that produces them as a bounded random walk."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from domain.markets import Market
+
+PRICE_UPDATE = "PriceUpdate"
+"""The event type of a published oracle price."""
+
+
+@dataclass(frozen=True, slots=True)
+class OraclePrice:
+    """An oracle's price of a market: the true price lies within ``price ± confidence``."""
+
+    market: str
+    price: Decimal
+    confidence: Decimal
+    published_at: datetime
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "market": self.market,
+            "price": str(self.price),
+            "confidence": str(self.confidence),
+            "published_at": self.published_at.isoformat(),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> OraclePrice:
+        return cls(
+            market=payload["market"],
+            price=Decimal(payload["price"]),
+            confidence=Decimal(payload["confidence"]),
+            published_at=datetime.fromisoformat(payload["published_at"]),
+        )
+
+
+DEFAULT_START_PRICES: dict[str, Decimal] = {
+    "BTC-PERP": Decimal("65000"),
+    "ETH-PERP": Decimal("3200"),
+    "SOL-PERP": Decimal("150"),
+}
+"""Where a simulated walk starts for a market that has no stored price yet."""
+
+FALLBACK_START_PRICE = Decimal("100")
+
+
+@dataclass(frozen=True, slots=True)
+class RandomWalkParams:
+    """Shape of the simulated walk.
+
+    ``volatility`` is the standard deviation of the log return over one second. The walk is
+    reflected at ``start * lower_bound_ratio`` and ``start * upper_bound_ratio``, so it never leaves
+    that band however long it runs. Confidence is drawn uniformly between the two basis-point
+    bounds of the price, and is never less than one tick.
+    """
+
+    volatility: float = 0.0005
+    lower_bound_ratio: Decimal = Decimal("0.5")
+    upper_bound_ratio: Decimal = Decimal("2")
+    confidence_min_bps: float = 1.0
+    confidence_max_bps: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.volatility < 0:
+            raise ValueError("volatility must not be negative")
+        if not 0 < self.lower_bound_ratio <= 1 <= self.upper_bound_ratio:
+            raise ValueError("bounds must satisfy 0 < lower <= 1 <= upper")
+        if not 0 <= self.confidence_min_bps <= self.confidence_max_bps:
+            raise ValueError("confidence bounds must satisfy 0 <= min <= max")
+
+
+class RandomWalkOracle:
+    """A simulated oracle for one market: a geometric random walk reflected inside a band.
+
+    Deterministic for a given ``seed``: the same seed, market, start and steps give the same prices.
+    """
+
+    def __init__(
+        self,
+        market: Market,
+        start: Decimal,
+        *,
+        seed: int | str | None = None,
+        params: RandomWalkParams | None = None,
+    ) -> None:
+        if start <= 0:
+            raise ValueError("start price must be positive")
+        self.market = market
+        self.params = params or RandomWalkParams()
+        self._rng = random.Random(None if seed is None else f"{seed}:{market.id}")
+        self.lower = self._quantize(start * self.params.lower_bound_ratio, ROUND_UP)
+        self.upper = self._quantize(start * self.params.upper_bound_ratio, ROUND_HALF_EVEN)
+        self._log_lower = math.log(self.lower)
+        self._log_upper = math.log(self.upper)
+        self._log_price = min(max(math.log(start), self._log_lower), self._log_upper)
+
+    def step(self, dt_seconds: float, now: datetime) -> OraclePrice:
+        """Advance the walk by ``dt_seconds`` and return the price published at ``now``."""
+        x = self._log_price + self._rng.gauss(0.0, self.params.volatility * math.sqrt(dt_seconds))
+        self._log_price = _reflect(x, self._log_lower, self._log_upper)
+        price = self._quantize(Decimal(repr(math.exp(self._log_price))), ROUND_HALF_EVEN)
+        price = min(max(price, self.lower), self.upper)
+        bps = self._rng.uniform(self.params.confidence_min_bps, self.params.confidence_max_bps)
+        confidence = max(
+            self._quantize(price * Decimal(repr(bps)) / 10_000, ROUND_UP), self.market.tick_size
+        )
+        return OraclePrice(self.market.id, price, confidence, now)
+
+    def _quantize(self, value: Decimal, rounding: str) -> Decimal:
+        tick = self.market.tick_size
+        return max((value / tick).to_integral_value(rounding) * tick, tick)
+
+
+def _reflect(x: float, lower: float, upper: float) -> float:
+    """Fold ``x`` back into ``[lower, upper]`` as a walk reflected at both walls would be."""
+    if lower == upper:
+        return lower
+    width = upper - lower
+    offset = (x - lower) % (2 * width)
+    return lower + (offset if offset <= width else 2 * width - offset)

@@ -1,0 +1,48 @@
+"""The one place topic names are built, and the delivery policy of each kind of topic.
+
+A topic is ``<kind>:<key>`` (``price:BTC-PERP``) or a bare ``<kind>`` for cluster-wide feeds.
+Call sites never format topic strings themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from domain.events import DeliveryPolicy
+
+
+class TopicKind(enum.Enum):
+    PRICE = "price"
+
+    @property
+    def policy(self) -> DeliveryPolicy:
+        return _POLICIES[self]
+
+
+_POLICIES: dict[TopicKind, DeliveryPolicy] = {
+    TopicKind.PRICE: DeliveryPolicy.LATEST_VALUE,
+}
+
+_SEPARATOR = ":"
+
+
+def topic(kind: TopicKind, key: str | None = None) -> str:
+    """Build the topic name for ``kind`` and, for per-entity topics, its ``key``."""
+    if key is None:
+        return kind.value
+    if not key or any(c.isspace() for c in key):
+        raise ValueError(f"invalid topic key {key!r}")
+    return f"{kind.value}{_SEPARATOR}{key}"
+
+
+def price_topic(market: str) -> str:
+    return topic(TopicKind.PRICE, market)
+
+
+def kind_of(name: str) -> TopicKind:
+    """The kind of a topic name built by :func:`topic`."""
+    return TopicKind(name.split(_SEPARATOR, 1)[0])
+
+
+def policy_of(name: str) -> DeliveryPolicy:
+    return kind_of(name).policy
