@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 
@@ -53,7 +55,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("tradestream ready: broadcast backend %s", services.broadcast.scheme)
             yield
 
+    middleware = []
+    if settings.allowed_origin_list:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origin_list,
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],
+                max_age=600,
+            )
+        )
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/", index),
             Route("/healthz", healthz),

@@ -7,16 +7,21 @@ Each backend can be pinged, so ``/readyz`` tells whether the broker answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import asyncpg
 import broadcaster
 from broadcaster._backends.memory import MemoryBackend
-from broadcaster._backends.redis import RedisBackend
+from redis import asyncio as redis
 
 NOTIFY_MAX_BYTES = 7999
 """PostgreSQL refuses NOTIFY payloads of 8000 bytes and more."""
+
+CHANNEL_MAX_BYTES = 63
+"""PostgreSQL identifiers, LISTEN channels among them, are at most 63 bytes."""
 
 
 class _Pingable(Protocol):
@@ -32,9 +37,73 @@ class _MemoryBackend(MemoryBackend):
         return None
 
 
-class _RedisBackend(RedisBackend):
-    async def ping(self) -> None:
+class _RedisBackend(broadcaster.BroadcastBackend):
+    """Redis PUBLISH/SUBSCRIBE.
+
+    broadcaster's own Redis backend starts reading before its first SUBSCRIBE has gone out; with
+    redis-py 8 the reader then finds nothing subscribed, stops, and never reads again, so no
+    message is ever delivered. This reader is woken by each subscribe, and a reader that fails
+    (connection lost) surfaces through :meth:`next_published` instead of hanging subscribers.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    async def connect(self) -> None:
+        self._conn = redis.Redis.from_url(self._url)
+        self._pubsub = self._conn.pubsub(ignore_subscribe_messages=True)
+        self._queue: asyncio.Queue[broadcaster.Event | BaseException] = asyncio.Queue()
+        self._subscribed = asyncio.Event()
         await self._conn.ping()
+        self._reader = asyncio.create_task(self._read(), name="broadcast:redis")
+
+    async def disconnect(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._conn.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        await self._pubsub.subscribe(channel)
+        self._subscribed.set()
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self._pubsub.unsubscribe(channel)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        await self._conn.publish(channel, message)
+
+    async def next_published(self) -> broadcaster.Event:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def ping(self) -> None:
+        if self._reader.done():
+            raise ConnectionError("the Redis subscriber connection is lost")
+        await self._conn.ping()
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                await self._subscribed.wait()
+                if not self._pubsub.subscribed:
+                    self._subscribed.clear()
+                    continue
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+                if message is not None and message["type"] == "message":
+                    self._queue.put_nowait(
+                        broadcaster.Event(
+                            channel=message["channel"].decode(), message=message["data"].decode()
+                        )
+                    )
+        except Exception as exc:
+            self._queue.put_nowait(exc)
+            raise
 
 
 class _PostgresBackend(broadcaster.BroadcastBackend):
@@ -48,6 +117,7 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
     def __init__(self, url: str) -> None:
         self._url = url
         self._lock = asyncio.Lock()
+        self._topics: dict[str, str] = {}  # channel -> topic, for topics too long to be channels
 
     async def connect(self) -> None:
         self._queue: asyncio.Queue[broadcaster.Event] = asyncio.Queue()
@@ -59,20 +129,25 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
         await self._pool.close()
 
     async def subscribe(self, channel: str) -> None:
+        pg_channel = _pg_channel(channel)
+        self._topics[pg_channel] = channel
         async with self._lock:
-            await self._listen.add_listener(channel, self._on_notify)
+            await self._listen.add_listener(pg_channel, self._on_notify)
 
     async def unsubscribe(self, channel: str) -> None:
+        pg_channel = _pg_channel(channel)
         async with self._lock:
-            await self._listen.remove_listener(channel, self._on_notify)
+            await self._listen.remove_listener(pg_channel, self._on_notify)
+        self._topics.pop(pg_channel, None)
 
     async def publish(self, channel: str, message: Any) -> None:
-        if len(str(message).encode()) > NOTIFY_MAX_BYTES:
+        size = len(str(message).encode())
+        if size > NOTIFY_MAX_BYTES:
             raise MessageTooLargeError(
-                f"{len(str(message).encode())} bytes on {channel!r}: "
-                f"PostgreSQL NOTIFY carries at most {NOTIFY_MAX_BYTES}; use the Redis backend"
+                f"{size} bytes on {channel!r}: PostgreSQL NOTIFY carries at most "
+                f"{NOTIFY_MAX_BYTES}; use the Redis backend"
             )
-        await self._pool.execute("SELECT pg_notify($1, $2)", channel, message)
+        await self._pool.execute("SELECT pg_notify($1, $2)", _pg_channel(channel), message)
 
     async def next_published(self) -> broadcaster.Event:
         return await self._queue.get()
@@ -83,7 +158,15 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
         await self._pool.fetchval("SELECT 1")
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: object) -> None:
-        self._queue.put_nowait(broadcaster.Event(channel=channel, message=str(payload)))
+        topic = self._topics.get(channel, channel)
+        self._queue.put_nowait(broadcaster.Event(channel=topic, message=str(payload)))
+
+
+def _pg_channel(topic: str) -> str:
+    """The LISTEN channel of a topic: the topic itself, or a digest of one too long to be a name."""
+    if len(topic.encode()) <= CHANNEL_MAX_BYTES:
+        return topic
+    return "t:" + hashlib.sha256(topic.encode()).hexdigest()[:40]
 
 
 class Broadcast(broadcaster.Broadcast):

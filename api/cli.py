@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from starlette.applications import Starlette
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,30 +37,58 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(host: str | None, port: int | None) -> int:
-    import uvicorn
+    from pydantic import ValidationError
 
     from api.app import create_app
     from api.settings import Settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"tradestream: invalid settings in the environment\n{exc}", file=sys.stderr)
+        return 2
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=overrides)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     print(
         f"tradestream on http://{settings.host}:{settings.port}/graphql "
         f"(GraphiQL in a browser; WebSocket graphql-transport-ws on the same path)",
         flush=True,
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level.lower(),
+        log_level=settings.log_level,
         ws_per_message_deflate=False,
     )
+    _DrainingServer(config, app).run()
     return 0
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn waits for open HTTP responses before it shuts the app down, and an SSE or multipart
+    subscription never ends by itself; so on the exit signal, end every subscription first (each
+    gets a SHUTTING_DOWN error, then completes)."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        services: Any = getattr(self.app.state, "services", None)
+        if services is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the loop has already stopped: nothing left to drain
+            return
+        loop.call_soon_threadsafe(services.hub.drain)
 
 
 def _export_schema(output: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import orjson
 
@@ -27,14 +26,37 @@ def encode_event(event: Event) -> str:
 
 
 def decode_event(message: str | bytes) -> Event:
+    """The event in ``message``; :class:`MalformedEventError` for anything not exactly an envelope
+    (no coercion: a wrong type is refused, not converted)."""
     try:
-        raw: dict[str, Any] = orjson.loads(message)
-        return Event(
-            topic=str(raw["topic"]),
-            sequence=int(raw["seq"]),
-            published_at=datetime.fromisoformat(raw["at"]),
-            type=str(raw["type"]),
-            payload=dict(raw["payload"]),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raw = orjson.loads(message)
+    except orjson.JSONDecodeError as exc:
         raise MalformedEventError(f"not an event envelope: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MalformedEventError("not an event envelope: not a JSON object")
+    try:
+        topic, sequence, at, type_, payload = (raw[k] for k in _KEYS)
+    except KeyError as exc:
+        raise MalformedEventError(f"not an event envelope: no {exc.args[0]!r}") from exc
+    _expect(isinstance(topic, str) and topic != "", "topic must be a non-empty string")
+    _expect(
+        isinstance(sequence, int) and not isinstance(sequence, bool) and sequence > 0,
+        "seq must be a positive integer",
+    )
+    _expect(isinstance(type_, str) and type_ != "", "type must be a non-empty string")
+    _expect(isinstance(payload, dict), "payload must be an object")
+    _expect(isinstance(at, str), "at must be an ISO-8601 string")
+    try:
+        published_at = datetime.fromisoformat(at)
+    except ValueError as exc:
+        raise MalformedEventError(f"not an event envelope: at: {exc}") from exc
+    _expect(published_at.tzinfo is not None, "at must carry a time zone")
+    return Event(topic, sequence, published_at, type_, payload)
+
+
+_KEYS = ("topic", "seq", "at", "type", "payload")
+
+
+def _expect(condition: bool, problem: str) -> None:
+    if not condition:
+        raise MalformedEventError(f"not an event envelope: {problem}")

@@ -247,13 +247,22 @@ class Hub:
         if self._closing.get(topic) is task:
             del self._closing[topic]
 
-    async def close(self) -> None:
-        """End every subscription with :class:`HubClosedError` and drop the upstream ones."""
+    def drain(self) -> None:
+        """End every subscription with :class:`HubClosedError` and refuse new ones.
+
+        Synchronous, so a signal handler can call it (through the loop) the moment shutdown
+        begins: streaming HTTP responses then complete, instead of holding the server open.
+        """
         self._closed = True
+        for feed in self._feeds.values():
+            feed._fail(HubClosedError("the server is shutting down"))
+
+    async def close(self) -> None:
+        """:meth:`drain`, then drop every upstream subscription."""
+        self.drain()
         feeds = list(self._feeds.values())
         self._feeds.clear()
         for feed in feeds:
-            feed._fail(HubClosedError("the server is shutting down"))
             feed.task.cancel()
         tasks = [feed.task for feed in feeds] + list(self._closing.values())
         for task in tasks:

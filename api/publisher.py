@@ -22,8 +22,9 @@ class BroadcastPublisher:
         self.sequencer = sequencer
         self.clock = clock
 
-    async def publish(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
+    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
         sequence = await self.sequencer.next(topic)
-        event = Event(topic, sequence, self.clock.now(), type, payload)
-        await self.broadcast.publish(topic, encode_event(event))
-        return event
+        return Event(topic, sequence, self.clock.now(), type, payload)
+
+    async def send(self, event: Event) -> None:
+        await self.broadcast.publish(event.topic, encode_event(event))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
@@ -21,7 +22,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     database_url: str | None = None
     """PostgreSQL to use; unset starts an embedded PostgreSQL under ``data_dir``."""
@@ -39,6 +40,25 @@ class Settings(BaseSettings):
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
+
+    allowed_origins: str = ""
+    """Comma-separated origins (``https://app.example.com``) whose pages may call the API from a
+    browser: WebSocket handshakes and CORS. Same-origin pages and non-browser clients always may;
+    ``*`` allows every origin."""
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+
+    @field_validator("database_url", "simulation_seed", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("broadcast_url")
     @classmethod

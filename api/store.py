@@ -9,6 +9,10 @@ from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
     import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+    """A pool in the server; a connection inside a transaction where a caller needs one."""
 
 
 async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
@@ -23,7 +27,7 @@ async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
 class PgPriceRepository:
     """Latest oracle price per market. A save never replaces a newer price with an older one."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Executor) -> None:
         self.pool = pool
 
     async def save(self, price: OraclePrice, sequence: int) -> None:
@@ -57,7 +61,7 @@ class PgSequencer:
     """Per-topic sequence numbers kept in PostgreSQL, so they stay monotonic across restarts and
     across every process that publishes."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Executor) -> None:
         self.pool = pool
 
     async def next(self, topic: str) -> int:

@@ -16,8 +16,16 @@ if TYPE_CHECKING:
 
 
 class Publisher(Protocol):
-    async def publish(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        """Assign the topic's next sequence number, publish, and return the envelope sent."""
+    """Publishing is two steps so a worker can store state between them: ``prepare`` numbers the
+    event, the worker stores what the event says with that number, ``send`` delivers it. A
+    subscriber that reads the store then goes live (by sequence) then never misses an event."""
+
+    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
+        """The envelope of the topic's next event, its sequence assigned, not yet delivered."""
+        ...
+
+    async def send(self, event: Event) -> None:
+        """Deliver a prepared event to every subscriber of its topic."""
         ...
 
 

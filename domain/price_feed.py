@@ -82,10 +82,11 @@ class PriceFeed:
         return steps
 
     async def _publish(self, price: OraclePrice) -> None:
-        event = await self.publisher.publish(
+        event = await self.publisher.prepare(
             price_topic(price.market), PRICE_UPDATE, price.to_payload()
         )
         await self.prices.save(price, event.sequence)
+        await self.publisher.send(event)
 
     async def run(self) -> None:
         """Tick on schedule until cancelled."""

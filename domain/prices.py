@@ -99,7 +99,10 @@ class RandomWalkOracle:
         self.params = params or RandomWalkParams()
         self._rng = random.Random(None if seed is None else f"{seed}:{market.id}")
         self.lower = self._quantize(start * self.params.lower_bound_ratio, ROUND_UP)
-        self.upper = self._quantize(start * self.params.upper_bound_ratio, ROUND_HALF_EVEN)
+        # Rounded separately, a band narrower than one tick could come out upside down.
+        self.upper = max(
+            self._quantize(start * self.params.upper_bound_ratio, ROUND_HALF_EVEN), self.lower
+        )
         self._log_lower = math.log(self.lower)
         self._log_upper = math.log(self.upper)
         self._log_price = min(max(math.log(start), self._log_lower), self._log_upper)

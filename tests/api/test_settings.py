@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from api.settings import Settings
+
+
+def test_defaults_are_the_embedded_single_process_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "BROADCAST_URL", "PORT", "HOST", "PRICE_FEED_HZ"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.database_url is None
+    assert settings.broadcast_url == "memory://"
+    assert (settings.host, settings.port, settings.price_feed_hz) == ("127.0.0.1", 8000, 1.0)
+    assert settings.simulated_feeds is True
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("SIMULATED_FEEDS", "0")
+    monkeypatch.setenv("BROADCAST_URL", "redis://127.0.0.1:6379/0")
+    settings = Settings()
+    assert (settings.port, settings.simulated_feeds) == (9001, False)
+    assert settings.broadcast_url.startswith("redis://")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BROADCAST_URL", "kafka://localhost"),
+        ("PRICE_FEED_HZ", "0"),
+        ("PORT", "70000"),
+        ("SUBSCRIBER_QUEUE_SIZE", "0"),
+        ("LOG_LEVEL", "verbose"),
+    ],
+)
+def test_bad_values_are_refused_with_the_setting_named(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
+
+
+def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DATABASE_URL=`` starts the embedded PostgreSQL; it never reaches asyncpg as a DSN."""
+    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.setenv("SIMULATION_SEED", "")
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    settings = Settings()
+    assert (settings.database_url, settings.simulation_seed) == (None, None)
+    assert settings.log_level == "warning"
+
+
+def test_allowed_origins_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_ORIGINS", "https://app.example.com, http://localhost:3000,")
+    assert Settings().allowed_origin_list == ["https://app.example.com", "http://localhost:3000"]

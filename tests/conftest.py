@@ -1,0 +1,53 @@
+"""Shared fixtures: a real PostgreSQL (``DATABASE_URL`` or the embedded one) and a real server."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+from api.embedded_postgres import EmbeddedPostgres
+from tests.support import ServerProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+FEED_HZ = "10"
+"""Fast enough that tests see several events in a second, slow enough for two cores."""
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``DATABASE_URL`` if set; otherwise an embedded PostgreSQL for this test session."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        pytest.skip("REDIS_URL is not set: start Redis and set REDIS_URL to run this test")
+    return url
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the suite: memory broadcaster, simulated feeds at 10 Hz."""
+    process = ServerProcess(
+        {
+            "DATABASE_URL": database_url,
+            "PRICE_FEED_HZ": FEED_HZ,
+            "CONNECTION_INIT_WAIT_TIMEOUT_S": "2",
+            "MAX_SUBSCRIPTIONS_PER_CONNECTION": "5",
+        },
+        tmp_path_factory.mktemp("server") / "server.log",
+    ).start()
+    yield process
+    process.stop()

@@ -1,0 +1,193 @@
+"""Test helpers that go through the real thing: a server process, WebSocket, SSE and multipart
+clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Self
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from pathlib import Path
+
+RECEIVE_TIMEOUT_S = 10.0
+MAX_SKIPPED = 1000
+"""Messages of other operations a wait may skip before it gives up."""
+
+PRICE_FIELDS = "market price confidence publishedAt sequence"
+PRICE_SUBSCRIPTION = (
+    "subscription($m: String!) { priceUpdates(market: $m) { " + PRICE_FIELDS + " } }"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """``tradestream serve`` in a child process on a free port, with the given environment."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k not in _SETTINGS_VARIABLES},
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "LOG_LEVEL": "warning",
+            **env,
+        }
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/graphql"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> Self:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = httpx.post(self.url, json={"query": query, "variables": variables}, timeout=10)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+
+_SETTINGS_VARIABLES = {
+    "HOST",
+    "PORT",
+    "LOG_LEVEL",
+    "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "DATA_DIR",
+    "BROADCAST_URL",
+    "SIMULATED_FEEDS",
+    "PRICE_FEED_HZ",
+    "SIMULATION_SEED",
+    "SUBSCRIBER_QUEUE_SIZE",
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "CONNECTION_INIT_WAIT_TIMEOUT_S",
+}
+"""Settings a test server must not inherit from the environment running the tests."""
+
+
+class GraphQLWS:
+    """A graphql-transport-ws client over a real WebSocket."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls,
+        url: str,
+        *,
+        init: bool = True,
+        subprotocols: tuple[str, ...] = ("graphql-transport-ws",),
+    ) -> AsyncIterator[GraphQLWS]:
+        async with connect(url, subprotocols=list(subprotocols), compression=None) as ws:  # type: ignore[arg-type]
+            client = cls(ws)
+            if init:
+                await client.send({"type": "connection_init", "payload": {}})
+                assert (await client.receive()) == {"type": "connection_ack"}
+            yield client
+
+    async def send(self, message: dict[str, Any] | str) -> None:
+        await self.ws.send(message if isinstance(message, str) else orjson.dumps(message).decode())
+
+    async def receive(self, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        message: dict[str, Any] = orjson.loads(raw)
+        return message
+
+    async def subscribe(self, id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        await self.send({"id": id, "type": "subscribe", "payload": payload})
+
+    async def next_data(self, id: str, field: str) -> dict[str, Any]:
+        """The data of the next ``next`` message for operation ``id`` (others are skipped)."""
+        for _ in range(MAX_SKIPPED):
+            message = await self.receive()
+            if message.get("id") == id:
+                assert message["type"] == "next", message
+                assert "errors" not in message["payload"], message
+                data: dict[str, Any] = message["payload"]["data"][field]
+                return data
+        raise AssertionError(f"no message for operation {id} among {MAX_SKIPPED}")
+
+    async def closed(self, timeout: float = RECEIVE_TIMEOUT_S) -> tuple[int, str]:
+        """Wait for the server to close the socket; return its close code and reason."""
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(MAX_SKIPPED):
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        assert self.ws.close_code is not None
+        return self.ws.close_code, self.ws.close_reason or ""
+
+
+async def price_sequences(client: GraphQLWS, id: str, count: int) -> list[dict[str, Any]]:
+    return [await client.next_data(id, "priceUpdates") for _ in range(count)]
+
+
+def parse_multipart(body: str, boundary: str = "graphql") -> list[dict[str, Any]]:
+    """The JSON parts of a multipart/mixed subscription body (heartbeats included, as ``{}``)."""
+    parts = []
+    for chunk in body.split(f"--{boundary}"):
+        head, _, content = chunk.partition("\r\n\r\n")
+        if "application/json" in head and content.strip():
+            parts.append(orjson.loads(content.strip()))
+    return parts

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_serve_refuses_invalid_settings_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env={**os.environ, "BROADCAST_URL": "kafka://localhost:9092"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid settings" in result.stderr
+    assert "broadcast_url" in result.stderr
+    assert "unsupported broadcast backend 'kafka'" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "launch"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'launch'" in result.stderr
