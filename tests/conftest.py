@@ -13,6 +13,9 @@ from tests.support import ServerProcess
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+ALLOWED_ORIGIN = "http://localhost:3000"
+"""The one other origin whose browser pages the test server lets in."""
+
 FEED_HZ = "10"
 """Fast enough that tests see several events in a second, slow enough for two cores."""
 
@@ -46,6 +49,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "PRICE_FEED_HZ": FEED_HZ,
             "CONNECTION_INIT_WAIT_TIMEOUT_S": "2",
             "MAX_SUBSCRIPTIONS_PER_CONNECTION": "5",
+            "ALLOWED_ORIGINS": ALLOWED_ORIGIN,
         },
         tmp_path_factory.mktemp("server") / "server.log",
     ).start()

@@ -17,6 +17,7 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -138,7 +139,8 @@ class GraphQLWS:
         init: bool = True,
         subprotocols: tuple[str, ...] = ("graphql-transport-ws",),
     ) -> AsyncIterator[GraphQLWS]:
-        async with connect(url, subprotocols=list(subprotocols), compression=None) as ws:  # type: ignore[arg-type]
+        protocols = [Subprotocol(p) for p in subprotocols]
+        async with connect(url, subprotocols=protocols, compression=None) as ws:
             client = cls(ws)
             if init:
                 await client.send({"type": "connection_init", "payload": {}})

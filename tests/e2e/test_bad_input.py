@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
 
+from tests.conftest import ALLOWED_ORIGIN
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS
 
 if TYPE_CHECKING:
@@ -181,3 +185,39 @@ async def test_subscriptions_per_connection_are_limited(server: ServerProcess) -
         assert errors[0]["id"] == "6"
         assert errors[0]["payload"][0]["message"] == "Subscription limit reached"
         assert live == {"0", "1", "2", "3", "4"}
+
+
+SUBPROTOCOLS = [Subprotocol("graphql-transport-ws")]
+
+
+async def test_websocket_from_a_foreign_origin_is_refused_403(server: ServerProcess) -> None:
+    async with bystander(server):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                server.ws_url, subprotocols=SUBPROTOCOLS, origin=Origin("http://evil.example")
+            ):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(
+            server.ws_url, subprotocols=SUBPROTOCOLS, origin=Origin(ALLOWED_ORIGIN)
+        ) as ws:
+            client = GraphQLWS(ws)
+            await client.send({"type": "connection_init"})
+            assert (await client.receive())["type"] == "connection_ack"
+
+
+async def test_cors_answers_allowed_origins_only(server: ServerProcess) -> None:
+    preflight = {"access-control-request-method": "POST"}
+    async with httpx.AsyncClient() as http:
+        allowed = await http.options(server.url, headers={"origin": ALLOWED_ORIGIN, **preflight})
+        foreign = await http.options(
+            server.url, headers={"origin": "http://evil.example", **preflight}
+        )
+        query = await http.post(
+            server.url, json={"query": "{ markets { id } }"}, headers={"origin": ALLOWED_ORIGIN}
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert foreign.status_code == 400
+    assert "access-control-allow-origin" not in foreign.headers
+    assert query.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
