@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from domain.events import Event
-from domain.markets import Market
 from domain.price_feed import PriceFeed
 from domain.prices import (
     DEFAULT_START_PRICES,
@@ -21,23 +20,12 @@ from domain.prices import (
     RandomWalkParams,
 )
 from domain.topics import price_topic
+from tests.domain.factories import make_market
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-
-def make_market(market_id: str, tick_size: str = "0.01") -> Market:
-    return Market(
-        id=market_id,
-        base=market_id.split("-")[0],
-        quote="USD",
-        tick_size=Decimal(tick_size),
-        step_size=Decimal("0.001"),
-        min_order_size=Decimal("0.001"),
-        max_leverage=Decimal("20"),
-        maintenance_margin_rate=Decimal("0.03"),
-        liquidation_fee_rate=Decimal("0.015"),
-    )
+    from domain.markets import Market
 
 
 BTC = make_market("BTC-PERP", "0.1")

@@ -4,30 +4,19 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.markets import Market
 from domain.prices import OraclePrice, RandomWalkOracle, RandomWalkParams, _reflect
+from tests.domain.factories import make_market
+
+if TYPE_CHECKING:
+    from domain.markets import Market
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def make_market(market_id: str = "BTC-PERP", tick_size: str = "0.1") -> Market:
-    return Market(
-        id=market_id,
-        base=market_id.split("-")[0],
-        quote="USD",
-        tick_size=Decimal(tick_size),
-        step_size=Decimal("0.001"),
-        min_order_size=Decimal("0.001"),
-        max_leverage=Decimal("20"),
-        maintenance_margin_rate=Decimal("0.03"),
-        liquidation_fee_rate=Decimal("0.015"),
-    )
 
 
 def walk(oracle: RandomWalkOracle, steps: int, dt: float = 1.0) -> list[OraclePrice]:
