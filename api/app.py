@@ -12,13 +12,15 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 
 from api.broadcast import Broadcast
 from api.clock import SystemClock
 from api.embedded_postgres import EmbeddedPostgres
-from api.health import healthz, readyz
+from api.fanout import Groups
+from api.health import healthz, readyz, stats
 from api.hub import Hub
+from api.limits import BodySizeLimit, refuse_websocket
 from api.migrations import migrate
 from api.publisher import BroadcastPublisher
 from api.schema import schema
@@ -31,15 +33,52 @@ from api.workers import Workers, start_simulated_feeds
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from starlette.datastructures import State
     from starlette.requests import Request
+    from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    settings = settings or Settings()
-    view = GraphQLView(schema, settings)
+class App:
+    """The ASGI application.
 
+    Starlette serves HTTP and the lifespan. The GraphQL WebSocket endpoint is called directly,
+    outside Starlette's middleware, so it receives the server's own ``send`` and the fan-out can
+    write frames to the socket without a task per message (:mod:`api.connection`).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.http = _http_app(settings)
+        self.view = GraphQLView(schema, settings, self.http.state)
+        self.http.state.view = self.view
+        self.http.router.routes.append(Route("/graphql", self.view))
+        self.connections = 0
+
+    @property
+    def state(self) -> State:
+        return self.http.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or scope["path"] != "/graphql":
+            await self.http(scope, receive, send)
+            return
+        if self.connections >= self.settings.max_connections:
+            await refuse_websocket(scope, receive, send, self.settings.max_connections)
+            return
+        self.connections += 1
+        try:
+            await self.view(scope, receive, send)
+        finally:
+            self.connections -= 1
+
+
+def create_app(settings: Settings | None = None) -> App:
+    return App(settings or Settings())
+
+
+def _http_app(settings: Settings) -> Starlette:
     async def index(request: Request) -> RedirectResponse:
         return RedirectResponse("/graphql")
 
@@ -55,7 +94,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.info("tradestream ready: broadcast backend %s", services.broadcast.scheme)
             yield
 
-    middleware = []
+    middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)]
     if settings.allowed_origin_list:
         middleware.append(
             Middleware(
@@ -72,8 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/", index),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/graphql", view),
-            WebSocketRoute("/graphql", view),
+            Route("/stats", stats),
         ],
         lifespan=lifespan,
     )
@@ -103,6 +141,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         pool=pool,
         broadcast=broadcast,
         hub=hub,
+        groups=Groups(queue_size=settings.subscriber_queue_size),
         publisher=BroadcastPublisher(broadcast, PgSequencer(pool), clock),
         clock=clock,
         markets=await load_markets(pool),

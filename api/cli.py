@@ -14,7 +14,7 @@ import uvicorn
 if TYPE_CHECKING:
     from types import FrameType
 
-    from starlette.applications import Starlette
+    from api.app import App
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,9 @@ def _serve(host: str | None, port: int | None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws_per_message_deflate=False,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )
     _DrainingServer(config, app).run()
     return 0
@@ -75,7 +77,7 @@ class _DrainingServer(uvicorn.Server):
     subscription never ends by itself; so on the exit signal, end every subscription first (each
     gets a SHUTTING_DOWN error, then completes)."""
 
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+    def __init__(self, config: uvicorn.Config, app: App) -> None:
         super().__init__(config)
         self.app = app
 

@@ -46,3 +46,20 @@ async def _check(probe: Awaitable[object]) -> str:
     except Exception as exc:
         return f"failed: {type(exc).__name__}: {exc}"
     return "ok"
+
+
+async def stats(request: Request) -> JSONResponse:
+    """What this process is serving: open topics, shared executions and their subscribers."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    connections = request.app.state.view.connections
+    return JSONResponse(
+        {
+            "webSockets": len(connections),
+            "webSocketsWrittenDirectly": sum(c.direct for c in connections),
+            "topics": services.hub.topics,
+            "groups": len(services.groups),
+            "groupMembers": services.groups.members,
+        }
+    )

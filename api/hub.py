@@ -19,6 +19,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Self
 
 from api.envelope import MalformedEventError, decode_event
+from api.fanout import note_topic
 from domain.events import DeliveryPolicy, Event
 from domain.topics import policy_of
 
@@ -193,6 +194,7 @@ class Hub:
         self._closed = False
 
     def subscribe(self, topic: str) -> Subscription:
+        note_topic(topic)
         return Subscription(self, topic)
 
     async def live(

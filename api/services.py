@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from api.broadcast import Broadcast
+    from api.fanout import Groups
     from api.hub import Hub
     from api.settings import Settings
     from domain.markets import MarketCatalog
@@ -21,6 +22,7 @@ class Services:
     pool: asyncpg.Pool
     broadcast: Broadcast
     hub: Hub
+    groups: Groups
     publisher: Publisher
     clock: Clock
     markets: MarketCatalog

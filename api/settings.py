@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    max_connections: int = Field(default=20_000, ge=1)
+    """WebSocket connections one process holds; the next is closed with 1013 (try again later)."""
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    """Largest message a client may send: WebSocket frames past it close with 1009, HTTP request
+    bodies past it get 413."""
+    send_queue_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Bytes that may wait to be sent to one WebSocket whose client reads too slowly; past it the
+    connection is closed with 4008 (latest-value results are conflated and never pile up)."""
+    ws_per_message_deflate: bool = False
+    """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
 
     allowed_origins: str = ""

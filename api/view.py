@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from cross_web import HTTPException
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import (
@@ -16,14 +16,24 @@ from strawberry.subscriptions import (
     GRAPHQL_TRANSPORT_WS_PROTOCOL,
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
 from strawberry.types.graphql import OperationType
 
+from api.connection import SCOPE_KEY, Connection, scope_connection
+from api.fanout import operation_id
 from api.schema.context import Context
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from cross_web import AsyncHTTPRequestAdapter
+    from starlette.datastructures import State
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
     from strawberry.http import GraphQLRequestData
     from strawberry.types import ExecutionResult
@@ -41,8 +51,41 @@ SUBSCRIPTION_NEEDS_STREAM = (
 )
 
 
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # Each operation runs in its own task, so the id is visible to exactly this operation's
+        # stream (the fan-out writes its frames with it).
+        operation_id.set(operation.id)
+        await super().run_operation(operation)
+
+
+class _WebSocketAdapter(ASGIWebSocketAdapter):
+    """Every message Strawberry sends goes through the connection's one ordered queue, behind any
+    results the fan-out has written there directly."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        connection = scope_connection(self.ws.scope)
+        if connection is None:
+            await super().send_json(message)
+            return
+        connection.write(orjson.dumps(message))
+        await connection.drained()
+
+    async def close(self, code: int, reason: str) -> None:
+        connection = scope_connection(self.ws.scope)
+        if connection is not None:
+            await connection.close()
+        await super().close(code, reason)
+
+
 class GraphQLView(GraphQL[Context, None]):
-    def __init__(self, schema: Schema, settings: Settings) -> None:
+    graphql_transport_ws_handler_class = _TransportWSHandler
+    websocket_adapter_class = _WebSocketAdapter
+
+    def __init__(self, schema: Schema, settings: Settings, state: State) -> None:
+        self.settings = settings
+        self.state = state
+        self.connections: set[Connection] = set()
         super().__init__(
             schema,
             subscription_protocols=PROTOCOLS,
@@ -51,10 +94,28 @@ class GraphQLView(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origin_list,
         )
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await super().__call__(scope, receive, send)
+            return
+        connection = Connection(send, max_pending_bytes=self.settings.send_queue_max_bytes)
+        scope[SCOPE_KEY] = connection
+        self.connections.add(connection)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.connections.discard(connection)
+            await connection.close()
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        return Context(services=request.app.state.services, request=request, response=response)
+        return Context(
+            services=self.state.services,
+            request=request,
+            response=response,
+            connection=scope_connection(request.scope),
+        )
 
     async def execute_single(
         self,

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import strawberry
+from graphql import GraphQLError, get_operation_ast, parse
 from strawberry.tools import merge_types
+from strawberry.types.graphql import OperationType
 
+from api.schema.context import Context
 from api.schema.errors import ClientError
 from api.schema.prices import PriceQuery, PriceSubscription
 
 if TYPE_CHECKING:
-    from graphql import GraphQLError
+    from collections.abc import Iterable
+
+    from strawberry.schema.schema import StreamResult
     from strawberry.types import ExecutionContext
 
 logger = logging.getLogger("api.schema")
@@ -22,6 +29,44 @@ Subscription = merge_types("Subscription", (PriceSubscription,))
 
 
 class Schema(strawberry.Schema):
+    """Strawberry's schema, with identical subscriptions answered from one shared execution
+    (:mod:`api.fanout`). Every transport asks ``stream`` for its results, so all of them share."""
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> StreamResult:
+        async def execute() -> StreamResult:
+            return await strawberry.Schema.stream(
+                self,
+                query,
+                variable_values=variable_values,
+                context_value=context_value,
+                root_value=root_value,
+                operation_name=operation_name,
+                operation_extensions=operation_extensions,
+                allowed_operation_types=allowed_operation_types,
+            )
+
+        key = _share_key(query, variable_values, context_value, operation_name, root_value)
+        if (
+            key is None
+            or operation_extensions
+            or (
+                allowed_operation_types is not None
+                and OperationType.SUBSCRIPTION not in allowed_operation_types
+            )
+        ):
+            return await execute()
+        assert isinstance(context_value, Context)
+        return context_value.services.groups.subscribe(key, execute, context_value.connection)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -41,3 +86,32 @@ def build_schema() -> Schema:
 
 
 schema = build_schema()
+
+
+def _share_key(
+    query: str | None,
+    variables: dict[str, Any] | None,
+    context: Any,
+    operation_name: str | None,
+    root_value: Any,
+) -> tuple[str, str | None, bytes, str] | None:
+    """What makes two subscriptions identical, or None for an operation that is not shared (not a
+    subscription, not parseable: those run on their own, as Strawberry runs them)."""
+    if query is None or root_value is not None or not isinstance(context, Context):
+        return None
+    if _operation_type(query, operation_name) is not OperationType.SUBSCRIPTION:
+        return None
+    try:
+        canonical = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return None
+    return (query, operation_name, canonical, context.group_scope)
+
+
+@functools.lru_cache(maxsize=1024)
+def _operation_type(query: str, operation_name: str | None) -> OperationType | None:
+    try:
+        operation = get_operation_ast(parse(query), operation_name)
+    except GraphQLError:
+        return None
+    return None if operation is None else OperationType(operation.operation.value)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.websockets import WebSocket
 
+    from api.connection import Connection
     from api.services import Services
 
 
@@ -22,6 +23,14 @@ class Context:
     response: Response | WebSocket | None = None
     connection_params: dict[str, Any] = field(default_factory=dict)
     """The ``connection_init`` payload on WebSockets (set by the protocol handler)."""
+    connection: Connection | None = None
+    """The WebSocket's outgoing side, when results can be written to it directly."""
+
+    @property
+    def group_scope(self) -> str:
+        """What this caller may see. Subscriptions are shared only within one scope; until
+        authentication exists every caller is anonymous and sees the public feeds."""
+        return "anonymous"
 
 
 Info = _Info[Context, None]

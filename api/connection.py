@@ -1,0 +1,210 @@
+"""The outgoing side of one WebSocket: every frame the server sends on it, in order, through one
+bounded queue.
+
+While the socket takes data, a frame is written at once and synchronously: the fan-out loop writes
+a whole group's frames without a task switch. When the client reads slower than the server sends,
+the transport pauses writing and frames wait here instead:
+
+- a frame with a ``key`` (a latest-value subscription's result, keyed by its operation id) replaces
+  the waiting frame with the same key: a slow client gets the newest state (conflation);
+- any other frame (stream events, protocol messages) waits in order; when what waits exceeds
+  ``max_pending_bytes``, the connection is closed with code 4008 rather than skip one.
+
+So a client that stops reading holds at most ``max_pending_bytes`` here plus the transport's
+write buffer (its high-water mark, 64 KiB), and never slows anyone else.
+
+Writing directly needs uvicorn's ``websockets-sansio`` protocol (the default with
+``uvicorn[standard]``); under any other server, frames go through the ASGI ``send`` from a
+writer task, with the same queue and policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from starlette.types import Send
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SLOW_CONSUMER = 4008
+"""Close code for a client that fell too far behind a stream; graphql-ws reconnects on it."""
+CLOSE_GRACE_S = 5.0
+"""How long a closed slow consumer has to read its close frame before the socket is dropped."""
+
+
+class _Frame:
+    __slots__ = ("key", "payload")
+
+    def __init__(self, payload: bytes, key: str | None) -> None:
+        self.payload = payload
+        self.key = key
+
+
+class Connection:
+    def __init__(self, send: Send, *, max_pending_bytes: int) -> None:
+        protocol = getattr(send, "__self__", None)
+        self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+        self._send = send
+        self.max_pending_bytes = max_pending_bytes
+        self._pending: deque[_Frame] = deque()
+        self._by_key: dict[str, _Frame] = {}
+        self._pending_bytes = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.closed = False
+        self.conflated = 0
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames are written straight to the transport (the fast path)."""
+        return self._protocol is not None
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def write(self, payload: bytes, *, key: str | None = None) -> None:
+        """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy."""
+        if self.closed:
+            return
+        if not self._pending and self._write_now(payload):
+            return
+        if self.closed:
+            return
+        frame = self._by_key.get(key) if key is not None else None
+        if frame is not None:
+            self._pending_bytes += len(payload) - len(frame.payload)
+            frame.payload = payload
+            self.conflated += 1
+            return
+        frame = _Frame(payload, key)
+        self._pending.append(frame)
+        if key is not None:
+            self._by_key[key] = frame
+        self._pending_bytes += len(payload)
+        self._drained.clear()
+        if self._pending_bytes > self.max_pending_bytes:
+            self._overflow()
+        elif self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="connection-flush")
+
+    async def drained(self) -> None:
+        """Wait until nothing is queued: backpressure for senders that can wait."""
+        await self._drained.wait()
+
+    async def close(self) -> None:
+        """Stop writing; frames still queued are dropped."""
+        self.closed = True
+        self._clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+    def _write_now(self, payload: bytes) -> bool:
+        """Write at once if the socket takes data; False if it is paused (queue instead)."""
+        protocol = self._protocol
+        if protocol is None:
+            return False
+        if protocol.close_sent or protocol.disconnected or protocol.conn.state is not State.OPEN:
+            self.closed = True
+            self._clear()
+            return True
+        if not protocol.writable.is_set():
+            return False
+        if protocol.conn.extensions:  # per-message compression negotiated: let websockets frame
+            protocol.conn.send_text(payload)
+            protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        else:
+            protocol.transport.write(_text_frame(payload))
+        return True
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending and not self.closed:
+                frame = self._pending[0]
+                if self._protocol is not None:
+                    await self._protocol.writable.wait()
+                    if not self._write_now(frame.payload):
+                        continue
+                    if self.closed:
+                        break
+                else:
+                    await self._send({"type": "websocket.send", "text": frame.payload.decode()})
+                self._pop()
+        except Exception as exc:  # the client went away mid-send
+            logger.debug("connection flush ended: %s", exc)
+            self.closed = True
+            self._clear()
+        finally:
+            self._flusher = None
+            if not self._pending:
+                self._drained.set()
+
+    def _pop(self) -> None:
+        frame = self._pending.popleft()
+        if frame.key is not None and self._by_key.get(frame.key) is frame:
+            del self._by_key[frame.key]
+        self._pending_bytes -= len(frame.payload)
+        if not self._pending:
+            self._drained.set()
+
+    def _clear(self) -> None:
+        self._pending.clear()
+        self._by_key.clear()
+        self._pending_bytes = 0
+        self._drained.set()
+
+    def _overflow(self) -> None:
+        reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"
+        logger.info("closing a WebSocket: %s", reason)
+        self.closed = True
+        self._clear()
+        protocol = self._protocol
+        if protocol is None:
+            asyncio.create_task(self._send_close(reason))  # noqa: RUF006 (ends by itself)
+            return
+        if protocol.close_sent or protocol.conn.state is not State.OPEN:
+            return
+        # The client is not reading, so the close frame may never get out: write it past the
+        # pause anyway, and drop the socket if the client has not taken it in time.
+        protocol.conn.send_close(CLOSE_SLOW_CONSUMER, reason)
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        protocol.close_sent = True
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, protocol.transport.abort)
+
+    async def _send_close(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._send(
+                {"type": "websocket.close", "code": CLOSE_SLOW_CONSUMER, "reason": reason}
+            )
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (server to client, RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def scope_connection(scope: MutableMapping[str, Any]) -> Connection | None:
+    """The connection the view stored in a WebSocket's ASGI scope."""
+    connection = scope.get(SCOPE_KEY)
+    return connection if isinstance(connection, Connection) else None
+
+
+SCOPE_KEY = "tradestream.connection"

@@ -1,0 +1,325 @@
+"""Shared execution: subscribers whose operation is identical share one execution per event.
+
+Identical means the same document, operation name, variables (as the client sent them) and
+authorization scope. The first such subscriber starts a :class:`Group`, which runs the operation
+once through Strawberry; every result is encoded once (orjson) and handed to each member:
+
+- a :class:`RawSink` (WebSocket on the fast path) splices the encoded payload into that member's
+  ``next`` frame, whose only difference from the others' is the operation id, and writes it to the
+  member's :class:`api.connection.Connection` synchronously, in the group's own loop: no task
+  switch and no encoding per subscriber;
+- a :class:`QueueSink` (SSE, multipart, any other WebSocket) yields a :class:`SharedResult` whose
+  ``data`` is the already-encoded bytes (an ``orjson.Fragment``), so the transport's own encoding
+  copies them instead of encoding again.
+
+Resolvers see none of this: the group's execution is an ordinary Strawberry subscription.
+
+Late joiners of a latest-value group get the group's last result at once (it is the current
+state). A stream group takes no members after its first result (they would miss the start of the
+stream), so a later identical subscription starts a group of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import orjson
+from graphql import GraphQLError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from domain.events import DeliveryPolicy
+from domain.topics import policy_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+
+    from api.connection import Connection
+
+    Stream: TypeAlias = AsyncGenerator[Any, None]
+    """What Strawberry's ``Schema.stream`` returns (results, or incremental-delivery frames)."""
+
+logger = logging.getLogger(__name__)
+
+operation_id: ContextVar[str | None] = ContextVar("tradestream_operation_id", default=None)
+"""The graphql-transport-ws id of the operation this task runs (set by the view's handler)."""
+
+_current_group: ContextVar[Group | None] = ContextVar("tradestream_group", default=None)
+
+
+def note_topic(topic: str) -> None:
+    """Tell the group executing in this task (if any) that it reads ``topic``: a stream topic makes
+    the whole group follow the stream policy."""
+    group = _current_group.get()
+    if group is not None and policy_of(topic) is DeliveryPolicy.STREAM:
+        group.policy = DeliveryPolicy.STREAM
+
+
+class SharedResult(ExecutionResult):
+    """An execution result whose ``data`` is already-encoded JSON (``orjson.Fragment``)."""
+
+
+class Encoded:
+    """One result of a group, encoded once."""
+
+    __slots__ = ("payload", "result")
+
+    def __init__(self, result: ExecutionResult) -> None:
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [error.formatted for error in result.errors]
+        if result.extensions:
+            body["extensions"] = result.extensions
+        self.payload: bytes = orjson.dumps(body)
+        """The whole ``payload`` of a graphql-transport-ws ``next`` message."""
+        self.result = SharedResult(
+            data=orjson.Fragment(orjson.dumps(result.data)),  # type: ignore[arg-type]
+            errors=result.errors,
+            extensions=result.extensions,
+        )
+
+
+class Sink(Protocol):
+    def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None: ...
+
+    def end(self) -> None: ...
+
+
+class RawSink:
+    """Writes each result as a ready ``next`` frame to a WebSocket connection, synchronously."""
+
+    __slots__ = ("connection", "id", "prefix")
+
+    def __init__(self, connection: Connection, id: str) -> None:
+        self.connection = connection
+        self.id = id
+        self.prefix = b'{"id":' + orjson.dumps(id) + b',"type":"next","payload":'
+
+    def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
+        key = self.id if policy is DeliveryPolicy.LATEST_VALUE else None
+        self.connection.write(self.prefix + encoded.payload + b"}", key=key)
+
+    def end(self) -> None:
+        return None
+
+
+_END = object()
+
+
+class QueueSink:
+    """A bounded queue of results read by the member's own task.
+
+    Latest-value groups keep only the newest result; a stream group's member that falls
+    ``capacity`` results behind gets a SUBSCRIBER_LAGGED error and its stream ends.
+    """
+
+    __slots__ = ("_items", "_wakeup", "capacity", "conflated")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[object] = deque()
+        self._wakeup = asyncio.Event()
+        self.conflated = 0
+
+    def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
+        if self._items and self._items[-1] is _END:
+            return
+        if policy is DeliveryPolicy.LATEST_VALUE:
+            if self._items:
+                self.conflated += len(self._items)
+                self._items.clear()
+        elif len(self._items) >= self.capacity:
+            self._items.clear()
+            self._items.extend((_lagged(self.capacity), _END))
+            self._wakeup.set()
+            return
+        self._items.append(encoded.result)
+        self._wakeup.set()
+
+    def end(self) -> None:
+        if not self._items or self._items[-1] is not _END:
+            self._items.append(_END)
+        self._wakeup.set()
+
+    async def results(self) -> AsyncGenerator[ExecutionResult, None]:
+        while True:
+            while not self._items:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            item = self._items.popleft()
+            if item is _END:
+                return
+            assert isinstance(item, ExecutionResult)
+            yield item
+
+
+def _lagged(capacity: int) -> ExecutionResult:
+    error = GraphQLError(
+        f"subscription fell more than {capacity} events behind and was ended; resubscribe",
+        extensions={"code": "SUBSCRIBER_LAGGED"},
+    )
+    return ExecutionResult(data=None, errors=[error])
+
+
+class Member:
+    __slots__ = ("finished", "group", "sink")
+
+    def __init__(self, group: Group, sink: Sink) -> None:
+        self.group = group
+        self.sink = sink
+        self.finished: asyncio.Future[PreExecutionError | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def finish(self, outcome: PreExecutionError | None = None) -> None:
+        if not self.finished.done():
+            self.finished.set_result(outcome)
+        self.sink.end()
+
+
+class Group:
+    """One execution shared by every member; ends when its stream ends or its last member leaves."""
+
+    def __init__(
+        self, groups: Groups, key: Hashable, open_stream: Callable[[], Awaitable[Stream]]
+    ) -> None:
+        self.groups = groups
+        self.key = key
+        self.members: dict[int, Member] = {}
+        self.policy = DeliveryPolicy.LATEST_VALUE
+        self.started = False
+        self.last: Encoded | None = None
+        self.refusal: PreExecutionError | None = None
+        self._open_stream = open_stream
+        self.task: asyncio.Task[None] | None = None
+        """Started by the first member to join, so no result can precede every member."""
+
+    @property
+    def joinable(self) -> bool:
+        if self.task is None:
+            return True
+        return not self.task.done() and not (self.started and self.policy is DeliveryPolicy.STREAM)
+
+    def join(self, sink: Sink) -> Member:
+        member = Member(self, sink)
+        if self.task is not None and self.task.done():
+            member.finish(self.refusal)  # it ended between this member's subscribe and join
+            return member
+        self.members[id(member)] = member
+        if self.last is not None:
+            sink.deliver(self.last, self.policy)
+        if self.task is None:
+            self.task = asyncio.create_task(self._pump(self._open_stream), name="fanout-group")
+        return member
+
+    def leave(self, member: Member) -> None:
+        if self.members.pop(id(member), None) is not None and not self.members:
+            self.groups.forget(self)
+            if self.task is not None:
+                self.task.cancel()
+
+    async def _pump(self, open_stream: Callable[[], Awaitable[Stream]]) -> None:
+        _current_group.set(self)
+        try:
+            stream = await open_stream()
+            async with contextlib.aclosing(stream):
+                async for result in stream:
+                    if not self.started and isinstance(result, PreExecutionError):
+                        # Validation or a resolver refusing before the first event: each member
+                        # answers it as its own (an ``error`` message on graphql-transport-ws).
+                        self.refusal = result
+                        for member in list(self.members.values()):
+                            member.finish(result)
+                        return
+                    self.started = True
+                    encoded = Encoded(result)
+                    if self.policy is DeliveryPolicy.LATEST_VALUE:
+                        self.last = encoded
+                    for member in list(self.members.values()):
+                        member.sink.deliver(encoded, self.policy)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("shared subscription execution failed")
+            encoded = Encoded(
+                ExecutionResult(
+                    data=None,
+                    errors=[GraphQLError("internal error", extensions={"code": "INTERNAL"})],
+                )
+            )
+            for member in list(self.members.values()):
+                member.sink.deliver(encoded, DeliveryPolicy.STREAM)
+        finally:
+            self.groups.forget(self)
+            for member in list(self.members.values()):
+                member.finish()
+
+
+class Groups:
+    """Every open group of this process, by key."""
+
+    def __init__(self, *, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self._by_key: dict[Hashable, Group] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    @property
+    def members(self) -> int:
+        return sum(len(g.members) for g in self._by_key.values())
+
+    def forget(self, group: Group) -> None:
+        if self._by_key.get(group.key) is group:
+            del self._by_key[group.key]
+
+    def subscribe(
+        self,
+        key: Hashable,
+        open_stream: Callable[[], Awaitable[Stream]],
+        connection: Connection | None,
+    ) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
+        """The results of the operation ``key`` for one subscriber, from a shared execution.
+
+        With a ``connection`` and an operation id (graphql-transport-ws), results are written to
+        the connection directly and this stream yields only a refusal, if any; otherwise it yields
+        every result.
+        """
+        group = self._by_key.get(key)
+        if group is None or not group.joinable:
+            group = self._by_key[key] = Group(self, key, open_stream)
+        op_id = operation_id.get()
+        if connection is not None and op_id is not None:
+            return _raw_member(group, RawSink(connection, op_id))
+        return _queue_member(group, QueueSink(self.queue_size))
+
+
+async def _raw_member(
+    group: Group, sink: RawSink
+) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
+    member = group.join(sink)
+    try:
+        refusal = await member.finished
+        if refusal is not None:
+            yield refusal
+    finally:
+        group.leave(member)
+
+
+async def _queue_member(
+    group: Group, sink: QueueSink
+) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
+    member = group.join(sink)
+    try:
+        async for result in sink.results():
+            yield result
+        refusal = member.finished.result() if member.finished.done() else None
+        if refusal is not None:
+            yield refusal
+    finally:
+        group.leave(member)

@@ -1,0 +1,68 @@
+"""Limits a process enforces on what clients send and hold, each with a clear answer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.responses import PlainTextResponse
+from starlette.websockets import WebSocket
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CLOSE_TRY_AGAIN_LATER = 1013
+"""RFC 6455 "Try Again Later": the process is at its connection limit."""
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """HTTP request bodies over ``max_bytes`` get 413, announced by Content-Length or not."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLargeError
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLargeError:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = PlainTextResponse(
+            f"Request body larger than {self.max_bytes} bytes (MAX_MESSAGE_BYTES)", status_code=413
+        )
+        await response(scope, receive, send)
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    """Accept, then close with 1013 and a reason: a refused handshake would tell the client
+    nothing (browsers see a bare failure), a close code says to come back later."""
+    websocket = WebSocket(scope, receive, send)
+    offered = scope.get("subprotocols", [])
+    await websocket.accept(
+        subprotocol="graphql-transport-ws" if "graphql-transport-ws" in offered else None
+    )
+    await websocket.close(
+        CLOSE_TRY_AGAIN_LATER, f"server at its connection limit ({limit}); try again later"
+    )
