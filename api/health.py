@@ -58,6 +58,9 @@ async def stats(request: Request) -> JSONResponse:
         {
             "webSockets": len(connections),
             "webSocketsWrittenDirectly": sum(c.direct for c in connections),
+            "pendingBytes": sum(c.pending_bytes for c in connections),
+            "maxPendingBytes": max((c.pending_bytes for c in connections), default=0),
+            "conflated": sum(c.conflated for c in connections),
             "topics": services.hub.topics,
             "groups": len(services.groups),
             "groupMembers": services.groups.members,

@@ -59,9 +59,11 @@ class HubClosedError(HubError):
 class _SubscriberQueue:
     """A bounded queue with a delivery policy.
 
-    LATEST_VALUE keeps only the newest event: every event is the whole state, so a reader that is
-    behind skips straight to the present. STREAM keeps up to ``capacity`` events and, past that,
-    fails the reader with :class:`SubscriberLaggedError` rather than drop one silently.
+    LATEST_VALUE keeps the newest ``capacity`` events and drops the oldest past that: every event
+    is the whole state, so a reader that is behind skips towards the present, while a short stall
+    (a busy moment of the loop) costs a reader that keeps up nothing. STREAM keeps up to
+    ``capacity`` events and, past that, fails the reader with :class:`SubscriberLaggedError`
+    rather than drop one silently.
     """
 
     __slots__ = ("_items", "_wakeup", "capacity", "conflated", "error", "policy", "topic")
@@ -69,7 +71,7 @@ class _SubscriberQueue:
     def __init__(self, topic: str, policy: DeliveryPolicy, capacity: int) -> None:
         self.topic = topic
         self.policy = policy
-        self.capacity = 1 if policy is DeliveryPolicy.LATEST_VALUE else capacity
+        self.capacity = capacity
         self._items: deque[Event] = deque()
         self._wakeup = asyncio.Event()
         self.error: HubError | None = None

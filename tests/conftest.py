@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from api.embedded_postgres import EmbeddedPostgres
 from tests.support import ServerProcess
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 ALLOWED_ORIGIN = "http://localhost:3000"
 """The one other origin whose browser pages the test server lets in."""
@@ -30,6 +34,27 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
     yield embedded.start()
     embedded.stop()
+
+
+@contextlib.asynccontextmanager
+async def isolated_database(database_url: str) -> AsyncIterator[str]:
+    """A fresh database on the same server, dropped afterwards: for a server that must be the
+    only publisher of its topics (sequences are per database, and every test server with
+    simulated feeds on publishes every market)."""
+    name = f"tradestream_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def isolated_database_url(database_url: str) -> AsyncIterator[str]:
+    async with isolated_database(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -138,9 +138,12 @@ class GraphQLWS:
         *,
         init: bool = True,
         subprotocols: tuple[str, ...] = ("graphql-transport-ws",),
+        close_timeout: float = 10,
     ) -> AsyncIterator[GraphQLWS]:
         protocols = [Subprotocol(p) for p in subprotocols]
-        async with connect(url, subprotocols=protocols, compression=None) as ws:
+        async with connect(
+            url, subprotocols=protocols, compression=None, close_timeout=close_timeout
+        ) as ws:
             client = cls(ws)
             if init:
                 await client.send({"type": "connection_init", "payload": {}})
@@ -193,3 +196,8 @@ def parse_multipart(body: str, boundary: str = "graphql") -> list[dict[str, Any]
         if "application/json" in head and content.strip():
             parts.append(orjson.loads(content.strip()))
     return parts
+
+
+def stats(server: ServerProcess) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(server.base_url + "/stats", timeout=5).json()
+    return body

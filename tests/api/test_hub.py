@@ -134,16 +134,17 @@ async def test_every_subscriber_gets_the_same_event_object(hub: Hub, broadcast: 
     assert received[0] is received[1] is received[2]
 
 
-async def test_slow_subscriber_gets_latest_value_only(hub: Hub, broadcast: Broadcast) -> None:
+async def test_slow_subscriber_gets_the_newest_values_only(hub: Hub, broadcast: Broadcast) -> None:
+    """Latest-value queues hold the newest ``queue_size`` (4 here) events and drop older ones."""
     async with hub.subscribe(BTC) as slow, hub.subscribe(BTC) as fast:
         for sequence in range(1, 11):
             await publish(broadcast, event(sequence))
             assert (await receive(fast)).sequence == sequence
 
         await wait_until(lambda: last_sequence(hub, BTC) == 10)
-        assert len(slow.queue) == 1
-        assert slow.queue.conflated == 9
-        assert await receive(slow) == event(10)
+        assert len(slow.queue) == 4
+        assert slow.queue.conflated == 6
+        assert [(await receive(slow)).sequence for _ in range(4)] == [7, 8, 9, 10]
         assert len(slow.queue) == 0
 
 
@@ -151,17 +152,16 @@ async def test_out_of_order_and_duplicate_events_dropped(hub: Hub, broadcast: Br
     async with hub.subscribe(BTC) as sub:
         await publish(broadcast, event(1), event(2))
         await wait_until(lambda: last_sequence(hub, BTC) == 2)
-        assert (await receive(sub)).sequence == 2
+        assert [(await receive(sub)).sequence for _ in range(2)] == [1, 2]
 
         await publish(broadcast, event(2), event(1), event(2))
         await publish(broadcast, event(3))
         assert (await receive(sub)).sequence == 3
-        # Had a stale event reached the queue, event 3 would have conflated it.
-        assert sub.queue.conflated == 1  # only event 1, replaced by event 2 above
+        assert len(sub.queue) == 0  # no stale event reached the queue
 
         await publish(broadcast, event(3), event(4))
         assert (await receive(sub)).sequence == 4
-        assert sub.queue.conflated == 1
+        assert sub.queue.conflated == 0
 
 
 async def test_malformed_message_dropped_next_delivered(
@@ -319,10 +319,9 @@ async def test_stream_queue_wakes_a_waiting_reader_with_the_error() -> None:
 
 async def test_latest_value_queue_keeps_only_the_newest() -> None:
     queue = _SubscriberQueue(BTC, DeliveryPolicy.LATEST_VALUE, capacity=3)
-    assert queue.capacity == 1
     for sequence in range(1, 6):
         queue.put(event(sequence))
-    assert len(queue) == 1
-    assert queue.conflated == 4
-    assert (await queue.get()).sequence == 5
+    assert len(queue) == 3
+    assert queue.conflated == 2
+    assert [(await queue.get()).sequence for _ in range(3)] == [3, 4, 5]
     assert queue.error is None

@@ -1,0 +1,227 @@
+// Load client for `python -m bench`: N graphql-transport-ws subscribers against one server.
+// Derived from ../shared/bench/load_client.mjs (same defaults, same output for MODE=stream), extended
+// with VARS_MODE and the idle and storm modes. Depends only on `ws`.
+//
+//   node load_client.mjs ws://127.0.0.1:PORT/graphql N [DUR]
+//
+// Environment:
+//   MODE       stream (default) | idle | storm
+//   VARS_MODE  same (default) | distinct: subscriber i sends {...VARS, "n": i}, an undeclared variable
+//              that GraphQL execution ignores but that makes every subscriber's variables different
+//   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client
+//   HOLD       idle: seconds to keep the sockets open at most (default 120; stdin closing or SIGTERM
+//              ends the hold earlier)
+//
+// Every mode prints one JSON line on stdout when its measurement is done; idle prints a second one
+// when the hold ends. Bounded in count and time: the process always exits by itself.
+import WebSocket from 'ws';
+
+const [url, nArg, durArg] = process.argv.slice(2);
+const MODE = process.env.MODE || 'stream';
+const VARS_MODE = process.env.VARS_MODE || 'same';
+const N = Number(nArg);
+const DUR = Number(durArg || 10);
+const PER_CONN = Number(process.env.PER_CONN || 1);
+const QUERY = process.env.QUERY || 'subscription($m:String!){ priceUpdates(market:$m){ market price confidence ts } }';
+const VARS = JSON.parse(process.env.VARS || '{"m":"BTC-PERP"}');
+const FIELD = process.env.FIELD || 'priceUpdates';
+const INIT = JSON.parse(process.env.INIT || '{}');
+const HOLD = Number(process.env.HOLD || 120);
+const CONNECT_TIMEOUT_S = 30; // stream, idle: a socket not acknowledged by then has failed
+const WARMUP_S = 2; // stream: after every socket is set up, before counting
+const IDLE_GRACE_S = 3; // idle: subscribed = first message, or ack + subscribe sent + this long
+const STORM_TIMEOUT_S = 60;
+const SAMPLE_EVERY = 7; // stream: parse one `next` in this many for its latency
+const MAX_N = 50000;
+
+function fail(message) {
+  process.stderr.write(`load_client: ${message}\n`);
+  process.exit(2);
+}
+let target;
+try { target = new URL(url); } catch { fail(`not a URL: ${url}`); }
+if (target.protocol !== 'ws:' || target.hostname !== '127.0.0.1') fail(`connects to ws://127.0.0.1 only, not ${url}`);
+if (!Number.isInteger(N) || N < 1 || N > MAX_N) fail(`N must be an integer in 1..${MAX_N}, not ${nArg}`);
+if (!(DUR > 0 && DUR <= 600)) fail(`DUR must be in (0, 600] seconds, not ${durArg}`);
+if (!Number.isInteger(PER_CONN) || PER_CONN < 1 || PER_CONN > N) fail(`PER_CONN must be in 1..N`);
+if (!(HOLD > 0 && HOLD <= 3600)) fail(`HOLD must be in (0, 3600] seconds`);
+if (!['stream', 'idle', 'storm'].includes(MODE)) fail(`MODE must be stream, idle or storm, not ${MODE}`);
+if (!['same', 'distinct'].includes(VARS_MODE)) fail(`VARS_MODE must be same or distinct, not ${VARS_MODE}`);
+
+const CONNS = Math.max(1, Math.floor(N / PER_CONN));
+const sockets = new Set();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+const variablesFor = (i) => (VARS_MODE === 'distinct' ? { ...VARS, n: i } : VARS);
+const isNext = (s) => s.includes('"next"');
+
+function subscribeAll(ws, conn) {
+  for (let j = 0; j < PER_CONN; j++) {
+    const i = conn * PER_CONN + j;
+    ws.send(JSON.stringify({ id: String(j), type: 'subscribe', payload: { query: QUERY, variables: variablesFor(i) } }));
+  }
+}
+
+function publishTime(message) {
+  const data = message.payload && message.payload.data;
+  const ev = data && data[FIELD];
+  if (!ev) return null;
+  if (typeof ev.ts === 'number') return ev.ts;
+  if (typeof ev.publishedAt === 'string') { const t = Date.parse(ev.publishedAt); return Number.isNaN(t) ? null : t / 1000; }
+  return null;
+}
+
+function percentile(sorted, q, scale) {
+  if (!sorted.length) return null;
+  return Math.round(10 * scale * sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]) / 10;
+}
+
+// Opens the sockets CONNS at a time, 100 at once then a 20 ms pause (as the shared client does).
+async function openThrottled(open) {
+  const all = [];
+  for (let c = 0; c < CONNS; c++) { all.push(open(c)); if (c % 100 === 99) await sleep(20); }
+  return Promise.all(all);
+}
+
+function closeAll() { for (const ws of sockets) { try { ws.terminate(); } catch { /* already gone */ } } }
+
+// stream: N subscribers, warm-up, then count `next` messages for DUR seconds.
+async function stream() {
+  let counting = false, count = 0, ok = 0, failed = 0, errors = 0, completed = 0, closedLater = 0;
+  const receiving = new Set();
+  const lat = [];
+  const open = (c) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    let settled = false, good = false;
+    const done = (g) => { if (!settled) { settled = true; good = g; g ? ok++ : failed++; resolve(); } };
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      const s = buf.toString();
+      if (isNext(s)) {
+        receiving.add(c);
+        if (counting) {
+          count++;
+          if (count % SAMPLE_EVERY === 0) { const ts = publishTime(JSON.parse(s)); if (ts) lat.push(Date.now() / 1000 - ts); }
+        }
+        return;
+      }
+      const m = JSON.parse(s);
+      if (m.type === 'connection_ack') { subscribeAll(ws, c); done(true); }
+      else if (m.type === 'error') errors++;
+      else if (m.type === 'complete') completed++;
+    });
+    ws.on('error', () => done(false));
+    ws.on('close', () => { if (good) closedLater++; done(false); });
+    setTimeout(() => done(false), CONNECT_TIMEOUT_S * 1000);
+  });
+  const tc = Date.now();
+  await openThrottled(open);
+  const connectS = (Date.now() - tc) / 1000;
+  await sleep(WARMUP_S * 1000);
+  counting = true; const t0 = Date.now(); await sleep(DUR * 1000); counting = false;
+  const elapsed = (Date.now() - t0) / 1000;
+  lat.sort((a, b) => a - b);
+  out({
+    subscribers_ok: ok * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed, sub_errors: errors,
+    msgs_per_s: Math.round(count / elapsed), p50_ms: percentile(lat, 0.5, 1000), p99_ms: percentile(lat, 0.99, 1000),
+    // extensions over the shared client's line
+    receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: lat.length,
+    connect_s: Math.round(connectS * 100) / 100, seconds: Math.round(elapsed * 100) / 100,
+  });
+}
+
+// idle: N subscribed sockets, held open while the orchestrator reads the server's memory.
+async function idle() {
+  let ok = 0, failed = 0, errors = 0, closedLater = 0;
+  const open = (c) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    let settled = false, good = false;
+    const done = (g) => { if (!settled) { settled = true; good = g; g ? ok++ : failed++; resolve(); } };
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      if (settled) return;
+      const s = buf.toString();
+      if (isNext(s)) { done(true); return; }
+      const m = JSON.parse(s);
+      if (m.type === 'connection_ack') { subscribeAll(ws, c); setTimeout(() => done(true), IDLE_GRACE_S * 1000); }
+      else if (m.type === 'error') { errors++; done(false); }
+    });
+    ws.on('error', () => done(false));
+    ws.on('close', () => { if (good) closedLater++; done(false); });
+    setTimeout(() => done(false), CONNECT_TIMEOUT_S * 1000);
+  });
+  const tc = Date.now();
+  await openThrottled(open);
+  // subscribers_ok counts sockets that were subscribed; closed_after_subscribed, those of them the
+  // server has closed since.
+  out({
+    subscribers_ok: ok * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed, sub_errors: errors,
+    closed_after_subscribed: closedLater, connect_s: Math.round((Date.now() - tc) / 10) / 100,
+  });
+  const t0 = Date.now();
+  await new Promise((resolve) => {
+    const timer = setTimeout(resolve, HOLD * 1000);
+    const end = () => { clearTimeout(timer); resolve(); };
+    process.once('SIGTERM', end);
+    process.stdin.once('end', end);
+    process.stdin.once('close', end);
+    process.stdin.once('error', end);
+    process.stdin.resume();
+  });
+  out({ held_s: Math.round((Date.now() - t0) / 100) / 10, closed_after_subscribed: closedLater });
+}
+
+// storm: N sockets opened at once; time until every one has its first `next` (or has failed).
+async function storm() {
+  let subscribed = 0, failed = 0, errors = 0, lastSettled = 0;
+  const firsts = [];
+  const t0 = performance.now();
+  const open = (c) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    let settled = false;
+    const done = (good) => {
+      if (settled) return;
+      settled = true; lastSettled = performance.now() - t0;
+      if (good) { subscribed++; firsts.push(lastSettled); } else failed++;
+      resolve();
+    };
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      if (settled) return;
+      const s = buf.toString();
+      if (isNext(s)) { done(true); return; }
+      const m = JSON.parse(s);
+      if (m.type === 'connection_ack') subscribeAll(ws, c);
+      else if (m.type === 'error') { errors++; done(false); }
+    });
+    ws.on('error', () => done(false));
+    ws.on('close', () => done(false));
+  });
+  const all = [];
+  for (let c = 0; c < CONNS; c++) all.push(open(c));
+  let timedOut = false;
+  await Promise.race([Promise.all(all), sleep(STORM_TIMEOUT_S * 1000).then(() => { timedOut = true; })]);
+  firsts.sort((a, b) => a - b);
+  const pending = CONNS - subscribed - failed;
+  out({
+    subscribed: subscribed * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed + pending, sub_errors: errors,
+    seconds_to_all_subscribed: timedOut ? null : Math.round(lastSettled) / 1000,
+    // extensions: sockets neither subscribed nor failed at the time-out, per-socket time to first `next`
+    timed_out: pending, p50_first_ms: percentile(firsts, 0.5, 1), p99_first_ms: percentile(firsts, 0.99, 1),
+  });
+}
+
+// A hard stop in case a server stalls the measurement itself.
+const limitS = MODE === 'stream' ? CONNECT_TIMEOUT_S + WARMUP_S + DUR + 30
+  : MODE === 'idle' ? CONNECT_TIMEOUT_S + IDLE_GRACE_S + HOLD + 30 : STORM_TIMEOUT_S + 30;
+setTimeout(() => { process.stderr.write(`load_client: gave up after ${limitS} s\n`); closeAll(); process.exit(3); }, limitS * 1000).unref();
+
+try {
+  await { stream, idle, storm }[MODE]();
+} finally {
+  closeAll();
+}
+process.exit(0);

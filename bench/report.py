@@ -1,0 +1,198 @@
+"""Tables, ratios, target checks and the markdown summary."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.scenarios import LABELS, TRADESTREAM
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bench.scenarios import Result
+
+IDLE_TARGET_BYTES = 20 * 1024
+HOT_DELIVERED_SHARE = 0.9
+HOT_P99_MS = 50.0
+STORM_SECONDS = 5.0
+
+TARGETS = {
+    "hot": "delivered >= 90% of the offered msgs/s (60,000 at 3000 subscribers x 20 events/s), "
+    "p99 <= 50 ms, 0 failed connections",
+    "idle": "<= 20 KB (20,480 bytes) of server memory per subscribed connection",
+    "storm": "5000 subscribed in <= 5 s, none failed",
+}
+
+COLUMNS = ("server", "subscribers", "msgs/s", "p50 ms", "p99 ms", "failed conns", "RSS MB")
+EXTRA_COLUMNS = {
+    "idle": ("RSS before MB", "bytes/subscriber"),
+    "storm": ("seconds", "listen-queue drops"),
+}
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _subscribers(r: Result) -> str:
+    if r.subscribers_ok is None:
+        return f"-/{r.asked}"
+    return str(r.subscribers_ok) if r.subscribers_ok == r.asked else f"{r.subscribers_ok}/{r.asked}"
+
+
+def _failed(r: Result) -> str:
+    if r.failed_conns is None:
+        return "-"
+    errors = f" (+{r.sub_errors} errors)" if r.sub_errors else ""
+    return f"{r.failed_conns}{errors}"
+
+
+def _seconds(r: Result) -> str:
+    if r.seconds is None:
+        return "> 60 (time-out)" if r.client and r.error is None else "-"
+    return f"{r.seconds:.2f}"
+
+
+def row(r: Result) -> list[str]:
+    if r.error is not None:
+        cells = [r.label, f"-/{r.asked}", "error", "-", "-", "-", "-"]
+        return cells + ["-"] * len(EXTRA_COLUMNS.get(r.scenario, ()))
+    cells = [
+        r.label,
+        _subscribers(r),
+        _num(r.msgs_per_s),
+        _num(r.p50_ms, 1),
+        _num(r.p99_ms, 1),
+        _failed(r),
+        _num(r.rss_mb, 1),
+    ]
+    if r.scenario == "idle":
+        cells += [_num(r.rss_before_mb, 1), _num(r.bytes_per_subscriber)]
+    elif r.scenario == "storm":
+        cells += [_seconds(r), _num(r.listen_overflows)]
+    return cells
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        first, *rest = cells
+        return "  ".join(
+            [first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))]
+        )
+
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+def scenario_report(name: str, summary: str, results: Sequence[Result], quick: bool) -> str:
+    header = [*COLUMNS, *EXTRA_COLUMNS.get(name, ())]
+    first = results[0]
+    rate = f"{first.rate_hz:g} events/s on BTC-PERP"
+    measured = f", {first.duration_s:g} s measured" if first.duration_s else ""
+    parts = [
+        f"== {name}: {summary}",
+        f"   {first.asked} subscribers asked, {rate}{measured}",
+        text_table(header, [row(r) for r in results]),
+    ]
+    parts += [f"   {line}" for r in results for line in ratio_lines(r, results)]
+    parts += [
+        f"   target ({TARGETS[name]}): {verdict}" for verdict in target_verdicts(name, results)
+    ]
+    for r in results:
+        if r.error is not None:
+            parts.append(f"   {r.label} failed: {r.error}")
+    return "\n".join(parts)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str | None:
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return f"{ours / theirs:.2f}x"
+
+
+def ratio_lines(peer: Result, results: Sequence[Result]) -> list[str]:
+    """tradestream measured against ``peer``, one line (none for tradestream itself)."""
+    ours = next((r for r in results if r.server == TRADESTREAM and r.error is None), None)
+    if ours is None or peer.server == TRADESTREAM or peer.error is not None:
+        return []
+    if peer.mode == "stream":
+        ratio = _ratio(ours.msgs_per_s, peer.msgs_per_s)
+        what = "msgs/s"
+    elif peer.mode == "idle":
+        ratio = _ratio(ours.bytes_per_subscriber, peer.bytes_per_subscriber)
+        what = "memory per subscriber"
+    else:
+        ratio = _ratio(ours.seconds, peer.seconds)
+        what = "seconds to all subscribed"
+        if ratio is None and peer.seconds is None:
+            ratio = "n/a (the peer timed out)"
+    return [f"tradestream / {peer.label}: {what} {ratio or 'n/a'}"]
+
+
+def target_verdicts(name: str, results: Sequence[Result]) -> list[str]:
+    ours = next((r for r in results if r.server == TRADESTREAM), None)
+    if name not in TARGETS or ours is None:
+        return []
+    if ours.error is not None:
+        return ["tradestream FAILED to run"]
+    checks: list[tuple[str, bool]] = []
+    if name == "hot":
+        offered = ours.offered_msgs_per_s or 0
+        delivered = ours.msgs_per_s or 0
+        share = delivered / offered if offered else 0.0
+        checks = [
+            (f"delivered {share:.0%} of {offered:,.0f}", share >= HOT_DELIVERED_SHARE),
+            (
+                f"p99 {_num(ours.p99_ms, 1)} ms",
+                ours.p99_ms is not None and ours.p99_ms <= HOT_P99_MS,
+            ),
+            (f"{_failed(ours)} failed", ours.failed_conns == 0 and not ours.sub_errors),
+        ]
+    elif name == "idle":
+        per = ours.bytes_per_subscriber
+        checks = [(f"{_num(per)} bytes/subscriber", per is not None and per <= IDLE_TARGET_BYTES)]
+    elif name == "storm":
+        checks = [
+            (f"{_seconds(ours)} s", ours.seconds is not None and ours.seconds <= STORM_SECONDS),
+            (f"{_failed(ours)} failed", ours.failed_conns == 0 and not ours.sub_errors),
+        ]
+    met = all(ok for _, ok in checks)
+    detail = ", ".join(f"{text} {'ok' if ok else 'MISSED'}" for text, ok in checks)
+    return [f"tradestream {'MET' if met else 'MISSED'}: {detail}"]
+
+
+def markdown(results: Sequence[Result], caption: str) -> str:
+    header = [
+        "scenario",
+        "server",
+        "subscribers",
+        "delivered msgs/s",
+        "p50 ms",
+        "p99 ms",
+        "failed conns",
+        "RSS MB",
+        "bytes/subscriber",
+        "seconds to all subscribed",
+    ]
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        if r.error is not None:
+            cells = [r.scenario, LABELS[r.server], str(r.asked), "error", *["-"] * 6]
+        else:
+            cells = [
+                r.scenario,
+                LABELS[r.server],
+                _subscribers(r),
+                _num(r.msgs_per_s),
+                _num(r.p50_ms, 1),
+                _num(r.p99_ms, 1),
+                _failed(r),
+                _num(r.rss_mb, 1),
+                _num(r.bytes_per_subscriber) if r.mode == "idle" else "-",
+                _seconds(r) if r.mode == "storm" else "-",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
