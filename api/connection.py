@@ -51,17 +51,32 @@ class _Frame:
 
 
 class Connection:
+    # Slots and queues made only when needed: an idle subscribed connection should cost little.
+    __slots__ = (
+        "_by_key",
+        "_drained",
+        "_flusher",
+        "_handshake_released",
+        "_pending",
+        "_pending_bytes",
+        "_protocol",
+        "_send",
+        "closed",
+        "conflated",
+        "max_pending_bytes",
+    )
+
     def __init__(self, send: Send, *, max_pending_bytes: int) -> None:
         protocol = getattr(send, "__self__", None)
         self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
         self._send = send
         self.max_pending_bytes = max_pending_bytes
-        self._pending: deque[_Frame] = deque()
+        self._pending: deque[_Frame] | None = None
         self._by_key: dict[str, _Frame] = {}
         self._pending_bytes = 0
         self._flusher: asyncio.Task[None] | None = None
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._drained: asyncio.Event | None = None
+        self._handshake_released = False
         self.closed = False
         self.conflated = 0
 
@@ -89,11 +104,12 @@ class Connection:
             self.conflated += 1
             return
         frame = _Frame(payload, key)
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(frame)
         if key is not None:
             self._by_key[key] = frame
         self._pending_bytes += len(payload)
-        self._drained.clear()
         if self._pending_bytes > self.max_pending_bytes:
             self._overflow()
         elif self._flusher is None:
@@ -101,6 +117,10 @@ class Connection:
 
     async def drained(self) -> None:
         """Wait until nothing is queued: backpressure for senders that can wait."""
+        if not self._pending:
+            return
+        if self._drained is None:
+            self._drained = asyncio.Event()
         await self._drained.wait()
 
     async def close(self) -> None:
@@ -123,12 +143,26 @@ class Connection:
             return True
         if not protocol.writable.is_set():
             return False
+        if not self._handshake_released:
+            self._release_handshake(protocol)
         if protocol.conn.extensions:  # per-message compression negotiated: let websockets frame
             protocol.conn.send_text(payload)
             protocol.transport.write(b"".join(protocol.conn.data_to_send()))
         else:
             protocol.transport.write(_text_frame(payload))
         return True
+
+    def _release_handshake(self, protocol: WebSocketsSansIOProtocol) -> None:
+        """uvicorn keeps the handshake's request and response for the socket's life, and the
+        websockets parser's frame keeps the request too, though nothing reads either once the
+        socket is open: their headers are a few KB per connection. The ASGI scope keeps its own
+        copy of the request headers for the application."""
+        request = getattr(protocol, "request", None)
+        if request is not None:
+            request.headers.clear()
+        protocol.request = None  # type: ignore[assignment]
+        protocol.response = None  # type: ignore[assignment]
+        self._handshake_released = True
 
     async def _flush(self) -> None:
         try:
@@ -150,21 +184,28 @@ class Connection:
         finally:
             self._flusher = None
             if not self._pending:
-                self._drained.set()
+                self._release_waiters()
 
     def _pop(self) -> None:
+        assert self._pending is not None
         frame = self._pending.popleft()
         if frame.key is not None and self._by_key.get(frame.key) is frame:
             del self._by_key[frame.key]
         self._pending_bytes -= len(frame.payload)
         if not self._pending:
-            self._drained.set()
+            self._pending = None
+            self._release_waiters()
 
     def _clear(self) -> None:
-        self._pending.clear()
+        self._pending = None
         self._by_key.clear()
         self._pending_bytes = 0
-        self._drained.set()
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
 
     def _overflow(self) -> None:
         reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"

@@ -4,10 +4,10 @@ Identical means the same document, operation name, variables (as the client sent
 authorization scope. The first such subscriber starts a :class:`Group`, which runs the operation
 once through Strawberry; every result is encoded once (orjson) and handed to each member:
 
-- a :class:`RawSink` (WebSocket on the fast path) splices the encoded payload into that member's
-  ``next`` frame, whose only difference from the others' is the operation id, and writes it to the
-  member's :class:`api.connection.Connection` synchronously, in the group's own loop: no task
-  switch and no encoding per subscriber;
+- a :class:`RawSink` (graphql-transport-ws, joined by :mod:`api.transport_ws`) splices the encoded
+  payload into that member's ``next`` frame, whose only difference from the others' is the
+  operation id, and writes it to the member's :class:`api.connection.Connection` synchronously, in
+  the group's own loop: no task, no task switch and no encoding per subscriber;
 - a :class:`QueueSink` (SSE, multipart, any other WebSocket) yields a :class:`SharedResult` whose
   ``data`` is the already-encoded bytes (an ``orjson.Fragment``), so the transport's own encoding
   copies them instead of encoding again.
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     """What Strawberry's ``Schema.stream`` returns (results, or incremental-delivery frames)."""
 
 logger = logging.getLogger(__name__)
-
-operation_id: ContextVar[str | None] = ContextVar("tradestream_operation_id", default=None)
-"""The graphql-transport-ws id of the operation this task runs (set by the view's handler)."""
 
 _current_group: ContextVar[Group | None] = ContextVar("tradestream_group", default=None)
 
@@ -87,25 +84,35 @@ class Encoded:
 class Sink(Protocol):
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None: ...
 
-    def end(self) -> None: ...
+    def end(self, refusal: PreExecutionError | None) -> None:
+        """The group is over for this member: its stream ended, or it refused to start."""
+        ...
 
 
 class RawSink:
-    """Writes each result as a ready ``next`` frame to a WebSocket connection, synchronously."""
+    """Writes each result as a ready ``next`` frame to a WebSocket connection, synchronously, and
+    the operation's ``complete`` (or, refused, its ``error``) when the group ends."""
 
-    __slots__ = ("connection", "id", "prefix")
+    __slots__ = ("connection", "id", "on_end", "prefix")
 
-    def __init__(self, connection: Connection, id: str) -> None:
+    def __init__(self, connection: Connection, id: str, on_end: Callable[[], None]) -> None:
         self.connection = connection
         self.id = id
+        self.on_end = on_end
         self.prefix = b'{"id":' + orjson.dumps(id) + b',"type":"next","payload":'
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         key = self.id if policy is DeliveryPolicy.LATEST_VALUE else None
         self.connection.write(self.prefix + encoded.payload + b"}", key=key)
 
-    def end(self) -> None:
-        return None
+    def end(self, refusal: PreExecutionError | None) -> None:
+        self.on_end()
+        if refusal is None:
+            message: dict[str, Any] = {"id": self.id, "type": "complete"}
+        else:
+            errors = refusal.errors or []
+            message = {"id": self.id, "type": "error", "payload": [e.formatted for e in errors]}
+        self.connection.write(orjson.dumps(message))
 
 
 _END = object()
@@ -118,13 +125,14 @@ class QueueSink:
     ``capacity`` results behind gets a SUBSCRIBER_LAGGED error and its stream ends.
     """
 
-    __slots__ = ("_items", "_wakeup", "capacity", "conflated")
+    __slots__ = ("_items", "_wakeup", "capacity", "conflated", "refusal")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[object] = deque()
         self._wakeup = asyncio.Event()
         self.conflated = 0
+        self.refusal: PreExecutionError | None = None
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         if self._items and self._items[-1] is _END:
@@ -141,18 +149,22 @@ class QueueSink:
         self._items.append(encoded.result)
         self._wakeup.set()
 
-    def end(self) -> None:
+    def end(self, refusal: PreExecutionError | None) -> None:
+        self.refusal = refusal
         if not self._items or self._items[-1] is not _END:
             self._items.append(_END)
         self._wakeup.set()
 
-    async def results(self) -> AsyncGenerator[ExecutionResult, None]:
+    async def results(self) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
+        """Every result, then the refusal if the group refused to start."""
         while True:
             while not self._items:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             item = self._items.popleft()
             if item is _END:
+                if self.refusal is not None:
+                    yield self.refusal
                 return
             assert isinstance(item, ExecutionResult)
             yield item
@@ -167,19 +179,22 @@ def _lagged(capacity: int) -> ExecutionResult:
 
 
 class Member:
-    __slots__ = ("finished", "group", "sink")
+    __slots__ = ("ended", "group", "sink")
 
     def __init__(self, group: Group, sink: Sink) -> None:
         self.group = group
         self.sink = sink
-        self.finished: asyncio.Future[PreExecutionError | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.ended = False
 
-    def finish(self, outcome: PreExecutionError | None = None) -> None:
-        if not self.finished.done():
-            self.finished.set_result(outcome)
-        self.sink.end()
+    def finish(self, refusal: PreExecutionError | None = None) -> None:
+        if not self.ended:
+            self.ended = True
+            self.sink.end(refusal)
+
+    def leave(self) -> None:
+        """The subscriber is gone (or unsubscribed): no more results, and no ending sent."""
+        self.ended = True
+        self.group.leave(self)
 
 
 class Group:
@@ -208,7 +223,7 @@ class Group:
     def join(self, sink: Sink) -> Member:
         member = Member(self, sink)
         if self.task is not None and self.task.done():
-            member.finish(self.refusal)  # it ended between this member's subscribe and join
+            member.finish(self.refusal)  # it ended just before this member came
             return member
         self.members[id(member)] = member
         if self.last is not None:
@@ -278,48 +293,23 @@ class Groups:
         if self._by_key.get(group.key) is group:
             del self._by_key[group.key]
 
-    def subscribe(
-        self,
-        key: Hashable,
-        open_stream: Callable[[], Awaitable[Stream]],
-        connection: Connection | None,
-    ) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
-        """The results of the operation ``key`` for one subscriber, from a shared execution.
-
-        With a ``connection`` and an operation id (graphql-transport-ws), results are written to
-        the connection directly and this stream yields only a refusal, if any; otherwise it yields
-        every result.
-        """
+    def join(
+        self, key: Hashable, open_stream: Callable[[], Awaitable[Stream]], sink: Sink
+    ) -> Member:
+        """Add a subscriber of the operation ``key`` to its group, starting one if needed."""
         group = self._by_key.get(key)
         if group is None or not group.joinable:
             group = self._by_key[key] = Group(self, key, open_stream)
-        op_id = operation_id.get()
-        if connection is not None and op_id is not None:
-            return _raw_member(group, RawSink(connection, op_id))
-        return _queue_member(group, QueueSink(self.queue_size))
+        return group.join(sink)
 
-
-async def _raw_member(
-    group: Group, sink: RawSink
-) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
-    member = group.join(sink)
-    try:
-        refusal = await member.finished
-        if refusal is not None:
-            yield refusal
-    finally:
-        group.leave(member)
-
-
-async def _queue_member(
-    group: Group, sink: QueueSink
-) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
-    member = group.join(sink)
-    try:
-        async for result in sink.results():
-            yield result
-        refusal = member.finished.result() if member.finished.done() else None
-        if refusal is not None:
-            yield refusal
-    finally:
-        group.leave(member)
+    async def results(
+        self, key: Hashable, open_stream: Callable[[], Awaitable[Stream]]
+    ) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
+        """One subscriber's results of the operation ``key``, as a stream (SSE, multipart)."""
+        sink = QueueSink(self.queue_size)
+        member = self.join(key, open_stream, sink)
+        try:
+            async for result in sink.results():
+                yield result
+        finally:
+            member.leave()

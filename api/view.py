@@ -16,15 +16,11 @@ from strawberry.subscriptions import (
     GRAPHQL_TRANSPORT_WS_PROTOCOL,
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-    Operation,
-)
 from strawberry.types.graphql import OperationType
 
 from api.connection import SCOPE_KEY, Connection, scope_connection
-from api.fanout import operation_id
 from api.schema.context import Context
+from api.transport_ws import TransportWSHandler
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -51,14 +47,6 @@ SUBSCRIPTION_NEEDS_STREAM = (
 )
 
 
-class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    async def run_operation(self, operation: Operation[Context, None]) -> None:
-        # Each operation runs in its own task, so the id is visible to exactly this operation's
-        # stream (the fan-out writes its frames with it).
-        operation_id.set(operation.id)
-        await super().run_operation(operation)
-
-
 class _WebSocketAdapter(ASGIWebSocketAdapter):
     """Every message Strawberry sends goes through the connection's one ordered queue, behind any
     results the fan-out has written there directly."""
@@ -79,7 +67,7 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
 
 
 class GraphQLView(GraphQL[Context, None]):
-    graphql_transport_ws_handler_class = _TransportWSHandler
+    graphql_transport_ws_handler_class = TransportWSHandler
     websocket_adapter_class = _WebSocketAdapter
 
     def __init__(self, schema: Schema, settings: Settings, state: State) -> None:

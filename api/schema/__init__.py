@@ -30,7 +30,8 @@ Subscription = merge_types("Subscription", (PriceSubscription,))
 
 class Schema(strawberry.Schema):
     """Strawberry's schema, with identical subscriptions answered from one shared execution
-    (:mod:`api.fanout`). Every transport asks ``stream`` for its results, so all of them share."""
+    (:mod:`api.fanout`). SSE and multipart ask ``stream`` for their results; graphql-transport-ws
+    joins the same groups directly (:mod:`api.transport_ws`)."""
 
     async def stream(
         self,
@@ -54,7 +55,7 @@ class Schema(strawberry.Schema):
                 allowed_operation_types=allowed_operation_types,
             )
 
-        key = _share_key(query, variable_values, context_value, operation_name, root_value)
+        key = share_key(query, variable_values, context_value, operation_name, root_value)
         if (
             key is None
             or operation_extensions
@@ -65,7 +66,7 @@ class Schema(strawberry.Schema):
         ):
             return await execute()
         assert isinstance(context_value, Context)
-        return context_value.services.groups.subscribe(key, execute, context_value.connection)
+        return context_value.services.groups.results(key, execute)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -88,7 +89,7 @@ def build_schema() -> Schema:
 schema = build_schema()
 
 
-def _share_key(
+def share_key(
     query: str | None,
     variables: dict[str, Any] | None,
     context: Any,

@@ -1,0 +1,112 @@
+"""graphql-transport-ws: Strawberry's protocol handler, with shared subscriptions joined directly.
+
+A subscription that can be shared (see :func:`api.schema.share_key`) joins its group right in
+``handle_subscribe``: no task, no stream, no Strawberry ``Operation`` per subscriber, just a
+:class:`api.fanout.RawSink` writing ready frames to the connection, and an entry in the handler's
+operation table so ids, limits and ``complete`` behave as for any other operation. Everything else
+(queries and mutations over the socket, operations that are not shared, every protocol rule and
+close code) is Strawberry's own handling.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import strawberry
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+
+from api.fanout import RawSink
+from api.schema import share_key
+from api.schema.context import Context
+
+if TYPE_CHECKING:
+    from strawberry.schema.schema import StreamResult
+    from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+        ConnectionInitMessage,
+        SubscribeMessage,
+    )
+
+    from api.fanout import Member
+
+
+class _SharedOperation:
+    """Stands in a handler's operation table for a subscription served by a group."""
+
+    __slots__ = ("member",)
+
+    task = None  # Strawberry's shutdown collects operation tasks; a shared one has none
+
+    def __init__(self, member: Member | None = None) -> None:
+        self.member = member
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        await super().handle_connection_init(message)
+        # The init timer is cancelled now; holding its task for the socket's life costs memory.
+        self.connection_init_timeout_task = None
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not self._join_shared(message):
+            await super().handle_subscribe(message)
+
+    def _join_shared(self, message: SubscribeMessage) -> bool:
+        """Join the operation's group if it can be shared; False leaves it to Strawberry, which
+        also answers every protocol error (not acknowledged, duplicate id, limit, bad payload)."""
+        context = self.context
+        if not (self.connection_acknowledged and isinstance(context, Context)):
+            return False
+        if context.connection is None:
+            return False
+        try:
+            id = message["id"]
+            payload = message["payload"]
+            query = payload["query"]
+            variables = payload.get("variables")
+            operation_name = payload.get("operationName")
+        except (KeyError, TypeError, AttributeError):
+            return False
+        if not isinstance(id, str) or id in self.operations:
+            return False
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) >= limit:
+            return False
+        key = share_key(query, variables, context, operation_name, self.root_value)
+        if key is None:
+            return False
+
+        schema = self.schema
+        root_value = self.root_value
+
+        async def execute() -> StreamResult:
+            return await strawberry.Schema.stream(
+                schema,  # type: ignore[arg-type]
+                query,
+                variable_values=variables,
+                context_value=context,
+                root_value=root_value,
+                operation_name=operation_name,
+            )
+
+        operations: dict[str, Any] = self.operations
+        entry = _SharedOperation()
+        operations[id] = entry  # before joining: the group may end this operation at once
+
+        def forget() -> None:
+            if operations.get(id) is entry:
+                del operations[id]
+
+        sink = RawSink(context.connection, id, forget)
+        entry.member = context.services.groups.join(key, execute, sink)
+        return True
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        operation: Any = self.operations.get(operation_id)
+        if isinstance(operation, _SharedOperation):
+            del self.operations[operation_id]
+            if operation.member is not None:
+                operation.member.leave()
+            return
+        await super().cleanup_operation(operation_id)
