@@ -10,9 +10,14 @@ close code) is Strawberry's own handling.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from strawberry.schema.schema import StreamResult
     from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
         ConnectionInitMessage,
+        Message,
         SubscribeMessage,
     )
 
@@ -43,6 +49,24 @@ class _SharedOperation:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    async def handle(self) -> None:
+        # Strawberry's loop, without keeping the last message alive while it waits for the next:
+        # an idle subscribed socket would hold its subscribe message for its whole life.
+        self.on_request_accepted()
+        try:
+            try:
+                async for message in self.websocket.iter_json():
+                    await self.handle_message(cast("Message", message))
+                    del message
+            except NonTextMessageReceived:
+                await self.handle_invalid_message("WebSocket message type must be text")
+            except NonJsonMessageReceived:
+                await self.handle_invalid_message("WebSocket message must be valid JSON")
+        except WebSocketDisconnected:
+            pass
+        finally:
+            await self.shutdown()
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         await super().handle_connection_init(message)
         # The init timer is cancelled now; holding its task for the socket's life costs memory.

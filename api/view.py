@@ -4,12 +4,15 @@ GraphQL over SSE and HTTP multipart, GraphiQL for browsers."""
 from __future__ import annotations
 
 from datetime import timedelta
+from json import JSONDecodeError
 from typing import TYPE_CHECKING
 
 import orjson
 from cross_web import HTTPException
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import (
     GRAPHQL_SSE_PROTOCOL,
@@ -23,7 +26,7 @@ from api.schema.context import Context
 from api.transport_ws import TransportWSHandler
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncGenerator, Mapping
 
     from cross_web import AsyncHTTPRequestAdapter
     from starlette.datastructures import State
@@ -50,6 +53,23 @@ SUBSCRIPTION_NEEDS_STREAM = (
 class _WebSocketAdapter(ASGIWebSocketAdapter):
     """Every message Strawberry sends goes through the connection's one ordered queue, behind any
     results the fan-out has written there directly."""
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        # Strawberry's, without a local holding the last frame's text while waiting for the next:
+        # an idle subscribed socket would keep its subscribe message alive for its whole life.
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    yield self.view.decode_json(await self.ws.receive_text())
+                except JSONDecodeError as e:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from e
+        except KeyError as e:
+            raise NonTextMessageReceived from e
+        except WebSocketDisconnect:
+            pass
 
     async def send_json(self, message: Mapping[str, object]) -> None:
         connection = scope_connection(self.ws.scope)

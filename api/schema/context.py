@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from api.services import Services
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     services: Services
     request: Request | WebSocket
