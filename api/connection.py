@@ -167,16 +167,21 @@ class Connection:
     async def _flush(self) -> None:
         try:
             while self._pending and not self.closed:
-                frame = self._pending[0]
                 if self._protocol is not None:
                     await self._protocol.writable.wait()
-                    if not self._write_now(frame.payload):
+                    if not self._pending or self.closed:
+                        break
+                    # The head frame may have been replaced by a newer result while we waited.
+                    if not self._write_now(self._pending[0].payload):
                         continue
                     if self.closed:
                         break
+                    self._pop()
                 else:
-                    await self._send({"type": "websocket.send", "text": frame.payload.decode()})
-                self._pop()
+                    # Out of the queue before the send: a newer result for the same key must
+                    # queue anew, not replace a frame already on its way.
+                    payload = self._pop()
+                    await self._send({"type": "websocket.send", "text": payload.decode()})
         except Exception as exc:  # the client went away mid-send
             logger.debug("connection flush ended: %s", exc)
             self.closed = True
@@ -186,7 +191,7 @@ class Connection:
             if not self._pending:
                 self._release_waiters()
 
-    def _pop(self) -> None:
+    def _pop(self) -> bytes:
         assert self._pending is not None
         frame = self._pending.popleft()
         if frame.key is not None and self._by_key.get(frame.key) is frame:
@@ -195,6 +200,7 @@ class Connection:
         if not self._pending:
             self._pending = None
             self._release_waiters()
+        return frame.payload
 
     def _clear(self) -> None:
         self._pending = None

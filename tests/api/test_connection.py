@@ -1,0 +1,119 @@
+"""The per-WebSocket send queue, driven through its ASGI fallback with a send that can stall."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+from api.connection import CLOSE_SLOW_CONSUMER, Connection, _text_frame
+
+
+class StallingSend:
+    """An ASGI ``send`` that blocks while ``gate`` is closed, recording what it sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        await self.gate.wait()
+        self.sent.append(message)
+
+    @property
+    def texts(self) -> list[str]:
+        return [m["text"] for m in self.sent if m["type"] == "websocket.send"]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_frames_go_out_in_order() -> None:
+    send = StallingSend()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    assert not connection.direct
+    for i in range(5):
+        connection.write(b'{"n":%d}' % i)
+    await connection.drained()
+    assert send.texts == [f'{{"n":{i}}}' for i in range(5)]
+    assert connection.pending_bytes == 0
+
+
+async def test_a_stalled_reader_gets_only_the_newest_result_per_key() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    connection.write(b'"first"')  # taken by the writer, which then stalls in send
+    await settle()
+    for i in range(10):
+        connection.write(b'{"a":%d}' % i, key="a")
+        connection.write(b'{"b":%d}' % i, key="b")
+    connection.write(b'"control"')  # no key: never replaced
+    assert connection.conflated == 18
+    send.gate.set()
+    await connection.drained()
+    assert send.texts == ['"first"', '{"a":9}', '{"b":9}', '"control"']
+
+
+async def test_overflow_closes_with_4008_and_drops_the_rest() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=100)  # type: ignore[arg-type]
+    connection.write(b'"first"')
+    await settle()
+    for i in range(20):  # stream events: no key, so they wait in order until the bound
+        connection.write(b'{"event":%d}' % i)
+    assert connection.closed
+    assert connection.pending_bytes == 0
+    send.gate.set()
+    await settle()
+    closes = [m for m in send.sent if m["type"] == "websocket.close"]
+    assert closes[0]["code"] == CLOSE_SLOW_CONSUMER
+    assert "slow consumer" in closes[0]["reason"]
+    connection.write(b'"after"')
+    await settle()
+    assert '"after"' not in send.texts
+    await connection.close()
+
+
+async def test_close_stops_writing() -> None:
+    send = StallingSend()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    await connection.close()
+    connection.write(b'"late"')
+    await settle()
+    assert send.sent == []
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+async def test_text_frames_parse_as_websocket_frames(size: int) -> None:
+    payload = b"x" * size
+    reader = StreamReader()
+    reader.feed_data(_text_frame(payload))
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame = done.value
+    else:  # pragma: no cover
+        pytest.fail("frame incomplete")
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, payload)
+
+
+async def test_a_result_replacing_one_already_being_sent_is_sent_too() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    connection.write(b'{"a":1}', key="a")  # the writer takes it and stalls in send
+    await settle()
+    connection.write(b'{"a":2}', key="a")
+    send.gate.set()
+    await connection.drained()
+    await settle()
+    assert send.texts == ['{"a":1}', '{"a":2}']
