@@ -94,7 +94,8 @@ def _http_app(settings: Settings) -> Starlette:
             logger.info("tradestream ready: broadcast backend %s", services.broadcast.scheme)
             yield
 
-    middleware = [Middleware(BodySizeLimit, max_bytes=settings.max_message_bytes)]
+    # CORS outermost, so that even a refusal (413) carries its headers and a browser can read it.
+    middleware = []
     if settings.allowed_origin_list:
         middleware.append(
             Middleware(
@@ -105,6 +106,7 @@ def _http_app(settings: Settings) -> Starlette:
                 max_age=600,
             )
         )
+    middleware.append(Middleware(BodySizeLimit, max_bytes=settings.max_message_bytes))
     return Starlette(
         middleware=middleware,
         routes=[

@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # another uvicorn layout: every connection takes the ASGI path
+    WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from collections.abc import MutableMapping
@@ -61,6 +64,7 @@ class Connection:
         "_pending_bytes",
         "_protocol",
         "_send",
+        "_unkeyed_bytes",
         "closed",
         "conflated",
         "max_pending_bytes",
@@ -68,12 +72,16 @@ class Connection:
 
     def __init__(self, send: Send, *, max_pending_bytes: int) -> None:
         protocol = getattr(send, "__self__", None)
-        self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+        direct = WebSocketsSansIOProtocol is not None and isinstance(
+            protocol, WebSocketsSansIOProtocol
+        )
+        self._protocol = protocol if direct else None
         self._send = send
         self.max_pending_bytes = max_pending_bytes
         self._pending: deque[_Frame] | None = None
         self._by_key: dict[str, _Frame] = {}
         self._pending_bytes = 0
+        self._unkeyed_bytes = 0
         self._flusher: asyncio.Task[None] | None = None
         self._drained: asyncio.Event | None = None
         self._handshake_released = False
@@ -89,30 +97,38 @@ class Connection:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
-    def write(self, payload: bytes, *, key: str | None = None) -> None:
-        """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy."""
+    def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
+        """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
+
+        ``frame`` is that frame already built (:func:`text_frame`), when the caller shares it
+        between connections.
+        """
         if self.closed:
             return
-        if not self._pending and self._write_now(payload):
+        if not self._pending and self._write_now(payload, frame):
             return
         if self.closed:
             return
-        frame = self._by_key.get(key) if key is not None else None
-        if frame is not None:
-            self._pending_bytes += len(payload) - len(frame.payload)
-            frame.payload = payload
+        waiting = self._by_key.get(key) if key is not None else None
+        if waiting is not None:
+            self._pending_bytes += len(payload) - len(waiting.payload)
+            waiting.payload = payload
             self.conflated += 1
             return
-        frame = _Frame(payload, key)
+        waiting = _Frame(payload, key)
         if self._pending is None:
             self._pending = deque()
-        self._pending.append(frame)
-        if key is not None:
-            self._by_key[key] = frame
+        self._pending.append(waiting)
         self._pending_bytes += len(payload)
-        if self._pending_bytes > self.max_pending_bytes:
-            self._overflow()
-        elif self._flusher is None:
+        if key is not None:
+            self._by_key[key] = waiting
+        else:
+            # Only frames that cannot be replaced count: keyed ones are one per operation.
+            self._unkeyed_bytes += len(payload)
+            if self._unkeyed_bytes > self.max_pending_bytes:
+                self._overflow()
+                return
+        if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="connection-flush")
 
     async def drained(self) -> None:
@@ -132,12 +148,16 @@ class Connection:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
 
-    def _write_now(self, payload: bytes) -> bool:
-        """Write at once if the socket takes data; False if it is paused (queue instead)."""
+    def _write_now(self, payload: bytes, frame: bytes | None = None) -> bool:
+        """Write at once if the socket takes data; False if it is paused (queue instead).
+
+        The hot path of the fan-out: it runs once per subscriber per event, so it reads plain
+        attributes only.
+        """
         protocol = self._protocol
         if protocol is None:
             return False
-        if protocol.close_sent or protocol.disconnected or protocol.conn.state is not State.OPEN:
+        if protocol.close_sent or protocol.disconnected:
             self.closed = True
             self._clear()
             return True
@@ -149,7 +169,7 @@ class Connection:
             protocol.conn.send_text(payload)
             protocol.transport.write(b"".join(protocol.conn.data_to_send()))
         else:
-            protocol.transport.write(_text_frame(payload))
+            protocol.transport.write(frame if frame is not None else text_frame(payload))
         return True
 
     def _release_handshake(self, protocol: WebSocketsSansIOProtocol) -> None:
@@ -197,6 +217,8 @@ class Connection:
         if frame.key is not None and self._by_key.get(frame.key) is frame:
             del self._by_key[frame.key]
         self._pending_bytes -= len(frame.payload)
+        if frame.key is None:
+            self._unkeyed_bytes -= len(frame.payload)
         if not self._pending:
             self._pending = None
             self._release_waiters()
@@ -206,6 +228,7 @@ class Connection:
         self._pending = None
         self._by_key.clear()
         self._pending_bytes = 0
+        self._unkeyed_bytes = 0
         self._release_waiters()
 
     def _release_waiters(self) -> None:
@@ -222,7 +245,7 @@ class Connection:
         if protocol is None:
             asyncio.create_task(self._send_close(reason))  # noqa: RUF006 (ends by itself)
             return
-        if protocol.close_sent or protocol.conn.state is not State.OPEN:
+        if protocol.close_sent or protocol.disconnected:
             return
         # The client is not reading, so the close frame may never get out: write it past the
         # pause anyway, and drop the socket if the client has not taken it in time.
@@ -238,14 +261,21 @@ class Connection:
             )
 
 
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented WebSocket text frame (server to client, RFC 6455 §5.2)."""
-    n = len(payload)
+def text_frame(payload: bytes, *, tail: bytes = b"", head: bytes = b"") -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (server to client, RFC 6455 §5.2) holding
+    ``head + payload + tail``."""
+    n = len(head) + len(payload) + len(tail)
     if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = _HEADER_16.pack(0x81, 126, n)
+    else:
+        header = _HEADER_64.pack(0x81, 127, n)
+    return b"".join((header, head, payload, tail))
+
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
 
 
 def scope_connection(scope: MutableMapping[str, Any]) -> Connection | None:

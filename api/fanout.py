@@ -33,6 +33,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from api.connection import text_frame
 from domain.events import DeliveryPolicy
 from domain.topics import policy_of
 
@@ -64,7 +65,7 @@ class SharedResult(ExecutionResult):
 class Encoded:
     """One result of a group, encoded once."""
 
-    __slots__ = ("payload", "result")
+    __slots__ = ("_frames", "_result", "data", "errors", "extensions", "payload")
 
     def __init__(self, result: ExecutionResult) -> None:
         body: dict[str, Any] = {"data": result.data}
@@ -74,11 +75,37 @@ class Encoded:
             body["extensions"] = result.extensions
         self.payload: bytes = orjson.dumps(body)
         """The whole ``payload`` of a graphql-transport-ws ``next`` message."""
-        self.result = SharedResult(
-            data=orjson.Fragment(orjson.dumps(result.data)),  # type: ignore[arg-type]
-            errors=result.errors,
-            extensions=result.extensions,
-        )
+        self.data = result.data
+        self.errors = result.errors
+        self.extensions = result.extensions
+        self._result: SharedResult | None = None
+        self._frames: dict[bytes, tuple[bytes, bytes]] = {}
+
+    @property
+    def result(self) -> SharedResult:
+        """The result for transports that encode it themselves (SSE, multipart): its ``data``
+        is already JSON, which they copy. Made on first use: a group of WebSockets needs none."""
+        if self._result is None:
+            self._result = SharedResult(
+                data=orjson.Fragment(orjson.dumps(self.data)),  # type: ignore[arg-type]
+                errors=self.errors,
+                extensions=self.extensions,
+            )
+        return self._result
+
+    def message(self, prefix: bytes) -> tuple[bytes, bytes]:
+        """The ``next`` message that starts with ``prefix`` (its id), and its WebSocket frame.
+
+        Built once per distinct prefix: subscribers whose operation ids are equal (most
+        clients number from 1) share the very same bytes.
+        """
+        built = self._frames.get(prefix)
+        if built is None:
+            built = self._frames[prefix] = (
+                b"".join((prefix, self.payload, b"}")),
+                text_frame(self.payload, head=prefix, tail=b"}"),
+            )
+        return built
 
 
 class Sink(Protocol):
@@ -102,8 +129,9 @@ class RawSink:
         self.prefix = b'{"id":' + orjson.dumps(id) + b',"type":"next","payload":'
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
+        message, frame = encoded.message(self.prefix)
         key = self.id if policy is DeliveryPolicy.LATEST_VALUE else None
-        self.connection.write(self.prefix + encoded.payload + b"}", key=key)
+        self.connection.write(message, key=key, frame=frame)
 
     def end(self, refusal: PreExecutionError | None) -> None:
         self.on_end()

@@ -9,7 +9,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.connection import CLOSE_SLOW_CONSUMER, Connection, _text_frame
+from api.connection import CLOSE_SLOW_CONSUMER, Connection, text_frame
 
 
 class StallingSend:
@@ -95,7 +95,7 @@ async def test_close_stops_writing() -> None:
 async def test_text_frames_parse_as_websocket_frames(size: int) -> None:
     payload = b"x" * size
     reader = StreamReader()
-    reader.feed_data(_text_frame(payload))
+    reader.feed_data(text_frame(payload))
     parser = Frame.parse(reader.read_exact, mask=False)
     try:
         next(parser)
