@@ -10,6 +10,7 @@ close code) is Strawberry's own handling.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
@@ -49,6 +50,22 @@ class _SharedOperation:
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    _init_timer: asyncio.TimerHandle | None = None
+
+    def on_request_accepted(self) -> None:
+        # A timer, not Strawberry's task sleeping in asyncio.sleep: a reconnect storm opens
+        # thousands of sockets at once, and a task each is time and memory they all pay for.
+        delay = self.connection_init_wait_timeout.total_seconds()
+        self._init_timer = asyncio.get_running_loop().call_later(delay, self._init_timed_out)
+
+    def _init_timed_out(self) -> None:
+        self._init_timer = None
+        if not self.connection_init_received:
+            self.connection_timed_out = True
+            self.connection_init_timeout_task = asyncio.create_task(
+                self.websocket.close(code=4408, reason="Connection initialisation timeout")
+            )
+
     async def handle(self) -> None:
         # Strawberry's loop, without keeping the last message alive while it waits for the next:
         # an idle subscribed socket would hold its subscribe message for its whole life.
@@ -68,9 +85,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.shutdown()
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
         await super().handle_connection_init(message)
-        # The init timer is cancelled now; holding its task for the socket's life costs memory.
-        self.connection_init_timeout_task = None
+
+    async def shutdown(self) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
+        await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self._join_shared(message):
