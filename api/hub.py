@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+LATEST_VALUE_BACKLOG = 4
+"""Latest-value events a reader may fall behind before the oldest are dropped: enough to ride out
+a busy moment, few enough that an overloaded server spends no time on stale states."""
+
+
 class HubError(Exception):
     """Why a subscription ended other than by its own choice."""
 
@@ -59,9 +64,10 @@ class HubClosedError(HubError):
 class _SubscriberQueue:
     """A bounded queue with a delivery policy.
 
-    LATEST_VALUE keeps the newest ``capacity`` events and drops the oldest past that: every event
-    is the whole state, so a reader that is behind skips towards the present, while a short stall
-    (a busy moment of the loop) costs a reader that keeps up nothing. STREAM keeps up to
+    LATEST_VALUE keeps the newest few events (at most :data:`LATEST_VALUE_BACKLOG`) and drops the
+    oldest past that: every event is the whole state, so a reader that is behind skips to the
+    present instead of working through stale states, while a short stall (a busy moment of the
+    loop) costs a reader that keeps up nothing. STREAM keeps up to
     ``capacity`` events and, past that, fails the reader with :class:`SubscriberLaggedError`
     rather than drop one silently.
     """
@@ -71,7 +77,11 @@ class _SubscriberQueue:
     def __init__(self, topic: str, policy: DeliveryPolicy, capacity: int) -> None:
         self.topic = topic
         self.policy = policy
-        self.capacity = capacity
+        self.capacity = (
+            min(capacity, LATEST_VALUE_BACKLOG)
+            if policy is DeliveryPolicy.LATEST_VALUE
+            else capacity
+        )
         self._items: deque[Event] = deque()
         self._wakeup = asyncio.Event()
         self.error: HubError | None = None
