@@ -77,3 +77,8 @@ class Settings(BaseSettings):
         if scheme not in BROADCAST_SCHEMES:
             raise ValueError(f"unsupported broadcast backend {scheme!r}; use {BROADCAST_SCHEMES}")
         return value
+
+
+ENVIRONMENT_VARIABLES = tuple(sorted(name.upper() for name in Settings.model_fields))
+"""Every variable tradestream reads: what a child process started for tests or benchmarks must
+not inherit from the environment that starts it."""

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from api.settings import ENVIRONMENT_VARIABLES
 from bench.processes import (
     BenchError,
     Client,
@@ -48,25 +49,6 @@ CONNECT_WINDOW_S = 30
 IDLE_HOLD_S = 120
 IDLE_SETTLE_S = 2.0
 IDLE_SAMPLES = 3
-
-SETTINGS_VARIABLES = (
-    "HOST",
-    "PORT",
-    "LOG_LEVEL",
-    "DATABASE_URL",
-    "DATABASE_POOL_SIZE",
-    "DATA_DIR",
-    "BROADCAST_URL",
-    "SIMULATED_FEEDS",
-    "PRICE_FEED_HZ",
-    "SIMULATION_SEED",
-    "SUBSCRIBER_QUEUE_SIZE",
-    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
-    "CONNECTION_INIT_WAIT_TIMEOUT_S",
-    "ALLOWED_ORIGINS",
-)
-"""tradestream settings the server under test must not inherit (DATABASE_URL is passed on
-explicitly when set)."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +170,9 @@ def make_server(name: str, config: Config, rate_hz: float, tag: str) -> Server:
                 f"{config.tradestream} not found: install the project first (make run or "
                 "python -m venv .venv && .venv/bin/pip install -e .)"
             )
-        env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES
+        }  # passed on below, as needed
         env |= {
             "PORT": str(port),
             "HOST": "127.0.0.1",

@@ -19,6 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from api.settings import ENVIRONMENT_VARIABLES
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
@@ -46,7 +48,7 @@ class ServerProcess:
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.port = free_port()
         self.env = {
-            **{k: v for k, v in os.environ.items() if k not in _SETTINGS_VARIABLES},
+            **{k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES},
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "LOG_LEVEL": "warning",
@@ -104,24 +106,6 @@ class ServerProcess:
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
-
-
-_SETTINGS_VARIABLES = {
-    "HOST",
-    "PORT",
-    "LOG_LEVEL",
-    "DATABASE_URL",
-    "DATABASE_POOL_SIZE",
-    "DATA_DIR",
-    "BROADCAST_URL",
-    "SIMULATED_FEEDS",
-    "PRICE_FEED_HZ",
-    "SIMULATION_SEED",
-    "SUBSCRIBER_QUEUE_SIZE",
-    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
-    "CONNECTION_INIT_WAIT_TIMEOUT_S",
-}
-"""Settings a test server must not inherit from the environment running the tests."""
 
 
 class GraphQLWS:
