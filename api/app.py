@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
+from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
 from api.broadcast import Broadcast
 from api.clock import SystemClock
 from api.embedded_postgres import EmbeddedPostgres
@@ -139,6 +140,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
 
     clock = SystemClock()
     return Services(
+        verifier=await _token_verifier(settings),
         settings=settings,
         pool=pool,
         broadcast=broadcast,
@@ -148,6 +150,27 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         clock=clock,
         markets=await load_markets(pool),
         prices=PgPriceRepository(pool),
+    )
+
+
+async def _token_verifier(settings: Settings) -> TokenVerifier:
+    if any(
+        k is not None
+        for k in (settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file)
+    ):
+        return TokenVerifier.from_settings(settings)
+    # Development without a key: a secret of its own under DATA_DIR (settings refuse production).
+    secret = await asyncio.to_thread(development_secret, settings.data_dir)
+    logger.warning(
+        "no JWT key configured: using the development secret in %s; mint a token with "
+        "`tradestream token --sub alice --role user --ttl 1h`",
+        settings.data_dir / DEV_SECRET_FILE,
+    )
+    return TokenVerifier(
+        [(secret, "HS256", None)],
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway_s,
     )
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from api.auth import Role
+
 if TYPE_CHECKING:
     from types import FrameType
 
@@ -31,9 +33,21 @@ def main(argv: list[str] | None = None) -> int:
         "--output", "-o", default="schema.graphql", help="file to write, '-' for stdout"
     )
 
+    token = commands.add_parser(
+        "token", help="mint a token with the configured key (HS256 secret, or --private-key)"
+    )
+    token.add_argument("--sub", required=True, help="the user or wallet address, or a name")
+    token.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
+    token.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d (default 1h)")
+    token.add_argument(
+        "--private-key", help="PEM private key (RS256 or ES256) when the server verifies with a key"
+    )
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.host, args.port)
+    if args.command == "token":
+        return _token(args.sub, Role(args.role), args.ttl, args.private_key)
     return _export_schema(args.output)
 
 
@@ -107,6 +121,52 @@ class _DrainingServer(uvicorn.Server):
         except RuntimeError:  # the loop has already stopped: nothing left to drain
             return
         loop.call_soon_threadsafe(services.hub.drain)
+
+
+def _token(sub: str, role: Role, ttl_text: str, private_key: str | None) -> int:
+    from pydantic import ValidationError
+
+    from api.auth import development_secret, mint, parse_ttl
+    from api.settings import Settings
+
+    try:
+        settings = Settings()
+        ttl = parse_ttl(ttl_text)
+    except (ValidationError, ValueError) as exc:
+        print(f"tradestream token: {exc}", file=sys.stderr)
+        return 2
+    if private_key is not None:
+        key, algorithm = _private_key(Path(private_key))
+    elif settings.jwt_secret is not None:
+        key, algorithm = settings.jwt_secret, "HS256"
+    elif settings.jwt_public_key_file is None and settings.jwt_jwks_file is None:
+        key, algorithm = development_secret(settings.data_dir), "HS256"
+    else:
+        print(
+            "tradestream token: the server verifies with a public key; pass --private-key",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        mint(
+            key,
+            sub=sub,
+            role=role,
+            ttl=ttl,
+            algorithm=algorithm,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+def _private_key(path: Path) -> tuple[Any, str]:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(path.read_bytes(), password=None)
+    return key, "ES256" if isinstance(key, EllipticCurvePrivateKey) else "RS256"
 
 
 def _export_schema(output: str) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncpg
 
+    from api.auth import TokenVerifier
     from api.broadcast import Broadcast
     from api.fanout import Groups
     from api.hub import Hub
@@ -27,3 +28,4 @@ class Services:
     clock: Clock
     markets: MarketCatalog
     prices: PriceRepository
+    verifier: TokenVerifier

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
 
+    environment: Literal["development", "production"] = "development"
+    """``production`` refuses to start without a JWT key; ``development`` makes one under
+    ``data_dir`` when none is configured."""
+    jwt_secret: str | None = None
+    """HS256 shared secret."""
+    jwt_public_key_file: Path | None = None
+    """PEM public key: RS256 (RSA) or ES256 (EC P-256)."""
+    jwt_jwks_file: Path | None = None
+    """A JWKS document; tokens name their key with ``kid`` when it holds several."""
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: float = Field(default=0.0, ge=0, le=300)
+
     allowed_origins: str = ""
     """Comma-separated origins (``https://app.example.com``) whose pages may call the API from a
     browser: WebSocket handshakes and CORS. Same-origin pages and non-browser clients always may;
@@ -60,7 +73,29 @@ class Settings(BaseSettings):
     def allowed_origin_list(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
 
-    @field_validator("database_url", "simulation_seed", mode="before")
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        sources = [self.jwt_secret, self.jwt_public_key_file, self.jwt_jwks_file]
+        if sum(source is not None for source in sources) > 1:
+            raise ValueError(
+                "set one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_FILE, not several"
+            )
+        if self.environment == "production" and not any(s is not None for s in sources):
+            raise ValueError(
+                "ENVIRONMENT=production needs JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE"
+            )
+        return self
+
+    @field_validator(
+        "database_url",
+        "simulation_seed",
+        "jwt_secret",
+        "jwt_public_key_file",
+        "jwt_jwks_file",
+        "jwt_issuer",
+        "jwt_audience",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

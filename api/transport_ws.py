@@ -11,6 +11,7 @@ close code) is Strawberry's own handling.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
@@ -23,6 +24,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 
+from api.auth import AuthenticationError, bearer_token
 from api.fanout import RawSink
 from api.schema import share_key
 from api.schema.context import Context
@@ -51,6 +53,8 @@ class _SharedOperation:
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _init_timer: asyncio.TimerHandle | None = None
+    _expiry_timer: asyncio.TimerHandle | None = None
+    _closing: asyncio.Task[None] | None = None
 
     def on_request_accepted(self) -> None:
         # A timer, not Strawberry's task sleeping in asyncio.sleep: a reconnect storm opens
@@ -88,12 +92,43 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._init_timer is not None:
             self._init_timer.cancel()
             self._init_timer = None
+        if not self.connection_init_received and not await self._authenticate(message):
+            return
         await super().handle_connection_init(message)
 
+    async def _authenticate(self, message: ConnectionInitMessage) -> bool:
+        """Take the token from ``connection_init`` (``{"authorization": "Bearer ..."}`` or
+        ``{"token": "..."}``), else from the handshake's Authorization header; none is anonymous.
+        A refused token closes the socket with 4403 and says why."""
+        context = self.context
+        assert isinstance(context, Context)
+        payload = message.get("payload")
+        try:
+            token = _token_of(payload if isinstance(payload, dict) else {}, context)
+            if token is None:
+                return True
+            principal = context.services.verifier.verify(token)
+        except AuthenticationError as exc:
+            await self.websocket.close(code=4403, reason=f"Forbidden: {exc}"[:120])
+            return False
+        context.principal = principal
+        if principal.expires_at is not None:
+            delay = (principal.expires_at - datetime.now(UTC)).total_seconds()
+            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+        return True
+
+    def _expired(self) -> None:
+        # graphql-ws clients reconnect on 4403: with a fresh token, if they have one.
+        self._expiry_timer = None
+        self._closing = asyncio.create_task(
+            self.websocket.close(code=4403, reason="Forbidden: token expired")
+        )
+
     async def shutdown(self) -> None:
-        if self._init_timer is not None:
-            self._init_timer.cancel()
-            self._init_timer = None
+        for timer in (self._init_timer, self._expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        self._init_timer = self._expiry_timer = None
         await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
@@ -158,3 +193,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 operation.member.leave()
             return
         await super().cleanup_operation(operation_id)
+
+
+def _token_of(payload: dict[str, Any], context: Context) -> str | None:
+    if "authorization" in payload:
+        value = payload["authorization"]
+        if not isinstance(value, str):
+            raise AuthenticationError("'authorization' must be a string 'Bearer <token>'")
+        return bearer_token(value)
+    if "token" in payload:
+        value = payload["token"]
+        if not isinstance(value, str) or not value:
+            raise AuthenticationError("'token' must be a non-empty string")
+        return value
+    header = context.request.headers.get("authorization")
+    return None if header is None else bearer_token(header)

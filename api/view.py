@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 from cross_web import HTTPException
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -21,6 +23,7 @@ from strawberry.subscriptions import (
 )
 from strawberry.types.graphql import OperationType
 
+from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
 from api.schema.context import Context
 from api.transport_ws import TransportWSHandler
@@ -48,6 +51,24 @@ SUBSCRIPTION_NEEDS_STREAM = (
     "Subscriptions need a streaming transport: a WebSocket with graphql-transport-ws, "
     "SSE (Accept: text/event-stream) or multipart (Accept: multipart/mixed;subscriptionSpec=1.0)"
 )
+
+
+PRINCIPAL_KEY = "tradestream.principal"
+"""Where an HTTP request's verified caller waits in the ASGI scope for the context."""
+
+
+def _unauthenticated(reason: str) -> JSONResponse:
+    """A refused token on HTTP: 401, with the reason as a GraphQL error."""
+    return JSONResponse(
+        {
+            "data": None,
+            "errors": [
+                {"message": f"Unauthenticated: {reason}", "extensions": {"code": "UNAUTHENTICATED"}}
+            ],
+        },
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -104,6 +125,14 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
+            authorization = Headers(scope=scope).get("authorization")
+            if authorization is not None:
+                try:
+                    token = bearer_token(authorization)
+                    scope[PRINCIPAL_KEY] = self.state.services.verifier.verify(token)
+                except AuthenticationError as exc:
+                    await _unauthenticated(str(exc))(scope, receive, send)
+                    return
             await super().__call__(scope, receive, send)
             return
         connection = Connection(send, max_pending_bytes=self.settings.send_queue_max_bytes)
@@ -123,6 +152,7 @@ class GraphQLView(GraphQL[Context, None]):
             request=request,
             response=response,
             connection=scope_connection(request.scope),
+            principal=request.scope.get(PRINCIPAL_KEY, ANONYMOUS),
         )
 
     async def execute_single(

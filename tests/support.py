@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self
 
 import httpx
@@ -19,11 +20,15 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from api.auth import Role, mint
 from api.settings import ENVIRONMENT_VARIABLES
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
+
+TEST_JWT_SECRET = "test-secret-with-at-least-32-bytes-of-entropy"
+"""What test servers verify tokens with, unless a test configures another key."""
 
 RECEIVE_TIMEOUT_S = 10.0
 MAX_SKIPPED = 1000
@@ -52,6 +57,8 @@ class ServerProcess:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "LOG_LEVEL": "warning",
+            "DATA_DIR": str(log_path.parent / "data"),
+            "JWT_SECRET": TEST_JWT_SECRET,
             **env,
         }
         self.log_path = log_path
@@ -185,3 +192,8 @@ def parse_multipart(body: str, boundary: str = "graphql") -> list[dict[str, Any]
 def stats(server: ServerProcess) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(server.base_url + "/stats", timeout=5).json()
     return body
+
+
+def token(sub: str, role: str = "user", ttl_s: float = 600, secret: str = TEST_JWT_SECRET) -> str:
+    """A token the test servers accept."""
+    return mint(secret, sub=sub, role=Role(role), ttl=timedelta(seconds=ttl_s))

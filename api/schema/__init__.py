@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import strawberry
-from graphql import GraphQLError, get_operation_ast, parse
+from graphql import FieldNode, GraphQLError, get_operation_ast, parse
 from strawberry.tools import merge_types
 from strawberry.types.graphql import OperationType
 
 from api.schema.context import Context
 from api.schema.errors import ClientError
+from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceQuery, PriceSubscription
 
 if TYPE_CHECKING:
@@ -100,19 +101,39 @@ def share_key(
     subscription, not parseable: those run on their own, as Strawberry runs them)."""
     if query is None or root_value is not None or not isinstance(context, Context):
         return None
-    if _operation_type(query, operation_name) is not OperationType.SUBSCRIPTION:
+    operation_type, root_fields = _operation_shape(query, operation_name)
+    if operation_type is not OperationType.SUBSCRIPTION:
         return None
     try:
         canonical = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    return (query, operation_name, canonical, context.group_scope)
+    # Public feeds are the same for everyone, so everyone shares; anything else is shared only
+    # between callers who may see exactly the same.
+    scope = "public" if root_fields <= PUBLIC_SUBSCRIPTIONS else context.principal.scope
+    return (query, operation_name, canonical, scope)
+
+
+PUBLIC_SUBSCRIPTIONS = frozenset(PRICE_PUBLIC_SUBSCRIPTIONS)
+"""Root subscription fields whose events are the same whoever asks."""
 
 
 @functools.lru_cache(maxsize=1024)
-def _operation_type(query: str, operation_name: str | None) -> OperationType | None:
+def _operation_shape(
+    query: str, operation_name: str | None
+) -> tuple[OperationType | None, frozenset[str]]:
+    """The operation's type and its root field names (aliases resolved), or (None, {})."""
     try:
         operation = get_operation_ast(parse(query), operation_name)
     except GraphQLError:
-        return None
-    return None if operation is None else OperationType(operation.operation.value)
+        return None, frozenset()
+    if operation is None:
+        return None, frozenset()
+    fields = frozenset(
+        selection.name.value
+        for selection in operation.selection_set.selections
+        if isinstance(selection, FieldNode)
+    )
+    if len(fields) != len(operation.selection_set.selections):
+        fields |= {"<fragment>"}  # fragments at the root: never counted as public
+    return OperationType(operation.operation.value), fields

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from strawberry.types import Info as _Info
 
+from api.auth import ANONYMOUS, Principal
+
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
@@ -25,12 +27,8 @@ class Context:
     """The ``connection_init`` payload on WebSockets (set by the protocol handler)."""
     connection: Connection | None = None
     """The WebSocket's outgoing side, when results can be written to it directly."""
-
-    @property
-    def group_scope(self) -> str:
-        """What this caller may see. Subscriptions are shared only within one scope; until
-        authentication exists every caller is anonymous and sees the public feeds."""
-        return "anonymous"
+    principal: Principal = ANONYMOUS
+    """Who is calling: from the Authorization header (HTTP) or ``connection_init`` (WebSocket)."""
 
 
 Info = _Info[Context, None]

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from domain.markets import Market as MarketModel
 
 
+PUBLIC_SUBSCRIPTIONS = ("priceUpdates",)
+"""Subscriptions of this feed that anyone may read, anonymous callers included."""
+
+
 @strawberry.type(description="A perpetual futures market.")
 class Market:
     id: strawberry.ID

@@ -9,6 +9,7 @@ import orjson
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from api.auth import ANONYMOUS, Principal, Role
 from api.fanout import Encoded, Groups, QueueSink, SharedResult
 from api.schema import share_key
 from api.schema.context import Context
@@ -20,16 +21,13 @@ if TYPE_CHECKING:
 QUERY = 'subscription { priceUpdates(market: "BTC-PERP") { price } }'
 
 
-class ScopedContext(Context):
-    __slots__ = ("scope",)
+def caller(sub: str | None, role: Role | None = Role.USER) -> Context:
+    principal = ANONYMOUS if sub is None else Principal(sub=sub, role=role)
+    return Context(services=None, request=None, principal=principal)  # type: ignore[arg-type]
 
-    def __init__(self, scope: str) -> None:
-        super().__init__(services=None, request=None)  # type: ignore[arg-type]
-        self.scope = scope
 
-    @property
-    def group_scope(self) -> str:
-        return self.scope
+PRIVATE = "subscription { privateThing { x } }"
+"""Not a public feed: its scope is the caller's (the schema need not have the field for keys)."""
 
 
 def result(n: int) -> Encoded:
@@ -37,17 +35,36 @@ def result(n: int) -> Encoded:
 
 
 def test_identical_means_document_name_variables_and_scope() -> None:
-    alice, bob = ScopedContext("user:alice"), ScopedContext("user:bob")
-    base = share_key(QUERY, {"a": 1, "b": 2}, alice, None, None)
+    alice, bob = caller("alice"), caller("bob")
+    base = share_key(PRIVATE, {"a": 1, "b": 2}, alice, None, None)
     assert base is not None
-    assert share_key(QUERY, {"b": 2, "a": 1}, alice, None, None) == base  # key order is no matter
-    assert share_key(QUERY, {"a": 1, "b": 3}, alice, None, None) != base
-    assert share_key(QUERY, {"a": 1, "b": 2}, bob, None, None) != base, "scopes must not mix"
-    assert share_key(QUERY + " ", {"a": 1, "b": 2}, alice, None, None) != base
+    assert share_key(PRIVATE, {"b": 2, "a": 1}, alice, None, None) == base  # key order: no matter
+    assert share_key(PRIVATE, {"a": 1, "b": 3}, alice, None, None) != base
+    assert share_key(PRIVATE, {"a": 1, "b": 2}, bob, None, None) != base, "scopes must not mix"
+    assert share_key(PRIVATE, {"a": 1, "b": 2}, caller("alice", Role.ADMIN), None, None) != base
+    assert share_key(PRIVATE, {"a": 1, "b": 2}, caller(None), None, None) != base
+    assert share_key(PRIVATE + " ", {"a": 1, "b": 2}, alice, None, None) != base
+
+
+def test_public_feeds_are_shared_by_everyone() -> None:
+    keys = {share_key(QUERY, None, c, None, None) for c in (caller("alice"), caller(None))}
+    assert len(keys) == 1
+    aliased = 'subscription { p: priceUpdates(market: "BTC-PERP") { price } }'
+    assert share_key(aliased, None, caller("alice"), None, None) == share_key(
+        aliased, None, caller("bob"), None, None
+    )
+    mixed = 'subscription { priceUpdates(market: "BTC-PERP") { price } privateThing { x } }'
+    assert share_key(mixed, None, caller("alice"), None, None) != share_key(
+        mixed, None, caller("bob"), None, None
+    )
+    fragment = "subscription { ...F } fragment F on Subscription { priceUpdates { price } }"
+    assert share_key(fragment, None, caller("alice"), None, None) != share_key(
+        fragment, None, caller("bob"), None, None
+    )
 
 
 def test_only_subscriptions_are_shared() -> None:
-    context = ScopedContext("anonymous")
+    context = caller(None)
     assert share_key("{ markets { id } }", None, context, None, None) is None
     assert share_key("subscription {", None, context, None, None) is None  # does not parse
     assert share_key(QUERY, None, context, "Missing", None) is None  # no such operation
