@@ -1,0 +1,119 @@
+"""Authentication through the real transports: every refusal is clear, and nothing leaks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support import (
+    PRICE_SUBSCRIPTION,
+    TEST_JWT_SECRET,
+    GraphQLWS,
+    ServerProcess,
+    token,
+)
+
+MARKETS = {"query": "{ markets { id } }"}
+
+
+async def test_http_refuses_a_bad_token_with_401_and_a_graphql_error(
+    server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        forged = token("alice", secret=TEST_JWT_SECRET[::-1])
+        refused = await http.post(
+            server.url, json=MARKETS, headers={"authorization": f"Bearer {forged}"}
+        )
+        malformed = await http.post(server.url, json=MARKETS, headers={"authorization": "Basic x"})
+        sse = await http.post(
+            server.url,
+            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "BTC-PERP"}},
+            headers={"authorization": "Bearer nope", "accept": "text/event-stream"},
+        )
+        good = await http.post(
+            server.url, json=MARKETS, headers={"authorization": f"Bearer {token('alice')}"}
+        )
+        anonymous = await http.post(server.url, json=MARKETS)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    [error] = refused.json()["errors"]
+    assert error["extensions"] == {"code": "UNAUTHENTICATED"}
+    assert "Signature verification failed" in error["message"]
+    assert forged not in refused.text
+    assert malformed.status_code == 401
+    assert "Bearer <token>" in malformed.json()["errors"][0]["message"]
+    assert sse.status_code == 401
+    assert good.status_code == anonymous.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ({"token": "not.a.jwt"}, "Forbidden: malformed token: Invalid header padding"),
+        ({"authorization": "Token abc"}, "Forbidden: Authorization must be 'Bearer <token>'"),
+        ({"token": token("alice", ttl_s=-10)}, "Forbidden: token expired"),
+        ({"token": 42}, "Forbidden: 'token' must be a non-empty string"),
+    ],
+    ids=["malformed", "not-bearer", "expired", "not-a-string"],
+)
+async def test_websocket_refuses_a_bad_token_with_4403(
+    server: ServerProcess, payload: dict[str, object], reason: str
+) -> None:
+    async with GraphQLWS.connect(server.ws_url) as bystander:
+        await bystander.subscribe("b", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        before = await bystander.next_data("b", "priceUpdates")
+        async with GraphQLWS.connect(server.ws_url, init=False) as client:
+            await client.send({"type": "connection_init", "payload": payload})
+            assert await client.closed() == (4403, reason)
+        after = await bystander.next_data("b", "priceUpdates")
+        assert after["sequence"] > before["sequence"]
+
+
+@pytest.mark.parametrize("form", ["token", "authorization"])
+async def test_websocket_accepts_a_good_token_in_either_form(
+    server: ServerProcess, form: str
+) -> None:
+    value = token("alice") if form == "token" else f"Bearer {token('alice')}"
+    async with GraphQLWS.connect(server.ws_url, init=False) as client:
+        await client.send({"type": "connection_init", "payload": {form: value}})
+        assert (await client.receive())["type"] == "connection_ack"
+        await client.subscribe("1", PRICE_SUBSCRIPTION, {"m": "ETH-PERP"})
+        assert (await client.next_data("1", "priceUpdates"))["market"] == "ETH-PERP"
+
+
+async def test_a_socket_closes_4403_when_its_token_expires(server: ServerProcess) -> None:
+    async with GraphQLWS.connect(server.ws_url, init=False) as client:
+        await client.send({"type": "connection_init", "payload": {"token": token("bob", ttl_s=2)}})
+        assert (await client.receive())["type"] == "connection_ack"
+        await client.subscribe("1", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await client.next_data("1", "priceUpdates")
+        started = time.monotonic()
+        assert await client.closed(timeout=5) == (4403, "Forbidden: token expired")
+        assert time.monotonic() - started < 3
+
+
+def test_the_token_command_mints_what_the_server_accepts(server: ServerProcess) -> None:
+    minted = subprocess.run(
+        [sys.executable, "-m", "api.cli", "token", "--sub", "carol", "--role", "admin"],
+        env={**os.environ, "JWT_SECRET": TEST_JWT_SECRET},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    response = httpx.post(server.url, json=MARKETS, headers={"authorization": f"Bearer {minted}"})
+    assert response.status_code == 200
+    bad_ttl = subprocess.run(
+        [sys.executable, "-m", "api.cli", "token", "--sub", "carol", "--ttl", "forever"],
+        env={**os.environ, "JWT_SECRET": TEST_JWT_SECRET},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_ttl.returncode == 2
+    assert "such as 1h" in bad_ttl.stderr
