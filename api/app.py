@@ -24,7 +24,7 @@ from api.hub import Hub
 from api.limits import BodySizeLimit, refuse_websocket
 from api.migrations import migrate
 from api.publisher import BroadcastPublisher
-from api.schema import schema
+from api.schema import build_schema
 from api.services import Services
 from api.settings import Settings
 from api.store import PgPriceRepository, PgSequencer, load_markets
@@ -52,7 +52,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.http = _http_app(settings)
-        self.view = GraphQLView(schema, settings, self.http.state)
+        self.view = GraphQLView(build_schema(settings), settings, self.http.state)
         self.http.state.view = self.view
         self.http.router.routes.append(Route("/graphql", self.view))
         self.connections = 0

@@ -64,6 +64,25 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_leeway_s: float = Field(default=0.0, ge=0, le=300)
 
+    subscribe_rate_per_s: float = Field(default=10.0, gt=0)
+    """subscribe messages one WebSocket may send a second on average (bursts of
+    SUBSCRIBE_BURST); past it, each is answered with a RATE_LIMITED error."""
+    subscribe_burst: int = Field(default=100, ge=1)
+    max_query_depth: int = Field(default=10, ge=0)
+    """Nesting below the root fields (0: root fields only)."""
+    max_aliases: int = Field(default=30, ge=0)
+    max_fields: int = Field(default=200, ge=1)
+    max_query_tokens: int = Field(default=2000, ge=10)
+    """Size of a GraphQL document in lexical tokens: what it costs to parse."""
+    introspection: bool | None = None
+    """Unset: on in development, off in production."""
+
+    @property
+    def introspection_enabled(self) -> bool:
+        if self.introspection is None:
+            return self.environment != "production"
+        return self.introspection
+
     allowed_origins: str = ""
     """Comma-separated origins (``https://app.example.com``) whose pages may call the API from a
     browser: WebSocket handshakes and CORS. Same-origin pages and non-browser clients always may;
@@ -94,6 +113,7 @@ class Settings(BaseSettings):
         "jwt_jwks_file",
         "jwt_issuer",
         "jwt_audience",
+        "introspection",
         mode="before",
     )
     @classmethod

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
     NonTextMessageReceived,
@@ -26,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 
 from api.auth import AuthenticationError, bearer_token
 from api.fanout import RawSink
+from api.limits import TokenBucket
 from api.schema import share_key
 from api.schema.context import Context
 
@@ -55,6 +57,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _init_timer: asyncio.TimerHandle | None = None
     _expiry_timer: asyncio.TimerHandle | None = None
     _closing: asyncio.Task[None] | None = None
+    _subscribe_bucket: TokenBucket | None = None
 
     def on_request_accepted(self) -> None:
         # A timer, not Strawberry's task sleeping in asyncio.sleep: a reconnect storm opens
@@ -132,8 +135,33 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and not self._subscribe_allowed():
+            await self._refuse_rate(message)
+            return
         if not self._join_shared(message):
             await super().handle_subscribe(message)
+
+    def _subscribe_allowed(self) -> bool:
+        if self._subscribe_bucket is None:
+            settings = self.view.settings  # type: ignore[attr-defined]
+            self._subscribe_bucket = TokenBucket(
+                settings.subscribe_rate_per_s, settings.subscribe_burst
+            )
+        return self._subscribe_bucket.take()
+
+    async def _refuse_rate(self, message: SubscribeMessage) -> None:
+        id = message.get("id")
+        if not isinstance(id, str):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        bucket = self._subscribe_bucket
+        assert bucket is not None
+        error = GraphQLError(
+            f"too many subscribe messages: at most {bucket.rate:g} a second "
+            f"(bursts of {bucket.burst})",
+            extensions={"code": "RATE_LIMITED"},
+        )
+        await self.send_message({"id": id, "type": "error", "payload": [error.formatted]})
 
     def _join_shared(self, message: SubscribeMessage) -> bool:
         """Join the operation's group if it can be shared; False leaves it to Strawberry, which

@@ -12,6 +12,7 @@ from graphql import FieldNode, GraphQLError, get_operation_ast, parse
 from strawberry.tools import merge_types
 from strawberry.types.graphql import OperationType
 
+from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
     from strawberry.schema.schema import StreamResult
     from strawberry.types import ExecutionContext
+
+    from api.settings import Settings
 
 logger = logging.getLogger("api.schema")
 
@@ -83,8 +86,13 @@ class Schema(strawberry.Schema):
                 logger.error("error in resolver: %s", error.message, exc_info=original)
 
 
-def build_schema() -> Schema:
-    return Schema(query=Query, subscription=Subscription)
+def build_schema(settings: Settings | None = None) -> Schema:
+    """The schema; with ``settings``, the document limits they set (the SDL is the same)."""
+    return Schema(
+        query=Query,
+        subscription=Subscription,
+        extensions=[] if settings is None else limits.extensions(settings),
+    )
 
 
 schema = build_schema()

@@ -175,6 +175,7 @@ async def test_a_slow_reader_is_conflated_while_a_fast_one_gets_everything(
             "DATABASE_URL": isolated_database_url,
             "PRICE_FEED_HZ": "50",
             "MAX_SUBSCRIPTIONS_PER_CONNECTION": str(SLOW_OPERATIONS),
+            "SUBSCRIBE_BURST": str(SLOW_OPERATIONS),
         },
         tmp_path_factory.mktemp("slow") / "server.log",
     ).start()
