@@ -1,0 +1,44 @@
+"""Authorization checks every private field and subscription makes before its first result.
+
+ForbiddenError     code FORBIDDEN: the caller may not see what it asked for; the message
+                   names what was refused (never whose it is beyond what the caller sent)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from api.auth import Role
+from api.schema.errors import ClientError
+
+if TYPE_CHECKING:
+    from api.auth import Principal
+
+
+class ForbiddenError(ClientError):
+    code = "FORBIDDEN"
+
+
+class UnauthenticatedError(ClientError):
+    code = "UNAUTHENTICATED"
+
+
+def require_signed_in(principal: Principal, what: str) -> None:
+    if principal.anonymous:
+        raise UnauthenticatedError(f"{what} needs a signed-in caller: send a token")
+
+
+def require_owner(principal: Principal, owner: str, what: str) -> None:
+    """``owner``'s ``what`` (``positions``, ``orders``...): for that user, and for admins."""
+    require_signed_in(principal, what)
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is not Role.USER or principal.sub != owner:
+        raise ForbiddenError(f"{what} of {owner!r} are not yours to see")
+
+
+def require_role(principal: Principal, *roles: Role, what: str) -> None:
+    require_signed_in(principal, what)
+    if principal.role not in roles:
+        allowed = ", ".join(role.value for role in roles)
+        raise ForbiddenError(f"{what} needs the role {allowed}")
