@@ -116,7 +116,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return False
         context.principal = principal
         if principal.expires_at is not None:
-            delay = (principal.expires_at - datetime.now(UTC)).total_seconds()
+            # The leeway that let a token in also keeps it in: clocks disagree both ways.
+            verifier = context.services.verifier
+            delay = (principal.expires_at - datetime.now(UTC)).total_seconds() + verifier.leeway_s
             self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
         return True
 
