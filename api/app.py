@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -163,8 +164,9 @@ async def _token_verifier(settings: Settings) -> TokenVerifier:
     secret = await asyncio.to_thread(development_secret, settings.data_dir)
     logger.warning(
         "no JWT key configured: using the development secret in %s; mint a token with "
-        "`tradestream token --sub alice --role user --ttl 1h`",
+        "`%s token --sub alice --role user --ttl 1h`",
         settings.data_dir / DEV_SECRET_FILE,
+        sys.argv[0] if sys.argv[0].endswith("tradestream") else "tradestream",
     )
     return TokenVerifier(
         [(secret, "HS256", None)],
