@@ -155,10 +155,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
 
 
 async def _token_verifier(settings: Settings) -> TokenVerifier:
-    if any(
-        k is not None
-        for k in (settings.jwt_secret, settings.jwt_public_key_file, settings.jwt_jwks_file)
-    ):
+    if settings.jwt_key_configured:
         return TokenVerifier.from_settings(settings)
     # Development without a key: a secret of its own under DATA_DIR (settings refuse production).
     secret = await asyncio.to_thread(development_secret, settings.data_dir)

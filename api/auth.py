@@ -106,7 +106,7 @@ class TokenVerifier:
         key, algorithm = self._key_for(header)
         if header.get("alg") != algorithm:
             raise AuthenticationError(
-                f"token signed with {header.get('alg')!r}; this server accepts {algorithm}"
+                f"token signed with {_clip(header.get('alg'))}; this server accepts {algorithm}"
             )
         try:
             claims = jwt.decode(
@@ -136,7 +136,7 @@ class TokenVerifier:
         for key, algorithm, key_id in self.keys:
             if key_id == kid:
                 return key, algorithm
-        raise AuthenticationError(f"no key with id {kid!r}")
+        raise AuthenticationError(f"no key with id {_clip(kid)}")
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
@@ -147,8 +147,14 @@ def _principal(claims: dict[str, Any]) -> Principal:
     try:
         role = Role(raw_role)
     except ValueError:
-        raise AuthenticationError(f"unknown role {raw_role!r}") from None
+        raise AuthenticationError(f"unknown role {_clip(raw_role)}") from None
     return Principal(sub=sub, role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+
+
+def _clip(value: object, limit: int = 40) -> str:
+    """A caller's value, quoted and cut short: refusals name it without echoing a payload."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def bearer_token(authorization: str) -> str:

@@ -62,6 +62,14 @@ def _serve(host: str | None, port: int | None) -> int:
     except ValidationError as exc:
         print(f"tradestream: invalid settings in the environment\n{exc}", file=sys.stderr)
         return 2
+    if settings.jwt_key_configured:
+        from api.auth import TokenVerifier
+
+        try:
+            TokenVerifier.from_settings(settings)
+        except (OSError, ValueError) as exc:
+            print(f"tradestream: the JWT key cannot be used: {exc}", file=sys.stderr)
+            return 2
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=overrides)
     logging.basicConfig(

@@ -9,6 +9,9 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_SECRET_BYTES = 32
+"""HS256 wants a key as long as its hash (RFC 7518 §3.2)."""
+
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
 
 
@@ -78,6 +81,13 @@ class Settings(BaseSettings):
     """Unset: on in development, off in production."""
 
     @property
+    def jwt_key_configured(self) -> bool:
+        return any(
+            source is not None
+            for source in (self.jwt_secret, self.jwt_public_key_file, self.jwt_jwks_file)
+        )
+
+    @property
     def introspection_enabled(self) -> bool:
         if self.introspection is None:
             return self.environment != "production"
@@ -99,10 +109,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_FILE, not several"
             )
-        if self.environment == "production" and not any(s is not None for s in sources):
+        if self.environment == "production" and not self.jwt_key_configured:
             raise ValueError(
                 "ENVIRONMENT=production needs JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_FILE"
             )
+        if (
+            self.environment == "production"
+            and self.jwt_secret is not None
+            and len(self.jwt_secret.encode()) < MIN_SECRET_BYTES
+        ):
+            raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
         return self
 
     @field_validator(

@@ -112,7 +112,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return True
             principal = context.services.verifier.verify(token)
         except AuthenticationError as exc:
-            await self.websocket.close(code=4403, reason=f"Forbidden: {exc}"[:120])
+            await self.websocket.close(code=4403, reason=_close_reason(f"Forbidden: {exc}"))
             return False
         context.principal = principal
         if principal.expires_at is not None:
@@ -238,3 +238,8 @@ def _token_of(payload: dict[str, Any], context: Context) -> str | None:
         return value
     header = context.request.headers.get("authorization")
     return None if header is None else bearer_token(header)
+
+
+def _close_reason(text: str) -> str:
+    """At most 123 bytes of UTF-8, as a close frame allows (a longer one is a protocol error)."""
+    return text.encode()[:123].decode(errors="ignore")

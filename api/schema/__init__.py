@@ -109,6 +109,8 @@ def share_key(
     subscription, not parseable: those run on their own, as Strawberry runs them)."""
     if query is None or root_value is not None or not isinstance(context, Context):
         return None
+    if len(query) > SHARE_MAX_BYTES:
+        return None
     operation_type, root_fields = _operation_shape(query, operation_name)
     if operation_type is not OperationType.SUBSCRIPTION:
         return None
@@ -126,13 +128,20 @@ PUBLIC_SUBSCRIPTIONS = frozenset(PRICE_PUBLIC_SUBSCRIPTIONS)
 """Root subscription fields whose events are the same whoever asks."""
 
 
+SHARE_MAX_BYTES = 16 * 1024
+SHARE_MAX_TOKENS = 2000
+"""Larger documents are not shared: bounded parse work, and bounded memory in the cache below."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _operation_shape(
     query: str, operation_name: str | None
 ) -> tuple[OperationType | None, frozenset[str]]:
-    """The operation's type and its root field names (aliases resolved), or (None, {})."""
+    """The operation's type and its root field names (aliases resolved), or (None, {}) for a
+    document that does not parse within SHARE_MAX_TOKENS (it then runs on its own, where the
+    schema's own document limits refuse it)."""
     try:
-        operation = get_operation_ast(parse(query), operation_name)
+        operation = get_operation_ast(parse(query, max_tokens=SHARE_MAX_TOKENS), operation_name)
     except GraphQLError:
         return None, frozenset()
     if operation is None:

@@ -197,3 +197,10 @@ def test_ttl() -> None:
     assert parse_ttl("7d") == timedelta(days=7)
     with pytest.raises(ValueError, match="such as 1h"):
         parse_ttl("1 hour")
+
+
+def test_production_wants_a_long_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("JWT_SECRET", "short")
+    with pytest.raises(ValidationError, match="at least 32 bytes in production"):
+        Settings()

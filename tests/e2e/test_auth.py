@@ -6,10 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import httpx
+import jwt
 import pytest
 
+from api.auth import Role, mint
 from tests.support import (
     PRICE_SUBSCRIPTION,
     TEST_JWT_SECRET,
@@ -17,6 +21,9 @@ from tests.support import (
     ServerProcess,
     token,
 )
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MARKETS = {"query": "{ markets { id } }"}
 
@@ -117,3 +124,32 @@ def test_the_token_command_mints_what_the_server_accepts(server: ServerProcess) 
     )
     assert bad_ttl.returncode == 2
     assert "such as 1h" in bad_ttl.stderr
+
+
+async def test_a_refusal_naming_a_long_foreign_value_still_closes_4403(
+    server: ServerProcess,
+) -> None:
+    """The reason is cut to the 123 bytes a close frame carries, whatever the characters."""
+    forged = mint(TEST_JWT_SECRET, sub="alice", role=Role.USER, ttl=timedelta(minutes=5))
+    claims = jwt.decode(forged, TEST_JWT_SECRET, algorithms=["HS256"])
+    odd = jwt.encode({**claims, "role": "é" * 100}, TEST_JWT_SECRET, algorithm="HS256")
+    async with GraphQLWS.connect(server.ws_url, init=False) as client:
+        await client.send({"type": "connection_init", "payload": {"token": odd}})
+        code, reason = await client.closed()
+    assert code == 4403
+    assert reason.startswith("Forbidden: unknown role 'éééé")
+    assert len(reason.encode()) <= 123
+
+
+def test_serve_refuses_a_key_it_cannot_use(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.pem"
+    key_file.write_text("not a key")
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env={**os.environ, "JWT_PUBLIC_KEY_FILE": str(key_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "the JWT key cannot be used" in result.stderr

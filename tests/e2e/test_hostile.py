@@ -13,13 +13,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
-def deep(levels: int) -> str:
-    inner = "name"
-    for _ in range(levels):
-        inner = f"ofType {{ {inner} }}"
-    return "{ __schema { types { fields { type { " + inner + " } } } } }"
-
-
 def graphql(server: ServerProcess, query: str) -> dict[str, Any]:
     response = httpx.post(server.url, json={"query": query}, timeout=10)
     assert response.status_code == 200, response.text
