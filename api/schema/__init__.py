@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import strawberry
 from graphql import FieldNode, GraphQLError, get_operation_ast, parse
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from api.schema import limits
@@ -68,9 +72,18 @@ class Schema(strawberry.Schema):
                 and OperationType.SUBSCRIPTION not in allowed_operation_types
             )
         ):
-            return await execute()
-        assert isinstance(context_value, Context)
-        return context_value.services.groups.results(key, execute)
+            results = await execute()
+        else:
+            assert isinstance(context_value, Context)
+            results = context_value.services.groups.results(key, execute)
+        if isinstance(context_value, Context) and context_value.connection is None:
+            expires_at = context_value.principal.expires_at
+            if expires_at is not None:
+                # An HTTP stream (SSE, multipart) lives no longer than the token that opened it;
+                # WebSockets are closed by their handler at the same moment.
+                leeway = context_value.services.verifier.leeway_s
+                return _until(results, expires_at.timestamp() + leeway)
+        return results
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -84,6 +97,35 @@ class Schema(strawberry.Schema):
                 logger.debug("invalid request: %s", error.message)
             else:
                 logger.error("error in resolver: %s", error.message, exc_info=original)
+
+
+async def _until(results: StreamResult, deadline: float) -> StreamResult:
+    """``results`` until the wall clock reaches ``deadline``, then a TOKEN_EXPIRED error."""
+    iterator = aiter(results)
+    try:
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                break
+            try:
+                result = await asyncio.wait_for(anext(iterator), remaining)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                break
+            yield result
+        yield ExecutionResult(
+            data=None,
+            errors=[
+                GraphQLError(
+                    "the token expired: subscribe again with a fresh one",
+                    extensions={"code": "TOKEN_EXPIRED"},
+                )
+            ],
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await results.aclose()
 
 
 def build_schema(settings: Settings | None = None) -> Schema:

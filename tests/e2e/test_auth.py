@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 import jwt
+import orjson
 import pytest
+from httpx_sse import aconnect_sse
 
 from api.auth import Role, mint
 from tests.support import (
@@ -153,3 +155,28 @@ def test_serve_refuses_a_key_it_cannot_use(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "the JWT key cannot be used" in result.stderr
+
+
+async def test_an_sse_stream_ends_when_its_token_expires(server: ServerProcess) -> None:
+    started = time.monotonic()
+    events: list[tuple[str, str]] = []
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        aconnect_sse(
+            http,
+            "POST",
+            server.url,
+            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "BTC-PERP"}},
+            headers={"authorization": f"Bearer {token('dave', ttl_s=2)}"},
+        ) as source,
+    ):
+        async for sse in source.aiter_sse():
+            events.append((sse.event, sse.data))
+            if sse.event == "complete":
+                break
+    assert time.monotonic() - started < 4
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "next"
+    assert kinds[-1] == "complete"
+    last = orjson.loads(events[-2][1])
+    assert last["errors"][0]["extensions"] == {"code": "TOKEN_EXPIRED"}
