@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import orjson
+from httpx_sse import EventSource, aconnect_sse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -197,3 +198,12 @@ def stats(server: ServerProcess) -> dict[str, Any]:
 def token(sub: str, role: str = "user", ttl_s: float = 600, secret: str = TEST_JWT_SECRET) -> str:
     """A token the test servers accept."""
     return mint(secret, sub=sub, role=Role(role), ttl=timedelta(seconds=ttl_s))
+
+
+def price_sse(
+    http: httpx.AsyncClient, server: ServerProcess, market: str, token: str | None = None
+) -> contextlib.AbstractAsyncContextManager[EventSource]:
+    """An SSE subscription to ``market``'s prices (with a bearer token, if given)."""
+    headers = {} if token is None else {"authorization": f"Bearer {token}"}
+    body = {"query": PRICE_SUBSCRIPTION, "variables": {"m": market}}
+    return aconnect_sse(http, "POST", server.url, json=body, headers=headers)

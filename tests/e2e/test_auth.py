@@ -13,7 +13,6 @@ import httpx
 import jwt
 import orjson
 import pytest
-from httpx_sse import aconnect_sse
 
 from api.auth import Role, mint
 from tests.support import (
@@ -21,6 +20,7 @@ from tests.support import (
     TEST_JWT_SECRET,
     GraphQLWS,
     ServerProcess,
+    price_sse,
     token,
 )
 
@@ -162,13 +162,7 @@ async def test_an_sse_stream_ends_when_its_token_expires(server: ServerProcess) 
     events: list[tuple[str, str]] = []
     async with (
         httpx.AsyncClient(timeout=10) as http,
-        aconnect_sse(
-            http,
-            "POST",
-            server.url,
-            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "BTC-PERP"}},
-            headers={"authorization": f"Bearer {token('dave', ttl_s=2)}"},
-        ) as source,
+        price_sse(http, server, "BTC-PERP", token("dave", ttl_s=2)) as source,
     ):
         async for sse in source.aiter_sse():
             events.append((sse.event, sse.data))

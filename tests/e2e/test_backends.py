@@ -11,9 +11,8 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from httpx_sse import aconnect_sse
 
-from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, price_sequences
+from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, price_sequences, price_sse
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -141,12 +140,7 @@ async def test_sigterm_ends_streaming_subscriptions_and_the_server_exits(
     async with (
         GraphQLWS.connect(server.ws_url) as ws,
         httpx.AsyncClient(timeout=10) as http,
-        aconnect_sse(
-            http,
-            "POST",
-            server.url,
-            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "ETH-PERP"}},
-        ) as source,
+        price_sse(http, server, "ETH-PERP") as source,
     ):
         await ws.subscribe("1", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
         await ws.next_data("1", "priceUpdates")

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import orjson
 import pytest
-from httpx_sse import aconnect_sse
 
 from tests.support import (
     PRICE_FIELDS,
@@ -18,6 +17,7 @@ from tests.support import (
     GraphQLWS,
     parse_multipart,
     price_sequences,
+    price_sse,
 )
 
 if TYPE_CHECKING:
@@ -66,12 +66,7 @@ async def test_sse_delivers_prices_in_order(server: ServerProcess) -> None:
     prices = []
     async with (
         httpx.AsyncClient(timeout=10) as http,
-        aconnect_sse(
-            http,
-            "POST",
-            server.url,
-            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "SOL-PERP"}},
-        ) as source,
+        price_sse(http, server, "SOL-PERP") as source,
     ):
         assert source.response.headers["content-type"].startswith("text/event-stream")
         async for sse in source.aiter_sse():
