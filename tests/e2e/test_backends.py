@@ -77,10 +77,11 @@ async def test_postgres_backend_crosses_processes(
 
 
 async def test_subscriber_gets_the_stored_price_at_once_without_a_feed(
-    cluster: list[ServerProcess], tmp_path: Path, database_url: str
+    cluster: list[ServerProcess], tmp_path: Path, isolated_database_url: str
 ) -> None:
-    """Snapshot first: with no feed publishing, a subscriber still sees the current price."""
-    publisher, listener = start_pair(cluster, tmp_path, database_url, "memory://")
+    """Snapshot first: with no feed publishing, a subscriber still sees the current price. (Its
+    own database: another test server's feed would move the stored price meanwhile.)"""
+    publisher, listener = start_pair(cluster, tmp_path, isolated_database_url, "memory://")
     publisher.stop()
     stored = listener.graphql('{ price(market: "ETH-PERP") { price sequence } }')["data"]["price"]
     async with GraphQLWS.connect(listener.ws_url) as client:
