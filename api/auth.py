@@ -128,6 +128,13 @@ class TokenVerifier:
             raise AuthenticationError(f"token refused: {exc}") from None
         return _principal(claims)
 
+    def deadline(self, principal: Principal) -> float | None:
+        """When (Unix seconds) the caller's token stops being accepted: its ``exp`` plus the
+        leeway that let it in, since clocks disagree both ways. None for tokens without end."""
+        if principal.expires_at is None:
+            return None
+        return principal.expires_at.timestamp() + self.leeway_s
+
     def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         if len(self.keys) == 1:
             key, algorithm, _ = self.keys[0]

@@ -257,7 +257,7 @@ class Group:
         if self.last is not None:
             sink.deliver(self.last, self.policy)
         if self.task is None:
-            self.task = asyncio.create_task(self._pump(self._open_stream), name="fanout-group")
+            self.task = asyncio.create_task(self._pump(), name="fanout-group")
         return member
 
     def leave(self, member: Member) -> None:
@@ -266,10 +266,10 @@ class Group:
             if self.task is not None:
                 self.task.cancel()
 
-    async def _pump(self, open_stream: Callable[[], Awaitable[Stream]]) -> None:
+    async def _pump(self) -> None:
         _current_group.set(self)
         try:
-            stream = await open_stream()
+            stream = await self._open_stream()
             async with contextlib.aclosing(stream):
                 async for result in stream:
                     if not self.started and isinstance(result, PreExecutionError):

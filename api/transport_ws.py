@@ -11,7 +11,7 @@ close code) is Strawberry's own handling.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import time
 from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
@@ -115,11 +115,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4403, reason=_close_reason(f"Forbidden: {exc}"))
             return False
         context.principal = principal
-        if principal.expires_at is not None:
-            # The leeway that let a token in also keeps it in: clocks disagree both ways.
-            verifier = context.services.verifier
-            delay = (principal.expires_at - datetime.now(UTC)).total_seconds() + verifier.leeway_s
-            self._expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+        deadline = context.services.verifier.deadline(principal)
+        if deadline is not None:
+            self._expiry_timer = asyncio.get_running_loop().call_later(
+                deadline - time.time(), self._expired
+            )
         return True
 
     def _expired(self) -> None:
@@ -145,7 +145,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     def _subscribe_allowed(self) -> bool:
         if self._subscribe_bucket is None:
-            settings = self.view.settings  # type: ignore[attr-defined]
+            assert isinstance(self.context, Context)
+            settings = self.context.services.settings
             self._subscribe_bucket = TokenBucket(
                 settings.subscribe_rate_per_s, settings.subscribe_burst
             )

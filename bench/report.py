@@ -55,12 +55,9 @@ def _seconds(r: Result) -> str:
     return f"{r.seconds:.2f}"
 
 
-def row(r: Result) -> list[str]:
-    if r.error is not None:
-        cells = [r.label, f"-/{r.asked}", "error", "-", "-", "-", "-"]
-        return cells + ["-"] * len(EXTRA_COLUMNS.get(r.scenario, ()))
-    cells = [
-        r.label,
+def _measured(r: Result) -> list[str]:
+    """The columns every scenario has: subscribers, msgs/s, p50, p99, failed, RSS."""
+    return [
         _subscribers(r),
         _num(r.msgs_per_s),
         _num(r.p50_ms, 1),
@@ -68,6 +65,13 @@ def row(r: Result) -> list[str]:
         _failed(r),
         _num(r.rss_mb, 1),
     ]
+
+
+def row(r: Result) -> list[str]:
+    if r.error is not None:
+        cells = [r.label, f"-/{r.asked}", "error", "-", "-", "-", "-"]
+        return cells + ["-"] * len(EXTRA_COLUMNS.get(r.scenario, ()))
+    cells = [r.label, *_measured(r)]
     if r.scenario == "idle":
         cells += [_num(r.rss_before_mb, 1), _num(r.bytes_per_subscriber)]
     elif r.scenario == "storm":
@@ -185,12 +189,7 @@ def markdown(results: Sequence[Result], caption: str) -> str:
             cells = [
                 r.scenario,
                 LABELS[r.server],
-                _subscribers(r),
-                _num(r.msgs_per_s),
-                _num(r.p50_ms, 1),
-                _num(r.p99_ms, 1),
-                _failed(r),
-                _num(r.rss_mb, 1),
+                *_measured(r),
                 _num(r.bytes_per_subscriber) if r.mode == "idle" else "-",
                 _seconds(r) if r.mode == "storm" else "-",
             ]

@@ -77,12 +77,11 @@ class Schema(strawberry.Schema):
             assert isinstance(context_value, Context)
             results = context_value.services.groups.results(key, execute)
         if isinstance(context_value, Context) and context_value.connection is None:
-            expires_at = context_value.principal.expires_at
-            if expires_at is not None:
-                # An HTTP stream (SSE, multipart) lives no longer than the token that opened it;
-                # WebSockets are closed by their handler at the same moment.
-                leeway = context_value.services.verifier.leeway_s
-                return _until(results, expires_at.timestamp() + leeway)
+            # An HTTP stream (SSE, multipart) lives no longer than the token that opened it;
+            # WebSockets are closed by their handler at the same moment.
+            deadline = context_value.services.verifier.deadline(context_value.principal)
+            if deadline is not None:
+                return _until(results, deadline)
         return results
 
     def process_errors(
