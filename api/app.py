@@ -22,15 +22,17 @@ from api.embedded_postgres import EmbeddedPostgres
 from api.fanout import Groups
 from api.health import healthz, readyz, stats
 from api.hub import Hub
-from api.limits import BodySizeLimit, refuse_websocket
+from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
 from api.migrations import migrate
+from api.perps_desk import PerpsDesk
+from api.perps_store import PgLatestEvents, PgPositionBook
 from api.publisher import BroadcastPublisher
 from api.schema import build_schema
 from api.services import Services
 from api.settings import Settings
 from api.store import PgPriceRepository, PgSequencer, load_markets
 from api.view import GraphQLView
-from api.workers import Workers, start_simulated_feeds
+from api.workers import Workers, start_domain_workers, start_simulated_feeds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -91,6 +93,7 @@ def _http_app(settings: Settings) -> Starlette:
             app.state.services = services
             workers = Workers()
             stack.push_async_callback(workers.stop)
+            await start_domain_workers(services, workers)
             if settings.simulated_feeds:
                 await start_simulated_feeds(services, workers)
             logger.info("tradestream ready: broadcast backend %s", services.broadcast.scheme)
@@ -140,6 +143,10 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     stack.push_async_callback(hub.close)
 
     clock = SystemClock()
+    markets = await load_markets(pool)
+    prices = PgPriceRepository(pool)
+    publisher = BroadcastPublisher(broadcast, PgSequencer(pool), clock)
+    book = PgPositionBook(pool, clock)
     return Services(
         verifier=await _token_verifier(settings),
         settings=settings,
@@ -147,10 +154,21 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         broadcast=broadcast,
         hub=hub,
         groups=Groups(queue_size=settings.subscriber_queue_size),
-        publisher=BroadcastPublisher(broadcast, PgSequencer(pool), clock),
+        publisher=publisher,
         clock=clock,
-        markets=await load_markets(pool),
-        prices=PgPriceRepository(pool),
+        markets=markets,
+        prices=prices,
+        latest=PgLatestEvents(pool),
+        book=book,
+        desk=PerpsDesk(
+            book=book,
+            markets=markets,
+            prices=prices,
+            publisher=publisher,
+            clock=clock,
+            price_max_age_s=settings.price_max_age_s,
+        ),
+        mutation_limits=CallerLimits(settings.mutation_rate_per_s, settings.mutation_burst),
     )
 
 

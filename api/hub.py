@@ -74,7 +74,13 @@ class _SubscriberQueue:
 
     __slots__ = ("_items", "_wakeup", "capacity", "conflated", "error", "policy", "topic")
 
-    def __init__(self, topic: str, policy: DeliveryPolicy, capacity: int) -> None:
+    def __init__(
+        self,
+        topic: str,
+        policy: DeliveryPolicy,
+        capacity: int,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
         self.topic = topic
         self.policy = policy
         self.capacity = (
@@ -83,7 +89,8 @@ class _SubscriberQueue:
             else capacity
         )
         self._items: deque[Event] = deque()
-        self._wakeup = asyncio.Event()
+        self._wakeup = wakeup or asyncio.Event()
+        """Set when an event or an error arrives; several queues read together share one."""
         self.error: HubError | None = None
         self.conflated = 0
 
@@ -115,6 +122,14 @@ class _SubscriberQueue:
             self._wakeup.clear()
             await self._wakeup.wait()
         return self._items.popleft()
+
+    def take(self) -> Event | None:
+        """The next event if one is waiting; raises the queue's error once it is empty."""
+        if self._items:
+            return self._items.popleft()
+        if self.error is not None:
+            raise self.error
+        return None
 
 
 class _TopicFeed:
@@ -197,6 +212,57 @@ class Subscription:
         return await self.queue.get()
 
 
+class MergedSubscription:
+    """Several topics read as one iterator, each topic keeping its own queue and policy (a
+    latest-value price beside a stream of position events). One wakeup serves every queue, so a
+    merged reader costs no task; topics take turns, so a busy one never starves the others.
+    Events of different topics keep no order between them; each topic's own order holds."""
+
+    def __init__(self, hub: Hub, topics: list[str]) -> None:
+        self.hub = hub
+        self._wakeup = asyncio.Event()
+        self.queues = [
+            _SubscriberQueue(t, policy_of(t), hub.queue_size, self._wakeup) for t in topics
+        ]
+        self._next = 0
+
+    async def __aenter__(self) -> Self:
+        attached: list[_SubscriberQueue] = []
+        try:
+            for queue in self.queues:
+                await self.hub._attach(queue)
+                attached.append(queue)
+        except BaseException:
+            for queue in attached:
+                self.hub._detach(queue)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for queue in self.queues:
+            self.hub._detach(queue)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Event:
+        count = len(self.queues)
+        while True:
+            for turn in range(count):
+                index = (self._next + turn) % count
+                event = self.queues[index].take()
+                if event is not None:
+                    self._next = (index + 1) % count
+                    return event
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+
 class Hub:
     def __init__(self, broadcast: Broadcast, *, queue_size: int) -> None:
         self.broadcast = broadcast
@@ -208,6 +274,12 @@ class Hub:
     def subscribe(self, topic: str) -> Subscription:
         note_topic(topic)
         return Subscription(self, topic)
+
+    def merge(self, topics: list[str]) -> MergedSubscription:
+        """One subscription over several topics (enter it before reading any snapshot)."""
+        for name in topics:
+            note_topic(name)
+        return MergedSubscription(self, topics)
 
     async def live(
         self, topic: str, snapshot: Callable[[], Awaitable[Event | None]]

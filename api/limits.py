@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from starlette.responses import PlainTextResponse
@@ -89,3 +90,25 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send, limit: in
     await websocket.close(
         CLOSE_TRY_AGAIN_LATER, f"server at its connection limit ({limit}); try again later"
     )
+
+
+class CallerLimits:
+    """A token bucket per caller (by authorization scope), for mutations: one caller's bursts
+    never spend another's allowance. The least recently used buckets are forgotten past
+    ``max_callers``, so memory stays bounded whoever calls."""
+
+    def __init__(self, rate: float, burst: int, max_callers: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_callers = max_callers
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def take(self, caller: str) -> bool:
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            bucket = self._buckets[caller] = TokenBucket(self.rate, self.burst)
+            if len(self._buckets) > self.max_callers:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(caller)
+        return bucket.take()

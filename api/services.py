@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     from api.broadcast import Broadcast
     from api.fanout import Groups
     from api.hub import Hub
+    from api.limits import CallerLimits
+    from api.perps_desk import PerpsDesk
+    from api.perps_store import PgLatestEvents, PgPositionBook
     from api.settings import Settings
     from domain.markets import MarketCatalog
     from domain.ports import Clock, PriceRepository, Publisher
@@ -29,3 +32,7 @@ class Services:
     markets: MarketCatalog
     prices: PriceRepository
     verifier: TokenVerifier
+    latest: PgLatestEvents
+    book: PgPositionBook
+    desk: PerpsDesk
+    mutation_limits: CallerLimits

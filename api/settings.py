@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     price_feed_hz: float = Field(default=1.0, gt=0, le=1000)
     simulation_seed: int | None = None
 
+    perps_engine_interval_s: float = Field(default=0.5, gt=0, le=60)
+    """How often the perpetuals engine marks every position, checks liquidations and stats."""
+    liquidation_delay_s: float = Field(default=2.0, ge=0, le=3600)
+    """How long a position stays a public liquidation candidate before the engine liquidates it
+    itself (outside keepers get this long to act first)."""
+    funding_interval_s: float = Field(default=3600.0, gt=0)
+    """Funding is settled every this many seconds (venues settle hourly or every 8 h)."""
+    price_max_age_s: float = Field(default=30.0, gt=0)
+    """An oracle price older than this is stale: no trade fills, no position is warned or
+    liquidated, no funding premium is sampled on it."""
+    mutation_rate_per_s: float = Field(default=5.0, gt=0)
+    """Mutations one caller may make a second on average (bursts of MUTATION_BURST); past it
+    each is refused with RATE_LIMITED."""
+    mutation_burst: int = Field(default=20, ge=1)
+
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)

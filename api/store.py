@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
     rows = await pool.fetch(
         """SELECT id, base, quote, tick_size, step_size, min_order_size, max_leverage,
-                  maintenance_margin_rate, liquidation_fee_rate
+                  maintenance_margin_rate, liquidation_fee_rate, taker_fee_rate, skew_scale
            FROM markets ORDER BY id"""
     )
     return MarketCatalog([Market(**dict(row)) for row in rows])

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from domain.perps_engine import EngineSettings, PerpsEngine
 from domain.price_feed import PriceFeed
 
 if TYPE_CHECKING:
@@ -39,6 +40,26 @@ class Workers:
 def _report_exit(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         logger.error("worker %s stopped", task.get_name(), exc_info=exc)
+
+
+async def start_domain_workers(services: Services, workers: Workers) -> None:
+    """The workers every server runs, simulated feeds or not."""
+    settings = services.settings
+    engine = PerpsEngine(
+        services.markets,
+        book=services.book,
+        prices=services.prices,
+        latest=services.latest,
+        publisher=services.publisher,
+        clock=services.clock,
+        settings=EngineSettings(
+            interval_s=settings.perps_engine_interval_s,
+            liquidation_delay_s=settings.liquidation_delay_s,
+            price_max_age_s=settings.price_max_age_s,
+            funding_interval_s=settings.funding_interval_s,
+        ),
+    )
+    workers.start("perps-engine", engine.run())
 
 
 async def start_simulated_feeds(services: Services, workers: Workers) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from decimal import Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +27,11 @@ class Market:
     max_leverage: Decimal
     maintenance_margin_rate: Decimal
     liquidation_fee_rate: Decimal
+    taker_fee_rate: Decimal = Decimal("0.0005")
+    """Charged on the notional of every fill a trader takes (0.05%)."""
+    skew_scale: Decimal = Decimal(1_000_000)
+    """Open-interest imbalance (long minus short, in base units) that moves the mark price 100%
+    away from the index: mark = index * (1 + skew / skew_scale). Sets the funding premium."""
 
 
 class UnknownMarketError(LookupError):

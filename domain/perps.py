@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,6 +60,11 @@ class Position:
     size: Decimal
     entry_price: Decimal
     collateral: Decimal
+    opened_at: datetime | None = None
+    realized_pnl: Decimal = Decimal(0)
+    """Profit and loss already settled: fees, funding, reductions."""
+    revision: int = 0
+    """Bumped by every change, so a writer can tell it still holds the latest state."""
 
     def __post_init__(self) -> None:
         if self.size <= 0:
@@ -78,6 +84,36 @@ class Position:
         if self.collateral == 0:
             return None
         return self.size * self.entry_price / self.collateral
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "market": self.market,
+            "side": self.side.value,
+            "size": str(self.size),
+            "entryPrice": str(self.entry_price),
+            "collateral": str(self.collateral),
+            "openedAt": None if self.opened_at is None else self.opened_at.isoformat(),
+            "realizedPnl": str(self.realized_pnl),
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Position:
+        opened_at = payload.get("openedAt")
+        return cls(
+            id=payload["id"],
+            owner=payload["owner"],
+            market=payload["market"],
+            side=Side(payload["side"]),
+            size=Decimal(payload["size"]),
+            entry_price=Decimal(payload["entryPrice"]),
+            collateral=Decimal(payload["collateral"]),
+            opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
+            realized_pnl=Decimal(payload.get("realizedPnl", "0")),
+            revision=int(payload.get("revision", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +213,11 @@ class LiquidationWatch:
             self._candidates.discard(position_id)
         return signals
 
+    def retain(self, position_ids: set[str]) -> None:
+        """Forget every position not in ``position_ids`` (closed or liquidated elsewhere)."""
+        self._warned &= position_ids
+        self._candidates &= position_ids
+
     def forget(self, position_id: str) -> None:
         """The position is closed or liquidated."""
         self._warned.discard(position_id)
@@ -259,3 +300,11 @@ def funding_payment(position: Position, mark: Decimal, rate: Decimal) -> Decimal
 
 def _clamp(value: Decimal, low: Decimal, high: Decimal) -> Decimal:
     return max(low, min(high, value))
+
+
+def mark_price(index: Decimal, interest: OpenInterest, market: Market) -> Decimal:
+    """The venue's own price: the oracle index pushed by the open-interest skew,
+    ``index * (1 + (long - short) / skew_scale)`` (a pool venue's skew premium). More longs than
+    shorts put the mark above the index, so the funding rate turns positive and longs pay."""
+    premium = (interest.long - interest.short) / market.skew_scale
+    return index * (_ONE + premium)

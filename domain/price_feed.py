@@ -18,11 +18,23 @@ from domain.topics import price_topic
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from domain.events import Event
     from domain.markets import Market
     from domain.ports import Clock, PriceRepository, Publisher
     from domain.prices import OraclePrice
 
 logger = logging.getLogger(__name__)
+
+
+async def publish_price(
+    price: OraclePrice, *, publisher: Publisher, prices: PriceRepository
+) -> Event:
+    """Number the price's event, store the price as its market's latest, deliver the event:
+    the one path every price takes, simulated or pushed by an oracle service."""
+    event = await publisher.prepare(price_topic(price.market), PRICE_UPDATE, price.to_payload())
+    await prices.save(price, event.sequence)
+    await publisher.send(event)
+    return event
 
 
 class PriceFeed:
@@ -82,11 +94,7 @@ class PriceFeed:
         return steps
 
     async def _publish(self, price: OraclePrice) -> None:
-        event = await self.publisher.prepare(
-            price_topic(price.market), PRICE_UPDATE, price.to_payload()
-        )
-        await self.prices.save(price, event.sequence)
-        await self.publisher.send(event)
+        await publish_price(price, publisher=self.publisher, prices=self.prices)
 
     async def run(self) -> None:
         """Tick on schedule until cancelled."""

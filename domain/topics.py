@@ -13,6 +13,13 @@ from domain.events import DeliveryPolicy
 
 class TopicKind(enum.Enum):
     PRICE = "price"
+    POSITIONS = "positions"
+    """One user's position events: opened, modified, closed, liquidated, warnings."""
+    LIQUIDATIONS = "liquidations"
+    """The ranked liquidation candidates, cluster-wide."""
+    MARKET_STATS = "market-stats"
+    FUNDING = "funding"
+    """Funding settlements of one market."""
 
     @property
     def policy(self) -> DeliveryPolicy:
@@ -21,6 +28,10 @@ class TopicKind(enum.Enum):
 
 _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.PRICE: DeliveryPolicy.LATEST_VALUE,
+    TopicKind.POSITIONS: DeliveryPolicy.STREAM,
+    TopicKind.LIQUIDATIONS: DeliveryPolicy.LATEST_VALUE,
+    TopicKind.MARKET_STATS: DeliveryPolicy.LATEST_VALUE,
+    TopicKind.FUNDING: DeliveryPolicy.STREAM,
 }
 
 _SEPARATOR = ":"
@@ -37,6 +48,22 @@ def topic(kind: TopicKind, key: str | None = None) -> str:
 
 def price_topic(market: str) -> str:
     return topic(TopicKind.PRICE, market)
+
+
+def positions_topic(user: str) -> str:
+    return topic(TopicKind.POSITIONS, user)
+
+
+def liquidations_topic() -> str:
+    return topic(TopicKind.LIQUIDATIONS)
+
+
+def market_stats_topic(market: str) -> str:
+    return topic(TopicKind.MARKET_STATS, market)
+
+
+def funding_topic(market: str) -> str:
+    return topic(TopicKind.FUNDING, market)
 
 
 def kind_of(name: str) -> TopicKind:

@@ -131,6 +131,7 @@ class GraphQLWS:
         init: bool = True,
         subprotocols: tuple[str, ...] = ("graphql-transport-ws",),
         close_timeout: float = 10,
+        token: str | None = None,
     ) -> AsyncIterator[GraphQLWS]:
         protocols = [Subprotocol(p) for p in subprotocols]
         async with connect(
@@ -138,7 +139,8 @@ class GraphQLWS:
         ) as ws:
             client = cls(ws)
             if init:
-                await client.send({"type": "connection_init", "payload": {}})
+                payload = {} if token is None else {"authorization": f"Bearer {token}"}
+                await client.send({"type": "connection_init", "payload": payload})
                 assert (await client.receive()) == {"type": "connection_ack"}
             yield client
 

@@ -19,8 +19,10 @@ from strawberry.types.graphql import OperationType
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
+from api.schema.perps import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
+from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
-from api.schema.prices import PriceQuery, PriceSubscription
+from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("api.schema")
 
-Query = merge_types("Query", (PriceQuery,))
-Subscription = merge_types("Subscription", (PriceSubscription,))
+Query = merge_types("Query", (PriceQuery, PerpsQuery))
+Mutation = merge_types("Mutation", (PriceMutation, PerpsMutation))
+Subscription = merge_types("Subscription", (PriceSubscription, PerpsSubscription))
 
 
 class Schema(strawberry.Schema):
@@ -131,6 +134,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
     """The schema; with ``settings``, the document limits they set (the SDL is the same)."""
     return Schema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         extensions=[] if settings is None else limits.extensions(settings),
     )
@@ -165,7 +169,7 @@ def share_key(
     return (query, operation_name, canonical, scope)
 
 
-PUBLIC_SUBSCRIPTIONS = frozenset(PRICE_PUBLIC_SUBSCRIPTIONS)
+PUBLIC_SUBSCRIPTIONS = frozenset(PRICE_PUBLIC_SUBSCRIPTIONS + PERPS_PUBLIC_SUBSCRIPTIONS)
 """Root subscription fields whose events are the same whoever asks."""
 
 

@@ -2,6 +2,7 @@
 
 ForbiddenError     code FORBIDDEN: the caller may not see what it asked for; the message
                    names what was refused (never whose it is beyond what the caller sent)
+RateLimitedError   code RATE_LIMITED: the caller made more mutations than its allowance
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from api.schema.errors import ClientError
 
 if TYPE_CHECKING:
     from api.auth import Principal
+    from api.schema.context import Info
 
 
 class ForbiddenError(ClientError):
@@ -42,3 +44,21 @@ def require_role(principal: Principal, *roles: Role, what: str) -> None:
     if principal.role not in roles:
         allowed = ", ".join(role.value for role in roles)
         raise ForbiddenError(f"{what} needs the role {allowed}")
+
+
+class RateLimitedError(ClientError):
+    code = "RATE_LIMITED"
+
+
+def limit_mutations(info: Info) -> Principal:
+    """Every mutation starts here: a signed-in caller within its mutation allowance."""
+    context = info.context
+    principal = context.principal
+    require_signed_in(principal, "mutations")
+    if not context.services.mutation_limits.take(principal.scope):
+        settings = context.services.settings
+        raise RateLimitedError(
+            f"too many mutations: at most {settings.mutation_rate_per_s:g} a second "
+            f"(bursts of {settings.mutation_burst})"
+        )
+    return principal

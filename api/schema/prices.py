@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING
 
 import strawberry
 
+from api.auth import Role
 from api.schema.context import Info  # noqa: TC001
-from api.schema.errors import market_or_error
+from api.schema.errors import ClientError, market_or_error
+from api.schema.permissions import limit_mutations, require_role
 from api.schema.streams import live
 from domain.events import Event
+from domain.price_feed import publish_price
 from domain.prices import PRICE_UPDATE, OraclePrice
 from domain.topics import price_topic
 
@@ -107,6 +110,28 @@ class PriceQuery:
         market_or_error(services.markets, market)
         event = _price_event(await services.prices.latest(market))
         return None if event is None else Price.from_event(event)
+
+
+@strawberry.type
+class PriceMutation:
+    @strawberry.mutation(
+        description="For the service role: publish an oracle price, as an oracle adapter does. "
+        "It is stored as the market's latest and reaches every priceUpdates subscriber."
+    )
+    async def publish_price(
+        self, info: Info, market: str, price: Decimal, confidence: Decimal = Decimal(0)
+    ) -> Price:
+        principal = limit_mutations(info)
+        require_role(principal, Role.SERVICE, what="publishPrice")
+        services = info.context.services
+        market_or_error(services.markets, market)
+        if not price.is_finite() or price <= 0:
+            raise ClientError("price must be a positive number", code="INVALID_PRICE")
+        if not confidence.is_finite() or confidence < 0:
+            raise ClientError("confidence must not be negative", code="INVALID_PRICE")
+        oracle = OraclePrice(market, price, confidence, services.clock.now())
+        event = await publish_price(oracle, publisher=services.publisher, prices=services.prices)
+        return Price.from_event(event)
 
 
 @strawberry.type

@@ -1,0 +1,727 @@
+"""The perpetuals feed: positions with PnL and health, liquidations, market stats and funding;
+the mutations that trade against the simulated market and ingest an indexer's events."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from api.auth import Role
+from api.hub import HubError
+from api.perps_desk import IngestedChange, IngestKind
+from api.schema.context import Info  # noqa: TC001
+from api.schema.errors import ClientError, StreamEndedError, market_or_error
+from api.schema.permissions import (
+    limit_mutations,
+    require_owner,
+    require_role,
+    require_signed_in,
+)
+from domain import perps
+from domain.perps_engine import (
+    POSITION_CLOSED,
+    POSITION_LIQUIDATED,
+    POSITION_OPENED,
+    POSITION_WARNING,
+)
+from domain.perps_trades import TradeError
+from domain.prices import OraclePrice
+from domain.topics import (
+    TopicKind,
+    funding_topic,
+    kind_of,
+    liquidations_topic,
+    market_stats_topic,
+    positions_topic,
+    price_topic,
+)
+
+if TYPE_CHECKING:
+    from api.auth import Principal
+    from api.services import Services
+    from domain.events import Event
+    from domain.markets import MarketCatalog
+    from domain.perps_trades import Trade
+
+
+PUBLIC_SUBSCRIPTIONS = ("liquidations", "marketStats")
+"""Subscriptions of this feed that anyone may read, anonymous callers included."""
+
+MAX_CANDIDATES = 500
+
+
+class TradeGraphQLError(ClientError):
+    """A trade or ingest the desk refused; ``extensions.code`` says why (INVALID_SIZE, ...)."""
+
+    def __init__(self, error: TradeError) -> None:
+        super().__init__(str(error), code=error.code)
+
+
+@strawberry.enum(description="Which way a position is exposed.")
+class PositionSide(enum.Enum):
+    LONG = "long"
+    SHORT = "short"
+
+
+@strawberry.type(description="A trade that changed a position.")
+class Fill:
+    kind: str = strawberry.field(
+        description="open, increase, reduce, close, liquidation or collateral."
+    )
+    size: Decimal
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal = strawberry.field(description="What this fill settled, fee included.")
+    at: datetime
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Fill:
+        return cls(
+            kind=payload["kind"],
+            size=Decimal(payload["size"]),
+            price=Decimal(payload["price"]),
+            fee=Decimal(payload["fee"]),
+            realized_pnl=Decimal(payload["realizedPnl"]),
+            at=datetime.fromisoformat(payload["at"]),
+        )
+
+
+@strawberry.type(
+    description="An isolated-margin perpetual position, marked to its market's latest oracle "
+    "price. Valuation fields are null while the market has no price."
+)
+class Position:
+    id: strawberry.ID
+    owner: str
+    market: str
+    side: PositionSide
+    size: Decimal = strawberry.field(description="Base units, always positive.")
+    entry_price: Decimal
+    collateral: Decimal
+    leverage: Decimal | None = strawberry.field(description="Entry notional over collateral.")
+    realized_pnl: Decimal = strawberry.field(description="Fees, funding and reductions settled.")
+    opened_at: datetime | None
+    revision: int = strawberry.field(description="Bumped by every change to the position.")
+    mark_price: Decimal | None
+    notional: Decimal | None
+    unrealized_pnl: Decimal | None
+    equity: Decimal | None = strawberry.field(description="Collateral plus unrealized PnL.")
+    maintenance_margin: Decimal | None = strawberry.field(
+        description="Notional times the market's maintenance margin rate."
+    )
+    health_factor: Decimal | None = strawberry.field(
+        description="Equity over maintenance margin: below 1.2 a warning, below 1 liquidatable."
+    )
+    margin_ratio: Decimal | None = strawberry.field(
+        description="Maintenance margin over equity (1 / healthFactor), as Binance shows it."
+    )
+    liquidation_price: Decimal | None = strawberry.field(
+        description="The mark price at which healthFactor reaches 1."
+    )
+
+    @classmethod
+    def build(
+        cls, position: perps.Position, markets: MarketCatalog, mark: Decimal | None
+    ) -> Position:
+        market = markets.get(position.market)
+        valuation = None if mark is None else perps.mark_to_market(position, mark, market)
+        return cls(
+            id=strawberry.ID(position.id),
+            owner=position.owner,
+            market=position.market,
+            side=PositionSide(position.side.value),
+            size=position.size,
+            entry_price=position.entry_price,
+            collateral=position.collateral,
+            leverage=position.leverage,
+            realized_pnl=position.realized_pnl,
+            opened_at=position.opened_at,
+            revision=position.revision,
+            mark_price=mark,
+            notional=None if valuation is None else valuation.notional,
+            unrealized_pnl=None if valuation is None else valuation.unrealized_pnl,
+            equity=None if valuation is None else valuation.equity,
+            maintenance_margin=None if valuation is None else valuation.maintenance_requirement,
+            health_factor=None if valuation is None else valuation.health,
+            margin_ratio=None if valuation is None else valuation.margin_ratio,
+            liquidation_price=perps.liquidation_price(position, market.maintenance_margin_rate),
+        )
+
+
+@strawberry.type(description="Every open position of a user, valued at the latest prices.")
+class PositionsUpdate:
+    user: str
+    positions: list[Position]
+    at: datetime
+
+
+@strawberry.type
+class PositionOpened:
+    position: Position
+    fill: Fill
+    at: datetime
+
+
+@strawberry.type(description="Size or collateral changed: a trade, or a funding payment.")
+class PositionModified:
+    position: Position
+    fill: Fill | None
+    reason: str = strawberry.field(description="trade or funding.")
+    at: datetime
+
+
+@strawberry.type
+class PositionClosed:
+    position: Position = strawberry.field(description="The position as it was closed.")
+    fill: Fill
+    returned: Decimal = strawberry.field(description="Collateral plus PnL paid back.")
+    at: datetime
+
+
+@strawberry.type
+class PositionLiquidated:
+    position: Position = strawberry.field(description="The position as it was liquidated.")
+    fill: Fill
+    liquidation_reward: Decimal = strawberry.field(description="What the liquidator earned.")
+    returned: Decimal = strawberry.field(description="What was left for the owner.")
+    at: datetime
+
+
+@strawberry.type(
+    description="The position's health fell below 1.2: sent once per crossing, not every tick."
+)
+class LiquidationWarning:
+    position: Position
+    health_factor: Decimal
+    mark_price: Decimal
+    at: datetime
+
+
+PositionEvent = Annotated[
+    PositionsUpdate
+    | PositionOpened
+    | PositionModified
+    | PositionClosed
+    | PositionLiquidated
+    | LiquidationWarning,
+    strawberry.union(
+        "PositionEvent",
+        description="What the positions stream sends: the positions, and what happened to them.",
+    ),
+]
+
+
+@strawberry.type(description="A liquidatable position. It carries no owner: only its id.")
+class LiquidationCandidate:
+    position_id: strawberry.ID
+    market: str
+    side: PositionSide
+    size: Decimal
+    mark_price: Decimal
+    notional: Decimal
+    health_factor: Decimal
+    liquidation_price: Decimal | None
+    potential_reward: Decimal = strawberry.field(
+        description="The market's liquidation fee times the notional."
+    )
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> LiquidationCandidate:
+        return cls(
+            position_id=strawberry.ID(p["positionId"]),
+            market=p["market"],
+            side=PositionSide(p["side"]),
+            size=Decimal(p["size"]),
+            mark_price=Decimal(p["markPrice"]),
+            notional=Decimal(p["notional"]),
+            health_factor=Decimal(p["healthFactor"]),
+            liquidation_price=_decimal(p["liquidationPrice"]),
+            potential_reward=Decimal(p["potentialReward"]),
+        )
+
+
+@strawberry.type(description="Liquidation candidates, the largest potential reward first.")
+class LiquidationCandidates:
+    candidates: list[LiquidationCandidate]
+    updated_at: datetime | None
+    sequence: int
+
+    @classmethod
+    def from_event(cls, event: Event | None, limit: int) -> LiquidationCandidates:
+        if event is None:
+            return cls(candidates=[], updated_at=None, sequence=0)
+        return cls(
+            candidates=[
+                LiquidationCandidate.from_payload(c) for c in event.payload["candidates"][:limit]
+            ],
+            updated_at=event.published_at,
+            sequence=event.sequence,
+        )
+
+
+@strawberry.type(description="A market's open interest, volume, prices and funding.")
+class MarketStats:
+    market: str
+    index_price: Decimal | None = strawberry.field(description="The oracle price.")
+    mark_price: Decimal | None = strawberry.field(
+        description="The index moved by the open-interest skew: index x (1 + skew / skewScale)."
+    )
+    open_interest_long: Decimal = strawberry.field(description="Base units held long.")
+    open_interest_short: Decimal = strawberry.field(description="Base units held short.")
+    volume_24h: Decimal = strawberry.field(
+        name="volume24h", description="Notional traded in the last 24 hours."
+    )
+    funding_rate: Decimal | None = strawberry.field(
+        description="The last settled rate per interval; positive: longs pay shorts."
+    )
+    last_funding_at: datetime | None
+    next_funding_at: datetime
+    updated_at: datetime
+    sequence: int
+
+    @classmethod
+    def from_event(cls, event: Event) -> MarketStats:
+        p = event.payload
+        return cls(
+            market=p["market"],
+            index_price=_decimal(p["indexPrice"]),
+            mark_price=_decimal(p["markPrice"]),
+            open_interest_long=Decimal(p["openInterestLong"]),
+            open_interest_short=Decimal(p["openInterestShort"]),
+            volume_24h=Decimal(p["volume24h"]),
+            funding_rate=_decimal(p["fundingRate"]),
+            last_funding_at=_time(p["lastFundingAt"]),
+            next_funding_at=datetime.fromisoformat(p["nextFundingAt"]),
+            updated_at=event.published_at,
+            sequence=event.sequence,
+        )
+
+
+@strawberry.type(description="Funding was settled for an interval.")
+class FundingRateChanged:
+    market: str
+    rate: Decimal
+    mark_price: Decimal
+    index_price: Decimal
+    settled_at: datetime
+    next_funding_at: datetime
+    positions_charged: int
+
+    @classmethod
+    def from_event(cls, event: Event) -> FundingRateChanged:
+        p = event.payload
+        return cls(
+            market=p["market"],
+            rate=Decimal(p["rate"]),
+            mark_price=Decimal(p["markPrice"]),
+            index_price=Decimal(p["indexPrice"]),
+            settled_at=datetime.fromisoformat(p["settledAt"]),
+            next_funding_at=datetime.fromisoformat(p["nextFundingAt"]),
+            positions_charged=p["positionsCharged"],
+        )
+
+
+MarketStatsEvent = Annotated[MarketStats | FundingRateChanged, strawberry.union("MarketStatsEvent")]
+
+
+@strawberry.input
+class OpenPositionInput:
+    market: str
+    side: PositionSide
+    size: Decimal = strawberry.field(description="Base units; a multiple of the market's step.")
+    leverage: Decimal = strawberry.field(description="1 up to the market's maxLeverage.")
+
+
+@strawberry.input
+class ModifyPositionInput:
+    position_id: strawberry.ID
+    size_delta: Decimal = strawberry.field(
+        default=Decimal(0), description="Positive grows the position, negative reduces it."
+    )
+    collateral_delta: Decimal = strawberry.field(
+        default=Decimal(0), description="Positive adds collateral, negative withdraws it."
+    )
+
+
+@strawberry.enum
+class PositionChangeKind(enum.Enum):
+    OPENED = "opened"
+    MODIFIED = "modified"
+    CLOSED = "closed"
+    LIQUIDATED = "liquidated"
+
+
+@strawberry.input(
+    description="A position change an indexer read on chain: the position after it, and the fill."
+)
+class PositionChangeInput:
+    external_id: str = strawberry.field(
+        description="Unique per on-chain event (transaction hash and log index): a replay is "
+        "ignored."
+    )
+    kind: PositionChangeKind
+    position_id: strawberry.ID
+    owner: str
+    market: str
+    side: PositionSide
+    size: Decimal
+    entry_price: Decimal
+    collateral: Decimal
+    fill_size: Decimal
+    fill_price: Decimal
+    at: datetime
+    fee: Decimal = Decimal(0)
+    realized_pnl: Decimal = Decimal(0)
+    liquidation_reward: Decimal = Decimal(0)
+
+
+@strawberry.type
+class ClosedPosition:
+    position: Position
+    fill: Fill
+    returned: Decimal
+
+
+@strawberry.type
+class IngestResult:
+    position: Position
+    stored: bool = strawberry.field(description="False when this externalId was already stored.")
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _user_or_caller(principal: Principal, user: str | None) -> str:
+    require_signed_in(principal, "positions")
+    owner = user if user is not None else principal.sub
+    assert owner is not None
+    require_owner(principal, owner, "positions")
+    try:
+        positions_topic(owner)
+    except ValueError:
+        raise ClientError(f"{owner!r} is not a valid user id") from None
+    return owner
+
+
+async def _marks(services: Services) -> dict[str, Decimal]:
+    marks = {}
+    for market in services.markets:
+        stored = await services.prices.latest(market.id)
+        if stored is not None:
+            marks[market.id] = stored[0].price
+    return marks
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_CANDIDATES:
+        raise ClientError(f"limit must be between 1 and {MAX_CANDIDATES}")
+
+
+def _present_position_event(
+    event: Event, markets: MarketCatalog, marks: dict[str, Decimal]
+) -> PositionEvent:
+    p = event.payload
+    position = perps.Position.from_payload(p["position"])
+    at = event.published_at
+    if event.type == POSITION_WARNING:
+        mark = Decimal(p["markPrice"])
+        return LiquidationWarning(
+            position=Position.build(position, markets, mark),
+            health_factor=Decimal(p["healthFactor"]),
+            mark_price=mark,
+            at=at,
+        )
+    view = Position.build(position, markets, marks.get(position.market))
+    fill = Fill.from_payload(p["fill"]) if "fill" in p else None
+    if event.type == POSITION_OPENED and fill is not None:
+        return PositionOpened(position=view, fill=fill, at=at)
+    if event.type == POSITION_CLOSED and fill is not None:
+        return PositionClosed(position=view, fill=fill, returned=Decimal(p["returned"]), at=at)
+    if event.type == POSITION_LIQUIDATED and fill is not None:
+        return PositionLiquidated(
+            position=Position.build(position, markets, fill.price),
+            fill=fill,
+            liquidation_reward=Decimal(p["reward"]),
+            returned=Decimal(p["returned"]),
+            at=at,
+        )
+    return PositionModified(position=view, fill=fill, reason=p.get("reason", "trade"), at=at)
+
+
+async def positions_stream(services: Services, user: str) -> AsyncIterator[PositionEvent]:
+    """The user's positions at once, then each event and the positions after it, and the
+    positions again whenever a market they hold moves.
+
+    Position events carry the position's revision: one the snapshot already covered is dropped,
+    so nothing shows twice and nothing older follows something newer.
+    """
+    markets = services.markets
+    topics = [positions_topic(user)] + [price_topic(m.id) for m in markets]
+    try:
+        async with services.hub.merge(topics) as merged:
+            held = {p.id: p for p in await services.book.open_positions(user)}
+            marks = await _marks(services)
+
+            def update() -> PositionsUpdate:
+                return PositionsUpdate(
+                    user=user,
+                    positions=[
+                        Position.build(p, markets, marks.get(p.market)) for p in held.values()
+                    ],
+                    at=services.clock.now(),
+                )
+
+            yield update()
+            async for event in merged:
+                if kind_of(event.topic) is TopicKind.PRICE:
+                    price = OraclePrice.from_payload(event.payload)
+                    if marks.get(price.market) == price.price:
+                        continue
+                    marks[price.market] = price.price
+                    if any(p.market == price.market for p in held.values()):
+                        yield update()
+                    continue
+                position = perps.Position.from_payload(event.payload["position"])
+                current = held.get(position.id)
+                if event.type == POSITION_WARNING:
+                    if current is not None:
+                        yield _present_position_event(event, markets, marks)
+                    continue
+                if event.type in (POSITION_CLOSED, POSITION_LIQUIDATED):
+                    if current is None:
+                        continue  # already gone in the snapshot
+                    del held[position.id]
+                elif current is not None and current.revision >= position.revision:
+                    continue  # the snapshot already showed it
+                else:
+                    held[position.id] = position
+                yield _present_position_event(event, markets, marks)
+                yield update()
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+async def market_stats_stream(services: Services, market: str) -> AsyncIterator[MarketStatsEvent]:
+    stats_topic = market_stats_topic(market)
+    try:
+        async with services.hub.merge([stats_topic, funding_topic(market)]) as merged:
+            last = 0
+            current = await services.latest.latest(stats_topic)
+            if current is not None:
+                last = current.sequence
+                yield MarketStats.from_event(current)
+            async for event in merged:
+                if event.topic != stats_topic:
+                    yield FundingRateChanged.from_event(event)
+                elif event.sequence > last:
+                    last = event.sequence
+                    yield MarketStats.from_event(event)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+async def candidates_stream(services: Services, limit: int) -> AsyncIterator[LiquidationCandidates]:
+    topic = liquidations_topic()
+
+    async def snapshot() -> Event | None:
+        return await services.latest.latest(topic)
+
+    try:
+        async for event in services.hub.live(topic, snapshot):
+            yield LiquidationCandidates.from_event(event, limit)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+def _trade_result(services: Services, trade: Trade, mark: Decimal) -> Position:
+    return Position.build(trade.position, services.markets, mark)
+
+
+@strawberry.type
+class PerpsQuery:
+    @strawberry.field(
+        description="A user's open positions (the caller's when user is omitted): for that user "
+        "and admins only."
+    )
+    async def positions(self, info: Info, user: str | None = None) -> list[Position]:
+        services = info.context.services
+        owner = _user_or_caller(info.context.principal, user)
+        marks = await _marks(services)
+        return [
+            Position.build(p, services.markets, marks.get(p.market))
+            for p in await services.book.open_positions(owner)
+        ]
+
+    @strawberry.field(description="The current liquidation candidates, largest reward first.")
+    async def liquidation_candidates(self, info: Info, limit: int = 50) -> LiquidationCandidates:
+        _check_limit(limit)
+        services = info.context.services
+        return LiquidationCandidates.from_event(
+            await services.latest.latest(liquidations_topic()), limit
+        )
+
+    @strawberry.field(description="A market's stats; null before the engine's first pass.")
+    async def market_stats(self, info: Info, market: str) -> MarketStats | None:
+        services = info.context.services
+        market_or_error(services.markets, market)
+        event = await services.latest.latest(market_stats_topic(market))
+        return None if event is None else MarketStats.from_event(event)
+
+
+@strawberry.type
+class PerpsSubscription:
+    @strawberry.subscription(
+        description="A user's positions (the caller's when user is omitted) at once, then the "
+        "positions again whenever a price or a position changes, with each opened, modified, "
+        "closed and liquidated event and each liquidation warning before the positions it "
+        "leaves. For that user and admins only."
+    )
+    async def positions(self, info: Info, user: str | None = None) -> AsyncIterator[PositionEvent]:
+        owner = _user_or_caller(info.context.principal, user)
+        return positions_stream(info.context.services, owner)
+
+    @strawberry.subscription(
+        description="The liquidation candidates at once, then again whenever they change "
+        "(prices move, positions cross health 1, the engine liquidates one). Public."
+    )
+    async def liquidations(
+        self, info: Info, limit: int = 50
+    ) -> AsyncIterator[LiquidationCandidates]:
+        _check_limit(limit)
+        return candidates_stream(info.context.services, limit)
+
+    @strawberry.subscription(
+        description="The market's stats at once, then on every change, with a "
+        "FundingRateChanged at each funding settlement. Public."
+    )
+    async def market_stats(self, info: Info, market: str) -> AsyncIterator[MarketStatsEvent]:
+        market_or_error(info.context.services.markets, market)
+        return market_stats_stream(info.context.services, market)
+
+
+@strawberry.type
+class PerpsMutation:
+    @strawberry.mutation(
+        description="Open a position for the signed-in user at the market's oracle price, with "
+        "size x price / leverage as collateral and the market's taker fee."
+    )
+    async def open_position(self, info: Info, input: OpenPositionInput) -> Position:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="openPosition")
+        services = info.context.services
+        market_or_error(services.markets, input.market)
+        assert principal.sub is not None
+        try:
+            trade = await services.desk.open(
+                principal.sub,
+                input.market,
+                perps.Side(input.side.value),
+                input.size,
+                input.leverage,
+            )
+        except TradeError as exc:
+            raise TradeGraphQLError(exc) from None
+        return _trade_result(services, trade, trade.fill.price)
+
+    @strawberry.mutation(
+        description="Grow, reduce, add collateral to or withdraw collateral from one of the "
+        "signed-in user's positions, at the oracle price."
+    )
+    async def modify_position(self, info: Info, input: ModifyPositionInput) -> Position:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="modifyPosition")
+        services = info.context.services
+        assert principal.sub is not None
+        try:
+            trade = await services.desk.modify(
+                principal.sub, str(input.position_id), input.size_delta, input.collateral_delta
+            )
+        except TradeError as exc:
+            raise TradeGraphQLError(exc) from None
+        return _trade_result(services, trade, trade.fill.price)
+
+    @strawberry.mutation(description="Close one of the signed-in user's positions in full.")
+    async def close_position(self, info: Info, position_id: strawberry.ID) -> ClosedPosition:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="closePosition")
+        services = info.context.services
+        assert principal.sub is not None
+        try:
+            trade = await services.desk.close(principal.sub, str(position_id))
+        except TradeError as exc:
+            raise TradeGraphQLError(exc) from None
+        return ClosedPosition(
+            position=_trade_result(services, trade, trade.fill.price),
+            fill=Fill(
+                kind=trade.fill.kind.value,
+                size=trade.fill.size,
+                price=trade.fill.price,
+                fee=trade.fill.fee,
+                realized_pnl=trade.fill.realized_pnl,
+                at=trade.fill.at,
+            ),
+            returned=trade.returned,
+        )
+
+    @strawberry.mutation(
+        description="For the service role: store a position change an indexer saw on chain and "
+        "announce it to the owner's positions stream. Idempotent by externalId."
+    )
+    async def ingest_position_change(self, info: Info, input: PositionChangeInput) -> IngestResult:
+        principal = limit_mutations(info)
+        require_role(principal, Role.SERVICE, what="ingestPositionChange")
+        services = info.context.services
+        market_or_error(services.markets, input.market)
+        try:
+            change = IngestedChange(
+                external_id=input.external_id,
+                kind=IngestKind(input.kind.value),
+                position_id=str(input.position_id),
+                owner=input.owner,
+                market=input.market,
+                side=perps.Side(input.side.value),
+                size=input.size,
+                entry_price=input.entry_price,
+                collateral=input.collateral,
+                fill_size=input.fill_size,
+                fill_price=input.fill_price,
+                at=input.at,
+                fee=input.fee,
+                realized_pnl=input.realized_pnl,
+                reward=input.liquidation_reward,
+            )
+            _check_ingest(change)
+            position, stored = await services.desk.ingest(change)
+        except ValueError as exc:
+            raise ClientError(f"invalid position change: {exc}") from None
+        return IngestResult(
+            position=Position.build(position, services.markets, input.fill_price), stored=stored
+        )
+
+
+def _check_ingest(change: IngestedChange) -> None:
+    if not change.external_id or len(change.external_id) > 200:
+        raise ValueError("externalId must be 1 to 200 characters")
+    if change.at.tzinfo is None:
+        raise ValueError("at must carry a time zone")
+    for name in ("size", "entry_price", "fill_price"):
+        value: Decimal = getattr(change, name)
+        if not value.is_finite() or value <= 0:
+            raise ValueError(f"{name} must be positive")
+    for name in ("collateral", "fill_size", "fee", "reward"):
+        value = getattr(change, name)
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"{name} must not be negative")
+    if not change.realized_pnl.is_finite():
+        raise ValueError("realizedPnl must be a finite number")
+    positions_topic(change.owner)  # a valid user id

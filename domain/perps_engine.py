@@ -1,0 +1,399 @@
+"""The perpetuals engine: a domain worker that marks every open position to the oracle, warns
+owners as health crosses the warning band, keeps the ranked liquidation candidates, liquidates the
+ones still under water after a grace delay, and keeps each market's stats and funding.
+
+One evaluation (every ``interval_s``) reads the open positions and the latest prices, so it sees the
+writes of every process. A market whose price is older than ``price_max_age_s`` is left alone: no
+warning, liquidation or funding sample is ever based on a stale price.
+
+Events (topics from :mod:`domain.topics`):
+
+    positions:<owner>     position.warning, position.liquidated, position.modified (funding)
+    liquidations          liquidations.updated  {candidates: [...]}, the newest list only
+    market-stats:<market> market-stats.updated  open interest, 24 h volume, mark, index, funding
+    funding:<market>      funding.settled       the rate of the interval just ended
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+from domain.perps import (
+    FundingAccumulator,
+    LiquidationWatch,
+    Signal,
+    Valuation,
+    funding_payment,
+    mark_price,
+    mark_to_market,
+    open_interest,
+    ranked_candidates,
+)
+from domain.perps_trades import liquidate_position
+from domain.topics import (
+    funding_topic,
+    liquidations_topic,
+    market_stats_topic,
+    positions_topic,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
+    from domain.events import Event
+    from domain.markets import Market, MarketCatalog
+    from domain.perps import Position
+    from domain.perps_trades import Trade
+    from domain.ports import Clock, PriceRepository, Publisher
+
+logger = logging.getLogger(__name__)
+
+POSITION_OPENED = "position.opened"
+POSITION_MODIFIED = "position.modified"
+POSITION_CLOSED = "position.closed"
+POSITION_LIQUIDATED = "position.liquidated"
+POSITION_WARNING = "position.warning"
+LIQUIDATIONS_UPDATED = "liquidations.updated"
+MARKET_STATS_UPDATED = "market-stats.updated"
+FUNDING_SETTLED = "funding.settled"
+
+DAY = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """An event to publish once the change it announces is stored: the store numbers it in the
+    same transaction, so a topic's sequence has no holes from changes that were rolled back."""
+
+    topic: str
+    type: str
+    payload: dict[str, Any]
+
+
+class PositionBook(Protocol):
+    """Where positions live (PostgreSQL in the server)."""
+
+    async def open_positions(self) -> list[Position]: ...
+
+    async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
+        """Store the liquidation and number ``announce``, atomically, if the position is still
+        open at ``trade.position.revision - 1``; else None (it changed meanwhile)."""
+        ...
+
+    async def settle_funding(
+        self,
+        market: str,
+        rate: Decimal,
+        mark: Decimal,
+        index: Decimal,
+        at: datetime,
+        payment: Callable[[Position], Decimal],
+        announce: Callable[[Position], Announcement],
+    ) -> list[Event]:
+        """Charge every open position of ``market`` its ``payment`` and record the rate, in one
+        transaction; the numbered announcements of the positions it changed (after the charge)."""
+        ...
+
+    async def volumes_since(self, since: datetime) -> dict[str, Decimal]:
+        """Traded notional per market since ``since``."""
+        ...
+
+    async def last_funding(self) -> dict[str, tuple[Decimal, datetime]]:
+        """Each market's last settled rate and when it was settled."""
+        ...
+
+
+class LatestEvents(Protocol):
+    """The newest event of latest-value topics, so a subscriber starts from the present."""
+
+    async def save(self, event: Event) -> None: ...
+
+    async def latest(self, topic: str) -> Event | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    interval_s: float = 0.5
+    liquidation_delay_s: float = 1.0
+    """How long a position stays a public candidate before the engine liquidates it itself."""
+    price_max_age_s: float = 30.0
+    funding_interval_s: float = 3600.0
+
+
+def candidate_payload(valuation: Valuation) -> dict[str, Any]:
+    """A liquidation candidate as the public sees it: no owner, only the position id."""
+    p = valuation.position
+    return {
+        "positionId": p.id,
+        "market": p.market,
+        "side": p.side.value,
+        "size": str(p.size),
+        "markPrice": str(valuation.mark),
+        "notional": str(valuation.notional),
+        "healthFactor": str(valuation.health),
+        "liquidationPrice": None
+        if valuation.liquidation_price is None
+        else str(valuation.liquidation_price),
+        "potentialReward": str(valuation.liquidation_reward),
+    }
+
+
+def position_announcement(type: str, position: Position, **extra: Any) -> Announcement:
+    return Announcement(
+        positions_topic(position.owner), type, {"position": position.to_payload(), **extra}
+    )
+
+
+def trade_announcement(type: str, trade: Trade) -> Announcement:
+    fill = trade.fill
+    return position_announcement(
+        type,
+        trade.position,
+        fill={
+            "kind": fill.kind.value,
+            "size": str(fill.size),
+            "price": str(fill.price),
+            "fee": str(fill.fee),
+            "realizedPnl": str(fill.realized_pnl),
+            "at": fill.at.isoformat(),
+        },
+        returned=str(trade.returned),
+    )
+
+
+def liquidated_announcement(trade: Trade) -> Announcement:
+    announcement = trade_announcement(POSITION_LIQUIDATED, trade)
+    announcement.payload["reward"] = str(trade.reward)
+    return announcement
+
+
+def funding_announcement(position: Position) -> Announcement:
+    return position_announcement(POSITION_MODIFIED, position, reason="funding")
+
+
+class PerpsEngine:
+    def __init__(
+        self,
+        markets: MarketCatalog,
+        *,
+        book: PositionBook,
+        prices: PriceRepository,
+        latest: LatestEvents,
+        publisher: Publisher,
+        clock: Clock,
+        settings: EngineSettings | None = None,
+    ) -> None:
+        self.markets = markets
+        self.book = book
+        self.prices = prices
+        self.latest = latest
+        self.publisher = publisher
+        self.clock = clock
+        self.settings = settings or EngineSettings()
+        self.watch = LiquidationWatch()
+        self._candidate_since: dict[str, float] = {}
+        self._funding = {m.id: FundingAccumulator() for m in markets}
+        self._last_rate: dict[str, tuple[Decimal, datetime]] = {}
+        self._next_funding: dict[str, datetime] = {}
+        self._published: dict[str, dict[str, Any]] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Pick up the funding schedule where the last process left it."""
+        self._last_rate = await self.book.last_funding()
+        now = self.clock.now()
+        interval = timedelta(seconds=self.settings.funding_interval_s)
+        for market in self.markets:
+            last = self._last_rate.get(market.id)
+            self._next_funding[market.id] = now + interval if last is None else last[1] + interval
+        self._started = True
+
+    async def evaluate(self) -> None:
+        """One pass over every open position and market."""
+        if not self._started:
+            await self.start()
+        now = self.clock.now()
+        positions = await self.book.open_positions()
+        indexes = await self._fresh_indexes(now)
+
+        self.watch.retain({p.id for p in positions})
+
+        valuations: list[Valuation] = []
+        for position in positions:
+            index = indexes.get(position.market)
+            if index is None:
+                continue
+            valuation = mark_to_market(position, index, self.markets.get(position.market))
+            valuations.append(valuation)
+            for signal in self.watch.observe(valuation):
+                if signal is Signal.WARNING:
+                    await self._warn(valuation)
+
+        candidates = ranked_candidates(valuations)
+        # A position that recovered (or whose price went stale) starts its grace delay afresh
+        # when it is next a candidate.
+        candidate_ids = {v.position.id for v in candidates}
+        for recovered in [pid for pid in self._candidate_since if pid not in candidate_ids]:
+            del self._candidate_since[recovered]
+        liquidated = await self._liquidate_due(candidates)
+        if liquidated:
+            candidates = [v for v in candidates if v.position.id not in liquidated]
+        await self._publish_latest(
+            liquidations_topic(),
+            LIQUIDATIONS_UPDATED,
+            {"candidates": [candidate_payload(v) for v in candidates]},
+        )
+
+        still_open = [p for p in positions if p.id not in liquidated]
+        volumes = await self.book.volumes_since(now - DAY)
+        for market in self.markets:
+            await self._market(market, still_open, indexes.get(market.id), volumes, now)
+
+    async def _fresh_indexes(self, now: datetime) -> dict[str, Decimal]:
+        max_age = timedelta(seconds=self.settings.price_max_age_s)
+        indexes: dict[str, Decimal] = {}
+        for market in self.markets:
+            stored = await self.prices.latest(market.id)
+            if stored is None:
+                continue
+            price = stored[0]
+            if abs(now - price.published_at) <= max_age:
+                indexes[market.id] = price.price
+        return indexes
+
+    async def _warn(self, valuation: Valuation) -> None:
+        position = valuation.position
+        event = await self.publisher.prepare(
+            positions_topic(position.owner),
+            POSITION_WARNING,
+            {
+                "position": position.to_payload(),
+                "markPrice": str(valuation.mark),
+                "healthFactor": str(valuation.health),
+            },
+        )
+        await self.publisher.send(event)
+
+    async def _liquidate_due(self, candidates: list[Valuation]) -> set[str]:
+        now_mono = self.clock.monotonic()
+        done: set[str] = set()
+        for valuation in candidates:
+            position = valuation.position
+            since = self._candidate_since.setdefault(position.id, now_mono)
+            if now_mono - since < self.settings.liquidation_delay_s:
+                continue
+            trade = liquidate_position(
+                position,
+                market=self.markets.get(position.market),
+                price=valuation.mark,
+                at=self.clock.now(),
+            )
+            event = await self.book.liquidate(trade, liquidated_announcement(trade))
+            if event is None:
+                continue  # changed since we read it; the next pass sees the new state
+            await self.publisher.send(event)
+            done.add(position.id)
+            self.watch.forget(position.id)
+            self._candidate_since.pop(position.id, None)
+            logger.info(
+                "liquidated %s (%s %s %s at %s), reward %s",
+                position.id,
+                position.side.value,
+                position.size,
+                position.market,
+                valuation.mark,
+                trade.reward,
+            )
+        return done
+
+    async def _market(
+        self,
+        market: Market,
+        positions: list[Position],
+        index: Decimal | None,
+        volumes: dict[str, Decimal],
+        now: datetime,
+    ) -> None:
+        interest = open_interest(positions, market.id)
+        mark = None if index is None else mark_price(index, interest, market)
+        accumulator = self._funding[market.id]
+        if index is not None and mark is not None:
+            accumulator.sample(mark, index)
+        if now >= self._next_funding[market.id] and index is not None and mark is not None:
+            # Settled on the first pass with a fresh price: a stale moment postpones the
+            # settlement, it never discards the interval's samples.
+            await self._settle_funding(market, mark, index, now)
+        last = self._last_rate.get(market.id)
+        await self._publish_latest(
+            market_stats_topic(market.id),
+            MARKET_STATS_UPDATED,
+            {
+                "market": market.id,
+                "indexPrice": None if index is None else str(index),
+                "markPrice": None if mark is None else str(mark),
+                "openInterestLong": str(interest.long),
+                "openInterestShort": str(interest.short),
+                "volume24h": str(volumes.get(market.id, Decimal(0))),
+                "fundingRate": None if last is None else str(last[0]),
+                "lastFundingAt": None if last is None else last[1].isoformat(),
+                "nextFundingAt": self._next_funding[market.id].isoformat(),
+            },
+        )
+
+    async def _settle_funding(
+        self, market: Market, mark: Decimal, index: Decimal, now: datetime
+    ) -> None:
+        interval = timedelta(seconds=self.settings.funding_interval_s)
+        # The next settlement is one interval on; a process that was down skips what it missed.
+        next_at = self._next_funding[market.id] + interval
+        self._next_funding[market.id] = next_at if next_at > now else now + interval
+        rate = self._funding[market.id].settle()
+        if rate is None:
+            return  # nothing sampled: no rate to settle
+
+        def payment(position: Position) -> Decimal:
+            return funding_payment(position, mark, rate)
+
+        events = await self.book.settle_funding(
+            market.id, rate, mark, index, now, payment, funding_announcement
+        )
+        for event in events:
+            await self.publisher.send(event)
+        self._last_rate[market.id] = (rate, now)
+        event = await self.publisher.prepare(
+            funding_topic(market.id),
+            FUNDING_SETTLED,
+            {
+                "market": market.id,
+                "rate": str(rate),
+                "markPrice": str(mark),
+                "indexPrice": str(index),
+                "settledAt": now.isoformat(),
+                "nextFundingAt": self._next_funding[market.id].isoformat(),
+                "positionsCharged": len(events),
+            },
+        )
+        await self.publisher.send(event)
+
+    async def _publish_latest(self, topic: str, type: str, payload: dict[str, Any]) -> None:
+        """Publish ``payload`` on a latest-value topic if it differs from the last one sent."""
+        if self._published.get(topic) == payload:
+            return
+        event = await self.publisher.prepare(topic, type, payload)
+        await self.latest.save(event)
+        await self.publisher.send(event)
+        self._published[topic] = payload
+
+    async def run(self) -> None:
+        """Evaluate every ``interval_s`` until cancelled; a failed pass is logged, not fatal."""
+        while True:
+            try:
+                await self.evaluate()
+            except Exception:
+                logger.exception("perps engine pass failed; continuing with the next one")
+            await self.clock.sleep(self.settings.interval_s)

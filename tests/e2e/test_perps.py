@@ -1,0 +1,496 @@
+"""The perpetuals feed over real sockets: positions through the warning and liquidation
+thresholds, candidates, market stats and funding, the trading mutations and the indexer's ingest,
+and who may see what."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.conftest import isolated_database
+from tests.support import GraphQLWS, ServerProcess, parse_multipart, token
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+D = Decimal
+
+ENGINE = {
+    "SIMULATED_FEEDS": "false",  # the tests are the oracle: prices move only when they say so
+    "PERPS_ENGINE_INTERVAL_S": "0.1",
+    "LIQUIDATION_DELAY_S": "0.5",
+    "PRICE_MAX_AGE_S": "600",
+}
+
+POSITION = (
+    "id owner market side size entryPrice collateral leverage markPrice unrealizedPnl "
+    "healthFactor liquidationPrice revision"
+)
+POSITIONS = (
+    "subscription($u: String) { positions(user: $u) { __typename "
+    "... on PositionsUpdate { user positions { ...P } } "
+    "... on PositionOpened { position { ...P } fill { kind size price fee } } "
+    "... on PositionModified { position { ...P } reason } "
+    "... on PositionClosed { position { ...P } returned } "
+    "... on PositionLiquidated { position { ...P } liquidationReward returned fill { price } } "
+    "... on LiquidationWarning { position { id } healthFactor markPrice } "
+    "} } fragment P on Position { " + POSITION + " }"
+)
+CANDIDATES = (
+    "subscription { liquidations { sequence candidates { positionId market side size "
+    "healthFactor potentialReward } } }"
+)
+OPEN = "mutation($i: OpenPositionInput!) { openPosition(input: $i) { " + POSITION + " } }"
+CLOSE = "mutation($id: ID!) { closePosition(positionId: $id) { returned position { id } } }"
+MODIFY = "mutation($i: ModifyPositionInput!) { modifyPosition(input: $i) { " + POSITION + " } }"
+PUBLISH_PRICE = (
+    "mutation($m: String!, $p: Decimal!) { publishPrice(market: $m, price: $p) { sequence } }"
+)
+ORACLE = token("oracle", "service")
+
+
+@pytest.fixture(scope="module")
+def perps_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server alone on its database, whose prices only the tests publish."""
+    with asyncio.Runner() as runner:
+        database = isolated_database(database_url)
+        url = runner.run(database.__aenter__())
+        process = ServerProcess(
+            {"DATABASE_URL": url, **ENGINE, "MUTATION_BURST": "40", "MUTATION_RATE_PER_S": "0.1"},
+            tmp_path_factory.mktemp("perps") / "server.log",
+        ).start()
+        try:
+            yield process
+        finally:
+            process.stop()
+            runner.run(database.__aexit__(None, None, None))
+
+
+async def call(
+    server: ServerProcess,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    bearer: str | None = None,
+) -> dict[str, Any]:
+    headers = {} if bearer is None else {"authorization": f"Bearer {bearer}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(
+            server.url, json={"query": query, "variables": variables or {}}, headers=headers
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def set_price(server: ServerProcess, market: str, price: str) -> None:
+    body = await call(server, PUBLISH_PRICE, {"m": market, "p": price}, ORACLE)
+    assert "errors" not in body, body
+
+
+async def open_position(
+    server: ServerProcess, user: str, market: str, side: str, size: str, leverage: str
+) -> dict[str, Any]:
+    body = await call(
+        server,
+        OPEN,
+        {"i": {"market": market, "side": side, "size": size, "leverage": leverage}},
+        token(user),
+    )
+    assert "errors" not in body, body
+    position: dict[str, Any] = body["data"]["openPosition"]
+    return position
+
+
+def error_code(body: dict[str, Any]) -> str:
+    [error] = body["errors"]
+    code: str = error["extensions"]["code"]
+    return code
+
+
+async def messages_until(
+    client: GraphQLWS, done: Any, timeout: float = 15.0
+) -> list[dict[str, Any]]:
+    """Every message received until ``done(messages)`` holds."""
+    received: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while not done(received):
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"timed out; received {received}"
+        received.append(await client.receive(remaining))
+    return received
+
+
+def of(messages: list[dict[str, Any]], id: str, field: str) -> list[dict[str, Any]]:
+    return [m["payload"]["data"][field] for m in messages if m.get("id") == id]
+
+
+async def test_a_position_goes_through_the_warning_and_liquidation_in_order(
+    perps_server: ServerProcess,
+) -> None:
+    # 1 BTC long at 50,000 with 10x: collateral 5,000, maintenance 3% of notional.
+    # Health 1.2 at (50,000 - 5,000) / (1 - 0.036) = 46,680.50; liquidation at 46,391.75.
+    await set_price(perps_server, "BTC-PERP", "50000")
+    async with GraphQLWS.connect(perps_server.ws_url, token=token("alice")) as alice:
+        await alice.subscribe("p", POSITIONS)
+        await alice.subscribe("l", CANDIDATES)
+        first = await alice.next_data("p", "positions")
+        assert first == {"__typename": "PositionsUpdate", "user": "alice", "positions": []}
+        opened = await open_position(perps_server, "alice", "BTC-PERP", "LONG", "1", "10")
+        assert D(opened["collateral"]) == D(5000)
+        assert D(opened["liquidationPrice"]).quantize(D("0.01")) == D("46391.75")
+
+        for price in ("48000", "46600", "46500", "46000"):
+            await asyncio.sleep(0.3)  # a few engine passes at each price
+            await set_price(perps_server, "BTC-PERP", price)
+
+        def liquidated_and_cleared(messages: list[dict[str, Any]]) -> bool:
+            events = [p["__typename"] for p in of(messages, "p", "positions")]
+            if "PositionLiquidated" not in events:
+                return False
+            lists = of(messages, "l", "liquidations")
+            return (
+                bool(lists)
+                and lists[-1]["candidates"] == []
+                and any(c["candidates"] for c in lists)
+            )
+
+        messages = await messages_until(alice, liquidated_and_cleared)
+
+    timeline = []
+    for m in messages:
+        data = m["payload"]["data"]
+        if m["id"] == "p" and data["positions"]["__typename"] != "PositionsUpdate":
+            timeline.append(data["positions"]["__typename"])
+        elif m["id"] == "l":
+            ids = [c["positionId"] for c in data["liquidations"]["candidates"]]
+            timeline.append("candidate" if opened["id"] in ids else "no candidate")
+    # Collapse repeats: the list is republished as the price moves.
+    steps = [s for i, s in enumerate(timeline) if i == 0 or timeline[i - 1] != s]
+    assert steps[steps.index("PositionOpened") :] == [
+        "PositionOpened",
+        "LiquidationWarning",
+        "candidate",
+        "PositionLiquidated",
+        "no candidate",
+    ], timeline
+    assert timeline.count("LiquidationWarning") == 1  # once per crossing, not per tick
+
+    events = of(messages, "p", "positions")
+    [warning] = [e for e in events if e["__typename"] == "LiquidationWarning"]
+    assert D(warning["markPrice"]) == D(46600)
+    assert D(1) < D(warning["healthFactor"]) < D("1.2")
+    [liquidated] = [e for e in events if e["__typename"] == "PositionLiquidated"]
+    assert D(liquidated["fill"]["price"]) == D(46000)
+    assert D(liquidated["liquidationReward"]) == D(46000) * D("0.015")
+    [candidate] = {
+        c["positionId"]: c for m in of(messages, "l", "liquidations") for c in m["candidates"]
+    }.values()
+    assert D(candidate["potentialReward"]) == D(46000) * D("0.015")
+    assert "owner" not in candidate
+    assert events[-1] == {"__typename": "PositionsUpdate", "user": "alice", "positions": []}
+
+    still = await call(perps_server, "{ positions { id } }", bearer=token("alice"))
+    assert still == {"data": {"positions": []}}
+
+
+async def test_trading_mutations_update_the_stream_and_refuse_bad_input(
+    perps_server: ServerProcess,
+) -> None:
+    await set_price(perps_server, "ETH-PERP", "3000")
+    dave = token("dave")
+    async with GraphQLWS.connect(perps_server.ws_url, token=dave) as client:
+        await client.subscribe("p", POSITIONS)
+        assert (await client.next_data("p", "positions"))["positions"] == []
+        opened = await open_position(perps_server, "dave", "ETH-PERP", "SHORT", "2", "5")
+        event = await client.next_data("p", "positions")
+        assert event["__typename"] == "PositionOpened"
+        assert event["fill"] == {"kind": "open", "size": "2", "price": "3000", "fee": "3.0000"}
+        assert (await client.next_data("p", "positions"))["positions"][0]["id"] == opened["id"]
+
+        grown = await call(
+            perps_server, MODIFY, {"i": {"positionId": opened["id"], "sizeDelta": "1"}}, dave
+        )
+        assert D(grown["data"]["modifyPosition"]["size"]) == D(3)
+        assert (await client.next_data("p", "positions"))["__typename"] == "PositionModified"
+        await client.next_data("p", "positions")
+
+        await set_price(perps_server, "ETH-PERP", "2900")  # a short gains as the price falls
+        moved = await client.next_data("p", "positions")
+        assert D(moved["positions"][0]["unrealizedPnl"]) == D(300)
+
+        refusals: dict[str, tuple[str, dict[str, Any]]] = {
+            "INVALID_SIZE": (
+                OPEN,
+                {"i": {"market": "ETH-PERP", "side": "LONG", "size": "0", "leverage": "2"}},
+            ),
+            "INVALID_LEVERAGE": (
+                OPEN,
+                {"i": {"market": "ETH-PERP", "side": "LONG", "size": "1", "leverage": "21"}},
+            ),
+            "UNKNOWN_MARKET": (
+                OPEN,
+                {"i": {"market": "DOGE-PERP", "side": "LONG", "size": "1", "leverage": "2"}},
+            ),
+            "POSITION_NOT_FOUND": (CLOSE, {"id": "pos_nope"}),
+            "INVALID_LEVERAGE (withdrawal)": (
+                MODIFY,
+                {"i": {"positionId": opened["id"], "collateralDelta": "-1700"}},
+            ),
+            "NOTHING_TO_DO": (MODIFY, {"i": {"positionId": opened["id"]}}),
+        }
+        for refusal, (query, variables) in refusals.items():
+            body = await call(perps_server, query, variables, dave)
+            assert error_code(body) == refusal.split()[0], body
+            assert body["data"] is None
+
+        closed = await call(perps_server, CLOSE, {"id": opened["id"]}, dave)
+        assert closed["data"]["closePosition"]["position"]["id"] == opened["id"]
+        event = await client.next_data("p", "positions")
+        assert event["__typename"] == "PositionClosed"
+        assert (await client.next_data("p", "positions"))["positions"] == []
+        # The refusals sent nothing to the stream: the close is the next thing it saw.
+        again = await call(perps_server, CLOSE, {"id": opened["id"]}, dave)
+        assert error_code(again) == "POSITION_NOT_FOUND"
+
+
+async def test_who_may_trade_and_ingest(perps_server: ServerProcess) -> None:
+    order = {"i": {"market": "ETH-PERP", "side": "LONG", "size": "1", "leverage": "2"}}
+    anonymous = await call(perps_server, OPEN, order)
+    assert error_code(anonymous) == "UNAUTHENTICATED"
+    as_service = await call(perps_server, OPEN, order, ORACLE)
+    assert error_code(as_service) == "FORBIDDEN"
+    as_user = await call(perps_server, PUBLISH_PRICE, {"m": "ETH-PERP", "p": "1"}, token("eve"))
+    assert error_code(as_user) == "FORBIDDEN"
+    bad_price = await call(perps_server, PUBLISH_PRICE, {"m": "ETH-PERP", "p": "-1"}, ORACLE)
+    assert error_code(bad_price) == "INVALID_PRICE"
+    ingest = await call(
+        perps_server, INGEST, {"i": change("tx-x", "opened", "pos_x", "eve")}, token("eve")
+    )
+    assert error_code(ingest) == "FORBIDDEN"
+    assert (await call(perps_server, '{ positions(user: "eve") { id } }', bearer=token("eve")))[
+        "data"
+    ]["positions"] == []
+
+
+async def test_mutations_are_rate_limited_per_caller(perps_server: ServerProcess) -> None:
+    await set_price(perps_server, "ETH-PERP", "3000")
+    codes = []
+    for _ in range(45):  # MUTATION_BURST is 40
+        body = await call(
+            perps_server,
+            MODIFY,
+            {"i": {"positionId": "pos_none", "sizeDelta": "1"}},
+            token("frank"),
+        )
+        codes.append(error_code(body))
+    assert codes[:40] == ["POSITION_NOT_FOUND"] * 40
+    assert set(codes[40:]) == {"RATE_LIMITED"}
+    # Another caller's allowance is its own.
+    other = await call(
+        perps_server, MODIFY, {"i": {"positionId": "pos_none", "sizeDelta": "1"}}, token("grace")
+    )
+    assert error_code(other) == "POSITION_NOT_FOUND"
+
+
+INGEST = (
+    "mutation($i: PositionChangeInput!) { ingestPositionChange(input: $i) { stored "
+    "position { id owner size revision } } }"
+)
+
+
+def change(
+    external_id: str, kind: str, position_id: str, owner: str, size: str = "10"
+) -> dict[str, Any]:
+    return {
+        "externalId": external_id,
+        "kind": kind.upper(),
+        "positionId": position_id,
+        "owner": owner,
+        "market": "SOL-PERP",
+        "side": "LONG",
+        "size": size,
+        "entryPrice": "150",
+        "collateral": "300",
+        "fillSize": size,
+        "fillPrice": "150",
+        "at": "2026-11-21T10:00:00+00:00",
+    }
+
+
+async def test_an_indexer_ingests_each_change_once(perps_server: ServerProcess) -> None:
+    await set_price(perps_server, "SOL-PERP", "150")
+    async with GraphQLWS.connect(perps_server.ws_url, token=token("heidi")) as client:
+        await client.subscribe("p", POSITIONS)
+        assert (await client.next_data("p", "positions"))["positions"] == []
+        first = await call(
+            perps_server, INGEST, {"i": change("0xab:1", "opened", "chain-1", "heidi")}, ORACLE
+        )
+        assert first["data"]["ingestPositionChange"]["stored"] is True
+        assert (await client.next_data("p", "positions"))["__typename"] == "PositionOpened"
+        await client.next_data("p", "positions")
+        replay = await call(
+            perps_server, INGEST, {"i": change("0xab:1", "opened", "chain-1", "heidi")}, ORACLE
+        )
+        assert replay["data"]["ingestPositionChange"]["stored"] is False
+        bigger = await call(
+            perps_server,
+            INGEST,
+            {"i": change("0xab:2", "modified", "chain-1", "heidi", size="12")},
+            ORACLE,
+        )
+        assert bigger["data"]["ingestPositionChange"]["position"]["size"] == "12"
+        # The replay announced nothing: the next event is the modification.
+        event = await client.next_data("p", "positions")
+        assert event["__typename"] == "PositionModified"
+        assert event["position"]["size"] == "12"
+
+        invalid = await call(
+            perps_server,
+            INGEST,
+            {"i": {**change("0xab:3", "opened", "c-2", "heidi"), "size": "-1"}},
+            ORACLE,
+        )
+        assert error_code(invalid) == "BAD_REQUEST"
+        assert "size must be positive" in invalid["errors"][0]["message"]
+
+
+async def test_nobody_sees_another_users_positions_on_any_transport(
+    perps_server: ServerProcess,
+) -> None:
+    await set_price(perps_server, "ETH-PERP", "3000")
+    # The same document from two users: the fan-out must not share one execution between them.
+    async with (
+        GraphQLWS.connect(perps_server.ws_url, token=token("ivan")) as ivan,
+        GraphQLWS.connect(perps_server.ws_url, token=token("judy")) as judy,
+        GraphQLWS.connect(perps_server.ws_url) as anonymous,
+        httpx.AsyncClient(timeout=10) as http,
+    ):
+        await ivan.subscribe("p", POSITIONS)
+        await judy.subscribe("p", POSITIONS)
+        await judy.subscribe("spy", POSITIONS, {"u": "ivan"})
+        await anonymous.subscribe("spy", POSITIONS, {"u": "ivan"})
+        assert (await ivan.next_data("p", "positions"))["user"] == "ivan"
+        denied = await messages_until(judy, lambda ms: len(ms) >= 2)
+        by_id = {m["id"]: m for m in denied}
+        assert by_id["p"]["payload"]["data"]["positions"]["user"] == "judy"
+        assert by_id["spy"]["type"] == "error"
+        assert by_id["spy"]["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert "'ivan'" in by_id["spy"]["payload"][0]["message"]
+        anon = await anonymous.receive()
+        assert anon["type"] == "error"
+        assert anon["payload"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+        body = {"query": POSITIONS, "variables": {"u": "ivan"}}
+        judy_header = {"authorization": f"Bearer {token('judy')}"}
+        sse = await http.post(
+            perps_server.url, json=body, headers={**judy_header, "accept": "text/event-stream"}
+        )
+        multipart = await http.post(
+            perps_server.url,
+            json=body,
+            headers={**judy_header, "accept": "multipart/mixed;subscriptionSpec=1.0"},
+        )
+        query = await http.post(
+            perps_server.url,
+            json={"query": '{ positions(user: "ivan") { id } }'},
+            headers=judy_header,
+        )
+        assert "FORBIDDEN" in sse.text
+        assert "PositionsUpdate" not in sse.text
+        [part] = [p for p in parse_multipart(multipart.text) if p]
+        assert part["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert query.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+        ivans = await open_position(perps_server, "ivan", "ETH-PERP", "LONG", "1", "3")
+        assert (await ivan.next_data("p", "positions"))["position"]["id"] == ivans["id"]
+        judys = await open_position(perps_server, "judy", "ETH-PERP", "LONG", "1", "3")
+        seen = await messages_until(judy, lambda ms: len(ms) >= 2)
+        assert [m["payload"]["data"]["positions"]["__typename"] for m in seen] == [
+            "PositionOpened",
+            "PositionsUpdate",
+        ]
+        assert ivans["id"] not in str(seen)
+        assert judys["id"] in str(seen)
+        with pytest.raises(TimeoutError):  # nothing of ivan's, ever
+            await judy.receive(timeout=1.0)
+
+        admin = await call(
+            perps_server, '{ positions(user: "ivan") { id } }', bearer=token("root", "admin")
+        )
+        assert admin["data"]["positions"] == [{"id": ivans["id"]}]
+
+
+STATS = (
+    "subscription($m: String!) { marketStats(market: $m) { __typename "
+    "... on MarketStats { market openInterestLong openInterestShort volume24h indexPrice "
+    "markPrice fundingRate } "
+    "... on FundingRateChanged { market rate positionsCharged } } }"
+)
+
+
+async def test_market_stats_and_funding(database_url: str, tmp_path: Any) -> None:
+    async with isolated_database(database_url) as url:
+        server = ServerProcess(
+            {"DATABASE_URL": url, **ENGINE, "FUNDING_INTERVAL_S": "1.5"}, tmp_path / "server.log"
+        ).start()
+        try:
+            await set_price(server, "BTC-PERP", "50000")
+            await open_position(server, "kim", "BTC-PERP", "LONG", "2", "5")
+            await open_position(server, "lee", "BTC-PERP", "SHORT", "0.5", "5")
+            async with GraphQLWS.connect(server.ws_url) as client:
+                await client.subscribe("s", STATS, {"m": "BTC-PERP"})
+
+                def funded(messages: list[dict[str, Any]]) -> bool:
+                    return any(
+                        s["__typename"] == "FundingRateChanged"
+                        for s in of(messages, "s", "marketStats")
+                    )
+
+                messages = await messages_until(client, funded, timeout=20)
+                stats = [s for s in of(messages, "s", "marketStats")]
+                snapshot = [s for s in stats if s["__typename"] == "MarketStats"][-1]
+                assert snapshot["openInterestLong"] == "2"
+                assert snapshot["openInterestShort"] == "0.5"
+                assert D(snapshot["volume24h"]) == D(125000)  # 2.5 BTC at 50,000
+                # Skew 1.5 BTC long over BTC's skew scale of 10,000: mark 0.015% over index.
+                assert D(snapshot["markPrice"]) == D(50000) * (1 + D("1.5") / 10000)
+                [funding] = [s for s in stats if s["__typename"] == "FundingRateChanged"]
+                # premium 0.00015; interest 0.0001 - 0.00015 clamped within ±0.0005
+                assert D(funding["rate"]) == D("0.0001")
+                assert funding["positionsCharged"] == 2
+            kim = await call(
+                server, "{ positions { collateral realizedPnl } }", bearer=token("kim")
+            )
+            [position] = kim["data"]["positions"]
+            # 20,000 collateral, minus 2 x 50,007.5 x 0.0001 funding per settlement so far.
+            assert D(position["collateral"]) < D(20000)
+        finally:
+            server.stop()
+
+
+async def test_positions_survive_a_restart(database_url: str, tmp_path: Any) -> None:
+    async with isolated_database(database_url) as url:
+        env = {"DATABASE_URL": url, **ENGINE}
+        first = ServerProcess(env, tmp_path / "first.log").start()
+        try:
+            await set_price(first, "ETH-PERP", "3000")
+            opened = await open_position(first, "mia", "ETH-PERP", "LONG", "1.5", "4")
+        finally:
+            first.stop()
+        second = ServerProcess(env, tmp_path / "second.log").start()
+        try:
+            body = await call(second, "{ positions { id size entryPrice } }", bearer=token("mia"))
+            assert body["data"]["positions"] == [
+                {"id": opened["id"], "size": "1.5", "entryPrice": "3000"}
+            ]
+            stats = await call(second, '{ marketStats(market: "ETH-PERP") { volume24h } }')
+            assert D(stats["data"]["marketStats"]["volume24h"]) == D(4500)
+        finally:
+            second.stop()
