@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from domain.perps_engine import EngineSettings, PerpsEngine
+from domain.perps_simulator import PerpsSimulator
 from domain.price_feed import PriceFeed
 
 if TYPE_CHECKING:
@@ -76,3 +77,12 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
     logger.info(
         "simulated price feed: %d markets at %g Hz", len(services.markets), settings.price_feed_hz
     )
+    traders = PerpsSimulator(
+        services.markets,
+        desk=services.desk,
+        positions=services.book,
+        prices=services.prices,
+        clock=services.clock,
+        seed=settings.simulation_seed,
+    )
+    workers.start("perps-simulator", traders.run())

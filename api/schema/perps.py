@@ -147,8 +147,8 @@ class Position:
             unrealized_pnl=None if valuation is None else valuation.unrealized_pnl,
             equity=None if valuation is None else valuation.equity,
             maintenance_margin=None if valuation is None else valuation.maintenance_requirement,
-            health_factor=None if valuation is None else valuation.health,
-            margin_ratio=None if valuation is None else valuation.margin_ratio,
+            health_factor=None if valuation is None else _ratio(valuation.health),
+            margin_ratio=None if valuation is None else _ratio(valuation.margin_ratio),
             liquidation_price=perps.liquidation_price(position, market.maintenance_margin_rate),
         )
 
@@ -239,7 +239,7 @@ class LiquidationCandidate:
             size=Decimal(p["size"]),
             mark_price=Decimal(p["markPrice"]),
             notional=Decimal(p["notional"]),
-            health_factor=Decimal(p["healthFactor"]),
+            health_factor=Decimal(p["healthFactor"]).quantize(RATIO_PLACES),
             liquidation_price=_decimal(p["liquidationPrice"]),
             potential_reward=Decimal(p["potentialReward"]),
         )
@@ -393,6 +393,14 @@ class IngestResult:
     stored: bool = strawberry.field(description="False when this externalId was already stored.")
 
 
+RATIO_PLACES = Decimal("0.000001")
+"""Health factors and margin ratios are shown to six decimal places (computed exactly)."""
+
+
+def _ratio(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(RATIO_PLACES)
+
+
 def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -437,7 +445,7 @@ def _present_position_event(
         mark = Decimal(p["markPrice"])
         return LiquidationWarning(
             position=Position.build(position, markets, mark),
-            health_factor=Decimal(p["healthFactor"]),
+            health_factor=Decimal(p["healthFactor"]).quantize(RATIO_PLACES),
             mark_price=mark,
             at=at,
         )
