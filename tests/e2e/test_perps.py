@@ -146,13 +146,22 @@ async def test_a_position_goes_through_the_warning_and_liquidation_in_order(
         assert D(opened["collateral"]) == D(5000)
         assert D(opened["liquidationPrice"]).quantize(D("0.01")) == D("46391.75")
 
-        for price in ("48000", "46600", "46500", "46000"):
-            await asyncio.sleep(0.3)  # a few engine passes at each price
-            await set_price(perps_server, "BTC-PERP", price)
+        def typenames(messages: list[dict[str, Any]]) -> list[str]:
+            return [p["__typename"] for p in of(messages, "p", "positions")]
+
+        def marked_at(price: str) -> Any:
+            def done(messages: list[dict[str, Any]]) -> bool:
+                return any(
+                    u["__typename"] == "PositionsUpdate"
+                    and u["positions"]
+                    and D(u["positions"][0]["markPrice"]) == D(price)
+                    for u in of(messages, "p", "positions")
+                )
+
+            return done
 
         def liquidated_and_cleared(messages: list[dict[str, Any]]) -> bool:
-            events = [p["__typename"] for p in of(messages, "p", "positions")]
-            if "PositionLiquidated" not in events:
+            if "PositionLiquidated" not in typenames(messages):
                 return False
             lists = of(messages, "l", "liquidations")
             return (
@@ -161,7 +170,16 @@ async def test_a_position_goes_through_the_warning_and_liquidation_in_order(
                 and any(c["candidates"] for c in lists)
             )
 
-        messages = await messages_until(alice, liquidated_and_cleared)
+        # Each step waits for what it must cause, so a slow machine changes no outcome.
+        await set_price(perps_server, "BTC-PERP", "48000")
+        messages = await messages_until(alice, marked_at("48000"))
+        await set_price(perps_server, "BTC-PERP", "46600")
+        messages += await messages_until(alice, lambda ms: "LiquidationWarning" in typenames(ms))
+        await set_price(perps_server, "BTC-PERP", "46500")
+        messages += await messages_until(alice, marked_at("46500"))
+        await asyncio.sleep(0.5)  # engine passes at 46,500: still warned, so no new warning
+        await set_price(perps_server, "BTC-PERP", "46000")
+        messages += await messages_until(alice, liquidated_and_cleared)
 
     timeline = []
     for m in messages:
