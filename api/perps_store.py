@@ -8,6 +8,7 @@ was stored.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ import orjson
 from api.store import PgSequencer
 from domain.events import Event
 from domain.perps import Position, Side
+from domain.perps_trades import FillKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,6 +89,11 @@ class PgLatestEvents:
 
 class PositionNotFoundError(LookupError):
     pass
+
+
+class PositionOwnerError(ValueError):
+    def __init__(self, position_id: str) -> None:
+        super().__init__(f"position {position_id!r} belongs to another owner")
 
 
 class PgPositionBook:
@@ -263,6 +270,15 @@ class PgPositionBook:
             if seen:
                 return None
             p = trade.position
+            before = await conn.fetchrow(
+                "SELECT owner, size FROM perp_positions WHERE id = $1 FOR UPDATE", p.id
+            )
+            if before is not None and before["owner"] != p.owner:
+                # Announcing it would send one user's position to another's stream.
+                raise PositionOwnerError(p.id)
+            if trade.fill.kind is FillKind.INCREASE and before is not None:
+                kind = FillKind.REDUCE if p.size < before["size"] else FillKind.INCREASE
+                trade = replace(trade, fill=replace(trade.fill, kind=kind))
             await conn.execute(
                 f"""INSERT INTO perp_positions ({_POSITION_COLUMNS}, status, updated_at, closed_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10::text, $11::timestamptz,

@@ -73,7 +73,9 @@ class Trade:
     position: Position
     fill: Fill
     returned: Decimal = _ZERO
-    """Collateral and profit paid back to the trader (closes, reductions, withdrawals)."""
+    """Paid out to the trader: collateral and PnL of what was closed, net of its fee, and
+    withdrawn collateral. Opening and growing take the collateral and fee from the trader's
+    wallet, which is not modelled."""
     reward: Decimal = _ZERO
     """The liquidator's reward (liquidations only)."""
 
@@ -181,19 +183,27 @@ def modify_position(
             )
         closed = -size_delta
         realized = position.side.sign * closed * (price - entry)
+        fee = closed * price * market.taker_fee_rate
         released = collateral * closed / size
         collateral -= released
-        returned = released + realized
+        # The closed part's share of collateral, its PnL and its fee are paid out together; a
+        # loss larger than that share comes out of the collateral that stays.
+        returned = released + realized - fee
+        if returned < 0:
+            collateral += returned
+            returned = _ZERO
         size -= closed
         kind = FillKind.REDUCE
     traded = abs(size_delta)
-    fee = traded * price * market.taker_fee_rate
+    if size_delta > 0:
+        fee = traded * price * market.taker_fee_rate
     if collateral_delta < 0 and -collateral_delta > collateral:
         raise TradeError(
             "INVALID_COLLATERAL", "cannot withdraw more collateral than the position has"
         )
     collateral += collateral_delta
-    returned -= collateral_delta if collateral_delta < 0 else _ZERO
+    if collateral_delta < 0:
+        returned -= collateral_delta
     after = replace(
         position,
         size=size,
@@ -220,7 +230,7 @@ def modify_position(
         realized - fee,
         at,
     )
-    return Trade(after, fill, returned=returned - fee if returned else _ZERO)
+    return Trade(after, fill, returned=returned)
 
 
 def close_position(position: Position, *, market: Market, price: Decimal, at: datetime) -> Trade:

@@ -29,7 +29,7 @@ from domain.perps_engine import (
     POSITION_OPENED,
     POSITION_WARNING,
 )
-from domain.perps_trades import TradeError
+from domain.perps_trades import MAX_AMOUNT, TradeError
 from domain.prices import OraclePrice
 from domain.topics import (
     TopicKind,
@@ -724,12 +724,12 @@ def _check_ingest(change: IngestedChange) -> None:
         raise ValueError("at must carry a time zone")
     for name in ("size", "entry_price", "fill_price"):
         value: Decimal = getattr(change, name)
-        if not value.is_finite() or value <= 0:
-            raise ValueError(f"{name} must be positive")
+        if not value.is_finite() or value <= 0 or value >= MAX_AMOUNT:
+            raise ValueError(f"{name} must be positive and below {MAX_AMOUNT:f}")
     for name in ("collateral", "fill_size", "fee", "reward"):
         value = getattr(change, name)
-        if not value.is_finite() or value < 0:
-            raise ValueError(f"{name} must not be negative")
-    if not change.realized_pnl.is_finite():
-        raise ValueError("realizedPnl must be a finite number")
+        if not value.is_finite() or value < 0 or value >= MAX_AMOUNT:
+            raise ValueError(f"{name} must be at least 0 and below {MAX_AMOUNT:f}")
+    if not change.realized_pnl.is_finite() or abs(change.realized_pnl) >= MAX_AMOUNT:
+        raise ValueError(f"realizedPnl must be a finite number below {MAX_AMOUNT:f} in size")
     positions_topic(change.owner)  # a valid user id

@@ -15,6 +15,7 @@ from api.schema.errors import ClientError, market_or_error
 from api.schema.permissions import limit_mutations, require_role
 from api.schema.streams import live
 from domain.events import Event
+from domain.perps_trades import MAX_AMOUNT
 from domain.price_feed import publish_price
 from domain.prices import PRICE_UPDATE, OraclePrice
 from domain.topics import price_topic
@@ -125,10 +126,14 @@ class PriceMutation:
         require_role(principal, Role.SERVICE, what="publishPrice")
         services = info.context.services
         market_or_error(services.markets, market)
-        if not price.is_finite() or price <= 0:
-            raise ClientError("price must be a positive number", code="INVALID_PRICE")
-        if not confidence.is_finite() or confidence < 0:
-            raise ClientError("confidence must not be negative", code="INVALID_PRICE")
+        if not price.is_finite() or price <= 0 or price >= MAX_AMOUNT:
+            raise ClientError(
+                f"price must be a positive number below {MAX_AMOUNT:f}", code="INVALID_PRICE"
+            )
+        if not confidence.is_finite() or not 0 <= confidence < price:
+            raise ClientError(
+                "confidence must be at least 0 and below the price", code="INVALID_PRICE"
+            )
         oracle = OraclePrice(market, price, confidence, services.clock.now())
         event = await publish_price(oracle, publisher=services.publisher, prices=services.prices)
         return Price.from_event(event)

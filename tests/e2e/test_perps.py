@@ -368,6 +368,8 @@ async def test_an_indexer_ingests_each_change_once(perps_server: ServerProcess) 
         event = await client.next_data("p", "positions")
         assert event["__typename"] == "PositionModified"
         assert event["position"]["size"] == "12"
+        update = await client.next_data("p", "positions")
+        assert [p["size"] for p in update["positions"]] == ["12"]
 
         invalid = await call(
             perps_server,
@@ -377,6 +379,25 @@ async def test_an_indexer_ingests_each_change_once(perps_server: ServerProcess) 
         )
         assert error_code(invalid) == "BAD_REQUEST"
         assert "size must be positive" in invalid["errors"][0]["message"]
+
+        async with GraphQLWS.connect(perps_server.ws_url, token=token("mallory")) as mallory:
+            await mallory.subscribe("p", POSITIONS)
+            assert (await mallory.next_data("p", "positions"))["positions"] == []
+            # An indexer that names the wrong owner must not move heidi's position to mallory.
+            stolen = await call(
+                perps_server,
+                INGEST,
+                {"i": change("0xab:4", "modified", "chain-1", "mallory", size="1")},
+                ORACLE,
+            )
+            assert error_code(stolen) == "BAD_REQUEST"
+            assert "belongs to another owner" in stolen["errors"][0]["message"]
+            with pytest.raises(TimeoutError):
+                await mallory.receive(timeout=1.0)
+        with pytest.raises(TimeoutError):
+            await client.receive(timeout=0.2)
+        mine = await call(perps_server, "{ positions { id size } }", bearer=token("heidi"))
+        assert mine["data"]["positions"] == [{"id": "chain-1", "size": "12"}]
 
 
 async def test_nobody_sees_another_users_positions_on_any_transport(
