@@ -250,15 +250,22 @@ class MergedSubscription:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Event:
+    def poll(self) -> Event | None:
+        """The next event if one is already waiting, without waiting for one."""
         count = len(self.queues)
+        for turn in range(count):
+            index = (self._next + turn) % count
+            event = self.queues[index].take()
+            if event is not None:
+                self._next = (index + 1) % count
+                return event
+        return None
+
+    async def __anext__(self) -> Event:
         while True:
-            for turn in range(count):
-                index = (self._next + turn) % count
-                event = self.queues[index].take()
-                if event is not None:
-                    self._next = (index + 1) % count
-                    return event
+            event = self.poll()
+            if event is not None:
+                return event
             self._wakeup.clear()
             await self._wakeup.wait()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
@@ -149,7 +149,11 @@ class Position:
             maintenance_margin=None if valuation is None else valuation.maintenance_requirement,
             health_factor=None if valuation is None else _ratio(valuation.health),
             margin_ratio=None if valuation is None else _ratio(valuation.margin_ratio),
-            liquidation_price=perps.liquidation_price(position, market.maintenance_margin_rate),
+            liquidation_price=_to_tick(
+                perps.liquidation_price(position, market.maintenance_margin_rate),
+                market.tick_size,
+                position.side,
+            ),
         )
 
 
@@ -231,16 +235,19 @@ class LiquidationCandidate:
     )
 
     @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> LiquidationCandidate:
+    def from_payload(cls, p: dict[str, Any], markets: MarketCatalog) -> LiquidationCandidate:
+        side = perps.Side(p["side"])
         return cls(
             position_id=strawberry.ID(p["positionId"]),
             market=p["market"],
-            side=PositionSide(p["side"]),
+            side=PositionSide(side.value),
             size=Decimal(p["size"]),
             mark_price=Decimal(p["markPrice"]),
             notional=Decimal(p["notional"]),
             health_factor=Decimal(p["healthFactor"]).quantize(RATIO_PLACES),
-            liquidation_price=_decimal(p["liquidationPrice"]),
+            liquidation_price=_to_tick(
+                _decimal(p["liquidationPrice"]), markets.get(p["market"]).tick_size, side
+            ),
             potential_reward=Decimal(p["potentialReward"]),
         )
 
@@ -252,12 +259,15 @@ class LiquidationCandidates:
     sequence: int
 
     @classmethod
-    def from_event(cls, event: Event | None, limit: int) -> LiquidationCandidates:
+    def from_event(
+        cls, event: Event | None, limit: int, markets: MarketCatalog
+    ) -> LiquidationCandidates:
         if event is None:
             return cls(candidates=[], updated_at=None, sequence=0)
         return cls(
             candidates=[
-                LiquidationCandidate.from_payload(c) for c in event.payload["candidates"][:limit]
+                LiquidationCandidate.from_payload(c, markets)
+                for c in event.payload["candidates"][:limit]
             ],
             updated_at=event.published_at,
             sequence=event.sequence,
@@ -401,6 +411,15 @@ def _ratio(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(RATIO_PLACES)
 
 
+def _to_tick(price: Decimal | None, tick: Decimal, side: perps.Side) -> Decimal | None:
+    """A liquidation price on the market's tick, rounded against the trader as venues do: up for
+    a long (it is reached sooner), down for a short."""
+    if price is None:
+        return None
+    rounding = ROUND_CEILING if side is perps.Side.LONG else ROUND_FLOOR
+    return (price / tick).to_integral_value(rounding) * tick
+
+
 def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -490,13 +509,23 @@ async def positions_stream(services: Services, user: str) -> AsyncIterator[Posit
                 )
 
             yield update()
-            async for event in merged:
+            pending: Event | None = None
+            while True:
+                event = pending if pending is not None else await anext(merged)
+                pending = None
                 if kind_of(event.topic) is TopicKind.PRICE:
-                    price = OraclePrice.from_payload(event.payload)
-                    if marks.get(price.market) == price.price:
-                        continue
-                    marks[price.market] = price.price
-                    if any(p.market == price.market for p in held.values()):
+                    # Prices that arrived together (every market ticks at once) make one
+                    # update, not one per market.
+                    moved = False
+                    tick: Event | None = event
+                    while tick is not None and kind_of(tick.topic) is TopicKind.PRICE:
+                        price = OraclePrice.from_payload(tick.payload)
+                        if marks.get(price.market) != price.price:
+                            marks[price.market] = price.price
+                            moved = moved or any(p.market == price.market for p in held.values())
+                        tick = merged.poll()
+                    pending = tick
+                    if moved:
                         yield update()
                     continue
                 position = perps.Position.from_payload(event.payload["position"])
@@ -546,7 +575,7 @@ async def candidates_stream(services: Services, limit: int) -> AsyncIterator[Liq
 
     try:
         async for event in services.hub.live(topic, snapshot):
-            yield LiquidationCandidates.from_event(event, limit)
+            yield LiquidationCandidates.from_event(event, limit, services.markets)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
@@ -575,7 +604,7 @@ class PerpsQuery:
         _check_limit(limit)
         services = info.context.services
         return LiquidationCandidates.from_event(
-            await services.latest.latest(liquidations_topic()), limit
+            await services.latest.latest(liquidations_topic()), limit, services.markets
         )
 
     @strawberry.field(description="A market's stats; null before the engine's first pass.")

@@ -18,7 +18,7 @@ from api.hub import (
     _SubscriberQueue,
 )
 from domain.events import DeliveryPolicy, Event
-from domain.topics import price_topic
+from domain.topics import positions_topic, price_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -325,3 +325,47 @@ async def test_latest_value_queue_keeps_only_the_newest() -> None:
     assert queue.conflated == 2
     assert [(await queue.get()).sequence for _ in range(3)] == [3, 4, 5]
     assert queue.error is None
+
+
+def position_event(sequence: int, user: str = "alice") -> Event:
+    return Event(
+        topic=positions_topic(user),
+        sequence=sequence,
+        published_at=datetime(2024, 1, 1, tzinfo=UTC),
+        type="position.opened",
+        payload={"n": sequence},
+    )
+
+
+async def test_merge_reads_several_topics_each_with_its_policy(
+    hub: Hub, broadcast: Broadcast
+) -> None:
+    async with hub.merge([positions_topic("alice"), BTC]) as merged:
+        assert hub.topics == {positions_topic("alice"): 1, BTC: 1}
+        await publish(broadcast, *(event(n) for n in range(1, 10)))
+        await publish(broadcast, *(position_event(n) for n in range(1, 4)))
+        await wait_until(lambda: sum(len(q) for q in merged.queues) == 4 + 3)
+        received = [await asyncio.wait_for(anext(merged), TIMEOUT) for _ in range(7)]
+        assert merged.poll() is None
+    prices = [e.sequence for e in received if e.topic == BTC]
+    positions = [e.sequence for e in received if e.topic != BTC]
+    assert prices == [6, 7, 8, 9]  # latest value: the newest few, in order
+    assert positions == [1, 2, 3]  # stream: every one, in order
+    assert [e.topic for e in received[:2]] == [positions_topic("alice"), BTC]  # turns
+    assert hub.topics == {}
+
+
+async def test_merge_ends_with_a_lagging_stream(hub: Hub, broadcast: Broadcast) -> None:
+    async with hub.merge([BTC, positions_topic("bob")]) as merged:
+        await publish(broadcast, *(position_event(n, "bob") for n in range(1, 6)))  # capacity 4
+        with pytest.raises(SubscriberLaggedError):
+            await asyncio.wait_for(anext(merged), TIMEOUT)
+
+
+async def test_merge_wakes_on_any_topic(hub: Hub, broadcast: Broadcast) -> None:
+    async with hub.merge([BTC, ETH]) as merged:
+        waiting = asyncio.create_task(anext(merged))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        await publish(broadcast, event(1, ETH))
+        assert (await asyncio.wait_for(waiting, TIMEOUT)).topic == ETH
