@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
 
 from domain.perps import LIQUIDATION_HEALTH, Position, Side, mark_to_market
@@ -80,6 +80,21 @@ class Trade:
     """The liquidator's reward (liquidations only)."""
 
 
+MONEY_PLACES = Decimal("0.000001")
+"""Collateral, fees and payouts are kept to 6 decimal places (a USDC unit), rounded against the
+trader as venues do: what the trader pays up, what the trader gets down."""
+PRICE_PLACES = Decimal("1e-10")
+"""An average entry price is kept to 10 decimal places."""
+
+
+def up(amount: Decimal) -> Decimal:
+    return amount.quantize(MONEY_PLACES, ROUND_CEILING)
+
+
+def down(amount: Decimal) -> Decimal:
+    return amount.quantize(MONEY_PLACES, ROUND_FLOOR)
+
+
 MAX_AMOUNT = Decimal("1e15")
 """No size, price or collateral reaches this: larger input is refused before any arithmetic on it
 could overflow the decimal context."""
@@ -124,8 +139,8 @@ def open_position(
     """A new position of ``size`` at ``price`` with ``size * price / leverage`` collateral."""
     check_size(size, market)
     check_leverage(leverage, market)
-    collateral = size * price / leverage
-    fee = size * price * market.taker_fee_rate
+    collateral = up(size * price / leverage)
+    fee = up(size * price * market.taker_fee_rate)
     position = Position(
         id=id,
         owner=owner,
@@ -172,7 +187,8 @@ def modify_position(
         check_size(size_delta, market)
         leverage = position.leverage or market.max_leverage
         entry = (size * entry + size_delta * price) / (size + size_delta)
-        collateral += size_delta * price / leverage
+        entry = entry.quantize(PRICE_PLACES)
+        collateral += up(size_delta * price / leverage)
         size += size_delta
         kind = FillKind.INCREASE
     elif size_delta < 0:
@@ -183,8 +199,8 @@ def modify_position(
             )
         closed = -size_delta
         realized = position.side.sign * closed * (price - entry)
-        fee = closed * price * market.taker_fee_rate
-        released = collateral * closed / size
+        fee = up(closed * price * market.taker_fee_rate)
+        released = down(collateral * closed / size)
         collateral -= released
         # The closed part's share of collateral, its PnL and its fee are paid out together; a
         # loss larger than that share comes out of the collateral that stays.
@@ -196,7 +212,7 @@ def modify_position(
         kind = FillKind.REDUCE
     traded = abs(size_delta)
     if size_delta > 0:
-        fee = traded * price * market.taker_fee_rate
+        fee = up(traded * price * market.taker_fee_rate)
     if collateral_delta < 0 and -collateral_delta > collateral:
         raise TradeError(
             "INVALID_COLLATERAL", "cannot withdraw more collateral than the position has"
@@ -236,7 +252,7 @@ def modify_position(
 def close_position(position: Position, *, market: Market, price: Decimal, at: datetime) -> Trade:
     """Close all of it at ``price``: realize the PnL, pay the fee, return the equity."""
     upnl = position.signed_size * (price - position.entry_price)
-    fee = position.size * price * market.taker_fee_rate
+    fee = up(position.size * price * market.taker_fee_rate)
     returned = max(position.collateral + upnl - fee, _ZERO)
     realized = returned - position.collateral
     after = replace(

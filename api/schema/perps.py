@@ -103,7 +103,9 @@ class Position:
     size: Decimal = strawberry.field(description="Base units, always positive.")
     entry_price: Decimal
     collateral: Decimal
-    leverage: Decimal | None = strawberry.field(description="Entry notional over collateral.")
+    leverage: Decimal | None = strawberry.field(
+        description="Entry notional over collateral, to two decimal places."
+    )
     realized_pnl: Decimal = strawberry.field(description="Fees, funding and reductions settled.")
     opened_at: datetime | None
     revision: int = strawberry.field(description="Bumped by every change to the position.")
@@ -138,7 +140,7 @@ class Position:
             size=position.size,
             entry_price=position.entry_price,
             collateral=position.collateral,
-            leverage=position.leverage,
+            leverage=None if position.leverage is None else position.leverage.quantize(CENTS),
             realized_pnl=position.realized_pnl,
             opened_at=position.opened_at,
             revision=position.revision,
@@ -403,6 +405,8 @@ class IngestResult:
     stored: bool = strawberry.field(description="False when this externalId was already stored.")
 
 
+CENTS = Decimal("0.01")
+"""Leverage is shown to two decimal places."""
 RATIO_PLACES = Decimal("0.000001")
 """Health factors and margin ratios are shown to six decimal places (computed exactly)."""
 

@@ -229,7 +229,7 @@ async def test_trading_mutations_update_the_stream_and_refuse_bad_input(
         opened = await open_position(perps_server, "dave", "ETH-PERP", "SHORT", "2", "5")
         event = await client.next_data("p", "positions")
         assert event["__typename"] == "PositionOpened"
-        assert event["fill"] == {"kind": "open", "size": "2", "price": "3000", "fee": "3.0000"}
+        assert event["fill"] == {"kind": "open", "size": "2", "price": "3000", "fee": "3.000000"}
         assert (await client.next_data("p", "positions"))["positions"][0]["id"] == opened["id"]
 
         grown = await call(
