@@ -23,6 +23,9 @@ from api.fanout import Groups
 from api.health import healthz, readyz, stats
 from api.hub import Hub
 from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
+from api.marathon_boards import MarathonBoards
+from api.marathon_desk import MarathonDesk
+from api.marathon_store import PgMarathonStore
 from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
@@ -147,6 +150,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     prices = PgPriceRepository(pool)
     publisher = BroadcastPublisher(broadcast, PgSequencer(pool), clock)
     book = PgPositionBook(pool, clock)
+    marathon_store = PgMarathonStore(pool, clock)
     return Services(
         verifier=await _token_verifier(settings),
         settings=settings,
@@ -169,6 +173,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
             price_max_age_s=settings.price_max_age_s,
         ),
         mutation_limits=CallerLimits(settings.mutation_rate_per_s, settings.mutation_burst),
+        marathon_store=marathon_store,
+        marathon_desk=MarathonDesk(marathon_store, publisher),
+        boards=MarathonBoards(marathon_store, hub),
     )
 
 

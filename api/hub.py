@@ -188,10 +188,10 @@ class Subscription:
     it, so snapshot-then-live has no gap (drop what the snapshot covered by sequence).
     """
 
-    def __init__(self, hub: Hub, topic: str) -> None:
+    def __init__(self, hub: Hub, topic: str, capacity: int | None = None) -> None:
         self.hub = hub
         self.topic = topic
-        self.queue = _SubscriberQueue(topic, policy_of(topic), hub.queue_size)
+        self.queue = _SubscriberQueue(topic, policy_of(topic), capacity or hub.queue_size)
 
     async def __aenter__(self) -> Self:
         await self.hub._attach(self.queue)
@@ -278,9 +278,11 @@ class Hub:
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
-    def subscribe(self, topic: str) -> Subscription:
+    def subscribe(self, topic: str, capacity: int | None = None) -> Subscription:
+        """A subscription to ``topic``; ``capacity`` overrides the hub's queue size (for an
+        internal reader that must ride out bursts, such as a read model)."""
         note_topic(topic)
-        return Subscription(self, topic)
+        return Subscription(self, topic, capacity)
 
     def merge(self, topics: list[str]) -> MergedSubscription:
         """One subscription over several topics (enter it before reading any snapshot)."""

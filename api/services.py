@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from api.fanout import Groups
     from api.hub import Hub
     from api.limits import CallerLimits
+    from api.marathon_boards import MarathonBoards
+    from api.marathon_desk import MarathonDesk
+    from api.marathon_store import PgMarathonStore
     from api.perps_desk import PerpsDesk
     from api.perps_store import PgLatestEvents, PgPositionBook
     from api.settings import Settings
@@ -36,3 +39,6 @@ class Services:
     book: PgPositionBook
     desk: PerpsDesk
     mutation_limits: CallerLimits
+    marathon_store: PgMarathonStore
+    marathon_desk: MarathonDesk
+    boards: MarathonBoards

@@ -54,6 +54,20 @@ class Settings(BaseSettings):
     each is refused with RATE_LIMITED."""
     mutation_burst: int = Field(default=20, ge=1)
 
+    rabbitmq_url: str | None = None
+    """RabbitMQ with the collectors' account snapshots (``amqp://user:password@host:5672/``);
+    unset: no consumer (snapshots can still come through ``ingestAccountSnapshot``)."""
+    rabbitmq_queue: str = Field(default="socket_data", min_length=1, max_length=200)
+    leaderboard_max_hz: float = Field(default=2.0, gt=0, le=100)
+    """Leaderboard and account subscriptions send at most this many updates a second each;
+    changes in between are conflated into the next."""
+    leaderboard_top_max: int = Field(default=100, ge=1, le=1000)
+    """The largest ``top`` a leaderboard subscription may ask for."""
+    leaderboard_snapshot_interval_s: float = Field(default=60.0, gt=0)
+    """How often each running marathon's leaderboard is stored, for ``leaderboardAt``."""
+    leaderboard_snapshot_rows: int = Field(default=1000, ge=1)
+    """Rows of each stored leaderboard (the top of it)."""
+
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
@@ -138,6 +152,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "database_url",
+        "rabbitmq_url",
         "simulation_seed",
         "jwt_secret",
         "jwt_public_key_file",

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from api.schema.marathons import stored_row
 from domain.perps_engine import EngineSettings, PerpsEngine
 from domain.perps_simulator import PerpsSimulator
 from domain.price_feed import PriceFeed
@@ -61,6 +62,28 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
         ),
     )
     workers.start("perps-engine", engine.run())
+    workers.start("marathon-boards", services.boards.run())
+    workers.start("leaderboard-snapshots", store_leaderboards(services))
+
+
+async def store_leaderboards(services: Services) -> None:
+    """Store the top of every running marathon's leaderboard every
+    LEADERBOARD_SNAPSHOT_INTERVAL_S, for ``leaderboardAt``."""
+    settings = services.settings
+    boards = services.boards
+    await boards.ready.wait()
+    while True:
+        await services.clock.sleep(settings.leaderboard_snapshot_interval_s)
+        now = services.clock.now()
+        for marathon in list(boards.marathons.values()):
+            board = boards.boards.get(marathon.id)
+            if board is None or not marathon.is_running(now):
+                continue
+            rows = [stored_row(r) for r in board.top(settings.leaderboard_snapshot_rows)]
+            try:
+                await services.marathon_store.save_leaderboard(marathon.id, now, len(board), rows)
+            except Exception:
+                logger.exception("could not store the leaderboard of %s", marathon.id)
 
 
 async def start_simulated_feeds(services: Services, workers: Workers) -> None:

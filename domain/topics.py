@@ -20,6 +20,9 @@ class TopicKind(enum.Enum):
     MARKET_STATS = "market-stats"
     FUNDING = "funding"
     """Funding settlements of one market."""
+    MARATHON_FEED = "marathon-feed"
+    """Every account snapshot and marathon membership change, in order, cluster-wide: what each
+    process's leaderboards are built from."""
 
     @property
     def policy(self) -> DeliveryPolicy:
@@ -32,6 +35,7 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.LIQUIDATIONS: DeliveryPolicy.LATEST_VALUE,
     TopicKind.MARKET_STATS: DeliveryPolicy.LATEST_VALUE,
     TopicKind.FUNDING: DeliveryPolicy.STREAM,
+    TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
 }
 
 _SEPARATOR = ":"
@@ -64,6 +68,10 @@ def market_stats_topic(market: str) -> str:
 
 def funding_topic(market: str) -> str:
     return topic(TopicKind.FUNDING, market)
+
+
+def marathon_feed_topic() -> str:
+    return topic(TopicKind.MARATHON_FEED)
 
 
 def kind_of(name: str) -> TopicKind:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import strawberry
 from graphql import FieldNode, GraphQLError, get_operation_ast, parse
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -19,6 +20,13 @@ from strawberry.types.graphql import OperationType
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
+from api.schema.marathons import (
+    LONG_SCALAR,
+    Long,
+    MarathonMutation,
+    MarathonQuery,
+    MarathonSubscription,
+)
 from api.schema.perps import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
 from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
@@ -34,9 +42,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("api.schema")
 
-Query = merge_types("Query", (PriceQuery, PerpsQuery))
-Mutation = merge_types("Mutation", (PriceMutation, PerpsMutation))
-Subscription = merge_types("Subscription", (PriceSubscription, PerpsSubscription))
+Query = merge_types("Query", (PriceQuery, PerpsQuery, MarathonQuery))
+Mutation = merge_types("Mutation", (PriceMutation, PerpsMutation, MarathonMutation))
+Subscription = merge_types(
+    "Subscription", (PriceSubscription, PerpsSubscription, MarathonSubscription)
+)
 
 
 class Schema(strawberry.Schema):
@@ -136,6 +146,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
         extensions=[] if settings is None else limits.extensions(settings),
     )
 

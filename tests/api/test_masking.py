@@ -1,0 +1,42 @@
+"""A fault inside a resolver never shows its message to the client; the log keeps it."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from api.schema import build_schema
+from api.schema.context import Context
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    import pytest
+
+
+class _BrokenMarkets:
+    def __iter__(self) -> Any:
+        raise RuntimeError('relation "markets" does not exist at /srv/secret/path')
+
+
+class _Services:
+    markets = _BrokenMarkets()
+
+
+async def test_faults_are_masked_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    schema = build_schema(Settings())
+    context = Context(services=_Services(), request=None)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="api.schema"):
+        result = await schema.execute("{ markets { id } }", context_value=context)
+    assert result.errors is not None
+    [error] = result.errors
+    assert error.message == "Unexpected error."
+    assert "secret" not in str(error.formatted)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert 'relation "markets" does not exist' in record.getMessage()
+
+
+async def test_client_errors_are_not_masked() -> None:
+    schema = build_schema(Settings())
+    result = await schema.execute("{ nope }")
+    assert result.errors is not None
+    assert "Cannot query field 'nope'" in result.errors[0].message

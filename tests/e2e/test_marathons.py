@@ -1,0 +1,321 @@
+"""Marathon leaderboards over real sockets: organisers create marathons and add accounts,
+collectors push snapshots, participants watch ranks move; private marathons stay private."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.conftest import isolated_database
+from tests.e2e.test_perps import call, error_code, messages_until
+from tests.support import GraphQLWS, ServerProcess, token
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+SETTINGS = {
+    "SIMULATED_FEEDS": "false",
+    "LEADERBOARD_MAX_HZ": "20",
+    "LEADERBOARD_SNAPSHOT_INTERVAL_S": "0.5",
+}
+COLLECTOR = token("collector", "service")
+ROW = "rank login profit profitPercentage equity balance openPositionsCount"
+LEADERBOARD = (
+    "subscription($m: ID!, $top: Int) { marathonLeaderboard(marathonId: $m, top: $top) { "
+    "accounts rows { " + ROW + " } } }"
+)
+ACCOUNT = (
+    "subscription($m: ID!, $l: Long!) { accountUpdates(marathonId: $m, login: $l) { "
+    "login row { " + ROW + " } } }"
+)
+CREATE = (
+    "mutation($i: CreateMarathonInput!) { createMarathon(input: $i) { id name public "
+    "organiser running } }"
+)
+ADD = "mutation($i: AddParticipantInput!) { addParticipant(input: $i) }"
+INGEST = "mutation($i: AccountSnapshotInput!) { ingestAccountSnapshot(input: $i) { login stored } }"
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def marathon_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with asyncio.Runner() as runner:
+        database = isolated_database(database_url)
+        url = runner.run(database.__aenter__())
+        process = ServerProcess(
+            {"DATABASE_URL": url, **SETTINGS}, tmp_path_factory.mktemp("marathon") / "server.log"
+        ).start()
+        try:
+            yield process
+        finally:
+            process.stop()
+            runner.run(database.__aexit__(None, None, None))
+
+
+def snapshot(
+    login: int, balance: str, equity: str, profit: str = "0", at: int = 0
+) -> dict[str, Any]:
+    return {
+        "login": login,
+        "balance": balance,
+        "equity": equity,
+        "profit": profit,
+        "margin": "100",
+        "freeMargin": str(float(equity) - 100),
+        "serverTime": (NOW + timedelta(seconds=at)).isoformat(),
+        "positions": [
+            {
+                "ticket": 5_000_000_001 + login,
+                "symbol": "EURUSD",
+                "type": "BUY",
+                "volume": "0.10",
+                "priceOpen": "1.0850",
+                "profit": profit,
+            }
+        ]
+        if profit != "0"
+        else [],
+    }
+
+
+async def create(server: ServerProcess, id: str, organiser: str, public: bool) -> dict[str, Any]:
+    body = await call(
+        server,
+        CREATE,
+        {
+            "i": {
+                "id": id,
+                "name": f"Marathon {id}",
+                "startsAt": (NOW - timedelta(days=1)).isoformat(),
+                "endsAt": (NOW + timedelta(days=1)).isoformat(),
+                "public": public,
+            }
+        },
+        token(organiser),
+    )
+    assert "errors" not in body, body
+    marathon: dict[str, Any] = body["data"]["createMarathon"]
+    return marathon
+
+
+async def add(server: ServerProcess, marathon: str, login: int, user: str, organiser: str) -> None:
+    body = await call(
+        server,
+        ADD,
+        {"i": {"marathonId": marathon, "login": login, "participant": user}},
+        token(organiser),
+    )
+    assert body == {"data": {"addParticipant": True}}, body
+
+
+async def ingest(server: ServerProcess, snap: dict[str, Any]) -> bool:
+    body = await call(server, INGEST, {"i": snap}, COLLECTOR)
+    assert "errors" not in body, body
+    stored: bool = body["data"]["ingestAccountSnapshot"]["stored"]
+    return stored
+
+
+async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) -> None:
+    marathon = await create(marathon_server, "spring", "olga", public=False)
+    assert marathon == {
+        "id": "spring",
+        "name": "Marathon spring",
+        "public": False,
+        "organiser": "olga",
+        "running": True,
+    }
+    await add(marathon_server, "spring", 1001, "alice", "olga")
+    await add(marathon_server, "spring", 1002, "bob", "olga")
+    # alice: started with 10,000 (balance 10,000, nothing open), now 10,500: +5%.
+    assert await ingest(marathon_server, snapshot(1001, "10000", "10000"))
+    assert await ingest(marathon_server, snapshot(1001, "10000", "10500", "500", at=1))
+    # bob: started with 20,000, now 20,600: +3%.
+    assert await ingest(marathon_server, snapshot(1002, "20000", "20000"))
+    assert await ingest(marathon_server, snapshot(1002, "20000", "20600", "600", at=1))
+
+    async with GraphQLWS.connect(marathon_server.ws_url, token=token("alice")) as alice:
+        await alice.subscribe("board", LEADERBOARD, {"m": "spring", "top": 10})
+        await alice.subscribe("me", ACCOUNT, {"m": "spring", "l": 1001})
+        first = await messages_until(alice, lambda ms: len(ms) >= 2)
+        by_id = {m["id"]: m["payload"]["data"] for m in first}
+        board = by_id["board"]["marathonLeaderboard"]
+        assert board["accounts"] == 2
+        assert [(r["rank"], r["login"], r["profitPercentage"]) for r in board["rows"]] == [
+            (1, 1001, "5.0000"),
+            (2, 1002, "3.0000"),
+        ]
+        assert board["rows"][0]["openPositionsCount"] == 1
+        me = by_id["me"]["accountUpdates"]["row"]
+        assert (me["rank"], me["profit"]) == (1, "500")
+
+        # bob jumps to +10%: he leads, alice is second, on both subscriptions.
+        assert await ingest(marathon_server, snapshot(1002, "20000", "22000", "2000", at=2))
+        moved = await messages_until(alice, lambda ms: {m["id"] for m in ms} >= {"board", "me"})
+        latest = {m["id"]: m["payload"]["data"] for m in moved}
+        rows = latest["board"]["marathonLeaderboard"]["rows"]
+        assert [(r["rank"], r["login"]) for r in rows] == [(1, 1002), (2, 1001)]
+        assert latest["me"]["accountUpdates"]["row"]["rank"] == 2
+
+        # A replayed (not newer) snapshot is not stored and moves nothing.
+        assert not await ingest(marathon_server, snapshot(1002, "20000", "22000", "2000", at=2))
+        with pytest.raises(TimeoutError):
+            await alice.receive(timeout=0.5)
+
+    page = await call(
+        marathon_server,
+        '{ leaderboardPage(marathonId: "spring", offset: 1, limit: 5) '
+        "{ accounts rows { rank login } } }",
+        bearer=token("bob"),
+    )
+    assert page["data"]["leaderboardPage"] == {"accounts": 2, "rows": [{"rank": 2, "login": 1001}]}
+    await asyncio.sleep(1.2)  # a stored leaderboard (every 0.5 s here)
+    stored = await call(
+        marathon_server,
+        'query($at: DateTime!) { leaderboardAt(marathonId: "spring", at: $at) { accounts '
+        "rows { rank login profitPercentage } } }",
+        {"at": datetime.now(UTC).isoformat()},
+        token("olga"),
+    )
+    assert stored["data"]["leaderboardAt"]["rows"] == [
+        {"rank": 1, "login": 1002, "profitPercentage": "10.0000"},
+        {"rank": 2, "login": 1001, "profitPercentage": "5.0000"},
+    ]
+
+
+async def test_private_marathons_are_for_participants_organisers_and_admins(
+    marathon_server: ServerProcess,
+) -> None:
+    await create(marathon_server, "secret", "olga", public=False)
+    await create(marathon_server, "open", "olga", public=True)
+    await add(marathon_server, "secret", 2001, "alice", "olga")
+    await ingest(marathon_server, snapshot(2001, "1000", "1100", at=5))
+
+    query = '{ marathon(id: "secret") { id } }'
+    outsider = await call(marathon_server, query, bearer=token("mallory"))
+    assert error_code(outsider) == "FORBIDDEN"
+    assert "private" in outsider["errors"][0]["message"]
+    anonymous = await call(marathon_server, query)
+    assert error_code(anonymous) == "UNAUTHENTICATED"
+    for user, role in (("alice", "user"), ("olga", "user"), ("root", "admin")):
+        seen = await call(marathon_server, query, bearer=token(user, role))
+        assert seen == {"data": {"marathon": {"id": "secret"}}}, user
+    listed = await call(marathon_server, "{ marathons { id } }")
+    ids = {m["id"] for m in listed["data"]["marathons"]}
+    assert "open" in ids
+    assert "secret" not in ids
+
+    async with GraphQLWS.connect(marathon_server.ws_url, token=token("mallory")) as mallory:
+        await mallory.subscribe("board", LEADERBOARD, {"m": "secret"})
+        await mallory.subscribe("row", ACCOUNT, {"m": "secret", "l": 2001})
+        await mallory.subscribe("public", LEADERBOARD, {"m": "open"})
+        messages = await messages_until(mallory, lambda ms: len(ms) >= 3)
+    by_id = {m["id"]: m for m in messages}
+    for refused in ("board", "row"):
+        assert by_id[refused]["type"] == "error"
+        assert by_id[refused]["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert by_id["public"]["type"] == "next"
+    assert "2001" not in str(messages)
+
+    not_organiser = await call(
+        marathon_server,
+        ADD,
+        {"i": {"marathonId": "secret", "login": 2002, "participant": "mallory"}},
+        token("mallory"),
+    )
+    assert error_code(not_organiser) == "FORBIDDEN"
+    not_collector = await call(
+        marathon_server, INGEST, {"i": snapshot(2001, "1", "1")}, token("alice")
+    )
+    assert error_code(not_collector) == "FORBIDDEN"
+
+
+async def test_bad_marathon_input_is_refused(marathon_server: ServerProcess) -> None:
+    olga = token("olga")
+    backwards = await call(
+        marathon_server,
+        CREATE,
+        {
+            "i": {
+                "name": "x",
+                "startsAt": NOW.isoformat(),
+                "endsAt": (NOW - timedelta(days=1)).isoformat(),
+            }
+        },
+        olga,
+    )
+    assert error_code(backwards) == "BAD_REQUEST"
+    await create(marathon_server, "dup", "olga", public=True)
+    again = await call(
+        marathon_server,
+        CREATE,
+        {
+            "i": {
+                "id": "dup",
+                "name": "x",
+                "startsAt": NOW.isoformat(),
+                "endsAt": (NOW + timedelta(days=1)).isoformat(),
+            }
+        },
+        olga,
+    )
+    assert error_code(again) == "MARATHON_EXISTS"
+    unknown = await call(marathon_server, '{ marathon(id: "nope") { id } }')
+    assert error_code(unknown) == "UNKNOWN_MARATHON"
+    negative = await call(
+        marathon_server, INGEST, {"i": {**snapshot(3001, "5", "10"), "margin": "-1"}}, COLLECTOR
+    )
+    assert error_code(negative) == "BAD_REQUEST"
+    assert "margin" in negative["errors"][0]["message"]
+    too_big = await call(
+        marathon_server, INGEST, {"i": {**snapshot(3001, "5", "10"), "login": 2**60}}, COLLECTOR
+    )
+    assert "Long" in too_big["errors"][0]["message"]
+    naive = await call(
+        marathon_server,
+        INGEST,
+        {"i": {**snapshot(3001, "5", "10"), "serverTime": "2026-01-01T00:00:00"}},
+        COLLECTOR,
+    )
+    assert error_code(naive) == "BAD_REQUEST"
+    async with GraphQLWS.connect(marathon_server.ws_url) as client:
+        await client.subscribe("top", LEADERBOARD, {"m": "dup", "top": 0})
+        refused = await client.receive()
+        assert refused["type"] == "error"
+        assert "top must be between 1 and 100" in refused["payload"][0]["message"]
+
+
+async def test_leaderboards_survive_a_restart(database_url: str, tmp_path: Path) -> None:
+    async with isolated_database(database_url) as url:
+        env = {"DATABASE_URL": url, **SETTINGS}
+        first = ServerProcess(env, tmp_path / "first.log").start()
+        try:
+            await create(first, "kept", "olga", public=True)
+            await add(first, "kept", 4001, "alice", "olga")
+            await add(first, "kept", 4002, "bob", "olga")
+            # Derived initial balances: the first snapshot after registration fixes them.
+            await ingest(first, snapshot(4001, "5000", "5000"))
+            await ingest(first, snapshot(4002, "8000", "8000"))
+            await ingest(first, snapshot(4001, "5000", "5250", "250", at=1))
+            await ingest(first, snapshot(4002, "8000", "9600", "1600", at=1))
+            query = (
+                '{ leaderboardPage(marathonId: "kept") { rows { rank login profitPercentage } } }'
+            )
+            before = await call(first, query)
+        finally:
+            first.stop()
+        second = ServerProcess(env, tmp_path / "second.log").start()
+        try:
+            after = await call(second, query)
+        finally:
+            second.stop()
+    assert before == after
+    assert after["data"]["leaderboardPage"]["rows"] == [
+        {"rank": 1, "login": 4002, "profitPercentage": "20.0000"},
+        {"rank": 2, "login": 4001, "profitPercentage": "5.0000"},
+    ]
