@@ -30,6 +30,7 @@ from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
 from api.publisher import BroadcastPublisher
+from api.rabbit import SnapshotConsumer
 from api.schema import build_schema
 from api.services import Services
 from api.settings import Settings
@@ -151,6 +152,12 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     publisher = BroadcastPublisher(broadcast, PgSequencer(pool), clock)
     book = PgPositionBook(pool, clock)
     marathon_store = PgMarathonStore(pool, clock)
+    marathon_desk = MarathonDesk(marathon_store, publisher)
+    consumer = (
+        None
+        if settings.rabbitmq_url is None
+        else SnapshotConsumer(settings.rabbitmq_url, settings.rabbitmq_queue, marathon_desk.ingest)
+    )
     return Services(
         verifier=await _token_verifier(settings),
         settings=settings,
@@ -174,8 +181,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         ),
         mutation_limits=CallerLimits(settings.mutation_rate_per_s, settings.mutation_burst),
         marathon_store=marathon_store,
-        marathon_desk=MarathonDesk(marathon_store, publisher),
+        marathon_desk=marathon_desk,
         boards=MarathonBoards(marathon_store, hub),
+        consumer=consumer,
     )
 
 

@@ -23,7 +23,8 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """PostgreSQL and the broadcast backend both answer: 200 if so, 503 naming what fails if not."""
+    """PostgreSQL, the broadcast backend and (when configured) RabbitMQ answer: 200 if so, 503
+    naming what fails if not."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         return JSONResponse({"status": "starting"}, status_code=503)
@@ -31,6 +32,8 @@ async def readyz(request: Request) -> JSONResponse:
         "postgres": await _check(services.pool.fetchval("SELECT 1")),
         "broadcast": await _check(services.broadcast.ping()),
     }
+    if services.consumer is not None:
+        checks["rabbitmq"] = await _check(services.consumer.ping())
     ready = all(result == "ok" for result in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
@@ -64,5 +67,6 @@ async def stats(request: Request) -> JSONResponse:
             "topics": services.hub.topics,
             "groups": len(services.groups),
             "groupMembers": services.groups.members,
+            "rabbitmq": None if services.consumer is None else services.consumer.stats(),
         }
     )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from api.marathon_store import PgMarathonStore
     from api.perps_desk import PerpsDesk
     from api.perps_store import PgLatestEvents, PgPositionBook
+    from api.rabbit import SnapshotConsumer
     from api.settings import Settings
     from domain.markets import MarketCatalog
     from domain.ports import Clock, PriceRepository, Publisher
@@ -42,3 +43,5 @@ class Services:
     marathon_store: PgMarathonStore
     marathon_desk: MarathonDesk
     boards: MarathonBoards
+    consumer: SnapshotConsumer | None
+    """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

@@ -7,7 +7,10 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from api.account_messages import parse_snapshot
+from api.marathon_store import MarathonExistsError
 from api.schema.marathons import stored_row
+from domain.marathon_simulator import MarathonSimulator
 from domain.perps_engine import EngineSettings, PerpsEngine
 from domain.perps_simulator import PerpsSimulator
 from domain.price_feed import PriceFeed
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from api.services import Services
+    from domain.marathon_simulator import AccountState
+    from domain.marathons import Marathon
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,9 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
     workers.start("perps-engine", engine.run())
     workers.start("marathon-boards", services.boards.run())
     workers.start("leaderboard-snapshots", store_leaderboards(services))
+    if services.consumer is not None:
+        workers.start("rabbitmq-ingest", services.consumer.run())
+        logger.info("consuming account snapshots from RabbitMQ queue %r", settings.rabbitmq_queue)
 
 
 async def store_leaderboards(services: Services) -> None:
@@ -109,3 +117,33 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         seed=settings.simulation_seed,
     )
     workers.start("perps-simulator", traders.run())
+    marathon = MarathonSimulator(
+        ingest_message=lambda body: _ingest_message(services, body),
+        clock=services.clock,
+        seed=settings.simulation_seed,
+    )
+    workers.start("marathon-simulator", marathon.run(lambda m, p: _ensure_demo(services, m, p)))
+
+
+async def _ingest_message(services: Services, body: bytes) -> None:
+    """What the RabbitMQ consumer does with a message, minus RabbitMQ."""
+    await services.marathon_desk.ingest(parse_snapshot(body))
+
+
+async def _ensure_demo(
+    services: Services, marathon: Marathon, participants: dict[int, str]
+) -> dict[int, AccountState]:
+    boards = services.boards
+    await boards.ready.wait()
+    if marathon.id not in boards.marathons:
+        with contextlib.suppress(MarathonExistsError):  # another process made it first
+            await services.marathon_desk.create(marathon)
+    members = boards.members.get(marathon.id, {})
+    for login, participant in participants.items():
+        if login not in members:
+            await services.marathon_desk.add_participant(marathon.id, login, participant, None)
+    return {
+        login: (snapshot.balance, snapshot.profit, len(snapshot.open_positions))
+        for login, snapshot in boards.snapshots.items()
+        if login in participants
+    }

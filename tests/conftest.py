@@ -66,6 +66,14 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    url = os.environ.get("RABBITMQ_URL")
+    if not url:
+        pytest.skip("RABBITMQ_URL is not set: start RabbitMQ and set RABBITMQ_URL to run this test")
+    return url
+
+
+@pytest.fixture(scope="session")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the suite: memory broadcaster, simulated feeds at 10 Hz."""
     process = ServerProcess(

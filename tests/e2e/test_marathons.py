@@ -4,9 +4,14 @@ collectors push snapshots, participants watch ranks move; private marathons stay
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
+import httpx
+import orjson
 import pytest
 
 from tests.conftest import isolated_database
@@ -319,3 +324,120 @@ async def test_leaderboards_survive_a_restart(database_url: str, tmp_path: Path)
         {"rank": 1, "login": 4002, "profitPercentage": "20.0000"},
         {"rank": 2, "login": 4001, "profitPercentage": "5.0000"},
     ]
+
+
+def wire(login: int, balance: str, equity: str, at: int, profit: str = "0") -> bytes:
+    """A collector's RabbitMQ message (docs/marathon-ingest.md)."""
+    return orjson.dumps(
+        {
+            "login": login,
+            "balance": balance,
+            "equity": equity,
+            "profit": profit,
+            "margin": "0",
+            "free_margin": equity,
+            "server_time": (NOW + timedelta(seconds=at)).isoformat(),
+        }
+    )
+
+
+async def test_snapshots_from_rabbitmq_move_the_leaderboard(
+    database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    queue = f"socket_data_test_{uuid.uuid4().hex[:8]}"
+    async with isolated_database(database_url) as url:
+        env = {
+            "DATABASE_URL": url,
+            **SETTINGS,
+            "RABBITMQ_URL": rabbitmq_url,
+            "RABBITMQ_QUEUE": queue,
+        }
+        broker = await aio_pika.connect(rabbitmq_url)
+        try:
+            channel = await broker.channel()
+
+            async def send(body: bytes) -> None:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue,
+                )
+
+            first = ServerProcess(env, tmp_path / "first.log").start()
+            try:
+                await create(first, "mq", "olga", public=True)
+                await add(first, "mq", 5001, "alice", "olga")
+                await add(first, "mq", 5002, "bob", "olga")
+                async with GraphQLWS.connect(first.ws_url) as client:
+                    await client.subscribe("board", LEADERBOARD, {"m": "mq"})
+                    await client.subscribe("bob", ACCOUNT, {"m": "mq", "l": 5002})
+                    await messages_until(client, lambda ms: len(ms) >= 2)  # empty, no row
+                    await send(wire(5001, "1000", "1000", at=0))
+                    await send(wire(5002, "1000", "1000", at=0))
+                    await send(wire(5001, "1000", "1200", at=1, profit="200"))  # +20%
+                    await send(wire(5002, "1000", "1100", at=1, profit="100"))  # +10%
+
+                    def ranked(expected: list[int]) -> Any:
+                        def done(messages: list[dict[str, Any]]) -> bool:
+                            boards = [
+                                m["payload"]["data"]["marathonLeaderboard"]
+                                for m in messages
+                                if m["id"] == "board"
+                            ]
+                            return (
+                                bool(boards)
+                                and [r["login"] for r in boards[-1]["rows"]] == expected
+                            )
+
+                        return done
+
+                    await messages_until(client, ranked([5001, 5002]))
+                    # A malformed message is dead-lettered; the good one behind it still arrives.
+                    await send(b'{"login": "not a number"}')
+                    await send(wire(5002, "1000", "1500", at=2, profit="500"))  # +50%: bob leads
+
+                    def bob_leads(messages: list[dict[str, Any]]) -> bool:
+                        return ranked([5002, 5001])(messages) and any(
+                            m["id"] == "bob"
+                            and m["payload"]["data"]["accountUpdates"]["row"]["rank"] == 1
+                            for m in messages
+                        )
+
+                    await messages_until(client, bob_leads)
+                dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+                assert dead.declaration_result.message_count == 1
+                async with httpx.AsyncClient(timeout=5) as http:
+                    stats = (await http.get(first.base_url + "/stats")).json()
+                    ready = (await http.get(first.base_url + "/readyz")).json()
+                assert stats["rabbitmq"]["deadLettered"] == 1, stats["rabbitmq"]
+                assert ready["checks"]["rabbitmq"] == "ok"
+            finally:
+                first.stop()
+            # What was acknowledged was stored: a new server shows the same leaderboard.
+            await send(wire(5001, "1000", "1300", at=3, profit="300"))  # waits in the queue
+            second = ServerProcess(env, tmp_path / "second.log").start()
+            try:
+                query = '{ leaderboardPage(marathonId: "mq") { rows { login profitPercentage } } }'
+
+                async def settled() -> dict[str, Any]:
+                    for _ in range(50):
+                        body = await call(second, query)
+                        rows = body["data"]["leaderboardPage"]["rows"]
+                        if rows and rows[-1]["profitPercentage"] == "30.0000":
+                            return body
+                        await asyncio.sleep(0.1)
+                    raise AssertionError(f"the queued snapshot never arrived: {body}")
+
+                body = await settled()
+                assert body["data"]["leaderboardPage"]["rows"] == [
+                    {"login": 5002, "profitPercentage": "50.0000"},
+                    {"login": 5001, "profitPercentage": "30.0000"},
+                ]
+            finally:
+                second.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                cleanup = await broker.channel()
+                await cleanup.queue_delete(queue)
+                await cleanup.queue_delete(f"{queue}.dead")
+                await cleanup.exchange_delete(f"{queue}.dlx")
+            await broker.close()
