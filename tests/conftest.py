@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -16,6 +17,7 @@ from tests.support import ServerProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 ALLOWED_ORIGIN = "http://localhost:3000"
 """The one other origin whose browser pages the test server lets in."""
@@ -49,6 +51,23 @@ async def isolated_database(database_url: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@contextlib.contextmanager
+def isolated_server(
+    database_url: str, env: dict[str, str], log_path: Path
+) -> Iterator[ServerProcess]:
+    """A server alone on a fresh database, for a module whose tests must be the only writers
+    (from a synchronous, module-scoped fixture: the database is made on a loop of its own)."""
+    with asyncio.Runner() as runner:
+        database = isolated_database(database_url)
+        url = runner.run(database.__aenter__())
+        process = ServerProcess({"DATABASE_URL": url, **env}, log_path).start()
+        try:
+            yield process
+        finally:
+            process.stop()
+            runner.run(database.__aexit__(None, None, None))
 
 
 @pytest.fixture

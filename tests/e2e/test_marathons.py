@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import isolated_database
+from tests.conftest import isolated_database, isolated_server
 from tests.e2e.test_perps import call, error_code, messages_until
 from tests.support import GraphQLWS, ServerProcess, token
 
@@ -50,17 +50,10 @@ NOW = datetime.now(UTC)
 def marathon_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    with asyncio.Runner() as runner:
-        database = isolated_database(database_url)
-        url = runner.run(database.__aenter__())
-        process = ServerProcess(
-            {"DATABASE_URL": url, **SETTINGS}, tmp_path_factory.mktemp("marathon") / "server.log"
-        ).start()
-        try:
-            yield process
-        finally:
-            process.stop()
-            runner.run(database.__aexit__(None, None, None))
+    with isolated_server(
+        database_url, SETTINGS, tmp_path_factory.mktemp("marathon") / "server.log"
+    ) as process:
+        yield process
 
 
 def snapshot(

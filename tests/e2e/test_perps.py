@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.conftest import isolated_database
+from tests.conftest import isolated_database, isolated_server
 from tests.support import GraphQLWS, ServerProcess, parse_multipart, token
 
 if TYPE_CHECKING:
@@ -59,18 +59,12 @@ def perps_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A server alone on its database, whose prices only the tests publish."""
-    with asyncio.Runner() as runner:
-        database = isolated_database(database_url)
-        url = runner.run(database.__aenter__())
-        process = ServerProcess(
-            {"DATABASE_URL": url, **ENGINE, "MUTATION_BURST": "40", "MUTATION_RATE_PER_S": "0.1"},
-            tmp_path_factory.mktemp("perps") / "server.log",
-        ).start()
-        try:
-            yield process
-        finally:
-            process.stop()
-            runner.run(database.__aexit__(None, None, None))
+    with isolated_server(
+        database_url,
+        {**ENGINE, "MUTATION_BURST": "40", "MUTATION_RATE_PER_S": "0.1"},
+        tmp_path_factory.mktemp("perps") / "server.log",
+    ) as process:
+        yield process
 
 
 async def call(
