@@ -253,26 +253,8 @@ def close_position(position: Position, *, market: Market, price: Decimal, at: da
     """Close all of it at ``price``: realize the PnL, pay the fee, return the equity."""
     upnl = position.signed_size * (price - position.entry_price)
     fee = up(position.size * price * market.taker_fee_rate)
-    returned = max(position.collateral + upnl - fee, _ZERO)
-    realized = returned - position.collateral
-    after = replace(
-        position,
-        realized_pnl=position.realized_pnl + realized,
-        revision=position.revision + 1,
-    )
-    fill = Fill(
-        position.id,
-        position.owner,
-        market.id,
-        position.side,
-        FillKind.CLOSE,
-        position.size,
-        price,
-        fee,
-        realized,
-        at,
-    )
-    return Trade(after, fill, returned=returned)
+    returned = down(max(position.collateral + upnl - fee, _ZERO))
+    return _ended(position, market, FillKind.CLOSE, price, fee, returned, at)
 
 
 def liquidate_position(
@@ -282,8 +264,25 @@ def liquidate_position(
     valuation = mark_to_market(position, price, market)
     if not valuation.liquidatable:
         raise TradeError("NOT_LIQUIDATABLE", f"position {position.id} is not liquidatable")
-    reward = valuation.liquidation_reward
-    returned = max(valuation.equity - reward, _ZERO)
+    equity = max(valuation.equity, _ZERO)
+    reward = min(up(valuation.liquidation_reward), equity)
+    returned = down(equity - reward)
+    return _ended(position, market, FillKind.LIQUIDATION, price, _ZERO, returned, at, reward=reward)
+
+
+def _ended(
+    position: Position,
+    market: Market,
+    kind: FillKind,
+    price: Decimal,
+    fee: Decimal,
+    returned: Decimal,
+    at: datetime,
+    *,
+    reward: Decimal = _ZERO,
+) -> Trade:
+    """A position ended by ``kind``: what came back to the owner, against what it put in, is
+    its realized PnL."""
     realized = returned - position.collateral
     after = replace(
         position,
@@ -295,14 +294,14 @@ def liquidate_position(
         position.owner,
         market.id,
         position.side,
-        FillKind.LIQUIDATION,
+        kind,
         position.size,
         price,
-        _ZERO,
+        fee,
         realized,
         at,
     )
-    return Trade(after, fill, returned=returned, reward=min(reward, max(valuation.equity, _ZERO)))
+    return Trade(after, fill, returned=returned, reward=reward)
 
 
 def _check_safe(position: Position, price: Decimal, market: Market) -> None:
