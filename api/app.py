@@ -26,6 +26,8 @@ from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
 from api.marathon_boards import MarathonBoards
 from api.marathon_desk import MarathonDesk
 from api.marathon_store import PgMarathonStore
+from api.martingale_desk import MartingaleDesk
+from api.martingale_store import PgMartingaleStore
 from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
@@ -153,6 +155,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     book = PgPositionBook(pool, clock)
     marathon_store = PgMarathonStore(pool, clock)
     marathon_desk = MarathonDesk(marathon_store, publisher)
+    martingale_store = PgMartingaleStore(pool, clock)
     consumer = (
         None
         if settings.rabbitmq_url is None
@@ -183,6 +186,8 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         marathon_store=marathon_store,
         marathon_desk=marathon_desk,
         boards=MarathonBoards(marathon_store, hub),
+        martingale_store=martingale_store,
+        martingale_desk=MartingaleDesk(martingale_store, publisher, clock),
         consumer=consumer,
     )
 

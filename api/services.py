@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from api.marathon_boards import MarathonBoards
     from api.marathon_desk import MarathonDesk
     from api.marathon_store import PgMarathonStore
+    from api.martingale_desk import MartingaleDesk
+    from api.martingale_store import PgMartingaleStore
     from api.perps_desk import PerpsDesk
     from api.perps_store import PgLatestEvents, PgPositionBook
     from api.rabbit import SnapshotConsumer
@@ -43,5 +45,7 @@ class Services:
     marathon_store: PgMarathonStore
     marathon_desk: MarathonDesk
     boards: MarathonBoards
+    martingale_store: PgMartingaleStore
+    martingale_desk: MartingaleDesk
     consumer: SnapshotConsumer | None
     """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

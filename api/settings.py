@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     leaderboard_snapshot_rows: int = Field(default=1000, ge=1)
     """Rows of each stored leaderboard (the top of it)."""
 
+    martingale_round_period_s: float = Field(default=60.0, gt=0)
+    """How long a mining round lasts: the round clock opens one every this many seconds."""
+    martingale_outcomes: Literal["simulated", "service"] = "simulated"
+    """Where round outcomes come from: ``simulated`` (seeded by SIMULATION_SEED, settled as each
+    round ends) or ``service`` (a service-role caller settles each round with ``settleRound``)."""
+    martingale_win_probability: float = Field(default=0.48, ge=0, le=1)
+    martingale_reward_multiplier: float = Field(default=2.0, ge=0, le=1000)
+    """SOL a simulated win pays back per SOL deployed, stake included."""
+    martingale_refresh_s: float = Field(default=60.0, gt=0)
+    """``martingaleProgress`` sends the progress again after this long without a change."""
+
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from api.account_messages import parse_snapshot
 from api.marathon_store import MarathonExistsError
 from api.schema.marathons import stored_row
 from domain.marathon_simulator import MarathonSimulator
+from domain.martingale import StrategyConfig
+from domain.mining_rounds import SimulatedOutcomes
 from domain.perps_engine import EngineSettings, PerpsEngine
-from domain.perps_simulator import PerpsSimulator
+from domain.perps_simulator import DEMO_USER, PerpsSimulator
 from domain.price_feed import PriceFeed
+from domain.round_clock import RoundClock
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -69,6 +73,22 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
     workers.start("perps-engine", engine.run())
     workers.start("marathon-boards", services.boards.run())
     workers.start("leaderboard-snapshots", store_leaderboards(services))
+    outcomes = (
+        SimulatedOutcomes(
+            seed=settings.simulation_seed,
+            win_probability=settings.martingale_win_probability,
+            reward_multiplier=Decimal(str(settings.martingale_reward_multiplier)),
+        )
+        if settings.martingale_outcomes == "simulated"
+        else None
+    )
+    round_clock = RoundClock(
+        services.martingale_desk,
+        clock=services.clock,
+        period_s=settings.martingale_round_period_s,
+        outcomes=outcomes,
+    )
+    workers.start("round-clock", round_clock.run())
     if services.consumer is not None:
         workers.start("rabbitmq-ingest", services.consumer.run())
         logger.info("consuming account snapshots from RabbitMQ queue %r", settings.rabbitmq_queue)
@@ -123,6 +143,7 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         seed=settings.simulation_seed,
     )
     workers.start("marathon-simulator", marathon.run(lambda m, p: _ensure_demo(services, m, p)))
+    workers.start("martingale-demo", _ensure_demo_strategies(services))
 
 
 async def _ingest_message(services: Services, body: bytes) -> None:
@@ -147,3 +168,31 @@ async def _ensure_demo(
         for login, snapshot in boards.snapshots.items()
         if login in participants
     }
+
+
+DEMO_STRATEGIES = (
+    # base SOL, multiplier, rounds
+    (Decimal("0.01"), Decimal(2), 100),
+    (Decimal("0.05"), Decimal("1.5"), 60),
+    (Decimal("0.002"), Decimal(3), 200),
+)
+
+
+async def _ensure_demo_strategies(services: Services) -> None:
+    """The demo wallet keeps a few active strategies: one is restarted when one ends."""
+    desk = services.martingale_desk
+    while True:
+        try:
+            active = await services.martingale_store.strategies(DEMO_USER, active_only=True)
+            for base, multiplier, rounds in DEMO_STRATEGIES[len(active) :]:
+                config = StrategyConfig(
+                    wallet_address=DEMO_USER,
+                    base_amount=base,
+                    multiplier=multiplier,
+                    total_rounds=rounds,
+                    stop_loss=base * 200,
+                )
+                await desk.start(DEMO_USER, config)
+        except Exception:
+            logger.exception("could not keep the demo strategies going")
+        await services.clock.sleep(services.settings.martingale_round_period_s)

@@ -20,6 +20,10 @@ class TopicKind(enum.Enum):
     MARKET_STATS = "market-stats"
     FUNDING = "funding"
     """Funding settlements of one market."""
+    ROUNDS = "rounds"
+    """Mining rounds opening and being settled."""
+    MARTINGALE = "martingale"
+    """Strategy progress: ``martingale:<wallet>`` for one wallet, bare ``martingale`` for all."""
     MARATHON_FEED = "marathon-feed"
     """Every account snapshot and marathon membership change, in order, cluster-wide: what each
     process's leaderboards are built from."""
@@ -36,6 +40,8 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.MARKET_STATS: DeliveryPolicy.LATEST_VALUE,
     TopicKind.FUNDING: DeliveryPolicy.STREAM,
     TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
+    TopicKind.ROUNDS: DeliveryPolicy.STREAM,
+    TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
 }
 
 _SEPARATOR = ":"
@@ -68,6 +74,15 @@ def market_stats_topic(market: str) -> str:
 
 def funding_topic(market: str) -> str:
     return topic(TopicKind.FUNDING, market)
+
+
+def rounds_topic() -> str:
+    return topic(TopicKind.ROUNDS)
+
+
+def martingale_topic(wallet: str | None = None) -> str:
+    """One wallet's strategies, or (None) every active strategy."""
+    return topic(TopicKind.MARTINGALE, wallet)
 
 
 def marathon_feed_topic() -> str:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import strawberry
 from graphql import FieldNode, GraphQLError, get_operation_ast, parse
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.types.base_scalars import DecimalDefinition
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -27,6 +30,7 @@ from api.schema.marathons import (
     MarathonQuery,
     MarathonSubscription,
 )
+from api.schema.martingale import MartingaleMutation, MartingaleQuery, MartingaleSubscription
 from api.schema.perps import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
 from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
@@ -42,10 +46,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("api.schema")
 
-Query = merge_types("Query", (PriceQuery, PerpsQuery, MarathonQuery))
-Mutation = merge_types("Mutation", (PriceMutation, PerpsMutation, MarathonMutation))
+Query = merge_types("Query", (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery))
+Mutation = merge_types(
+    "Mutation", (PriceMutation, PerpsMutation, MarathonMutation, MartingaleMutation)
+)
 Subscription = merge_types(
-    "Subscription", (PriceSubscription, PerpsSubscription, MarathonSubscription)
+    "Subscription",
+    (PriceSubscription, PerpsSubscription, MarathonSubscription, MartingaleSubscription),
+)
+
+
+DECIMAL_SCALAR = dataclasses.replace(
+    DecimalDefinition,
+    description="A decimal number as a string, every digit kept, in fixed-point notation "
+    "(0.000000007, never 7E-9). Input may be a string or a number.",
+    serialize=lambda value: format(value, "f"),
 )
 
 
@@ -146,7 +161,7 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR}),
+        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR}),
         extensions=[] if settings is None else limits.extensions(settings),
     )
 
@@ -180,7 +195,9 @@ def share_key(
     return (query, operation_name, canonical, scope)
 
 
-PUBLIC_SUBSCRIPTIONS = frozenset(PRICE_PUBLIC_SUBSCRIPTIONS + PERPS_PUBLIC_SUBSCRIPTIONS)
+PUBLIC_SUBSCRIPTIONS = frozenset(
+    (*PRICE_PUBLIC_SUBSCRIPTIONS, *PERPS_PUBLIC_SUBSCRIPTIONS, "rounds")
+)
 """Root subscription fields whose events are the same whoever asks."""
 
 
