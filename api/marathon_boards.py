@@ -66,6 +66,8 @@ class MarathonBoards:
         self.by_login: dict[int, set[str]] = {}
         self.snapshots: dict[int, AccountSnapshot] = {}
         self.notifiers: dict[str, Notifier] = {}
+        self._accounts_of: dict[tuple[str, str], int] = {}
+        """(marathon, user) -> how many of the marathon's accounts the user owns."""
         self.ready = asyncio.Event()
 
     # Reads ----------------------------------------------------------------------------------
@@ -76,8 +78,9 @@ class MarathonBoards:
             notifier = self.notifiers[marathon_id] = Notifier()
         return notifier
 
-    def participants_of(self, marathon_id: str) -> set[str]:
-        return {p.participant for p in self.members.get(marathon_id, {}).values()}
+    def takes_part(self, marathon_id: str, user: str | None) -> bool:
+        """Whether ``user`` owns an account in the marathon (O(1))."""
+        return user is not None and self._accounts_of.get((marathon_id, user), 0) > 0
 
     # The feed -------------------------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class MarathonBoards:
         self.marathons = {m.id: m for m in state.marathons}
         self.boards = {m.id: Leaderboard() for m in state.marathons}
         self.members = {m.id: {} for m in state.marathons}
+        self._accounts_of = {}
         self.by_login = {}
         self.snapshots = dict(state.snapshots)
         for participant in state.participants:
@@ -124,7 +128,9 @@ class MarathonBoards:
         elif event.type == PARTICIPANT_REMOVED:
             marathon_id, login = payload["marathonId"], int(payload["login"])
             board = self.boards.get(marathon_id)
-            if board is not None and self.members[marathon_id].pop(login, None) is not None:
+            removed = None if board is None else self.members[marathon_id].pop(login, None)
+            if board is not None and removed is not None:
+                self._count(marathon_id, removed.participant, -1)
                 board.unregister(login)
                 self.by_login.get(login, set()).discard(marathon_id)
                 self.notifier(marathon_id).bump()
@@ -142,12 +148,25 @@ class MarathonBoards:
         board = self.boards.get(participant.marathon_id)
         if board is None:
             return  # the marathon was deleted meanwhile
-        self.members[participant.marathon_id][participant.login] = participant
+        members = self.members[participant.marathon_id]
+        previous = members.get(participant.login)
+        if previous is not None:
+            self._count(participant.marathon_id, previous.participant, -1)
+        members[participant.login] = participant
+        self._count(participant.marathon_id, participant.participant, +1)
         self.by_login.setdefault(participant.login, set()).add(participant.marathon_id)
         board.register(participant.login, participant.registered_at, participant.initial_balance)
         snapshot = self.snapshots.get(participant.login)
         if snapshot is not None:
             board.update(snapshot)
+
+    def _count(self, marathon_id: str, user: str, delta: int) -> None:
+        key = (marathon_id, user)
+        count = self._accounts_of.get(key, 0) + delta
+        if count > 0:
+            self._accounts_of[key] = count
+        else:
+            self._accounts_of.pop(key, None)
 
     def _remember(self, snapshot: AccountSnapshot) -> bool:
         """Keep ``snapshot`` as its account's latest, unless a newer one is known."""

@@ -288,9 +288,7 @@ def may_see(principal: Principal, marathon: model.Marathon, boards: MarathonBoar
         return True
     if principal.anonymous:
         return False
-    return principal.sub == marathon.organiser or principal.sub in boards.participants_of(
-        marathon.id
-    )
+    return principal.sub == marathon.organiser or boards.takes_part(marathon.id, principal.sub)
 
 
 async def visible(info: Info, marathon_id: str) -> tuple[MarathonBoards, model.Marathon]:

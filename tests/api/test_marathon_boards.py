@@ -1,0 +1,72 @@
+"""Each process's leaderboards follow the marathon feed: membership, snapshots, replays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from api.marathon_boards import MarathonBoards
+from api.marathon_store import (
+    ACCOUNT_SNAPSHOT,
+    PARTICIPANT_ADDED,
+    PARTICIPANT_REMOVED,
+    MarathonState,
+    Participant,
+)
+from domain.events import Event
+from domain.marathons import AccountSnapshot, Marathon, snapshot_to_payload
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+MARATHON = Marathon("m", "M", T0, T0 + timedelta(days=1), public=False, organiser="olga")
+
+
+def snap(login: int, equity: str, seconds: int) -> AccountSnapshot:
+    return AccountSnapshot(
+        login=login,
+        balance=Decimal(1000),
+        equity=Decimal(equity),
+        profit=Decimal(0),
+        margin=Decimal(0),
+        free_margin=Decimal(equity),
+        server_time=T0 + timedelta(seconds=seconds),
+    )
+
+
+def event(sequence: int, type: str, payload: dict[str, Any]) -> Event:
+    return Event("marathon-feed", sequence, T0, type, payload)
+
+
+def boards() -> MarathonBoards:
+    b = MarathonBoards(store=None, hub=None)  # type: ignore[arg-type]
+    alice = Participant("m", 1, "alice", None, False, T0)
+    b.rebuild(MarathonState([MARATHON], [alice], {1: snap(1, "1000", 0)}))
+    return b
+
+
+def test_membership_decides_who_takes_part() -> None:
+    b = boards()
+    assert b.takes_part("m", "alice")
+    assert not b.takes_part("m", "bob")
+    bob = Participant("m", 2, "bob", Decimal(500), True, T0)
+    b.apply(event(1, PARTICIPANT_ADDED, {"participant": bob.to_payload()}))
+    assert b.takes_part("m", "bob")
+    b.apply(event(2, PARTICIPANT_REMOVED, {"marathonId": "m", "login": 2}))
+    assert not b.takes_part("m", "bob")
+    assert b.takes_part("m", "alice")
+    assert not b.takes_part("m", None)
+
+
+def test_snapshots_rank_and_an_older_one_changes_nothing() -> None:
+    b = boards()
+    version = b.notifier("m").version
+    b.apply(event(1, ACCOUNT_SNAPSHOT, snapshot_to_payload(snap(1, "1100", 10))))
+    row = b.boards["m"].row(1)
+    assert row is not None
+    assert row.profit_percentage == Decimal(10)
+    assert b.notifier("m").version == version + 1
+    b.apply(event(2, ACCOUNT_SNAPSHOT, snapshot_to_payload(snap(1, "900", 5))))  # late arrival
+    again = b.boards["m"].row(1)
+    assert again is not None
+    assert again.profit_percentage == Decimal(10)
+    assert b.notifier("m").version == version + 1
