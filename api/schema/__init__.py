@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import strawberry
-from graphql import FieldNode, GraphQLError, get_operation_ast, parse
+from graphql import (
+    FieldNode,
+    GraphQLError,
+    StringValueNode,
+    VariableNode,
+    get_operation_ast,
+    parse,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DecimalDefinition
 from strawberry.tools import merge_types
@@ -191,8 +198,67 @@ def share_key(
         return None
     # Public feeds are the same for everyone, so everyone shares; anything else is shared only
     # between callers who may see exactly the same.
-    scope = "public" if root_fields <= PUBLIC_SUBSCRIPTIONS else context.principal.scope
+    public = root_fields <= PUBLIC_SUBSCRIPTIONS or _public_marathons(
+        query, operation_name, variables, context, root_fields
+    )
+    scope = "public" if public else context.principal.scope
     return (query, operation_name, canonical, scope)
+
+
+PUBLIC_IF_MARATHON_IS = frozenset({"marathonLeaderboard", "accountUpdates"})
+"""Root fields that are the same for everyone when their marathon is public (every caller may
+read a public marathon, so sharing one execution among them shows nobody anything more)."""
+
+
+def _public_marathons(
+    query: str,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+    context: Context,
+    root_fields: frozenset[str],
+) -> bool:
+    if not root_fields <= PUBLIC_SUBSCRIPTIONS | PUBLIC_IF_MARATHON_IS:
+        return False
+    references = _marathon_arguments(query, operation_name)
+    if not references:
+        return False
+    marathons = context.services.boards.marathons
+    for is_variable, value in references:
+        marathon_id = (variables or {}).get(value) if is_variable else value
+        marathon = marathons.get(marathon_id) if isinstance(marathon_id, str) else None
+        if marathon is None or not marathon.public:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _marathon_arguments(
+    query: str, operation_name: str | None
+) -> tuple[tuple[bool, str], ...] | None:
+    """Each marathon root field's ``marathonId`` as (is a variable, name or literal value); None
+    when one is neither (then the operation is not shared as public)."""
+    try:
+        operation = get_operation_ast(parse(query, max_tokens=SHARE_MAX_TOKENS), operation_name)
+    except GraphQLError:
+        return None
+    if operation is None:
+        return None
+    references = []
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.name.value not in (
+            PUBLIC_IF_MARATHON_IS
+        ):
+            continue
+        argument = next(
+            (a.value for a in selection.arguments or () if a.name.value == "marathonId"), None
+        )
+        if isinstance(argument, VariableNode):
+            references.append((True, argument.name.value))
+        elif isinstance(argument, StringValueNode):
+            references.append((False, argument.value))
+        else:
+            return None
+    return tuple(references)
 
 
 PUBLIC_SUBSCRIPTIONS = frozenset(

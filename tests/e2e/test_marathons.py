@@ -434,3 +434,32 @@ async def test_snapshots_from_rabbitmq_move_the_leaderboard(
                 await cleanup.queue_delete(f"{queue}.dead")
                 await cleanup.exchange_delete(f"{queue}.dlx")
             await broker.close()
+
+
+async def test_a_public_leaderboard_is_one_execution_for_everyone(
+    marathon_server: ServerProcess,
+) -> None:
+    await create(marathon_server, "shared", "olga", public=True)
+    await create(marathon_server, "closed", "olga", public=False)
+    await add(marathon_server, "closed", 6001, "alice", "olga")
+    await add(marathon_server, "closed", 6002, "bob", "olga")
+    async with httpx.AsyncClient(timeout=5) as http:
+
+        async def groups() -> int:
+            count: int = (await http.get(marathon_server.base_url + "/stats")).json()["groups"]
+            return count
+
+        before = await groups()
+        async with (
+            GraphQLWS.connect(marathon_server.ws_url, token=token("alice")) as alice,
+            GraphQLWS.connect(marathon_server.ws_url, token=token("bob")) as bob,
+            GraphQLWS.connect(marathon_server.ws_url) as anonymous,
+        ):
+            for client in (alice, bob, anonymous):
+                await client.subscribe("s", LEADERBOARD, {"m": "shared"})
+                await client.next_data("s", "marathonLeaderboard")
+            assert await groups() == before + 1  # three callers, one execution
+            for client in (alice, bob):
+                await client.subscribe("c", LEADERBOARD, {"m": "closed"})
+                await client.next_data("c", "marathonLeaderboard")
+            assert await groups() == before + 3  # a private one: one per caller
