@@ -19,6 +19,7 @@ from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
 from api.broadcast import Broadcast
 from api.clock import SystemClock
 from api.embedded_postgres import EmbeddedPostgres
+from api.exchange import PaperExchange
 from api.fanout import Groups
 from api.health import healthz, readyz, stats
 from api.hub import Hub
@@ -188,6 +189,15 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         boards=MarathonBoards(marathon_store, hub),
         martingale_store=martingale_store,
         martingale_desk=MartingaleDesk(martingale_store, publisher, clock),
+        exchange=PaperExchange(
+            pool,
+            markets=markets,
+            prices=prices,
+            publisher=publisher,
+            clock=clock,
+            price_max_age_s=settings.price_max_age_s,
+            initial_balance=settings.paper_initial_balance,
+        ),
         consumer=consumer,
     )
 

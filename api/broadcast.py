@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -106,6 +107,11 @@ class _RedisBackend(broadcaster.BroadcastBackend):
             raise
 
 
+def listen_connection_name(pid: int | None = None) -> str:
+    """``application_name`` of a process's LISTEN connection (pg_stat_activity)."""
+    return f"tradestream listen {os.getpid() if pid is None else pid}"
+
+
 class _PostgresBackend(broadcaster.BroadcastBackend):
     """LISTEN/NOTIFY, with the two on separate connections.
 
@@ -121,7 +127,10 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
 
     async def connect(self) -> None:
         self._queue: asyncio.Queue[broadcaster.Event] = asyncio.Queue()
-        self._listen = await asyncpg.connect(self._url)
+        # Named, so an operator (or a test) can tell this process's LISTEN connection apart.
+        self._listen = await asyncpg.connect(
+            self._url, server_settings={"application_name": listen_connection_name()}
+        )
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
 
     async def disconnect(self) -> None:

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
     from api.auth import TokenVerifier
     from api.broadcast import Broadcast
+    from api.exchange import PaperExchange
     from api.fanout import Groups
     from api.hub import Hub
     from api.limits import CallerLimits
@@ -47,5 +48,6 @@ class Services:
     boards: MarathonBoards
     martingale_store: PgMartingaleStore
     martingale_desk: MartingaleDesk
+    exchange: PaperExchange
     consumer: SnapshotConsumer | None
     """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -74,10 +75,13 @@ class Settings(BaseSettings):
     """Where round outcomes come from: ``simulated`` (seeded by SIMULATION_SEED, settled as each
     round ends) or ``service`` (a service-role caller settles each round with ``settleRound``)."""
     martingale_win_probability: float = Field(default=0.48, ge=0, le=1)
-    martingale_reward_multiplier: float = Field(default=2.0, ge=0, le=1000)
+    martingale_reward_multiplier: Decimal = Field(default=Decimal(2), ge=0, le=1000)
     """SOL a simulated win pays back per SOL deployed, stake included."""
     martingale_refresh_s: float = Field(default=60.0, gt=0)
     """``martingaleProgress`` sends the progress again after this long without a change."""
+
+    paper_initial_balance: Decimal = Field(default=Decimal(10_000), gt=0, le=10**12)
+    """USD a new paper trading account starts with."""
 
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""

@@ -77,7 +77,7 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
         SimulatedOutcomes(
             seed=settings.simulation_seed,
             win_probability=settings.martingale_win_probability,
-            reward_multiplier=Decimal(str(settings.martingale_reward_multiplier)),
+            reward_multiplier=settings.martingale_reward_multiplier,
         )
         if settings.martingale_outcomes == "simulated"
         else None
@@ -89,6 +89,7 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
         outcomes=outcomes,
     )
     workers.start("round-clock", round_clock.run())
+    workers.start("paper-exchange", services.exchange.follow_prices(services.hub))
     if services.consumer is not None:
         workers.start("rabbitmq-ingest", services.consumer.run())
         logger.info("consuming account snapshots from RabbitMQ queue %r", settings.rabbitmq_queue)

@@ -24,6 +24,8 @@ class TopicKind(enum.Enum):
     """Mining rounds opening and being settled."""
     MARTINGALE = "martingale"
     """Strategy progress: ``martingale:<wallet>`` for one wallet, bare ``martingale`` for all."""
+    LIVE = "live"
+    """One user's paper exchange account: orders, fills, positions, balance changes."""
     MARATHON_FEED = "marathon-feed"
     """Every account snapshot and marathon membership change, in order, cluster-wide: what each
     process's leaderboards are built from."""
@@ -42,6 +44,7 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
     TopicKind.ROUNDS: DeliveryPolicy.STREAM,
     TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
+    TopicKind.LIVE: DeliveryPolicy.STREAM,
 }
 
 _SEPARATOR = ":"
@@ -83,6 +86,10 @@ def rounds_topic() -> str:
 def martingale_topic(wallet: str | None = None) -> str:
     """One wallet's strategies, or (None) every active strategy."""
     return topic(TopicKind.MARTINGALE, wallet)
+
+
+def live_topic(user: str) -> str:
+    return topic(TopicKind.LIVE, user)
 
 
 def marathon_feed_topic() -> str:

@@ -30,6 +30,7 @@ from strawberry.types.graphql import OperationType
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
+from api.schema.exchange import ExchangeMutation, ExchangeQuery, ExchangeSubscription
 from api.schema.marathons import (
     LONG_SCALAR,
     Long,
@@ -53,13 +54,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("api.schema")
 
-Query = merge_types("Query", (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery))
+Query = merge_types(
+    "Query", (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery, ExchangeQuery)
+)
 Mutation = merge_types(
-    "Mutation", (PriceMutation, PerpsMutation, MarathonMutation, MartingaleMutation)
+    "Mutation",
+    (PriceMutation, PerpsMutation, MarathonMutation, MartingaleMutation, ExchangeMutation),
 )
 Subscription = merge_types(
     "Subscription",
-    (PriceSubscription, PerpsSubscription, MarathonSubscription, MartingaleSubscription),
+    (
+        PriceSubscription,
+        PerpsSubscription,
+        MarathonSubscription,
+        MartingaleSubscription,
+        ExchangeSubscription,
+    ),
 )
 
 

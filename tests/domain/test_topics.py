@@ -44,3 +44,8 @@ def test_unknown_kind_refused(name: str) -> None:
         kind_of(name)
     with pytest.raises(ValueError, match="is not a valid TopicKind"):
         policy_of(name)
+
+
+def test_every_kind_of_topic_has_a_delivery_policy() -> None:
+    for kind in TopicKind:
+        assert isinstance(kind.policy, DeliveryPolicy), kind

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import pytest
 
+from api.broadcast import listen_connection_name
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, price_sequences, price_sse
 
 if TYPE_CHECKING:
@@ -107,9 +108,11 @@ async def test_readyz_reports_a_lost_broadcast_backend(
         await client.next_data("1", "priceUpdates")
         conn = await asyncpg.connect(database_url)
         try:
+            assert server.process is not None
             killed = await conn.fetchval(
                 """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                   WHERE query LIKE 'LISTEN %price:BTC-PERP%' AND pid <> pg_backend_pid()"""
+                   WHERE application_name = $1""",
+                listen_connection_name(server.process.pid),
             )
         finally:
             await conn.close()

@@ -1,0 +1,201 @@
+"""The paper exchange's adapter: each account is one document in PostgreSQL, changed under a row
+lock; every change is stored with its fills and announced on ``live:<owner>`` in one transaction.
+
+Orders fill at the latest oracle prices. A worker (:meth:`PaperExchange.follow_prices`) hands
+each new price to the accounts whose open orders it can fill or trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from api.hub import HubError
+from api.store import PgSequencer
+from domain.events import Event
+from domain.paper_exchange import Changes, PaperAccount
+from domain.prices import OraclePrice
+from domain.topics import live_topic, price_topic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from decimal import Decimal
+
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    from api.hub import Hub
+    from domain.markets import MarketCatalog
+    from domain.paper_exchange import OrderRequest, PlaceResult
+    from domain.ports import Clock, PriceRepository, Publisher
+
+    Connection = asyncpg.Connection | PoolConnectionProxy
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT_CHANGED = "account.changed"
+
+
+def changes_payload(changes: Changes) -> dict[str, Any]:
+    return {
+        "orders": [o.to_payload() for o in changes.orders],
+        "fills": [f.to_payload() for f in changes.fills],
+        "positions": [p.to_payload() for p in changes.positions],
+    }
+
+
+class PaperExchange:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        markets: MarketCatalog,
+        prices: PriceRepository,
+        publisher: Publisher,
+        clock: Clock,
+        price_max_age_s: float,
+        initial_balance: Decimal,
+    ) -> None:
+        self.pool = pool
+        self.markets = markets
+        self.prices = prices
+        self.publisher = publisher
+        self.clock = clock
+        self.price_max_age_s = price_max_age_s
+        self.initial_balance = initial_balance
+
+    async def marks(self) -> dict[str, Decimal]:
+        """The latest fresh oracle price of every market (stale ones are left out)."""
+        now = self.clock.now()
+        marks = {}
+        for market in self.markets:
+            stored = await self.prices.latest(market.id)
+            if stored is not None:
+                age = (now - stored[0].published_at).total_seconds()
+                if age <= self.price_max_age_s:
+                    marks[market.id] = stored[0].price
+        return marks
+
+    async def account(self, owner: str) -> PaperAccount:
+        """The owner's account as stored (a fresh one, not yet stored, if it has none)."""
+        payload = await self.pool.fetchval(
+            "SELECT payload::text FROM paper_accounts WHERE owner = $1", owner
+        )
+        return self._account(owner, payload)
+
+    async def fills(self, owner: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """SELECT payload::text AS payload FROM paper_fills WHERE owner = $1
+               ORDER BY at DESC, id DESC LIMIT $2""",
+            owner,
+            limit,
+        )
+        return [orjson.loads(r["payload"]) for r in rows]
+
+    async def place(self, owner: str, request: OrderRequest) -> PlaceResult:
+        marks = await self.marks()
+        result: PlaceResult | None = None
+
+        def place(account: PaperAccount) -> Changes:
+            nonlocal result
+            result = account.place_order(request, marks, self.clock.now())
+            return result.changes
+
+        await self._change(owner, place)
+        assert result is not None
+        return result
+
+    async def cancel(self, owner: str, order_id: str) -> Changes:
+        return await self._change(owner, lambda a: a.cancel_order(order_id, self.clock.now()))
+
+    async def on_price(self, symbol: str, price: Decimal) -> int:
+        """Hand a new price to every account it can fill or trigger; how many changed."""
+        owners = await self.pool.fetch(
+            "SELECT owner FROM paper_accounts WHERE watch_symbols @> ARRAY[$1::text]", symbol
+        )
+        changed = 0
+        for row in owners:
+            changes = await self._change(
+                row["owner"], lambda a: a.on_price(symbol, price, self.clock.now())
+            )
+            changed += bool(changes)
+        return changed
+
+    async def follow_prices(self, hub: Hub) -> None:
+        """The worker: every price of every market, to the accounts waiting on it."""
+        topics = [price_topic(m.id) for m in self.markets]
+        while True:
+            try:
+                async with hub.merge(topics) as prices:
+                    async for event in prices:
+                        price = OraclePrice.from_payload(event.payload)
+                        try:
+                            await self.on_price(price.market, price.price)
+                        except Exception:
+                            logger.exception("paper orders on %s not processed", price.market)
+            except HubError as exc:
+                logger.warning("paper exchange lost the price feed (%s); resubscribing", exc)
+            await self.clock.sleep(1.0)
+
+    async def _change(self, owner: str, change: Callable[[PaperAccount], Changes]) -> Changes:
+        async with self.pool.acquire() as conn, conn.transaction():
+            payload = await conn.fetchval(
+                "SELECT payload::text FROM paper_accounts WHERE owner = $1 FOR UPDATE", owner
+            )
+            account = self._account(owner, payload)
+            changes = change(account)  # an OrderError leaves everything as it was
+            if not changes:
+                return changes
+            await self._save(conn, account, payload is None)
+            for fill in changes.fills:
+                await conn.execute(
+                    """INSERT INTO paper_fills (owner, id, order_id, payload, at)
+                       VALUES ($1, $2, $3, $4::jsonb, $5)""",
+                    owner,
+                    fill.id,
+                    fill.order_id,
+                    orjson.dumps(fill.to_payload()).decode(),
+                    fill.at,
+                )
+            topic = live_topic(owner)
+            event = Event(
+                topic,
+                await PgSequencer(conn).next(topic),
+                self.clock.now(),
+                ACCOUNT_CHANGED,
+                changes_payload(changes),
+            )
+        await self.publisher.send(event)
+        return changes
+
+    async def _save(self, conn: Connection, account: PaperAccount, new: bool) -> None:
+        watch = sorted({o.symbol for o in account.open_orders()})
+        payload = orjson.dumps(account.to_payload()).decode()
+        if new:
+            await conn.execute(
+                """INSERT INTO paper_accounts (owner, payload, watch_symbols, revision, updated_at)
+                   VALUES ($1, $2::jsonb, $3, $4, $5)""",
+                account.owner,
+                payload,
+                watch,
+                account.revision,
+                self.clock.now(),
+            )
+        else:
+            await conn.execute(
+                """UPDATE paper_accounts SET payload = $2::jsonb, watch_symbols = $3,
+                       revision = $4, updated_at = $5
+                   WHERE owner = $1""",
+                account.owner,
+                payload,
+                watch,
+                account.revision,
+                self.clock.now(),
+            )
+
+    def _account(self, owner: str, payload: str | None) -> PaperAccount:
+        if payload is None:
+            return PaperAccount(owner, self.markets, initial_balance=self.initial_balance)
+        return PaperAccount.from_payload(orjson.loads(payload), self.markets)
