@@ -32,6 +32,7 @@ from api.martingale_store import PgMartingaleStore
 from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
+from api.portfolio import PortfolioDesk
 from api.publisher import BroadcastPublisher
 from api.rabbit import SnapshotConsumer
 from api.schema import build_schema
@@ -157,6 +158,15 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     marathon_store = PgMarathonStore(pool, clock)
     marathon_desk = MarathonDesk(marathon_store, publisher)
     martingale_store = PgMartingaleStore(pool, clock)
+    exchange = PaperExchange(
+        pool,
+        markets=markets,
+        prices=prices,
+        publisher=publisher,
+        clock=clock,
+        price_max_age_s=settings.price_max_age_s,
+        initial_balance=settings.paper_initial_balance,
+    )
     consumer = (
         None
         if settings.rabbitmq_url is None
@@ -189,14 +199,15 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         boards=MarathonBoards(marathon_store, hub),
         martingale_store=martingale_store,
         martingale_desk=MartingaleDesk(martingale_store, publisher, clock),
-        exchange=PaperExchange(
+        exchange=exchange,
+        portfolio=PortfolioDesk(
             pool,
             markets=markets,
-            prices=prices,
+            exchange=exchange,
             publisher=publisher,
             clock=clock,
-            price_max_age_s=settings.price_max_age_s,
-            initial_balance=settings.paper_initial_balance,
+            initial_cash=settings.portfolio_initial_cash,
+            conversion_fee_rate=settings.conversion_fee_rate,
         ),
         consumer=consumer,
     )

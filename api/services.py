@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from api.martingale_store import PgMartingaleStore
     from api.perps_desk import PerpsDesk
     from api.perps_store import PgLatestEvents, PgPositionBook
+    from api.portfolio import PortfolioDesk
     from api.rabbit import SnapshotConsumer
     from api.settings import Settings
     from domain.markets import MarketCatalog
@@ -49,5 +50,6 @@ class Services:
     martingale_store: PgMartingaleStore
     martingale_desk: MartingaleDesk
     exchange: PaperExchange
+    portfolio: PortfolioDesk
     consumer: SnapshotConsumer | None
     """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

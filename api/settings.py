@@ -82,6 +82,13 @@ class Settings(BaseSettings):
 
     paper_initial_balance: Decimal = Field(default=Decimal(10_000), gt=0, le=10**12)
     """USD a new paper trading account starts with."""
+    portfolio_initial_cash: Decimal = Field(default=Decimal(10_000), ge=0, le=10**12)
+    """USD a new portfolio (spot holdings, for conversions) starts with."""
+    conversion_fee_rate: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)
+    """Fee of a conversion, as a fraction of its value (0.001 is 0.1%)."""
+    portfolio_update_threshold_percent: Decimal = Field(default=Decimal("0.5"), ge=0, le=100)
+    """``dashboardUpdates`` sends the portfolio value again only when it moved by at least this
+    many percent since the last one sent."""
 
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""

@@ -90,6 +90,7 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
     )
     workers.start("round-clock", round_clock.run())
     workers.start("paper-exchange", services.exchange.follow_prices(services.hub))
+    workers.start("portfolio", services.portfolio.follow_prices(services.hub))
     if services.consumer is not None:
         workers.start("rabbitmq-ingest", services.consumer.run())
         logger.info("consuming account snapshots from RabbitMQ queue %r", settings.rabbitmq_queue)

@@ -24,6 +24,8 @@ class TopicKind(enum.Enum):
     """Mining rounds opening and being settled."""
     MARTINGALE = "martingale"
     """Strategy progress: ``martingale:<wallet>`` for one wallet, bare ``martingale`` for all."""
+    DASHBOARD = "dashboard"
+    """One user's portfolio events: trims, alerts that fired, conversions."""
     LIVE = "live"
     """One user's paper exchange account: orders, fills, positions, balance changes."""
     MARATHON_FEED = "marathon-feed"
@@ -45,6 +47,7 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.ROUNDS: DeliveryPolicy.STREAM,
     TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
     TopicKind.LIVE: DeliveryPolicy.STREAM,
+    TopicKind.DASHBOARD: DeliveryPolicy.STREAM,
 }
 
 _SEPARATOR = ":"
@@ -86,6 +89,10 @@ def rounds_topic() -> str:
 def martingale_topic(wallet: str | None = None) -> str:
     """One wallet's strategies, or (None) every active strategy."""
     return topic(TopicKind.MARTINGALE, wallet)
+
+
+def dashboard_topic(user: str) -> str:
+    return topic(TopicKind.DASHBOARD, user)
 
 
 def live_topic(user: str) -> str:

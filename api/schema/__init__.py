@@ -41,6 +41,7 @@ from api.schema.marathons import (
 from api.schema.martingale import MartingaleMutation, MartingaleQuery, MartingaleSubscription
 from api.schema.perps import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
 from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
+from api.schema.portfolio import PortfolioMutation, PortfolioQuery, PortfolioSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
 
@@ -55,11 +56,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("api.schema")
 
 Query = merge_types(
-    "Query", (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery, ExchangeQuery)
+    "Query",
+    (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery, ExchangeQuery, PortfolioQuery),
 )
 Mutation = merge_types(
     "Mutation",
-    (PriceMutation, PerpsMutation, MarathonMutation, MartingaleMutation, ExchangeMutation),
+    (
+        PriceMutation,
+        PerpsMutation,
+        MarathonMutation,
+        MartingaleMutation,
+        ExchangeMutation,
+        PortfolioMutation,
+    ),
 )
 Subscription = merge_types(
     "Subscription",
@@ -69,6 +78,7 @@ Subscription = merge_types(
         MarathonSubscription,
         MartingaleSubscription,
         ExchangeSubscription,
+        PortfolioSubscription,
     ),
 )
 
