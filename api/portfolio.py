@@ -292,19 +292,27 @@ class PortfolioDesk:
         transaction that disarms it and moves the last seen price on: exactly once."""
         events: list[Event] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            previous = await conn.fetchval(
-                "SELECT price FROM alert_last_prices WHERE asset = $1 FOR UPDATE", asset
+            last = await conn.fetchrow(
+                "SELECT price, seen_at FROM alert_last_prices WHERE asset = $1 FOR UPDATE", asset
             )
             await conn.execute(
-                """INSERT INTO alert_last_prices (asset, price) VALUES ($1, $2)
-                   ON CONFLICT (asset) DO UPDATE SET price = EXCLUDED.price""",
+                """INSERT INTO alert_last_prices (asset, price, seen_at) VALUES ($1, $2, $3)
+                   ON CONFLICT (asset) DO UPDATE
+                   SET price = EXCLUDED.price, seen_at = EXCLUDED.seen_at""",
                 asset,
                 price,
+                now,
             )
-            if previous is None or previous == price:
+            if last is None or last["price"] == price:
                 return
+            previous: Decimal = last["price"]
+            # An alert created after the previous price was seen is on its first tick: it only
+            # learns the price now (DOMAIN.md: the first tick after arming never fires).
             rows = await conn.fetch(
-                "SELECT * FROM price_alerts WHERE asset = $1 AND armed FOR UPDATE", asset
+                """SELECT * FROM price_alerts
+                   WHERE asset = $1 AND armed AND created_at <= $2 FOR UPDATE""",
+                asset,
+                last["seen_at"],
             )
             for row in rows:
                 alert = _alert(row)

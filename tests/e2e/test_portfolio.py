@@ -3,6 +3,7 @@ shows as a trade and a new portfolio value; conversions; trims; refusals."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -224,3 +225,31 @@ async def test_the_dashboard_is_for_users(portfolio_server: ServerProcess) -> No
         portfolio_server, 'mutation { deletePriceAlert(id: "al_nope") }', bearer=token("uma")
     )
     assert gone == {"data": {"deletePriceAlert": False}}
+
+
+async def test_the_first_price_after_an_alert_is_created_never_fires_it(
+    portfolio_server: ServerProcess,
+) -> None:
+    await set_price(portfolio_server, "BTC-PERP", "70000")
+    await asyncio.sleep(0.5)  # the alert worker has seen 70,000 before the alert exists
+    vera = token("vera")
+    created = await call(
+        portfolio_server,
+        ALERT,
+        {"i": {"asset": "BTC", "targetPrice": "69000", "direction": "DOWN"}},
+        vera,
+    )
+    alert_id = created["data"]["createPriceAlert"]["id"]
+    async with GraphQLWS.connect(portfolio_server.ws_url, token=vera) as client:
+        await client.subscribe("d", DASHBOARD)
+        await messages_until(client, lambda ms: bool(updates(ms, "PortfolioUpdate")))
+        # 70,000 -> 68,000 crosses the target, but it is the alert's first price: no trigger.
+        for price in ("68000", "69500", "68900"):
+            await set_price(portfolio_server, "BTC-PERP", price)
+        seen = await messages_until(
+            client, lambda ms: any(u["price"] == "68900" for u in updates(ms, "PriceUpdate"))
+        )
+        if not updates(seen, "BenchmarkTriggered"):  # the trigger may trail its price
+            seen += await messages_until(client, lambda ms: bool(updates(ms, "BenchmarkTriggered")))
+    [triggered] = updates(seen, "BenchmarkTriggered")
+    assert (triggered["benchmarkId"], triggered["currentPrice"]) == (alert_id, "68900")
