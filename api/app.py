@@ -23,6 +23,7 @@ from api.exchange import PaperExchange
 from api.fanout import Groups
 from api.health import healthz, readyz, stats
 from api.hub import Hub
+from api.leader import Leadership
 from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
 from api.marathon_boards import MarathonBoards
 from api.marathon_desk import MarathonDesk
@@ -40,7 +41,7 @@ from api.services import Services
 from api.settings import Settings
 from api.store import PgPriceRepository, PgSequencer, load_markets
 from api.view import GraphQLView
-from api.workers import Workers, start_domain_workers, start_simulated_feeds
+from api.workers import Workers, start_cluster_workers, start_process_workers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -101,9 +102,17 @@ def _http_app(settings: Settings) -> Starlette:
             app.state.services = services
             workers = Workers()
             stack.push_async_callback(workers.stop)
-            await start_domain_workers(services, workers)
-            if settings.simulated_feeds:
-                await start_simulated_feeds(services, workers)
+            start_process_workers(services, workers)
+            leadership = Leadership(
+                lambda: asyncpg.connect(services.dsn),
+                lambda cluster: start_cluster_workers(services, cluster),
+                Workers,
+                poll_s=settings.leader_poll_s,
+                alone=services.broadcast.scheme == "memory",
+            )
+            app.state.leadership = leadership
+            app.state.workers = workers
+            workers.start("leader-election", leadership.run())
             logger.info("tradestream ready: broadcast backend %s", services.broadcast.scheme)
             yield
 
@@ -175,6 +184,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     return Services(
         verifier=await _token_verifier(settings),
         settings=settings,
+        dsn=dsn,
         pool=pool,
         broadcast=broadcast,
         hub=hub,

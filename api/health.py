@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
+    from starlette.datastructures import State
     from starlette.requests import Request
 
     from api.services import Services
@@ -57,6 +58,7 @@ async def stats(request: Request) -> JSONResponse:
     if services is None:
         return JSONResponse({"status": "starting"}, status_code=503)
     connections = request.app.state.view.connections
+    leadership = getattr(request.app.state, "leadership", None)
     return JSONResponse(
         {
             "webSockets": len(connections),
@@ -68,5 +70,19 @@ async def stats(request: Request) -> JSONResponse:
             "groups": len(services.groups),
             "groupMembers": services.groups.members,
             "rabbitmq": None if services.consumer is None else services.consumer.stats(),
+            "leader": leadership is not None and leadership.leader,
+            "workers": _workers(request.app.state),
         }
     )
+
+
+def _workers(state: State) -> list[str]:
+    """Every worker running in this process: its own, and the cluster's while it leads."""
+    names: list[str] = []
+    own = getattr(state, "workers", None)
+    if own is not None:
+        names += own.names
+    leadership = getattr(state, "leadership", None)
+    if leadership is not None and leadership.workers is not None:
+        names += leadership.workers.names
+    return sorted(names)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Services:
     settings: Settings
+    dsn: str
+    """The PostgreSQL the pool connects to (for connections of their own, such as the leader's)."""
     pool: asyncpg.Pool
     broadcast: Broadcast
     hub: Hub

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     """``dashboardUpdates`` sends the portfolio value again only when it moved by at least this
     many percent since the last one sent."""
 
+    leader_poll_s: float = Field(default=2.0, gt=0, le=60)
+    """How often a process that does not lead tries to become the leader, and how often the
+    leader checks it still holds the lock: the longest a cluster runs without a leader after the
+    leader dies (plus PostgreSQL noticing the dead session)."""
+
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)

@@ -34,6 +34,11 @@ class Workers:
     def __init__(self) -> None:
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def names(self) -> list[str]:
+        """The workers running now."""
+        return sorted(t.get_name() for t in self._tasks if not t.done())
+
     def start(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=name)
         task.add_done_callback(_report_exit)
@@ -53,8 +58,20 @@ def _report_exit(task: asyncio.Task[None]) -> None:
         logger.error("worker %s stopped", task.get_name(), exc_info=exc)
 
 
-async def start_domain_workers(services: Services, workers: Workers) -> None:
-    """The workers every server runs, simulated feeds or not."""
+def start_process_workers(services: Services, workers: Workers) -> None:
+    """The workers every process runs: its own leaderboards, and (competing with the other
+    processes for messages) the RabbitMQ consumer."""
+    workers.start("marathon-boards", services.boards.run())
+    if services.consumer is not None:
+        workers.start("rabbitmq-ingest", services.consumer.run())
+        logger.info(
+            "consuming account snapshots from RabbitMQ queue %r", services.settings.rabbitmq_queue
+        )
+
+
+async def start_cluster_workers(services: Services, workers: Workers) -> None:
+    """The workers that write shared state: run by the cluster's leader only
+    (:mod:`api.leader`)."""
     settings = services.settings
     engine = PerpsEngine(
         services.markets,
@@ -71,7 +88,6 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
         ),
     )
     workers.start("perps-engine", engine.run())
-    workers.start("marathon-boards", services.boards.run())
     workers.start("leaderboard-snapshots", store_leaderboards(services))
     outcomes = (
         SimulatedOutcomes(
@@ -91,9 +107,8 @@ async def start_domain_workers(services: Services, workers: Workers) -> None:
     workers.start("round-clock", round_clock.run())
     workers.start("paper-exchange", services.exchange.follow_prices(services.hub))
     workers.start("portfolio", services.portfolio.follow_prices(services.hub))
-    if services.consumer is not None:
-        workers.start("rabbitmq-ingest", services.consumer.run())
-        logger.info("consuming account snapshots from RabbitMQ queue %r", settings.rabbitmq_queue)
+    if settings.simulated_feeds:
+        await start_simulated_feeds(services, workers)
 
 
 async def store_leaderboards(services: Services) -> None:
