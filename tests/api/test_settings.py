@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from api.settings import Settings
+from api.settings import ENVIRONMENT_VARIABLES, Settings
 
 
 def test_defaults_are_the_embedded_single_process_setup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +58,9 @@ def test_empty_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_allowed_origins_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLOWED_ORIGINS", "https://app.example.com, http://localhost:3000,")
     assert Settings().allowed_origin_list == ["https://app.example.com", "http://localhost:3000"]
+
+
+def test_every_setting_is_documented() -> None:
+    reference = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [name for name in ENVIRONMENT_VARIABLES if f"`{name}`" not in reference]
+    assert missing == [], f"add these to docs/configuration.md: {missing}"
