@@ -7,33 +7,27 @@ each new price to the accounts whose open orders it can fill or trigger.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.hub import HubError
-from api.store import PgSequencer
-from domain.events import Event
+from api.price_follower import follow_prices
+from api.store import numbered_event
 from domain.paper_exchange import Changes, PaperAccount
-from domain.prices import OraclePrice
-from domain.topics import live_topic, price_topic
+from domain.topics import live_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from decimal import Decimal
 
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
     from api.hub import Hub
+    from api.store import Connection
     from domain.markets import MarketCatalog
     from domain.paper_exchange import OrderRequest, PlaceResult
     from domain.ports import Clock, PriceRepository, Publisher
 
-    Connection = asyncpg.Connection | PoolConnectionProxy
-
-logger = logging.getLogger(__name__)
 
 ACCOUNT_CHANGED = "account.changed"
 
@@ -125,19 +119,7 @@ class PaperExchange:
 
     async def follow_prices(self, hub: Hub) -> None:
         """The worker: every price of every market, to the accounts waiting on it."""
-        topics = [price_topic(m.id) for m in self.markets]
-        while True:
-            try:
-                async with hub.merge(topics) as prices:
-                    async for event in prices:
-                        price = OraclePrice.from_payload(event.payload)
-                        try:
-                            await self.on_price(price.market, price.price)
-                        except Exception:
-                            logger.exception("paper orders on %s not processed", price.market)
-            except HubError as exc:
-                logger.warning("paper exchange lost the price feed (%s); resubscribing", exc)
-            await self.clock.sleep(1.0)
+        await follow_prices(hub, self.markets, self.clock, self.on_price, worker="paper exchange")
 
     async def _change(self, owner: str, change: Callable[[PaperAccount], Changes]) -> Changes:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -159,13 +141,8 @@ class PaperExchange:
                     orjson.dumps(fill.to_payload()).decode(),
                     fill.at,
                 )
-            topic = live_topic(owner)
-            event = Event(
-                topic,
-                await PgSequencer(conn).next(topic),
-                self.clock.now(),
-                ACCOUNT_CHANGED,
-                changes_payload(changes),
+            event = await numbered_event(
+                conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, changes_payload(changes)
             )
         await self.publisher.send(event)
         return changes

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.store import PgSequencer
-from domain.events import Event
+from api.store import numbered_event
 from domain.marathons import (
     Marathon,
     initial_balance_from,
@@ -27,12 +26,12 @@ from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
+    from api.store import Connection
+    from domain.events import Event
     from domain.marathons import AccountSnapshot
     from domain.ports import Clock
 
-    Connection = asyncpg.Connection | PoolConnectionProxy
 
 MARATHON_CREATED = "marathon.created"
 PARTICIPANT_ADDED = "participant.added"
@@ -278,6 +277,4 @@ class PgMarathonStore:
         return row["taken_at"], row["accounts"], orjson.loads(row["rows"])
 
     async def _number(self, conn: Connection, type: str, payload: dict[str, Any]) -> Event:
-        topic = marathon_feed_topic()
-        sequence = await PgSequencer(conn).next(topic)
-        return Event(topic, sequence, self.clock.now(), type, payload)
+        return await numbered_event(conn, self.clock, marathon_feed_topic(), type, payload)

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from api.store import PgSequencer
-from domain.events import Event
+from api.store import numbered_event
 from domain.martingale import (
     ExitReason,
     PlayedRound,
@@ -31,11 +30,11 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
+    from api.store import Connection
+    from domain.events import Event
     from domain.ports import Clock
 
-    Connection = asyncpg.Connection | PoolConnectionProxy
 
 ROUND_OPENED = "round.opened"
 ROUND_SETTLED = "round.settled"
@@ -340,5 +339,4 @@ class PgMartingaleStore:
     async def _number(
         self, conn: Connection, topic: str, type: str, payload: dict[str, Any]
     ) -> Event:
-        sequence = await PgSequencer(conn).next(topic)
-        return Event(topic, sequence, self.clock.now(), type, payload)
+        return await numbered_event(conn, self.clock, topic, type, payload)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from api.store import PgSequencer
+from api.store import numbered_event
 from domain.events import Event
 from domain.perps import Position, Side
 from domain.perps_trades import FillKind
@@ -24,11 +24,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
-    from api.store import Executor
-
-    Connection = asyncpg.Connection | PoolConnectionProxy
+    from api.store import Connection, Executor
     from domain.perps_engine import Announcement
     from domain.perps_trades import Fill, Trade
     from domain.ports import Clock
@@ -334,8 +331,9 @@ class PgPositionBook:
         return owner
 
     async def _number(self, conn: Connection, announce: Announcement) -> Event:
-        sequence = await PgSequencer(conn).next(announce.topic)
-        return Event(announce.topic, sequence, self.clock.now(), announce.type, announce.payload)
+        return await numbered_event(
+            conn, self.clock, announce.topic, announce.type, announce.payload
+        )
 
 
 async def _update_position(conn: Connection, trade: Trade, *, status: str) -> bool:

@@ -15,26 +15,24 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from api.hub import HubError
-from api.store import PgSequencer
+from api.price_follower import follow_prices
+from api.store import numbered_event
 from domain import portfolio as model
-from domain.events import Event
 from domain.paper_exchange import OrderError, OrderRequest, OrderSide, OrderType
-from domain.prices import OraclePrice
-from domain.topics import dashboard_topic, price_topic
+from domain.topics import dashboard_topic
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
     from api.exchange import PaperExchange
     from api.hub import Hub
+    from api.store import Connection
+    from domain.events import Event
     from domain.markets import MarketCatalog
     from domain.ports import Clock, Publisher
 
-    Connection = asyncpg.Connection | PoolConnectionProxy
 
 logger = logging.getLogger(__name__)
 
@@ -251,19 +249,7 @@ class PortfolioDesk:
     # The worker --------------------------------------------------------------------------------
 
     async def follow_prices(self, hub: Hub) -> None:
-        topics = [price_topic(m.id) for m in self.markets]
-        while True:
-            try:
-                async with hub.merge(topics) as prices:
-                    async for event in prices:
-                        price = OraclePrice.from_payload(event.payload)
-                        try:
-                            await self.on_price(price.market, price.price)
-                        except Exception:
-                            logger.exception("portfolio worker failed on %s", price.market)
-            except HubError as exc:
-                logger.warning("portfolio worker lost the price feed (%s); resubscribing", exc)
-            await self.clock.sleep(1.0)
+        await follow_prices(hub, self.markets, self.clock, self.on_price, worker="portfolio worker")
 
     async def on_price(self, market: str, price: Decimal) -> None:
         now = self.clock.now()
@@ -394,6 +380,4 @@ class PortfolioDesk:
     async def _number(
         self, conn: Connection, owner: str, type: str, payload: dict[str, Any]
     ) -> Event:
-        topic = dashboard_topic(owner)
-        sequence = await PgSequencer(conn).next(topic)
-        return Event(topic, sequence, self.clock.now(), type, payload)
+        return await numbered_event(conn, self.clock, dashboard_topic(owner), type, payload)

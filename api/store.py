@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from domain.events import Event
 from domain.markets import Market, MarketCatalog
 from domain.prices import OraclePrice
 
@@ -11,8 +12,11 @@ if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
+    from domain.ports import Clock
+
     Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
     """A pool in the server; a connection inside a transaction where a caller needs one."""
+    Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
@@ -72,3 +76,12 @@ class PgSequencer:
             topic,
         )
         return sequence
+
+
+async def numbered_event(
+    conn: Connection, clock: Clock, topic: str, type: str, payload: dict[str, Any]
+) -> Event:
+    """The next event of ``topic``, its sequence taken on ``conn``: inside the transaction that
+    stores what it announces, so the event exists if and only if the change was stored."""
+    sequence = await PgSequencer(conn).next(topic)
+    return Event(topic, sequence, clock.now(), type, payload)
