@@ -275,7 +275,16 @@ class PortfolioDesk:
 
     async def _alerts(self, asset: str, price: Decimal, now: datetime) -> None:
         """Fire the armed alerts this price crossed since the last one seen, each in the same
-        transaction that disarms it and moves the last seen price on: exactly once."""
+        transaction that disarms it and moves the last seen price on: exactly once.
+
+        Without an armed alert on the asset nothing is read or written (one indexed lookup per
+        price). The last seen price then goes stale, which changes nothing: an alert created
+        later than it is skipped on its first price anyway, and that price becomes the last."""
+        armed = await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM price_alerts WHERE asset = $1 AND armed)", asset
+        )
+        if not armed:
+            return
         events: list[Event] = []
         async with self.pool.acquire() as conn, conn.transaction():
             last = await conn.fetchrow(
