@@ -142,7 +142,12 @@ class Schema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Log faults with their traceback; errors a client caused are its answer, not ours."""
+        """Log faults with their traceback; errors a client caused are its answer, not ours.
+
+        A fault's message may hold internals (SQL, paths): once logged, the client's copy says
+        only "Unexpected error." Strawberry calls this before any result is encoded, on every
+        path (queries, mutations, each subscription result), so nothing unmasked leaves.
+        """
         for error in errors:
             original = error.original_error
             if isinstance(error, ClientError) or isinstance(original, ClientError):
@@ -151,6 +156,11 @@ class Schema(strawberry.Schema):
                 logger.debug("invalid request: %s", error.message)
             else:
                 logger.error("error in resolver: %s", error.message, exc_info=original)
+                if not isinstance(original, GraphQLError):
+                    error.message = MASKED_ERROR
+
+
+MASKED_ERROR = "Unexpected error."
 
 
 async def _until(results: StreamResult, deadline: float) -> StreamResult:

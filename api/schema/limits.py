@@ -13,13 +13,10 @@ from graphql import FieldNode, GraphQLError, ValidationRule
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
-    MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
 )
-
-from api.schema.errors import ClientError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,15 +60,4 @@ def extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     ]
     if not settings.introspection_enabled:
         chosen.append(DisableIntrospection)
-    chosen.append(partial(MaskErrors, should_mask_error=is_fault))
     return chosen
-
-
-def is_fault(error: GraphQLError) -> bool:
-    """An error the server caused (a bug, a database failure): its message may hold internals
-    (SQL, paths), so the client gets "Unexpected error." and the log keeps the original. Errors
-    about the request (validation, ClientError) reach the client as they are."""
-    original = error.original_error
-    if isinstance(error, ClientError) or original is None:
-        return False
-    return not isinstance(original, (ClientError, GraphQLError))

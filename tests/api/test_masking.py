@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from strawberry.types import ExecutionResult
+
+from api.fanout import Groups
 from api.schema import build_schema
 from api.schema.context import Context
 from api.settings import Settings
@@ -40,3 +43,34 @@ async def test_client_errors_are_not_masked() -> None:
     result = await schema.execute("{ nope }")
     assert result.errors is not None
     assert "Cannot query field 'nope'" in result.errors[0].message
+
+
+class _BrokenCatalog:
+    def get(self, market: str) -> Any:
+        raise RuntimeError(f"lookup of {market} failed at /srv/secret/path")
+
+
+class _NoExpiry:
+    def deadline(self, principal: object) -> None:
+        return None
+
+
+class _SubscriptionServices:
+    """What a subscription's execution reads: the market catalog (broken here), the fan-out
+    groups and the token verifier."""
+
+    markets = _BrokenCatalog()
+    groups = Groups(queue_size=4)
+    verifier = _NoExpiry()
+
+
+async def test_a_fault_in_a_subscription_is_masked_too() -> None:
+    schema = build_schema(Settings())
+    context = Context(services=_SubscriptionServices(), request=None)  # type: ignore[arg-type]
+    results = await schema.subscribe(
+        'subscription { priceUpdates(market: "BTC-PERP") { price } }', context_value=context
+    )
+    assert not isinstance(results, ExecutionResult)
+    result = await anext(results)
+    assert result.errors is not None
+    assert [e.message for e in result.errors] == ["Unexpected error."]
