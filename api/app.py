@@ -22,6 +22,7 @@ from api.embedded_postgres import EmbeddedPostgres
 from api.exchange import PaperExchange
 from api.fanout import Groups
 from api.health import healthz, readyz, stats
+from api.history import PgHistory
 from api.hub import Hub
 from api.leader import Leadership
 from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
@@ -39,7 +40,7 @@ from api.rabbit import SnapshotConsumer
 from api.schema import build_schema
 from api.services import Services
 from api.settings import Settings
-from api.store import PgPriceRepository, PgSequencer, load_markets
+from api.store import PgPriceRepository, load_markets
 from api.view import GraphQLView
 from api.workers import Workers, start_cluster_workers, start_process_workers
 
@@ -156,13 +157,14 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     await broadcast.connect()
     stack.push_async_callback(_disconnect, broadcast)
 
-    hub = Hub(broadcast, queue_size=settings.subscriber_queue_size)
+    history = PgHistory(pool, settings.history_limit_map)
+    hub = Hub(broadcast, queue_size=settings.subscriber_queue_size, history=history)
     stack.push_async_callback(hub.close)
 
     clock = SystemClock()
     markets = await load_markets(pool)
     prices = PgPriceRepository(pool)
-    publisher = BroadcastPublisher(broadcast, PgSequencer(pool), clock)
+    publisher = BroadcastPublisher(broadcast, pool, clock)
     book = PgPositionBook(pool, clock)
     marathon_store = PgMarathonStore(pool, clock)
     marathon_desk = MarathonDesk(marathon_store, publisher)
@@ -188,6 +190,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         pool=pool,
         broadcast=broadcast,
         hub=hub,
+        history=history,
         groups=Groups(queue_size=settings.subscriber_queue_size),
         publisher=publisher,
         clock=clock,

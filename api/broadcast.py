@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -17,6 +18,16 @@ import asyncpg
 import broadcaster
 from broadcaster._backends.memory import MemoryBackend
 from redis import asyncio as redis
+
+logger = logging.getLogger(__name__)
+
+RECONNECTED = "\x00reconnected"
+"""What a backend delivers on each of its channels after it lost its connection and subscribed
+again: messages published meanwhile may be missing (never a valid event, which is JSON)."""
+
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
+"""Backoff between tries to reach a lost broker: from the first to at most the second."""
 
 NOTIFY_MAX_BYTES = 7999
 """PostgreSQL refuses NOTIFY payloads of 8000 bytes and more."""
@@ -39,23 +50,29 @@ class _MemoryBackend(MemoryBackend):
 
 
 class _RedisBackend(broadcaster.BroadcastBackend):
-    """Redis PUBLISH/SUBSCRIBE.
+    """Redis PUBLISH/SUBSCRIBE that survives a Redis restart.
 
     broadcaster's own Redis backend starts reading before its first SUBSCRIBE has gone out; with
     redis-py 8 the reader then finds nothing subscribed, stops, and never reads again, so no
-    message is ever delivered. This reader is woken by each subscribe, and a reader that fails
-    (connection lost) surfaces through :meth:`next_published` instead of hanging subscribers.
+    message is ever delivered. This reader is woken by each subscribe. When the connection is
+    lost it reconnects with backoff, subscribes to every channel again and then sends
+    :data:`RECONNECTED` on each, so the hub can fill what was published meanwhile.
     """
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._channels: set[str] = set()
+        self.connected = False
+        self.reconnects = 0
 
     async def connect(self) -> None:
         self._conn = redis.Redis.from_url(self._url)
+        self._lock = asyncio.Lock()
         self._pubsub = self._conn.pubsub(ignore_subscribe_messages=True)
-        self._queue: asyncio.Queue[broadcaster.Event | BaseException] = asyncio.Queue()
+        self._queue: asyncio.Queue[broadcaster.Event] = asyncio.Queue()
         self._subscribed = asyncio.Event()
         await self._conn.ping()
+        self.connected = True
         self._reader = asyncio.create_task(self._read(), name="broadcast:redis")
 
     async def disconnect(self) -> None:
@@ -66,45 +83,76 @@ class _RedisBackend(broadcaster.BroadcastBackend):
         await self._conn.aclose()
 
     async def subscribe(self, channel: str) -> None:
-        await self._pubsub.subscribe(channel)
+        async with self._lock:
+            await self._pubsub.subscribe(channel)
+            self._channels.add(channel)
         self._subscribed.set()
 
     async def unsubscribe(self, channel: str) -> None:
-        await self._pubsub.unsubscribe(channel)
+        async with self._lock:
+            self._channels.discard(channel)
+            if self.connected:
+                await self._pubsub.unsubscribe(channel)
 
     async def publish(self, channel: str, message: Any) -> None:
         await self._conn.publish(channel, message)
 
     async def next_published(self) -> broadcaster.Event:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        return await self._queue.get()
 
     async def ping(self) -> None:
-        if self._reader.done():
-            raise ConnectionError("the Redis subscriber connection is lost")
+        if not self.connected:
+            raise ConnectionError("the Redis subscriber connection is lost; reconnecting")
         await self._conn.ping()
 
     async def _read(self) -> None:
-        try:
-            while True:
+        while True:
+            try:
+                await self._receive()
+            except (redis.RedisError, OSError) as exc:
+                # redis.ConnectionError and TimeoutError are RedisError; OSError covers a socket
+                # that failed under it.
+                self.connected = False
+                logger.warning("lost the Redis subscriber connection (%s); reconnecting", exc)
+                await self._reconnect()
+
+    async def _receive(self) -> None:
+        while True:
+            if not self._pubsub.subscribed:
+                self._subscribed.clear()
                 await self._subscribed.wait()
-                if not self._pubsub.subscribed:
-                    self._subscribed.clear()
-                    continue
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-                if message is not None and message["type"] == "message":
-                    self._queue.put_nowait(
-                        broadcaster.Event(
-                            channel=message["channel"].decode(), message=message["data"].decode()
-                        )
+                continue
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None and message["type"] == "message":
+                self._queue.put_nowait(
+                    broadcaster.Event(
+                        channel=message["channel"].decode(), message=message["data"].decode()
                     )
-        except Exception as exc:
-            self._queue.put_nowait(exc)
-            raise
+                )
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_MIN_S
+        while True:
+            await asyncio.sleep(delay)
+            async with self._lock:
+                with contextlib.suppress(Exception):
+                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._pubsub = self._conn.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await self._conn.ping()
+                    if self._channels:
+                        await self._pubsub.subscribe(*self._channels)
+                except (redis.RedisError, OSError) as exc:
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    logger.info("Redis still unavailable (%s); next try in %.1fs", exc, delay)
+                    continue
+                channels = list(self._channels)
+            self.connected = True
+            self.reconnects += 1
+            logger.warning("reconnected to Redis; resubscribed %d channels", len(channels))
+            for channel in channels:
+                self._queue.put_nowait(broadcaster.Event(channel=channel, message=RECONNECTED))
+            return
 
 
 def listen_connection_name(pid: int | None = None) -> str:
@@ -127,13 +175,55 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
 
     async def connect(self) -> None:
         self._queue: asyncio.Queue[broadcaster.Event] = asyncio.Queue()
-        # Named, so an operator (or a test) can tell this process's LISTEN connection apart.
-        self._listen = await asyncpg.connect(
-            self._url, server_settings={"application_name": listen_connection_name()}
-        )
+        self._closing = False
+        self.reconnects = 0
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._listen = await self._connect_listener()
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
 
+    async def _connect_listener(self) -> asyncpg.Connection:
+        # Named, so an operator (or a test) can tell this process's LISTEN connection apart.
+        conn = await asyncpg.connect(
+            self._url, server_settings={"application_name": listen_connection_name()}
+        )
+        conn.add_termination_listener(self._on_lost)
+        return conn
+
+    def _on_lost(self, _conn: Any) -> None:
+        if not self._closing and self._reconnecting is None:
+            logger.warning("lost the PostgreSQL LISTEN connection; reconnecting")
+            self._reconnecting = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="broadcast:postgres-reconnect"
+            )
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_MIN_S
+        while True:
+            await asyncio.sleep(delay)
+            async with self._lock:
+                try:
+                    conn = await self._connect_listener()
+                    for pg_channel in self._topics:
+                        await conn.add_listener(pg_channel, self._on_notify)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    delay = min(delay * 2, RECONNECT_MAX_S)
+                    logger.info("PostgreSQL still unavailable (%s); next try in %.1fs", exc, delay)
+                    continue
+                self._listen = conn
+                topics = list(self._topics.values())
+            self._reconnecting = None
+            self.reconnects += 1
+            logger.warning(
+                "reconnected the LISTEN connection; listening on %d channels", len(topics)
+            )
+            for topic in topics:
+                self._queue.put_nowait(broadcaster.Event(channel=topic, message=RECONNECTED))
+            return
+
     async def disconnect(self) -> None:
+        self._closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         await self._listen.close()
         await self._pool.close()
 
@@ -146,8 +236,9 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
     async def unsubscribe(self, channel: str) -> None:
         pg_channel = _pg_channel(channel)
         async with self._lock:
-            await self._listen.remove_listener(pg_channel, self._on_notify)
-        self._topics.pop(pg_channel, None)
+            self._topics.pop(pg_channel, None)
+            if not self._listen.is_closed():
+                await self._listen.remove_listener(pg_channel, self._on_notify)
 
     async def publish(self, channel: str, message: Any) -> None:
         size = len(str(message).encode())

@@ -16,8 +16,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
+from api.broadcast import RECONNECTED
 from api.envelope import MalformedEventError, decode_event
 from api.fanout import note_topic
 from domain.events import DeliveryPolicy, Event
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from api.broadcast import Broadcast
+    from api.history import Cursor
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,28 @@ class UpstreamError(HubError):
 
 class HubClosedError(HubError):
     """The server is shutting down."""
+
+
+class StreamGapError(HubError):
+    """Events of a stream topic may have been missed (the broker connection was lost and the
+    topic's history does not reach back far enough to fill the gap)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"events of {topic!r} may have been missed while the event broker was unreachable; "
+            "resubscribe (with after: your last cursor) to continue"
+        )
+        self.topic = topic
+
+
+class History(Protocol):
+    """What the hub reads to fill gaps: the topic history (:class:`api.history.PgHistory`)."""
+
+    async def position(self, topic: str) -> Cursor: ...
+
+    async def since(self, topic: str, after: int, before: int | None = None) -> list[Event]: ...
+
+    async def latest(self, topic: str) -> Event | None: ...
 
 
 class _SubscriberQueue:
@@ -133,13 +157,29 @@ class _SubscriberQueue:
 
 
 class _TopicFeed:
-    """The one upstream subscription of a topic in this process and the queues it feeds."""
+    """The one upstream subscription of a topic in this process and the queues it feeds.
 
-    def __init__(self, topic: str, broadcast: Broadcast, previous: asyncio.Task[None] | None):
+    With a history, a stream topic's feed delivers every event after the one current when it
+    started, in order: an event that arrives before an earlier one (two publishers, one slow) or
+    after a broker reconnect is preceded by the missing ones, read from the history. What history
+    no longer holds ends the subscriptions with :class:`StreamGapError`. A latest-value topic's
+    feed reads the stored state after a reconnect instead.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        broadcast: Broadcast,
+        history: History | None,
+        previous: asyncio.Task[None] | None,
+    ):
         self.topic = topic
         self.queues: set[_SubscriberQueue] = set()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_sequence = 0
+        self.history = history
+        self.stream = policy_of(topic) is DeliveryPolicy.STREAM
+        self.gaps_filled = 0
         self.task = asyncio.create_task(self._pump(broadcast, previous), name=f"hub:{topic}")
 
     async def _pump(self, broadcast: Broadcast, previous: asyncio.Task[None] | None) -> None:
@@ -150,21 +190,78 @@ class _TopicFeed:
                 await previous
         try:
             async with broadcast.subscribe(self.topic) as upstream:
+                contiguous = self.stream and self.history is not None
+                if contiguous:
+                    assert self.history is not None
+                    self.last_sequence = (await self.history.position(self.topic)).sequence
                 self.ready.set_result(None)
                 while True:
-                    self._deliver((await upstream.get()).message)
+                    message = (await upstream.get()).message
+                    if message == RECONNECTED:
+                        await self._recover()
+                        continue
+                    try:
+                        event = decode_event(message)
+                    except MalformedEventError:
+                        logger.exception("dropped a malformed message on %r", self.topic)
+                        continue
+                    if contiguous and event.sequence > self.last_sequence + 1:
+                        await self._fill(before=event.sequence)
+                    self._deliver(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("upstream subscription to %r failed", self.topic)
             self._fail(UpstreamError(f"the event stream of {self.topic!r} failed: {exc}"))
 
-    def _deliver(self, message: str) -> None:
-        try:
-            event = decode_event(message)
-        except MalformedEventError:
-            logger.exception("dropped a malformed message on %r", self.topic)
+    async def _fill(self, before: int | None = None) -> None:
+        """Deliver the kept events after the last one delivered (up to ``before``); fail the
+        subscriptions if some are no longer kept."""
+        assert self.history is not None
+        while before is None or self.last_sequence + 1 < before:
+            expected = self.last_sequence + 1
+            try:
+                events = await self.history.since(self.topic, self.last_sequence, before)
+            except Exception:
+                logger.exception("could not read the history of %r to fill a gap", self.topic)
+                events = []
+            if not events:
+                if before is not None:
+                    self._gap(expected)
+                return
+            if events[0].sequence != expected:
+                self._gap(expected)
+            for event in events:
+                self._deliver(event)
+            self.gaps_filled += len(events)
+
+    def _gap(self, expected: int) -> None:
+        logger.warning(
+            "events of %r from %d are no longer kept; ending its subscriptions",
+            self.topic,
+            expected,
+        )
+        for queue in self.queues:
+            queue.fail(StreamGapError(self.topic))
+
+    async def _recover(self) -> None:
+        """The backend reconnected: what was published meanwhile may be missing."""
+        if self.stream:
+            if self.history is None:
+                self._gap(self.last_sequence + 1)
+            else:
+                await self._fill()
             return
+        if self.history is not None:
+            try:
+                current = await self.history.latest(self.topic)
+            except Exception:
+                logger.exception("could not read the latest state of %r", self.topic)
+                return
+            if current is not None:
+                self._deliver(current)
+
+    def _deliver(self, event: Event) -> None:
         # Out-of-order or repeated events would show a subscriber an older state after a newer
         # one; the sequence makes them detectable, so they never reach a queue.
         if event.sequence <= self.last_sequence:
@@ -271,9 +368,12 @@ class MergedSubscription:
 
 
 class Hub:
-    def __init__(self, broadcast: Broadcast, *, queue_size: int) -> None:
+    def __init__(
+        self, broadcast: Broadcast, *, queue_size: int, history: History | None = None
+    ) -> None:
         self.broadcast = broadcast
         self.queue_size = queue_size
+        self.history = history
         self._feeds: dict[str, _TopicFeed] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._closed = False
@@ -319,7 +419,9 @@ class Hub:
         feed = self._feeds.get(queue.topic)
         if feed is None or feed.task.done():  # none yet, or its upstream failed: start afresh
             previous = self._closing.pop(queue.topic, None)
-            feed = self._feeds[queue.topic] = _TopicFeed(queue.topic, self.broadcast, previous)
+            feed = self._feeds[queue.topic] = _TopicFeed(
+                queue.topic, self.broadcast, self.history, previous
+            )
         feed.queues.add(queue)
         try:
             await asyncio.shield(feed.ready)

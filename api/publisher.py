@@ -1,30 +1,51 @@
-"""The real :class:`domain.ports.Publisher`: sequences from PostgreSQL, delivery by broadcaster."""
+"""The real :class:`domain.ports.Publisher`: numbered (and kept in history) by PostgreSQL,
+delivered by broadcaster."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import logging
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from redis.exceptions import RedisError
 
 from api.envelope import encode_event
-from domain.events import Event
+from api.history import number_event
 
 if TYPE_CHECKING:
     from api.broadcast import Broadcast
+    from domain.events import Event
     from domain.ports import Clock
 
-
-class Sequencer(Protocol):
-    async def next(self, topic: str) -> int: ...
+logger = logging.getLogger(__name__)
 
 
 class BroadcastPublisher:
-    def __init__(self, broadcast: Broadcast, sequencer: Sequencer, clock: Clock) -> None:
+    def __init__(self, broadcast: Broadcast, pool: asyncpg.Pool, clock: Clock) -> None:
         self.broadcast = broadcast
-        self.sequencer = sequencer
+        self.pool = pool
         self.clock = clock
+        self.failures = 0
+        """Events the broker could not take."""
 
     async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        sequence = await self.sequencer.next(topic)
-        return Event(topic, sequence, self.clock.now(), type, payload)
+        return await number_event(self.pool, self.clock, topic, type, payload)
 
     async def send(self, event: Event) -> None:
-        await self.broadcast.publish(event.topic, encode_event(event))
+        """Deliver ``event``; a broker that cannot be reached is logged, not raised.
+
+        The change the event announces is stored already, and so is the event (stream topics keep
+        it in their history, latest-value topics their newest state): when the broker is back,
+        each process's hub reads what it missed from there. Failing the caller instead would
+        report a stored change as failed.
+        """
+        try:
+            await self.broadcast.publish(event.topic, encode_event(event))
+        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            self.failures += 1
+            logger.warning(
+                "could not publish %s #%d (%s); subscribers will read it from storage",
+                event.topic,
+                event.sequence,
+                exc,
+            )

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from api.broadcast import Broadcast
     from api.exchange import PaperExchange
     from api.fanout import Groups
+    from api.history import PgHistory
     from api.hub import Hub
     from api.limits import CallerLimits
     from api.marathon_boards import MarathonBoards
@@ -36,6 +37,7 @@ class Services:
     pool: asyncpg.Pool
     broadcast: Broadcast
     hub: Hub
+    history: PgHistory
     groups: Groups
     publisher: Publisher
     clock: Clock

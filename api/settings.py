@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from api.history import parse_limits
+
+if TYPE_CHECKING:
+    from api.history import HistoryLimit
+    from domain.topics import TopicKind
 
 MIN_SECRET_BYTES = 32
 """HS256 wants a key as long as its hash (RFC 7518 §3.2)."""
@@ -94,6 +100,13 @@ class Settings(BaseSettings):
     """How often a process that does not lead tries to become the leader, and how often the
     leader checks it still holds the lock: the longest a cluster runs without a leader after the
     leader dies (plus PostgreSQL noticing the dead session)."""
+
+    history_limits: str = ""
+    """How much history stream topics keep for resuming subscribers: ``kind=events/seconds``
+    pairs, comma-separated (``positions=5000/86400``). Unnamed kinds keep 1000 events for 24 h
+    (``marathon-feed``: 10000 for 10 minutes)."""
+    history_prune_interval_s: float = Field(default=60.0, gt=0)
+    """How often the leader deletes history past those limits."""
 
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
@@ -197,6 +210,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("history_limits")
+    @classmethod
+    def _valid_history_limits(cls, value: str) -> str:
+        parse_limits(value)
+        return value
+
+    @property
+    def history_limit_map(self) -> dict[TopicKind, HistoryLimit]:
+        return parse_limits(self.history_limits)
 
     @field_validator("broadcast_url")
     @classmethod

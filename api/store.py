@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from domain.events import Event
+from api.history import number_event
 from domain.markets import Market, MarketCatalog
 from domain.prices import OraclePrice
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
+    from domain.events import Event
     from domain.ports import Clock
 
     Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
@@ -61,27 +62,10 @@ class PgPriceRepository:
         return price, row["sequence"]
 
 
-class PgSequencer:
-    """Per-topic sequence numbers kept in PostgreSQL, so they stay monotonic across restarts and
-    across every process that publishes."""
-
-    def __init__(self, pool: Executor) -> None:
-        self.pool = pool
-
-    async def next(self, topic: str) -> int:
-        sequence: int = await self.pool.fetchval(
-            """INSERT INTO topic_sequences (topic, sequence) VALUES ($1, 1)
-               ON CONFLICT (topic) DO UPDATE SET sequence = topic_sequences.sequence + 1
-               RETURNING sequence""",
-            topic,
-        )
-        return sequence
-
-
 async def numbered_event(
     conn: Connection, clock: Clock, topic: str, type: str, payload: dict[str, Any]
 ) -> Event:
-    """The next event of ``topic``, its sequence taken on ``conn``: inside the transaction that
-    stores what it announces, so the event exists if and only if the change was stored."""
-    sequence = await PgSequencer(conn).next(topic)
-    return Event(topic, sequence, clock.now(), type, payload)
+    """The next event of ``topic``, numbered (and kept in the topic's history) on ``conn``:
+    inside the transaction that stores what it announces, so the event exists if and only if the
+    change was stored."""
+    return await number_event(conn, clock, topic, type, payload)

@@ -105,6 +105,7 @@ async def start_cluster_workers(services: Services, workers: Workers) -> None:
         outcomes=outcomes,
     )
     workers.start("round-clock", round_clock.run())
+    workers.start("history-pruner", services.history.run_pruner(settings.history_prune_interval_s))
     workers.start("paper-exchange", services.exchange.follow_prices(services.hub))
     workers.start("portfolio", services.portfolio.follow_prices(services.hub))
     if settings.simulated_feeds:

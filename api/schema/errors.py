@@ -3,7 +3,8 @@
 ClientError                     the request cannot be served as asked; not logged as a fault
  ├── UnknownMarketGraphQLError  code UNKNOWN_MARKET, extensions.market names it
  └── StreamEndedError           a subscription the server had to end: code SUBSCRIBER_LAGGED,
-                                UPSTREAM_UNAVAILABLE or SHUTTING_DOWN; resubscribe to go on
+                                STREAM_GAP, UPSTREAM_UNAVAILABLE or SHUTTING_DOWN; resubscribe
+                                (with after: the last cursor) to go on
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
-from api.hub import HubClosedError, HubError, SubscriberLaggedError
+from api.hub import HubClosedError, HubError, StreamGapError, SubscriberLaggedError
 from domain.markets import Market, MarketCatalog, UnknownMarketError
 
 
@@ -47,4 +48,5 @@ class StreamEndedError(ClientError):
 _STREAM_END_CODES: dict[type[HubError], str] = {
     SubscriberLaggedError: "SUBSCRIBER_LAGGED",
     HubClosedError: "SHUTTING_DOWN",
+    StreamGapError: "STREAM_GAP",
 }

@@ -17,12 +17,21 @@ from api.schema.context import Info  # noqa: TC001
 from api.schema.errors import ClientError, StreamEndedError, market_or_error
 from api.schema.permissions import limit_mutations, require_role
 from api.schema.perps import PositionSide
+from api.schema.resume import (
+    AFTER_DESCRIPTION,
+    Resumable,
+    StreamPosition,
+    StreamReset,
+    parse_after,
+    stamped,
+)
 from domain import paper_exchange as model
 from domain.prices import OraclePrice
 from domain.topics import TopicKind, kind_of, live_topic, price_topic
 
 if TYPE_CHECKING:
     from api.auth import Principal
+    from api.history import Cursor
     from api.services import Services
     from domain.events import Event
 
@@ -203,19 +212,19 @@ class PaperAccount:
 
 
 @strawberry.type(description="The account's balance changed (a fill, or a price move).")
-class BalanceUpdate:
+class BalanceUpdate(Resumable):
     balance: PaperBalance
     at: datetime
 
 
 @strawberry.type(description="The account's open positions, valued at the latest prices.")
-class PaperPositionsUpdate:
+class PaperPositionsUpdate(Resumable):
     positions: list[PaperPosition]
     at: datetime
 
 
 @strawberry.type(description="Orders changed: placed, filled, canceled, triggered.")
-class OrdersUpdate:
+class OrdersUpdate(Resumable):
     changed: list[PaperOrder]
     fills: list[PaperFill]
     open_orders: list[PaperOrder]
@@ -223,7 +232,7 @@ class OrdersUpdate:
 
 
 LiveDashboardEvent = Annotated[
-    BalanceUpdate | PaperPositionsUpdate | OrdersUpdate,
+    BalanceUpdate | PaperPositionsUpdate | OrdersUpdate | StreamReset,
     strawberry.union("LiveDashboardEvent"),
 ]
 
@@ -272,21 +281,36 @@ def _open(account: model.PaperAccount) -> list[PaperOrder]:
     return [PaperOrder.of(o.to_payload()) for o in account.open_orders()]
 
 
-async def live_stream(services: Services, owner: str) -> AsyncIterator[LiveDashboardEvent]:
+async def live_stream(
+    services: Services, owner: str, after: list[Cursor] | None = None
+) -> AsyncIterator[LiveDashboardEvent]:
     """Balance, positions and open orders at once; then each change of the account (orders,
     fills, positions, balance); and positions and balance again when a price they depend on
-    moves."""
+    moves. Resumed (``after``): the order changes since the cursor, then balance and positions."""
     exchange = services.exchange
-    topics = [live_topic(owner)] + [price_topic(m.id) for m in services.markets]
+    streams = [live_topic(owner)]
+    topics = streams + [price_topic(m.id) for m in services.markets]
     try:
         async with services.hub.merge(topics) as merged:
-            account = await exchange.account(owner)
+            start = await services.history.start(
+                streams, after, lambda: exchange.account(owner), always_snapshot=True
+            )
+            account = start.snapshot
+            assert account is not None
             marks = await exchange.marks()
             now = services.clock.now()
+            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            for event in start.replay:
+                position.advance(event)
+                yield stamped(_orders_update(event, account), position)
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
             balance, positions = _views(account, marks)
-            yield BalanceUpdate(balance=balance, at=now)
-            yield PaperPositionsUpdate(positions=positions, at=now)
-            yield OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
+            yield stamped(BalanceUpdate(balance=balance, at=now), position)
+            yield stamped(PaperPositionsUpdate(positions=positions, at=now), position)
+            if not start.resumed:
+                orders = OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
+                yield stamped(orders, position)
             async for event in merged:
                 if kind_of(event.topic) is TopicKind.PRICE:
                     price = OraclePrice.from_payload(event.payload)
@@ -296,16 +320,22 @@ async def live_stream(services: Services, owner: str) -> AsyncIterator[LiveDashb
                     new_balance, new_positions = _views(account, marks)
                     if new_positions != positions:
                         positions = new_positions
-                        yield PaperPositionsUpdate(positions=positions, at=event.published_at)
+                        update = PaperPositionsUpdate(positions=positions, at=event.published_at)
+                        yield stamped(update, position)
                     if new_balance != balance:
                         balance = new_balance
-                        yield BalanceUpdate(balance=balance, at=event.published_at)
+                        yield stamped(
+                            BalanceUpdate(balance=balance, at=event.published_at), position
+                        )
                     continue
+                if not position.advance(event):
+                    continue  # the start covered it
                 account = await exchange.account(owner)
-                yield _orders_update(event, account)
+                yield stamped(_orders_update(event, account), position)
                 balance, positions = _views(account, marks)
-                yield PaperPositionsUpdate(positions=positions, at=event.published_at)
-                yield BalanceUpdate(balance=balance, at=event.published_at)
+                at = event.published_at
+                yield stamped(PaperPositionsUpdate(positions=positions, at=at), position)
+                yield stamped(BalanceUpdate(balance=balance, at=at), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
@@ -342,9 +372,13 @@ class ExchangeSubscription:
         description="The signed-in user's balance, positions and orders at once, then every "
         "change: fills, placed, canceled and triggered orders, and price moves."
     )
-    async def live_dashboard(self, info: Info) -> AsyncIterator[LiveDashboardEvent]:
+    async def live_dashboard(
+        self,
+        info: Info,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[LiveDashboardEvent]:
         owner = _owner(info.context.principal, "liveDashboard")
-        return live_stream(info.context.services, owner)
+        return live_stream(info.context.services, owner, parse_after(after, 1))
 
 
 @strawberry.type

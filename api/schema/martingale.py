@@ -10,7 +10,7 @@ import re
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -25,12 +25,21 @@ from api.schema.permissions import (
     require_role,
     require_signed_in,
 )
+from api.schema.resume import (
+    AFTER_DESCRIPTION,
+    Resumable,
+    StreamPosition,
+    StreamReset,
+    parse_after,
+    stamped,
+)
 from domain import martingale as model
 from domain.mining_rounds import MiningRound, RoundResult
 from domain.topics import martingale_topic, rounds_topic
 
 if TYPE_CHECKING:
     from api.auth import Principal
+    from api.history import Cursor
     from api.services import Services
     from domain.events import Event
 
@@ -154,7 +163,7 @@ class MartingaleUpdate:
 
 
 @strawberry.type(description="A mining round.")
-class Round:
+class Round(Resumable):
     number: int
     starts_at: datetime
     ends_at: datetime
@@ -256,14 +265,34 @@ def _update(event: Event, wallet: str | None) -> MartingaleUpdate:
     )
 
 
-async def rounds_stream(services: Services) -> AsyncIterator[Round]:
+RoundEvent = Annotated[
+    Round | StreamReset,
+    strawberry.union("RoundEvent", description="What the rounds stream sends."),
+]
+
+
+async def rounds_stream(
+    services: Services, after: list[Cursor] | None = None
+) -> AsyncIterator[RoundEvent]:
+    """The current round at once, then each round event. Resumed (``after``): the round events
+    since the cursor instead of the current round."""
+    streams = [rounds_topic()]
     try:
-        async with services.hub.subscribe(rounds_topic()) as subscription:
-            latest = await services.martingale_store.latest_round()
-            if latest is not None:
-                yield Round.of(latest)
+        async with services.hub.subscribe(streams[0]) as subscription:
+            start = await services.history.start(
+                streams, after, services.martingale_store.latest_round
+            )
+            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            for event in start.replay:
+                position.advance(event)
+                yield stamped(Round.from_payload(event.payload), position)
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
+            if start.snapshot is not None:
+                yield stamped(Round.of(start.snapshot), position)
             async for event in subscription:
-                yield Round.from_payload(event.payload)
+                if position.advance(event):
+                    yield stamped(Round.from_payload(event.payload), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
@@ -325,8 +354,12 @@ class MartingaleSubscription:
         description="The current round at once, then each round as it opens and as it is "
         "settled (public)."
     )
-    async def rounds(self, info: Info) -> AsyncIterator[Round]:
-        return rounds_stream(info.context.services)
+    async def rounds(
+        self,
+        info: Info,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[RoundEvent]:
+        return rounds_stream(info.context.services, parse_after(after, 1))
 
 
 @strawberry.input

@@ -22,6 +22,14 @@ from api.schema.permissions import (
     require_role,
     require_signed_in,
 )
+from api.schema.resume import (
+    AFTER_DESCRIPTION,
+    Resumable,
+    StreamPosition,
+    StreamReset,
+    parse_after,
+    stamped,
+)
 from domain import perps
 from domain.perps_engine import (
     POSITION_CLOSED,
@@ -43,6 +51,7 @@ from domain.topics import (
 
 if TYPE_CHECKING:
     from api.auth import Principal
+    from api.history import Cursor
     from api.services import Services
     from domain.events import Event
     from domain.markets import MarketCatalog
@@ -160,21 +169,21 @@ class Position:
 
 
 @strawberry.type(description="Every open position of a user, valued at the latest prices.")
-class PositionsUpdate:
+class PositionsUpdate(Resumable):
     user: str
     positions: list[Position]
     at: datetime
 
 
 @strawberry.type
-class PositionOpened:
+class PositionOpened(Resumable):
     position: Position
     fill: Fill
     at: datetime
 
 
 @strawberry.type(description="Size or collateral changed: a trade, or a funding payment.")
-class PositionModified:
+class PositionModified(Resumable):
     position: Position
     fill: Fill | None
     reason: str = strawberry.field(description="trade or funding.")
@@ -182,7 +191,7 @@ class PositionModified:
 
 
 @strawberry.type
-class PositionClosed:
+class PositionClosed(Resumable):
     position: Position = strawberry.field(description="The position as it was closed.")
     fill: Fill
     returned: Decimal = strawberry.field(description="Collateral plus PnL paid back.")
@@ -190,7 +199,7 @@ class PositionClosed:
 
 
 @strawberry.type
-class PositionLiquidated:
+class PositionLiquidated(Resumable):
     position: Position = strawberry.field(description="The position as it was liquidated.")
     fill: Fill
     liquidation_reward: Decimal = strawberry.field(description="What the liquidator earned.")
@@ -201,7 +210,7 @@ class PositionLiquidated:
 @strawberry.type(
     description="The position's health fell below 1.2: sent once per crossing, not every tick."
 )
-class LiquidationWarning:
+class LiquidationWarning(Resumable):
     position: Position
     health_factor: Decimal
     mark_price: Decimal
@@ -214,7 +223,8 @@ PositionEvent = Annotated[
     | PositionModified
     | PositionClosed
     | PositionLiquidated
-    | LiquidationWarning,
+    | LiquidationWarning
+    | StreamReset,
     strawberry.union(
         "PositionEvent",
         description="What the positions stream sends: the positions, and what happened to them.",
@@ -277,7 +287,7 @@ class LiquidationCandidates:
 
 
 @strawberry.type(description="A market's open interest, volume, prices and funding.")
-class MarketStats:
+class MarketStats(Resumable):
     market: str
     index_price: Decimal | None = strawberry.field(description="The oracle price.")
     mark_price: Decimal | None = strawberry.field(
@@ -315,7 +325,7 @@ class MarketStats:
 
 
 @strawberry.type(description="Funding was settled for an interval.")
-class FundingRateChanged:
+class FundingRateChanged(Resumable):
     market: str
     rate: Decimal
     mark_price: Decimal
@@ -338,7 +348,9 @@ class FundingRateChanged:
         )
 
 
-MarketStatsEvent = Annotated[MarketStats | FundingRateChanged, strawberry.union("MarketStatsEvent")]
+MarketStatsEvent = Annotated[
+    MarketStats | FundingRateChanged | StreamReset, strawberry.union("MarketStatsEvent")
+]
 
 
 @strawberry.input
@@ -489,19 +501,28 @@ def _present_position_event(
     return PositionModified(position=view, fill=fill, reason=p.get("reason", "trade"), at=at)
 
 
-async def positions_stream(services: Services, user: str) -> AsyncIterator[PositionEvent]:
+async def positions_stream(
+    services: Services, user: str, after: list[Cursor] | None = None
+) -> AsyncIterator[PositionEvent]:
     """The user's positions at once, then each event and the positions after it, and the
-    positions again whenever a market they hold moves.
+    positions again whenever a market they hold moves. Resumed (``after``): the events since the
+    cursor, then the positions.
 
     Position events carry the position's revision: one the snapshot already covered is dropped,
     so nothing shows twice and nothing older follows something newer.
     """
     markets = services.markets
-    topics = [positions_topic(user)] + [price_topic(m.id) for m in markets]
+    streams = [positions_topic(user)]
+    topics = streams + [price_topic(m.id) for m in markets]
     try:
         async with services.hub.merge(topics) as merged:
-            held = {p.id: p for p in await services.book.open_positions(user)}
+            start = await services.history.start(
+                streams, after, lambda: services.book.open_positions(user), always_snapshot=True
+            )
+            assert start.snapshot is not None
+            held = {p.id: p for p in start.snapshot}
             marks = await _marks(services)
+            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
 
             def update() -> PositionsUpdate:
                 return PositionsUpdate(
@@ -510,8 +531,14 @@ async def positions_stream(services: Services, user: str) -> AsyncIterator[Posit
                         Position.build(p, markets, marks.get(p.market)) for p in held.values()
                     ],
                     at=services.clock.now(),
+                    cursor=position.text,
                 )
 
+            for event in start.replay:
+                position.advance(event)
+                yield stamped(_present_position_event(event, markets, marks), position)
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
             yield update()
             pending: Event | None = None
             while True:
@@ -532,41 +559,58 @@ async def positions_stream(services: Services, user: str) -> AsyncIterator[Posit
                     if moved:
                         yield update()
                     continue
-                position = perps.Position.from_payload(event.payload["position"])
-                current = held.get(position.id)
+                if not position.advance(event):
+                    continue  # the start covered it
+                changed = perps.Position.from_payload(event.payload["position"])
+                current = held.get(changed.id)
                 if event.type == POSITION_WARNING:
                     if current is not None:
-                        yield _present_position_event(event, markets, marks)
+                        yield stamped(_present_position_event(event, markets, marks), position)
                     continue
                 if event.type in (POSITION_CLOSED, POSITION_LIQUIDATED):
                     if current is None:
                         continue  # already gone in the snapshot
-                    del held[position.id]
-                elif current is not None and current.revision >= position.revision:
+                    del held[changed.id]
+                elif current is not None and current.revision >= changed.revision:
                     continue  # the snapshot already showed it
                 else:
-                    held[position.id] = position
-                yield _present_position_event(event, markets, marks)
+                    held[changed.id] = changed
+                yield stamped(_present_position_event(event, markets, marks), position)
                 yield update()
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
 
-async def market_stats_stream(services: Services, market: str) -> AsyncIterator[MarketStatsEvent]:
+async def market_stats_stream(
+    services: Services, market: str, after: list[Cursor] | None = None
+) -> AsyncIterator[MarketStatsEvent]:
+    """The stats at once (after the funding settlements since ``after`` when resumed), then every
+    change and every settlement."""
     stats_topic = market_stats_topic(market)
+    streams = [funding_topic(market)]
     try:
-        async with services.hub.merge([stats_topic, funding_topic(market)]) as merged:
+        async with services.hub.merge([stats_topic, *streams]) as merged:
+            start = await services.history.start(
+                streams, after, lambda: services.latest.latest(stats_topic), always_snapshot=True
+            )
+            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            for event in start.replay:
+                position.advance(event)
+                yield stamped(FundingRateChanged.from_event(event), position)
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
             last = 0
-            current = await services.latest.latest(stats_topic)
+            current = start.snapshot
             if current is not None:
                 last = current.sequence
-                yield MarketStats.from_event(current)
+                yield stamped(MarketStats.from_event(current), position)
             async for event in merged:
                 if event.topic != stats_topic:
-                    yield FundingRateChanged.from_event(event)
+                    if position.advance(event):
+                        yield stamped(FundingRateChanged.from_event(event), position)
                 elif event.sequence > last:
                     last = event.sequence
-                    yield MarketStats.from_event(event)
+                    yield stamped(MarketStats.from_event(event), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
@@ -627,9 +671,14 @@ class PerpsSubscription:
         "closed and liquidated event and each liquidation warning before the positions it "
         "leaves. For that user and admins only."
     )
-    async def positions(self, info: Info, user: str | None = None) -> AsyncIterator[PositionEvent]:
+    async def positions(
+        self,
+        info: Info,
+        user: str | None = None,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[PositionEvent]:
         owner = _user_or_caller(info.context.principal, user)
-        return positions_stream(info.context.services, owner)
+        return positions_stream(info.context.services, owner, parse_after(after, 1))
 
     @strawberry.subscription(
         description="The liquidation candidates at once, then again whenever they change "
@@ -645,9 +694,14 @@ class PerpsSubscription:
         description="The market's stats at once, then on every change, with a "
         "FundingRateChanged at each funding settlement. Public."
     )
-    async def market_stats(self, info: Info, market: str) -> AsyncIterator[MarketStatsEvent]:
+    async def market_stats(
+        self,
+        info: Info,
+        market: str,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[MarketStatsEvent]:
         market_or_error(info.context.services.markets, market)
-        return market_stats_stream(info.context.services, market)
+        return market_stats_stream(info.context.services, market, parse_after(after, 1))
 
 
 @strawberry.type

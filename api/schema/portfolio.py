@@ -19,12 +19,21 @@ from api.portfolio import BLOCKCHAINS, CASH, asset_of
 from api.schema.context import Info  # noqa: TC001
 from api.schema.errors import ClientError, StreamEndedError, market_or_error
 from api.schema.permissions import limit_mutations, require_role
+from api.schema.resume import (
+    AFTER_DESCRIPTION,
+    Resumable,
+    StreamPosition,
+    StreamReset,
+    parse_after,
+    stamped,
+)
 from domain import portfolio as model
 from domain.prices import OraclePrice
 from domain.topics import TopicKind, dashboard_topic, kind_of, live_topic, price_topic
 
 if TYPE_CHECKING:
     from api.auth import Principal
+    from api.history import Cursor
     from api.services import Services
     from domain.events import Event
     from domain.paper_exchange import PaperAccount
@@ -47,7 +56,7 @@ class AlertDirection(enum.Enum):
 
 
 @strawberry.type
-class PriceUpdate:
+class PriceUpdate(Resumable):
     asset: str
     blockchain: str
     price: Decimal
@@ -56,7 +65,7 @@ class PriceUpdate:
 
 
 @strawberry.type(description="A fill of the user's paper account.")
-class TradeExecuted:
+class TradeExecuted(Resumable):
     trade_id: strawberry.ID
     asset: str
     action: str = strawberry.field(
@@ -69,7 +78,7 @@ class TradeExecuted:
 
 
 @strawberry.type(description="A trim rule sold part of a position: a partial take-profit.")
-class TrimExecuted:
+class TrimExecuted(Resumable):
     trim_id: strawberry.ID
     asset: str
     amount_sold: Decimal
@@ -92,7 +101,7 @@ class TrimExecuted:
 
 
 @strawberry.type(description="A price alert was reached.")
-class BenchmarkTriggered:
+class BenchmarkTriggered(Resumable):
     benchmark_id: strawberry.ID
     asset: str
     target_price: Decimal
@@ -117,7 +126,7 @@ class BenchmarkTriggered:
 @strawberry.type(
     description="The portfolio's value moved by at least PORTFOLIO_UPDATE_THRESHOLD_PERCENT."
 )
-class PortfolioUpdate:
+class PortfolioUpdate(Resumable):
     total_value_usd: Decimal
     change24h: Decimal | None = strawberry.field(description="Percent against 24 h ago.")
     change24h_usd: Decimal | None = strawberry.field(name="change24hUsd")
@@ -134,7 +143,7 @@ class PortfolioUpdate:
 
 
 @strawberry.type
-class ConversionCompleted:
+class ConversionCompleted(Resumable):
     conversion_id: strawberry.ID
     from_asset: str
     to_asset: str
@@ -162,7 +171,8 @@ DashboardUpdate = Annotated[
     | TrimExecuted
     | BenchmarkTriggered
     | PortfolioUpdate
-    | ConversionCompleted,
+    | ConversionCompleted
+    | StreamReset,
     strawberry.union("DashboardUpdate"),
 ]
 
@@ -305,11 +315,14 @@ def _price_update(price: OraclePrice, reference: dict[str, Decimal]) -> PriceUpd
     )
 
 
-async def dashboard_stream(services: Services, owner: str) -> AsyncIterator[DashboardUpdate]:
+async def dashboard_stream(
+    services: Services, owner: str, after: list[Cursor] | None = None
+) -> AsyncIterator[DashboardUpdate]:
     """The portfolio's value at once; then every price, trade, trim, alert and conversion, and
-    the value again whenever it moved by at least the threshold since the last one sent."""
-    topics = [dashboard_topic(owner), live_topic(owner)]
-    topics += [price_topic(m.id) for m in services.markets]
+    the value again whenever it moved by at least the threshold since the last one sent.
+    Resumed (``after``): the trades, trims, alerts and conversions since the cursor first."""
+    streams = [dashboard_topic(owner), live_topic(owner)]
+    topics = streams + [price_topic(m.id) for m in services.markets]
     gate = model.PortfolioUpdateGate(services.settings.portfolio_update_threshold_percent)
     valuer = _Valuer(services, owner)
 
@@ -317,11 +330,23 @@ async def dashboard_stream(services: Services, owner: str) -> AsyncIterator[Dash
         update = valuer.update()
         if update is None or not gate.offer(update.total_value_usd):
             return None
-        return PortfolioUpdate.of(update.to_payload())
+        return stamped(PortfolioUpdate.of(update.to_payload()), position)
+
+    def happened(event: Event) -> list[DashboardUpdate]:
+        if kind_of(event.topic) is TopicKind.LIVE:
+            return [stamped(_trade(fill), position) for fill in event.payload["fills"]]
+        return [stamped(_dashboard_event(event), position)]
 
     try:
         async with services.hub.merge(topics) as merged:
-            await valuer.load()
+            start = await services.history.start(streams, after, valuer.load, always_snapshot=True)
+            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            for event in start.replay:
+                position.advance(event)
+                for update in happened(event):
+                    yield update
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
             if (first := value()) is not None:
                 yield first
             async for event in merged:
@@ -330,14 +355,15 @@ async def dashboard_stream(services: Services, owner: str) -> AsyncIterator[Dash
                     price = OraclePrice.from_payload(event.payload)
                     await valuer.refresh_reference()
                     valuer.prices[asset_of(price.market)] = price.price
-                    yield _price_update(price, valuer.reference)
-                elif kind is TopicKind.LIVE:
-                    for fill in event.payload["fills"]:
-                        yield _trade(fill)
-                    valuer.account = await services.exchange.account(owner)
+                    yield stamped(_price_update(price, valuer.reference), position)
+                elif not position.advance(event):
+                    continue  # the start covered it
                 else:
-                    yield _dashboard_event(event)
-                    if event.type == model.ConversionCompleted.event_type:
+                    for update in happened(event):
+                        yield update
+                    if kind is TopicKind.LIVE:
+                        valuer.account = await services.exchange.account(owner)
+                    elif event.type == model.ConversionCompleted.event_type:
                         valuer.holdings = await services.portfolio.portfolio(owner)
                 if (moved := value()) is not None:
                     yield moved
@@ -443,9 +469,13 @@ class PortfolioSubscription:
         "price, trade, trim, triggered alert and conversion, and the value again when it moves "
         "by at least PORTFOLIO_UPDATE_THRESHOLD_PERCENT."
     )
-    async def dashboard_updates(self, info: Info) -> AsyncIterator[DashboardUpdate]:
+    async def dashboard_updates(
+        self,
+        info: Info,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[DashboardUpdate]:
         owner = _owner(info.context.principal, "dashboardUpdates")
-        return dashboard_stream(info.context.services, owner)
+        return dashboard_stream(info.context.services, owner, parse_after(after, 2))
 
 
 @strawberry.type

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from api.migrations import available, migrate
-from api.store import PgPriceRepository, PgSequencer, load_markets
+from api.store import PgPriceRepository, load_markets
 from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
@@ -43,14 +43,6 @@ async def test_markets_are_seeded(pool: asyncpg.Pool) -> None:
     btc = catalog.get("BTC-PERP")
     assert (btc.base, btc.quote, btc.tick_size) == ("BTC", "USD", Decimal("0.1"))
     assert {m.id for m in catalog} >= {"BTC-PERP", "ETH-PERP", "SOL-PERP"}
-
-
-async def test_sequences_are_monotonic_per_topic_under_concurrency(pool: asyncpg.Pool) -> None:
-    sequencer = PgSequencer(pool)
-    topic = f"test:{datetime.now(UTC).timestamp()}"
-    got = await asyncio.gather(*(sequencer.next(topic) for _ in range(50)))
-    assert sorted(got) == list(range(1, 51))
-    assert await sequencer.next(topic + "-other") == 1
 
 
 async def test_a_price_never_replaces_a_newer_one(pool: asyncpg.Pool) -> None:
