@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from api.hub import HubError
+from api.hub import HubClosedError, HubError
 from api.marathon_store import (
     ACCOUNT_SNAPSHOT,
     MARATHON_CREATED,
@@ -97,6 +97,8 @@ class MarathonBoards:
                         self.apply(event)
             except asyncio.CancelledError:
                 raise
+            except HubClosedError:
+                return  # the server is shutting down
             except HubError as exc:
                 logger.warning("marathon feed lost (%s); rebuilding from the database", exc)
             except Exception:

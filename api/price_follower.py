@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from api.hub import HubError
+from api.hub import HubClosedError, HubError
 from domain.prices import OraclePrice
 from domain.topics import price_topic
 
@@ -30,7 +30,7 @@ async def follow_prices(
     *,
     worker: str,
 ) -> None:
-    """Call ``handle(market, price)`` for every price until cancelled."""
+    """Call ``handle(market, price)`` for every price until cancelled or the hub closes."""
     topics = [price_topic(m.id) for m in markets]
     while True:
         try:
@@ -41,6 +41,8 @@ async def follow_prices(
                         await handle(price.market, price.price)
                     except Exception:
                         logger.exception("%s failed on %s", worker, price.market)
+        except HubClosedError:
+            return  # the server is shutting down: nothing left to follow
         except HubError as exc:
             logger.warning("%s lost the price feed (%s); resubscribing", worker, exc)
         await clock.sleep(1.0)
