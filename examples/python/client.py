@@ -51,16 +51,19 @@ subscription Positions($after: String) {
 """
 
 
-async def take(session: Any, field: str, query: str, variables: dict[str, Any]) -> None:
-    """Print EVENTS results of one subscription; leaving the loop completes it on the server."""
+async def take(session: Any, field: str, query: str, variables: dict[str, Any]) -> str | None:
+    """Print EVENTS results of one subscription and return the newest cursor among them (None
+    if they have none). Leaving the loop completes the subscription on the server."""
     request = GraphQLRequest(query, variable_values=variables)
-    seen = 0
+    cursor, seen = None, 0
     async with contextlib.aclosing(session.subscribe(request)) as results:
         async for data in results:
             print(json.dumps({"feed": field, "event": data[field]}), flush=True)
+            cursor = data[field].get("cursor") or cursor  # to resume right after this event
             seen += 1
             if seen == EVENTS:
-                return
+                return cursor
+    raise RuntimeError("the server ended the subscription")
 
 
 async def main() -> None:
@@ -70,10 +73,11 @@ async def main() -> None:
         init_payload={"authorization": f"Bearer {TOKEN}"},
     )
     async with Client(transport=transport) as session:
-        await asyncio.gather(
+        _, cursor = await asyncio.gather(
             take(session, "priceUpdates", PRICES, {"market": MARKET}),
             take(session, "positions", POSITIONS, {"after": AFTER}),
         )
+    print(f"resume the positions with TRADESTREAM_AFTER={cursor or AFTER}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 import { ApolloClient, InMemoryCache } from '@apollo/client';
 import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { createClient } from 'graphql-ws';
+import type { Observable } from 'rxjs';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; browsers and Node 22+ need no import
 import { PositionsDocument, PriceUpdatesDocument } from './generated/graphql.js';
-import { after, events, fail, market, print, stopIfTokenRefused, token, wsUrl } from './settings.js';
+import { after, done, events, fail, keepCursor, market, print } from './settings.js';
+import { stopIfTokenRefused, token, wsUrl } from './settings.js';
 
 const wsClient = createClient({
   url: wsUrl,
@@ -15,35 +17,35 @@ const wsClient = createClient({
 });
 const client = new ApolloClient({ link: new GraphQLWsLink(wsClient), cache: new InMemoryCache() });
 
-// The documents are typed (src/generated/graphql.ts), so `data` is: no casts, no guessing.
-const prices = new Promise<void>((resolve, reject) => {
-  let seen = 0;
-  const subscription = client
-    .subscribe({ query: PriceUpdatesDocument, variables: { market }, fetchPolicy: 'no-cache' })
-    .subscribe({
+/** Hands the data of the first `events` results to onData, then unsubscribes. */
+function take<T>(results: Observable<ApolloClient.SubscribeResult<T>>, onData: (data: T) => void) {
+  return new Promise<void>((resolve, reject) => {
+    let seen = 0;
+    const subscription = results.subscribe({
       next: ({ data, error }) => {
         if (error || !data) return reject(error);
-        print('priceUpdates', data.priceUpdates);
+        onData(data);
         if (++seen === events) resolve(subscription.unsubscribe());
       },
       error: reject,
+      complete: () => reject(new Error('the server ended the subscription')),
     });
-});
+  });
+}
 
-const positions = new Promise<void>((resolve, reject) => {
-  let seen = 0;
-  const subscription = client
-    .subscribe({ query: PositionsDocument, variables: { after }, fetchPolicy: 'no-cache' })
-    .subscribe({
-      next: ({ data, error }) => {
-        if (error || !data) return reject(error);
-        // Keep data.positions.cursor: subscribing again with it as `after` resumes right after it.
-        print('positions', data.positions);
-        if (++seen === events) resolve(subscription.unsubscribe());
-      },
-      error: reject,
-    });
-});
-
-await Promise.all([prices, positions]).catch(fail);
+// The documents are typed (src/generated/graphql.ts): so are `variables` and `data`.
+await Promise.all([
+  take(
+    client.subscribe({ query: PriceUpdatesDocument, variables: { market }, fetchPolicy: 'no-cache' }),
+    (data) => print('priceUpdates', data.priceUpdates),
+  ),
+  take(
+    client.subscribe({ query: PositionsDocument, variables: { after }, fetchPolicy: 'no-cache' }),
+    (data) => {
+      print('positions', data.positions);
+      keepCursor(data.positions.cursor); // to resume right after this event
+    },
+  ),
+]).catch(fail);
 await wsClient.dispose();
+done();

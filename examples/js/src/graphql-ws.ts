@@ -1,14 +1,11 @@
 // graphql-ws alone: one WebSocket (subprotocol graphql-transport-ws), the token in connection_init.
 import { print as printDocument } from 'graphql';
-import { createClient } from 'graphql-ws';
+import { createClient, type SubscribePayload } from 'graphql-ws';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; browsers and Node 22+ need no import
-import {
-  PositionsDocument,
-  PriceUpdatesDocument,
-  type PositionsSubscription,
-  type PriceUpdatesSubscription,
-} from './generated/graphql.js';
-import { after, events, fail, market, print, stopIfTokenRefused, token, wsUrl } from './settings.js';
+import { PositionsDocument, PriceUpdatesDocument } from './generated/graphql.js';
+import type { PositionsSubscription, PriceUpdatesSubscription } from './generated/graphql.js';
+import { after, done, events, fail, keepCursor, market, print } from './settings.js';
+import { stopIfTokenRefused, token, wsUrl } from './settings.js';
 
 const client = createClient({
   url: wsUrl,
@@ -18,32 +15,29 @@ const client = createClient({
   on: { closed: stopIfTokenRefused },
 });
 
-async function prices(): Promise<void> {
-  const results = client.iterate<PriceUpdatesSubscription>({
-    query: printDocument(PriceUpdatesDocument),
-    variables: { market },
-  });
+/** Hands the data of the first `events` results to onData; leaving the loop completes it. */
+async function take<T>(payload: SubscribePayload, onData: (data: T) => void): Promise<void> {
   let seen = 0;
-  for await (const { data, errors } of results) {
+  for await (const { data, errors } of client.iterate<T>(payload)) {
     if (errors || !data) fail(errors);
-    print('priceUpdates', data.priceUpdates);
-    if (++seen === events) break; // leaving the loop completes the subscription
+    onData(data);
+    if (++seen === events) return;
   }
+  fail('the server ended the subscription');
 }
 
-async function positions(): Promise<void> {
-  const results = client.iterate<PositionsSubscription>({
-    query: printDocument(PositionsDocument),
-    variables: { after },
-  });
-  let seen = 0;
-  for await (const { data, errors } of results) {
-    if (errors || !data) fail(errors);
-    // Keep data.positions.cursor: subscribing again with it as `after` resumes right after it.
-    print('positions', data.positions);
-    if (++seen === events) break;
-  }
-}
-
-await Promise.all([prices(), positions()]).catch(fail);
+await Promise.all([
+  take<PriceUpdatesSubscription>(
+    { query: printDocument(PriceUpdatesDocument), variables: { market } },
+    (data) => print('priceUpdates', data.priceUpdates),
+  ),
+  take<PositionsSubscription>(
+    { query: printDocument(PositionsDocument), variables: { after } },
+    (data) => {
+      print('positions', data.positions);
+      keepCursor(data.positions.cursor); // to resume right after this event
+    },
+  ),
+]).catch(fail);
 await client.dispose();
+done();

@@ -17,6 +17,18 @@ export const after = process.env.TRADESTREAM_AFTER || null;
 const timeoutS = Number(process.env.TRADESTREAM_TIMEOUT_S ?? '30');
 setTimeout(() => fail(`fewer than ${events} events of each feed in ${timeoutS} s`), timeoutS * 1000).unref();
 
+let newestCursor = after;
+
+/** Keep the newest positions cursor: a later run with TRADESTREAM_AFTER set to it resumes there. */
+export function keepCursor(cursor: string | null): void {
+  newestCursor = cursor ?? newestCursor;
+}
+
+export function done(): never {
+  console.error(`resume the positions with TRADESTREAM_AFTER=${newestCursor}`);
+  process.exit(0);
+}
+
 export function print(feed: string, event: unknown): void {
   process.stdout.write(JSON.stringify({ feed, event }) + '\n');
 }

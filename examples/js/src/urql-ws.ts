@@ -1,10 +1,12 @@
 // urql over graphql-ws: subscriptionExchange forwards subscriptions to one WebSocket, the token
 // in connection_init.
 import { Client, subscriptionExchange } from '@urql/core';
+import type { OperationResult, OperationResultSource } from '@urql/core';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; browsers and Node 22+ need no import
 import { PositionsDocument, PriceUpdatesDocument } from './generated/graphql.js';
-import { after, events, fail, market, print, stopIfTokenRefused, token, url, wsUrl } from './settings.js';
+import { after, done, events, fail, keepCursor, market, print } from './settings.js';
+import { stopIfTokenRefused, token, url, wsUrl } from './settings.js';
 
 const wsClient = createClient({
   url: wsUrl,
@@ -15,7 +17,7 @@ const wsClient = createClient({
 });
 
 const client = new Client({
-  url, // queries and mutations would go here over HTTP (add fetchExchange to `exchanges`)
+  url, // queries and mutations would go here over HTTP, with fetchExchange added to `exchanges`
   exchanges: [
     subscriptionExchange({
       forwardSubscription(request) {
@@ -31,25 +33,27 @@ const client = new Client({
   ],
 });
 
-// The documents are typed (src/generated/graphql.ts), so `data` is: no casts, no guessing.
-const prices = new Promise<void>((resolve, reject) => {
-  let seen = 0;
-  const subscription = client.subscription(PriceUpdatesDocument, { market }).subscribe((result) => {
-    if (result.error || !result.data) return reject(result.error);
-    print('priceUpdates', result.data.priceUpdates);
-    if (++seen === events) resolve(subscription.unsubscribe());
+/** Hands the data of the first `events` results to onData, then unsubscribes. */
+function take<T>(results: OperationResultSource<OperationResult<T>>, onData: (data: T) => void) {
+  return new Promise<void>((resolve, reject) => {
+    let seen = 0;
+    const subscription = results.subscribe(({ data, error }) => {
+      if (error || !data) return reject(error);
+      onData(data);
+      if (++seen === events) resolve(subscription.unsubscribe());
+    });
   });
-});
+}
 
-const positions = new Promise<void>((resolve, reject) => {
-  let seen = 0;
-  const subscription = client.subscription(PositionsDocument, { after }).subscribe((result) => {
-    if (result.error || !result.data) return reject(result.error);
-    // Keep result.data.positions.cursor: subscribing again with it as `after` resumes after it.
-    print('positions', result.data.positions);
-    if (++seen === events) resolve(subscription.unsubscribe());
-  });
-});
-
-await Promise.all([prices, positions]).catch(fail);
+// The documents are typed (src/generated/graphql.ts): so are the variables and `data`.
+await Promise.all([
+  take(client.subscription(PriceUpdatesDocument, { market }), (data) =>
+    print('priceUpdates', data.priceUpdates),
+  ),
+  take(client.subscription(PositionsDocument, { after }), (data) => {
+    print('positions', data.positions);
+    keepCursor(data.positions.cursor); // to resume right after this event
+  }),
+]).catch(fail);
 await wsClient.dispose();
+done();
