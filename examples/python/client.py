@@ -2,7 +2,8 @@
 
 Subscribes to a public feed (a market's prices) and a private one (the token's user's positions),
 prints TRADESTREAM_EVENTS events of each as JSON lines, and exits 0; 1 on an error or a time-out.
-Install: pip install 'gql[websockets]>=4.4,<5'. Run: python client.py (settings as in ../README.md).
+Install: pip install 'gql[websockets]>=4.4,<5'. Run: python client.py; docs/clients.md has the
+settings.
 """
 
 from __future__ import annotations

@@ -54,17 +54,22 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def installed_matches_lock() -> bool:
-    """Whether node_modules holds exactly what package-lock.json pins (npm ci writes the list of
-    what it installed to node_modules/.package-lock.json)."""
-    installed = JS_DIR / "node_modules" / ".package-lock.json"
-    if not installed.exists():
+    """Whether node_modules holds what package-lock.json pins (npm writes what it installed to
+    node_modules/.package-lock.json; optional packages for other platforms are left out)."""
+    installed_path = JS_DIR / "node_modules" / ".package-lock.json"
+    if not installed_path.exists():
         return False
-
-    def versions(path: Path) -> dict[str, str | None]:
-        packages = json.loads(path.read_text())["packages"]
-        return {k: v.get("version") for k, v in packages.items() if k and not v.get("extraneous")}
-
-    return versions(installed) == versions(JS_DIR / "package-lock.json")
+    installed = json.loads(installed_path.read_text())["packages"]
+    locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]
+    locked.pop("", None)  # the project itself
+    if set(installed) - set(locked):
+        return False
+    return all(
+        installed[name]["version"] == package["version"]
+        if name in installed
+        else package.get("optional", False)
+        for name, package in locked.items()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -320,4 +325,21 @@ def test_the_docs_show_the_files_ci_runs() -> None:
     expected = {str(p.relative_to(ROOT)) for p in sources}
     assert set(shown) == expected, "docs/clients.md shows each example file once, by its path"
     for path, code in shown.items():
-        assert code == (ROOT / path).read_text(), f"docs/clients.md shows an old {path}"
+        assert code == (ROOT / path).read_text(), (
+            f"docs/clients.md shows an old {path}: python -m tests.e2e.test_examples updates it"
+        )
+
+
+def show_the_files_in_the_docs() -> None:
+    """Replace each file's code block in docs/clients.md with the file as it is."""
+
+    def current(match: re.Match[str]) -> str:
+        start, end = (i - match.start() for i in match.span("code"))
+        shown = match.group(0)
+        return shown[:start] + (ROOT / match["path"]).read_text() + shown[end:]
+
+    DOC.write_text(SHOWN.sub(current, DOC.read_text()))
+
+
+if __name__ == "__main__":
+    show_the_files_in_the_docs()
