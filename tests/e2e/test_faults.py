@@ -1,0 +1,301 @@
+"""Faults a server survives: PostgreSQL restarted under it, RabbitMQ restarted under it, and a
+SIGTERM while mutations are running.
+
+The servers restarted here are private to each test (:mod:`tests.private_services`): the shared
+PostgreSQL and RabbitMQ are never stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.private_services import PrivatePostgres
+from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
+
+UNAVAILABLE = "The database is unavailable; retry later."
+FAIL_FAST_S = 3.0
+"""A request while PostgreSQL is down is answered within this (it is refused at once)."""
+RECOVERY_S = 15.0
+"""After PostgreSQL is back, the same process serves again within this."""
+
+POSITION = "id market side size"
+OPEN = "mutation($i: OpenPositionInput!) { openPosition(input: $i) { " + POSITION + " } }"
+POSITIONS = "{ positions { " + POSITION + " } }"
+PLACE = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { order { id status price } } }"
+PAPER = "{ paperAccount { openOrders { id status price } } }"
+PRICE = '{ price(market: "BTC-PERP") { price sequence } }'
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
+    postgres = PrivatePostgres(tmp_path / "postgres").start()
+    yield postgres
+    postgres.stop("immediate")
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServerProcess]]:
+    """Processes a test starts, stopped at its end."""
+    processes: list[ServerProcess] = []
+    yield processes
+    for process in processes:
+        process.stop()
+
+
+async def post(
+    http: httpx.AsyncClient,
+    server: ServerProcess,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    bearer: str | None = None,
+) -> tuple[float, dict[str, Any]]:
+    """How long the answer took, and the answer (HTTP 200 is asserted)."""
+    headers = {} if bearer is None else {"authorization": f"Bearer {bearer}"}
+    started = time.monotonic()
+    response = await http.post(
+        server.url, json={"query": query, "variables": variables or {}}, headers=headers
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return elapsed, body
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float, what: str
+) -> tuple[float, Any]:
+    """Poll ``probe`` until ``done(result)``; how long it took, and the last result."""
+    started = time.monotonic()
+    while True:
+        result = await probe()
+        if done(result):
+            return time.monotonic() - started, result
+        assert time.monotonic() - started < timeout, f"{what}: not after {timeout}s: {result}"
+        await asyncio.sleep(0.2)
+
+
+def assert_unavailable(body: dict[str, Any]) -> None:
+    assert body.get("errors"), body
+    for error in body["errors"]:
+        assert error["message"] == UNAVAILABLE, body
+        assert error["extensions"] == {"code": "SERVICE_UNAVAILABLE"}, body
+
+
+async def of_operation(ws: GraphQLWS, id: str | None) -> dict[str, Any]:
+    """The next message about operation ``id`` (``None``: the next without an id, such as
+    ``pong``), skipping the others (prices of other subscriptions)."""
+    for _ in range(1000):
+        message = await ws.receive()
+        if message.get("id") == id:
+            return message
+    raise AssertionError(f"no message for {id} among 1000")
+
+
+async def readyz(http: httpx.AsyncClient, server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    response = await http.get(server.base_url + "/readyz")
+    body: dict[str, Any] = response.json()
+    return response.status_code, body
+
+
+async def stats_of(http: httpx.AsyncClient, server: ServerProcess) -> dict[str, Any]:
+    body: dict[str, Any] = (await http.get(server.base_url + "/stats")).json()
+    return body
+
+
+CLUSTER_WORKERS = {"perps-engine", "price-feed", "round-clock", "paper-exchange", "portfolio"}
+
+
+async def test_a_postgres_restart_fails_requests_fast_and_the_same_process_recovers(
+    private_postgres: PrivatePostgres, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        {"DATABASE_URL": private_postgres.url, "PRICE_FEED_HZ": "10"}, tmp_path / "server.log"
+    )
+    servers.append(server)
+    server.start()
+    assert server.process is not None
+    alice = token("alice")
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        GraphQLWS.connect(server.ws_url) as ws,
+    ):
+        # Acknowledged writes before the outage: perps positions and paper orders.
+        opened = []
+        for market in ("BTC-PERP", "ETH-PERP", "SOL-PERP"):
+            _, body = await post(
+                http,
+                server,
+                OPEN,
+                {"i": {"market": market, "side": "LONG", "size": "0.5", "leverage": "2"}},
+                alice,
+            )
+            assert "errors" not in body, body
+            opened.append(body["data"]["openPosition"])
+        placed = []
+        for n in range(3):
+            _, body = await post(
+                http,
+                server,
+                PLACE,
+                {
+                    "i": {
+                        "symbol": "ETH-PERP",
+                        "side": "BUY",
+                        "type": "LIMIT",
+                        "quantity": "0.1",
+                        "price": str(10 + n),  # far below the market: stays open
+                    }
+                },
+                alice,
+            )
+            assert "errors" not in body, body
+            placed.append(body["data"]["placeOrder"]["order"])
+        await ws.subscribe("p", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        before = (await ws.next_data("p", "priceUpdates"))["sequence"]
+
+        private_postgres.stop("immediate")
+
+        # Down: every request fails fast, and says why.
+        for query, variables in (
+            (PRICE, None),
+            (POSITIONS, None),
+            (OPEN, {"i": {"market": "BTC-PERP", "side": "LONG", "size": "1", "leverage": "2"}}),
+        ):
+            elapsed, body = await post(http, server, query, variables, alice)
+            assert_unavailable(body)
+            assert elapsed < FAIL_FAST_S, (query, elapsed)
+        status, ready = await readyz(http, server)
+        assert status == 503, ready
+        assert ready["checks"]["postgres"].startswith("failed: "), ready
+        assert ready["checks"]["broadcast"] == "ok", ready
+        assert (await http.get(server.base_url + "/healthz")).status_code == 200
+        # A socket stays up, and a new subscription that needs the database (for its first
+        # price) ends cleanly, saying why.
+        await ws.send({"type": "ping"})
+        assert await of_operation(ws, None) == {"type": "pong"}
+        await ws.subscribe("down", PRICE_SUBSCRIPTION, {"m": "ETH-PERP"})
+        message = await of_operation(ws, "down")
+        assert message["type"] == "next", message
+        assert_unavailable(message["payload"])
+        assert await of_operation(ws, "down") == {"id": "down", "type": "complete"}
+        assert server.process.poll() is None
+
+        private_postgres.start()
+
+        # Up: the same process serves again, its workers carried on.
+        recovered, _ = await eventually(
+            lambda: post(http, server, PRICE),
+            lambda r: "errors" not in r[1],
+            RECOVERY_S,
+            "queries served again",
+        )
+        _, body = await post(
+            http,
+            server,
+            OPEN,
+            {"i": {"market": "BTC-PERP", "side": "SHORT", "size": "0.25", "leverage": "3"}},
+            alice,
+        )
+        assert "errors" not in body, body
+        opened.append(body["data"]["openPosition"])
+        await eventually(
+            lambda: readyz(http, server), lambda r: r[0] == 200, RECOVERY_S, "/readyz 200"
+        )
+        stats = await stats_of(http, server)
+        assert set(stats["workers"]) >= CLUSTER_WORKERS, stats
+        # The price feed publishes again: the subscription opened before the outage goes on.
+        for _ in range(200):
+            message = await ws.receive()
+            if (
+                message.get("id") == "p"
+                and message["payload"]["data"]["priceUpdates"]["sequence"] > before + 5
+            ):
+                break
+        else:
+            raise AssertionError("no new price on the subscription opened before the outage")
+        print(f"\nserved again {recovered:.2f}s after PostgreSQL was started")
+
+        # Nothing acknowledged was lost.
+        _, body = await post(http, server, POSITIONS, None, alice)
+        assert sorted(p["id"] for p in body["data"]["positions"]) == sorted(p["id"] for p in opened)
+        _, body = await post(http, server, PAPER, None, alice)
+        assert sorted(o["id"] for o in body["data"]["paperAccount"]["openOrders"]) == sorted(
+            o["id"] for o in placed
+        )
+    assert server.process.poll() is None
+
+
+async def test_the_leader_steps_down_while_postgres_is_down_and_leads_again(
+    private_postgres: PrivatePostgres,
+    servers: list[ServerProcess],
+    tmp_path: Path,
+    redis_url: str,
+) -> None:
+    """With a backend that crosses processes the shared workers run under the leader's advisory
+    lock, on a connection of its own: a restart takes the lock away, so the process stops them;
+    once PostgreSQL is back it leads again and starts them again."""
+    server = ServerProcess(
+        {
+            "DATABASE_URL": private_postgres.url,
+            "BROADCAST_URL": redis_url,
+            "PRICE_FEED_HZ": "10",
+            "LEADER_POLL_S": "0.5",
+        },
+        tmp_path / "server.log",
+    )
+    servers.append(server)
+    server.start()
+    assert server.process is not None
+    async with httpx.AsyncClient(timeout=30) as http:
+        _, stats = await eventually(
+            lambda: stats_of(http, server), lambda s: s["leader"], RECOVERY_S, "leading"
+        )
+        assert set(stats["workers"]) >= CLUSTER_WORKERS, stats
+        assert stats["leaderTerms"] == 1, stats
+        _, body = await post(http, server, PRICE)
+        before = body["data"]["price"]["sequence"]
+
+        private_postgres.stop("fast")
+
+        stepped_down, stats = await eventually(
+            lambda: stats_of(http, server),
+            lambda s: not s["leader"] and not CLUSTER_WORKERS & set(s["workers"]),
+            RECOVERY_S,
+            "stepped down",
+        )
+        assert {"leader-election", "marathon-boards"} <= set(stats["workers"]), stats
+        status, ready = await readyz(http, server)
+        assert status == 503, ready
+        assert ready["checks"]["postgres"].startswith("failed: "), ready
+        assert ready["checks"]["broadcast"] == "ok", ready
+
+        private_postgres.start()
+
+        led_again, stats = await eventually(
+            lambda: stats_of(http, server),
+            lambda s: s["leader"] and set(s["workers"]) >= CLUSTER_WORKERS,
+            RECOVERY_S,
+            "leading again",
+        )
+        assert stats["leaderTerms"] == 2, stats
+        await eventually(
+            lambda: readyz(http, server), lambda r: r[0] == 200, RECOVERY_S, "/readyz 200"
+        )
+        # The price feed runs again under the new term, on from where it stopped.
+        await eventually(
+            lambda: post(http, server, PRICE),
+            lambda r: "errors" not in r[1] and r[1]["data"]["price"]["sequence"] > before + 5,
+            RECOVERY_S,
+            "prices published again",
+        )
+        print(f"\nstepped down after {stepped_down:.2f}s, led again after {led_again:.2f}s")
+    assert server.process.poll() is None
