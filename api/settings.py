@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = False
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+    """On SIGTERM, how long queries and mutations already executing get to finish and send their
+    answer before the connections are closed anyway (then the workers stop and the process exits).
+    Keep it below the orchestrator's own grace period (Kubernetes: 30 s by default)."""
 
     environment: Literal["development", "production"] = "development"
     """``production`` refuses to start without a JWT key; ``development`` makes one under

@@ -8,9 +8,12 @@ PostgreSQL and RabbitMQ are never stopped.
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -299,3 +302,161 @@ async def test_the_leader_steps_down_while_postgres_is_down_and_leads_again(
         )
         print(f"\nstepped down after {stepped_down:.2f}s, led again after {led_again:.2f}s")
     assert server.process.poll() is None
+
+
+def limit_order(price: str) -> dict[str, Any]:
+    return {"symbol": "ETH-PERP", "side": "BUY", "type": "LIMIT", "quantity": "0.1", "price": price}
+
+
+async def blocked_on_locks(admin: asyncpg.Connection, count: int) -> None:
+    """Wait until ``count`` sessions of the server wait for a lock the test holds."""
+    await eventually(
+        lambda: admin.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        ),
+        lambda n: n == count,
+        10,
+        "mutations blocked on the row lock",
+    )
+
+
+def refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+async def test_sigterm_lets_running_mutations_finish_and_answer(
+    isolated_database_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """A mutation executing when SIGTERM arrives (held on a row lock the test holds) completes,
+    and its answer reaches the client over HTTP and over a WebSocket before the process exits;
+    nothing new is let in meanwhile."""
+    server = ServerProcess(
+        {"DATABASE_URL": isolated_database_url, "PRICE_FEED_HZ": "10", "SHUTDOWN_GRACE_S": "15"},
+        tmp_path / "server.log",
+    )
+    servers.append(server)
+    server.start()
+    assert server.process is not None
+    over_http, over_ws = token("shutdown-http"), token("shutdown-ws")
+    async with httpx.AsyncClient(timeout=30) as http:
+        # Each account exists, so its row can be locked; with no open order, so the paper
+        # exchange's worker does not lock it on every price.
+        market = {"symbol": "ETH-PERP", "side": "BUY", "type": "MARKET", "quantity": "0.01"}
+        for bearer in (over_http, over_ws):
+            _, body = await post(http, server, PLACE, {"i": market}, bearer)
+            assert "errors" not in body, body
+        admin = await asyncpg.connect(isolated_database_url)
+        try:
+            async with GraphQLWS.connect(server.ws_url, token=over_ws) as ws:
+                lock = admin.transaction()
+                await lock.start()
+                await admin.execute(
+                    "SELECT 1 FROM paper_accounts WHERE owner = ANY($1) FOR UPDATE",
+                    ["shutdown-http", "shutdown-ws"],
+                )
+                http_answer = asyncio.create_task(
+                    post(http, server, PLACE, {"i": limit_order("11")}, over_http)
+                )
+                await ws.subscribe("m", PLACE, {"i": limit_order("12")})
+                await blocked_on_locks(admin, 2)
+
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                # No new connection, no new operation on an open one.
+                await eventually(
+                    lambda: asyncio.to_thread(refused, server.port),
+                    bool,
+                    5,
+                    "new connections refused",
+                )
+                await ws.subscribe("late", PLACE, {"i": limit_order("13")})
+                late = await of_operation(ws, "late")
+                assert late["type"] == "error", late
+                assert late["payload"][0]["extensions"]["code"] == "SHUTTING_DOWN", late
+                await asyncio.sleep(1.0)
+                assert server.process.poll() is None, "exited with mutations running"
+                assert not http_answer.done()
+
+                await lock.rollback()  # the mutations go on
+                released = time.monotonic()
+
+                _, body = await http_answer
+                assert "errors" not in body, body
+                http_order = body["data"]["placeOrder"]["order"]
+                message = await of_operation(ws, "m")
+                assert message["type"] == "next", message
+                assert "errors" not in message["payload"], message
+                ws_order = message["payload"]["data"]["placeOrder"]["order"]
+                assert await of_operation(ws, "m") == {"id": "m", "type": "complete"}
+                code, _ = await ws.closed()
+                assert code == 1012
+            await asyncio.to_thread(server.process.wait, 15)
+            exited = time.monotonic()
+            print(
+                f"\nheld {released - signalled:.2f}s after SIGTERM; "
+                f"exited {exited - released:.2f}s after the lock was released"
+            )
+            # Both writes are stored.
+            for owner, order in (("shutdown-http", http_order), ("shutdown-ws", ws_order)):
+                payload = await admin.fetchval(
+                    "SELECT payload::text FROM paper_accounts WHERE owner = $1", owner
+                )
+                assert order["id"] in payload, (owner, order, payload)
+            assert (
+                await admin.fetchval(
+                    "SELECT count(*) FROM paper_accounts WHERE payload::text LIKE '%\"13\"%'"
+                )
+                == 0
+            )  # the refused one was not placed
+        finally:
+            await admin.close()
+
+
+async def test_sigterm_waits_no_longer_than_the_grace_period(
+    isolated_database_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """A mutation that cannot finish (its row lock is never released) holds the exit for
+    SHUTDOWN_GRACE_S at most; it is then abandoned, and its transaction with it."""
+    grace_s = 2.0
+    server = ServerProcess(
+        {"DATABASE_URL": isolated_database_url, "PRICE_FEED_HZ": "10", "SHUTDOWN_GRACE_S": "2"},
+        tmp_path / "server.log",
+    )
+    servers.append(server)
+    server.start()
+    assert server.process is not None
+    bearer = token("stuck")
+    async with httpx.AsyncClient(timeout=30) as http:
+        market = {"symbol": "ETH-PERP", "side": "BUY", "type": "MARKET", "quantity": "0.01"}
+        _, body = await post(http, server, PLACE, {"i": market}, bearer)
+        assert "errors" not in body, body
+        admin = await asyncpg.connect(isolated_database_url)
+        try:
+            lock = admin.transaction()
+            await lock.start()
+            await admin.execute("SELECT 1 FROM paper_accounts WHERE owner = 'stuck' FOR UPDATE")
+            async with GraphQLWS.connect(server.ws_url, token=bearer) as ws:
+                await ws.subscribe("m", PLACE, {"i": limit_order("11")})
+                await blocked_on_locks(admin, 1)
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                code, _ = await ws.closed(timeout=grace_s + 5)
+                closed = time.monotonic() - signalled
+            assert code == 1012
+            await asyncio.to_thread(server.process.wait, 15)
+            exited = time.monotonic() - signalled
+            print(f"\nclosed {closed:.2f}s and exited {exited:.2f}s after SIGTERM")
+            assert grace_s - 0.5 <= closed <= grace_s + 2, closed
+            assert exited <= grace_s + 5, exited
+            await lock.rollback()
+            payload = await admin.fetchval(
+                "SELECT payload::text FROM paper_accounts WHERE owner = 'stuck'"
+            )
+            assert '"11"' not in payload, payload  # abandoned: nothing half-written
+        finally:
+            await admin.close()
