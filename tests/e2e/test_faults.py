@@ -11,13 +11,17 @@ import asyncio
 import signal
 import socket
 import time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
 import asyncpg
 import httpx
 import pytest
 
-from tests.private_services import PrivatePostgres
+from tests.e2e.test_marathons import SETTINGS as MARATHON_SETTINGS
+from tests.e2e.test_marathons import add, create, wire
+from tests.private_services import RABBITMQ_SERVER, PrivatePostgres, PrivateRabbit
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:
@@ -460,3 +464,122 @@ async def test_sigterm_waits_no_longer_than_the_grace_period(
             assert '"11"' not in payload, payload  # abandoned: nothing half-written
         finally:
             await admin.close()
+
+
+@pytest.fixture
+def private_rabbit(tmp_path: Path) -> Iterator[PrivateRabbit]:
+    if not PrivateRabbit.available():
+        pytest.skip(f"RabbitMQ is not installed ({RABBITMQ_SERVER} not found)")
+    broker = PrivateRabbit(tmp_path / "rabbitmq").start()
+    yield broker
+    broker.stop()
+
+
+async def publish(url: str, bodies: list[bytes], queue: str = "socket_data") -> None:
+    """Publish persistent messages, each confirmed by the broker before the next."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()  # publisher confirms: on
+        for body in bodies:
+            await channel.default_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=queue,
+            )
+    finally:
+        await connection.close()
+
+
+async def test_a_rabbitmq_restart_loses_no_acknowledged_snapshot(
+    private_rabbit: PrivateRabbit,
+    isolated_database_url: str,
+    servers: list[ServerProcess],
+    tmp_path: Path,
+) -> None:
+    """Snapshots published and confirmed, the broker stopped at once (whatever the consumer had
+    not acknowledged yet is redelivered), started again, more published: every one ends up
+    stored and ranked, and the consumer says it reconnected."""
+    server = ServerProcess(
+        {
+            **MARATHON_SETTINGS,
+            "DATABASE_URL": isolated_database_url,
+            "RABBITMQ_URL": private_rabbit.url,
+        },
+        tmp_path / "server.log",
+    )
+    servers.append(server)
+    server.start()
+    logins = list(range(6001, 6011))
+    await create(server, "restart", "olga", public=True)
+    for login in logins:
+        await add(server, "restart", login, f"trader{login}", "olga")
+    async with httpx.AsyncClient(timeout=30) as http:
+        # Before: every account starts at 1000.
+        await publish(private_rabbit.url, [wire(login, "1000", "1000", at=0) for login in logins])
+        await eventually(
+            lambda: stats_of(http, server),
+            lambda s: s["rabbitmq"]["processed"] == len(logins),
+            RECOVERY_S,
+            "first snapshots processed",
+        )
+        # Confirmed by the broker, then the broker stops at once, handled or not.
+        first_half, second_half = logins[:5], logins[5:]
+        await publish(
+            private_rabbit.url,
+            [wire(login, "1000", "1100", at=1, profit="100") for login in first_half],
+        )
+        private_rabbit.stop()
+        stopped = time.monotonic()
+        _, (_, ready) = await eventually(
+            lambda: readyz(http, server), lambda r: r[0] == 503, RECOVERY_S, "/readyz 503"
+        )
+        assert ready["checks"]["rabbitmq"].startswith("failed: "), ready
+        assert ready["checks"]["postgres"] == "ok", ready
+        assert server.process is not None
+        assert server.process.poll() is None
+
+        private_rabbit.start()
+        started = time.monotonic()
+        await publish(
+            private_rabbit.url,
+            [wire(login, "1000", "1200", at=2, profit="200") for login in second_half],
+        )
+        reconnected, stats = await eventually(
+            lambda: stats_of(http, server),
+            lambda s: s["rabbitmq"]["ready"] and s["rabbitmq"]["reconnects"] >= 1,
+            RECOVERY_S,
+            "consumer reconnected",
+        )
+        await eventually(
+            lambda: readyz(http, server), lambda r: r[0] == 200, RECOVERY_S, "/readyz 200"
+        )
+        expected = {login: "10.0000" for login in first_half} | {
+            login: "20.0000" for login in second_half
+        }
+        query = '{ leaderboardPage(marathonId: "restart") { rows { login profitPercentage } } }'
+
+        async def board() -> dict[int, str]:
+            _, body = await post(http, server, query)
+            rows = body["data"]["leaderboardPage"]["rows"]
+            return {row["login"]: row["profitPercentage"] for row in rows}
+
+        await eventually(board, lambda b: b == expected, RECOVERY_S, "every snapshot ranked")
+        stats = await stats_of(http, server)
+        assert stats["rabbitmq"]["processed"] >= 2 * len(logins), stats  # redelivery: at least
+        assert stats["rabbitmq"]["deadLettered"] == 0, stats
+        print(
+            f"\nbroker down {started - stopped:.2f}s; consumer ready "
+            f"{reconnected:.2f}s after the publish that followed its restart; {stats['rabbitmq']}"
+        )
+    # Stored, not only ranked in this process: the database has the newest of every account.
+    admin = await asyncpg.connect(isolated_database_url)
+    try:
+        rows = await admin.fetch(
+            "SELECT login, payload->>'equity' AS equity FROM account_snapshots "
+            "WHERE login = ANY($1)",
+            logins,
+        )
+    finally:
+        await admin.close()
+    assert {r["login"]: Decimal(r["equity"]) for r in rows} == {
+        login: Decimal(1100 if login in first_half else 1200) for login in logins
+    }
