@@ -26,6 +26,7 @@ from strawberry.types.graphql import OperationType
 from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
 from api.schema.context import Context
+from api.shutdown import Shutdown
 from api.transport_ws import TransportWSHandler
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.settings = settings
         self.state = state
         self.connections: set[Connection] = set()
+        self.shutdown = Shutdown()
         super().__init__(
             schema,
             subscription_protocols=PROTOCOLS,
