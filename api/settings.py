@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = False
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, le=3600)
+    """The server pings every WebSocket this often (a WebSocket ping frame, not graphql-transport-ws
+    ``ping``), so a client that vanished without closing is noticed."""
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    """A WebSocket whose pong has not come this long after a ping is closed (1011) and dropped."""
 
     environment: Literal["development", "production"] = "development"
     """``production`` refuses to start without a JWT key; ``development`` makes one under
