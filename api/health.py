@@ -72,6 +72,7 @@ async def stats(request: Request) -> JSONResponse:
             "rabbitmq": None if services.consumer is None else services.consumer.stats(),
             "leader": leadership is not None and leadership.leader,
             "workers": _workers(request.app.state),
+            "tasks": len(asyncio.all_tasks()),
         }
     )
 
