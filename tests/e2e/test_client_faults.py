@@ -23,7 +23,14 @@ from websockets.http11 import Response
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
+from tests.support import (
+    PRICE_SUBSCRIPTION,
+    GraphQLWS,
+    ServerProcess,
+    contiguous,
+    following,
+    token,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -187,36 +194,6 @@ class RawWS:
         if close is not None:
             raise Closed(close.code, close.reason)
         return events
-
-
-@contextlib.asynccontextmanager
-async def following(client: GraphQLWS, id: str) -> AsyncIterator[list[int]]:
-    """Read ``client`` in the background, as a live client does (so its library answers the
-    server's pings), keeping the price sequences of operation ``id``; fails if anything else
-    than a result arrives."""
-    sequences: list[int] = []
-
-    async def read() -> None:
-        while True:
-            message = await client.receive(timeout=30)
-            assert message["type"] == "next", message
-            assert "errors" not in message["payload"], message
-            if message["id"] == id:
-                sequences.append(message["payload"]["data"]["priceUpdates"]["sequence"])
-
-    task = asyncio.create_task(read())
-    try:
-        yield sequences
-    finally:
-        if task.done():
-            task.result()  # the reader's failure
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def contiguous(sequences: list[int]) -> bool:
-    return len(sequences) > 0 and sequences == list(range(sequences[0], sequences[-1] + 1))
 
 
 @contextlib.asynccontextmanager
