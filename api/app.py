@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
+from api import graphql_core_fix
 from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
 from api.broadcast import Broadcast
 from api.clock import SystemClock
@@ -89,6 +90,7 @@ class App:
 
 
 def create_app(settings: Settings | None = None) -> App:
+    graphql_core_fix.apply()
     return App(settings or Settings())
 
 

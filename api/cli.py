@@ -93,12 +93,24 @@ def _serve(host: str | None, port: int | None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws="websockets-sansio",
+        ws=_ws_protocol(),
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_per_message_deflate,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
     )
     _DrainingServer(config, app, settings.shutdown_grace_s).run()
     return 0
+
+
+def _ws_protocol() -> type[asyncio.Protocol] | str:
+    """uvicorn's sans-io WebSocket protocol, with closed sockets dropped in bounded time
+    (api/ws_protocol.py); uvicorn's own if its layout has changed."""
+    try:
+        from api.ws_protocol import WebSocketProtocol
+    except ImportError:
+        return "websockets-sansio"
+    return WebSocketProtocol
 
 
 def _tune_gc() -> None:

@@ -109,6 +109,12 @@ class Connection:
             return
         if self.closed:
             return
+        protocol = self._protocol
+        if protocol is not None and (protocol.close_sent or protocol.disconnected):
+            # Closed while frames waited (the keepalive's time-out, say): none will go out.
+            self.closed = True
+            self._clear()
+            return
         waiting = self._by_key.get(key) if key is not None else None
         if waiting is not None:
             self._pending_bytes += len(payload) - len(waiting.payload)

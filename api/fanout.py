@@ -309,15 +309,20 @@ class Groups:
     def __init__(self, *, queue_size: int) -> None:
         self.queue_size = queue_size
         self._by_key: dict[Hashable, Group] = {}
+        """The group a new subscriber of each key joins."""
+        self._live: set[Group] = set()
+        """Every group still running: also those a newer group of the same key replaced in
+        ``_by_key`` (a stream group takes no member after its first result)."""
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self._live)
 
     @property
     def members(self) -> int:
-        return sum(len(g.members) for g in self._by_key.values())
+        return sum(len(g.members) for g in self._live)
 
     def forget(self, group: Group) -> None:
+        self._live.discard(group)
         if self._by_key.get(group.key) is group:
             del self._by_key[group.key]
 
@@ -328,6 +333,7 @@ class Groups:
         group = self._by_key.get(key)
         if group is None or not group.joinable:
             group = self._by_key[key] = Group(self, key, open_stream)
+            self._live.add(group)
         return group.join(sink)
 
     async def results(

@@ -73,6 +73,7 @@ async def stats(request: Request) -> JSONResponse:
             "leader": leadership is not None and leadership.leader,
             "leaderTerms": 0 if leadership is None else leadership.terms,
             "workers": _workers(request.app.state),
+            "tasks": len(asyncio.all_tasks()),
         }
     )
 

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     """On SIGTERM, how long queries and mutations already executing get to finish and send their
     answer before the connections are closed anyway (then the workers stop and the process exits).
     Keep it below the orchestrator's own grace period (Kubernetes: 30 s by default)."""
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, le=3600)
+    """The server pings every WebSocket this often (a WebSocket ping frame, not graphql-transport-ws
+    ``ping``), so a client that vanished without closing is noticed."""
+    ws_ping_timeout_s: float = Field(default=20.0, gt=0, le=3600)
+    """A WebSocket whose pong has not come this long after a ping is closed (1011) and dropped."""
 
     environment: Literal["development", "production"] = "development"
     """``production`` refuses to start without a JWT key; ``development`` makes one under

@@ -11,6 +11,13 @@
 //   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client
 //   HOLD       idle: seconds to keep the sockets open at most (default 120; stdin closing or SIGTERM
 //              ends the hold earlier)
+//   soak (for `python -m bench.soak`): N connection slots for DUR seconds (up to 3600); each slot
+//   connects, subscribes once (QUERY, variables {"m": MARKETS[i % 3]}, or with "n" added for a
+//   DISTINCT fraction), receives for a life drawn between LIFE_MIN and LIFE_MAX seconds, leaves
+//   (a clean `complete` + close 1000, or for an ABRUPT fraction a TCP reset with no close frame),
+//   and reconnects after up to RECONNECT_MAX_MS. FIELD's `sequence` is checked per subscription:
+//   any step other than +1 is a gap (missing sequences are counted as lost) or a step back.
+//   Prints one JSON line every REPORT seconds (counts since the last line) and a final one.
 //
 // Every mode prints one JSON line on stdout when its measurement is done; idle prints a second one
 // when the hold ends. Bounded in count and time: the process always exits by itself.
@@ -42,10 +49,10 @@ let target;
 try { target = new URL(url); } catch { fail(`not a URL: ${url}`); }
 if (target.protocol !== 'ws:' || target.hostname !== '127.0.0.1') fail(`connects to ws://127.0.0.1 only, not ${url}`);
 if (!Number.isInteger(N) || N < 1 || N > MAX_N) fail(`N must be an integer in 1..${MAX_N}, not ${nArg}`);
-if (!(DUR > 0 && DUR <= 600)) fail(`DUR must be in (0, 600] seconds, not ${durArg}`);
+if (!(DUR > 0 && DUR <= (MODE === 'soak' ? 3600 : 600))) fail(`DUR must be in (0, ${MODE === 'soak' ? 3600 : 600}] seconds, not ${durArg}`);
 if (!Number.isInteger(PER_CONN) || PER_CONN < 1 || PER_CONN > N) fail(`PER_CONN must be in 1..N`);
 if (!(HOLD > 0 && HOLD <= 3600)) fail(`HOLD must be in (0, 3600] seconds`);
-if (!['stream', 'idle', 'storm'].includes(MODE)) fail(`MODE must be stream, idle or storm, not ${MODE}`);
+if (!['stream', 'idle', 'storm', 'soak'].includes(MODE)) fail(`MODE must be stream, idle, storm or soak, not ${MODE}`);
 if (!['same', 'distinct'].includes(VARS_MODE)) fail(`VARS_MODE must be same or distinct, not ${VARS_MODE}`);
 
 const CONNS = Math.max(1, Math.floor(N / PER_CONN));
@@ -214,13 +221,102 @@ async function storm() {
   });
 }
 
+// soak: N slots that connect, subscribe, receive, leave and come back, for DUR seconds.
+async function soak() {
+  const LIFE_MIN = Number(process.env.LIFE_MIN || 5);
+  const LIFE_MAX = Number(process.env.LIFE_MAX || 60);
+  const ABRUPT = Number(process.env.ABRUPT || 0.2);
+  const DISTINCT = Number(process.env.DISTINCT || 0.1);
+  const REPORT = Number(process.env.REPORT || 10);
+  const RECONNECT_MAX_MS = Number(process.env.RECONNECT_MAX_MS || 1000);
+  const MARKETS = JSON.parse(process.env.MARKETS || '["BTC-PERP","ETH-PERP","SOL-PERP"]');
+  if (!(LIFE_MIN > 0 && LIFE_MAX >= LIFE_MIN)) fail('need 0 < LIFE_MIN <= LIFE_MAX');
+  if (!(ABRUPT >= 0 && ABRUPT <= 1 && DISTINCT >= 0 && DISTINCT <= 1)) fail('ABRUPT and DISTINCT are fractions');
+  if (!(REPORT >= 1)) fail('REPORT must be >= 1 second');
+  const KEYS = ['connects', 'failed_conns', 'sub_errors', 'msgs', 'gaps', 'lost', 'backwards',
+    'server_closed', 'left_clean', 'left_abrupt', 'first_msgs'];
+  const zero = () => Object.fromEntries(KEYS.map((k) => [k, 0]));
+  const totals = zero();
+  let interval = zero();
+  const bump = (k, n = 1) => { totals[k] += n; interval[k] += n; };
+  const closeCodes = {};
+  let open = 0, stopping = false, subscribers = 0;
+
+  function slot(i) {
+    if (stopping) return;
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    const variables = Math.random() < DISTINCT
+      ? { m: MARKETS[i % MARKETS.length], n: `${i}-${Math.random()}` } : { m: MARKETS[i % MARKETS.length] };
+    let acked = false, leaving = false, last = null, lifeTimer = null;
+    const connectTimer = setTimeout(() => { if (!acked) { leaving = true; bump('failed_conns'); ws.terminate(); } }, CONNECT_TIMEOUT_S * 1000);
+    const leave = () => {
+      leaving = true;
+      if (Math.random() < ABRUPT) {
+        bump('left_abrupt');
+        const raw = ws._socket;
+        if (raw && typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy(); else ws.terminate();
+      } else {
+        bump('left_clean');
+        try { ws.send(JSON.stringify({ id: '1', type: 'complete' })); ws.close(1000); } catch { ws.terminate(); }
+      }
+    };
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      const m = JSON.parse(buf.toString());
+      if (m.type === 'next') {
+        const data = m.payload && m.payload.data && m.payload.data[FIELD];
+        if (m.payload.errors || !data) { bump('sub_errors'); return; }
+        bump('msgs');
+        const seq = data.sequence;
+        if (last === null) bump('first_msgs');
+        else if (seq === last + 1) { /* in order */ } else if (seq > last + 1) { bump('gaps'); bump('lost', seq - last - 1); } else bump('backwards');
+        last = seq;
+      } else if (m.type === 'connection_ack') {
+        acked = true; open++; subscribers++; bump('connects'); clearTimeout(connectTimer);
+        ws.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: QUERY, variables } }));
+        lifeTimer = setTimeout(leave, (LIFE_MIN + Math.random() * (LIFE_MAX - LIFE_MIN)) * 1000);
+      } else if (m.type === 'error' || m.type === 'complete') bump('sub_errors');
+    });
+    ws.on('error', () => {});
+    ws.on('close', (code) => {
+      sockets.delete(ws); clearTimeout(lifeTimer); clearTimeout(connectTimer);
+      if (acked) open--;
+      if (!acked && !leaving && !stopping) bump('failed_conns');
+      else if (acked && !leaving && !stopping) { bump('server_closed'); closeCodes[code] = (closeCodes[code] || 0) + 1; }
+      if (!stopping) setTimeout(() => slot(i), Math.random() * RECONNECT_MAX_MS);
+    });
+  }
+
+  const t0 = Date.now();
+  let lastReport = t0;
+  const report = (extra = {}) => {
+    const now = Date.now();
+    out({ t: Math.round((now - t0) / 100) / 10, seconds: Math.round((now - lastReport) / 100) / 10, open, ...interval, ...extra });
+    interval = zero(); lastReport = now;
+  };
+  const reporter = setInterval(report, REPORT * 1000);
+  for (let c = 0; c < CONNS; c++) { slot(c); if (c % 100 === 99) await sleep(20); }
+  await sleep(Math.max(0, DUR * 1000 - (Date.now() - t0)));
+  clearInterval(reporter);
+  report({ last: true });
+  await sleep(2000); // the orchestrator samples the server once more with every socket open
+  stopping = true;
+  for (const ws of sockets) { try { ws.close(1000); } catch { ws.terminate(); } }
+  const deadline = Date.now() + 10000;
+  while (sockets.size && Date.now() < deadline) await sleep(100);
+  out({ final: true, ...totals, subscriptions: subscribers, open_at_end: sockets.size, server_close_codes: closeCodes,
+    seconds: Math.round((Date.now() - t0) / 100) / 10 });
+}
+
 // A hard stop in case a server stalls the measurement itself.
 const limitS = MODE === 'stream' ? CONNECT_TIMEOUT_S + WARMUP_S + DUR + 30
-  : MODE === 'idle' ? CONNECT_TIMEOUT_S + IDLE_GRACE_S + HOLD + 30 : STORM_TIMEOUT_S + 30;
+  : MODE === 'idle' ? CONNECT_TIMEOUT_S + IDLE_GRACE_S + HOLD + 30
+  : MODE === 'soak' ? DUR + 60 : STORM_TIMEOUT_S + 30;
 setTimeout(() => { process.stderr.write(`load_client: gave up after ${limitS} s\n`); closeAll(); process.exit(3); }, limitS * 1000).unref();
 
 try {
-  await { stream, idle, storm }[MODE]();
+  await { stream, idle, storm, soak }[MODE]();
 } finally {
   closeAll();
 }

@@ -209,3 +209,33 @@ def price_sse(
     headers = {} if token is None else {"authorization": f"Bearer {token}"}
     body = {"query": PRICE_SUBSCRIPTION, "variables": {"m": market}}
     return aconnect_sse(http, "POST", server.url, json=body, headers=headers)
+
+
+@contextlib.asynccontextmanager
+async def following(client: GraphQLWS, id: str) -> AsyncIterator[list[int]]:
+    """Read ``client`` in the background, as a live client does (so its library answers the
+    server's pings), keeping the price sequences of operation ``id``; fails if anything else
+    than a result arrives."""
+    sequences: list[int] = []
+
+    async def read() -> None:
+        while True:
+            message = await client.receive(timeout=30)
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message
+            if message["id"] == id:
+                sequences.append(message["payload"]["data"]["priceUpdates"]["sequence"])
+
+    task = asyncio.create_task(read())
+    try:
+        yield sequences
+    finally:
+        if task.done():
+            task.result()  # the reader's failure
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def contiguous(sequences: list[int]) -> bool:
+    return len(sequences) > 0 and sequences == list(range(sequences[0], sequences[-1] + 1))

@@ -1,0 +1,447 @@
+"""Clients that misbehave at the socket level: one that stops reading, many that vanish without
+closing, a whole client process that is killed or frozen. Each is noticed and freed, within a
+bound, and costs the clients that behave nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
+
+from tests.support import (
+    PRICE_SUBSCRIPTION,
+    GraphQLWS,
+    ServerProcess,
+    contiguous,
+    following,
+    token,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+POSITIONS = (
+    "subscription { positions { __typename ... on PositionsUpdate "
+    "{ positions { id market size unrealizedPnl healthFactor liquidationPrice } at } } }"
+)
+"""The demo user's positions: a stream (never conflated), one result per price tick."""
+SMALL_RCVBUF = 4096
+"""The slow client's socket receive buffer: its TCP window fills after a few KB."""
+RSS_SLACK = 32 * 1024 * 1024
+"""How much a server's RSS may grow during a fault test: allocator noise, not a backlog."""
+FREED_WITHIN_S = 15.0
+SLOW_OPERATIONS = 100
+"""Operations of the slow client: with 50 results a second each, enough to fill the kernel's
+socket buffers (up to 4 MiB on the server's side) within a few seconds."""
+
+
+def rss(server: ServerProcess) -> int:
+    """VmRSS of the server process, in bytes."""
+    assert server.process is not None
+    with open(f"/proc/{server.process.pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def stats(http: httpx.AsyncClient, server: ServerProcess) -> dict[str, Any]:
+    body: dict[str, Any] = (await http.get(server.base_url + "/stats")).json()
+    return body
+
+
+async def until(
+    probe: Callable[[], Any], condition: Callable[[Any], bool], timeout: float
+) -> tuple[Any, float]:
+    """Poll ``probe()`` until ``condition`` holds on its value; return the value and the seconds
+    it took. Fails with the last value seen after ``timeout``."""
+    t0 = time.monotonic()
+    while True:
+        value = await probe()
+        if condition(value):
+            return value, time.monotonic() - t0
+        assert time.monotonic() - t0 < timeout, f"not within {timeout:g} s; last seen: {value}"
+        await asyncio.sleep(0.2)
+
+
+def freed(now: dict[str, Any], baseline: dict[str, Any]) -> bool:
+    """Whether /stats shows the same subscriptions as at the baseline: no member, group or hub
+    subscription of a client that is gone is left."""
+    return all(now[k] == baseline[k] for k in ("groups", "groupMembers", "topics"))
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"closed: {code} {reason!r}")
+        self.code = code
+        self.reason = reason
+
+
+class RawWS:
+    """A graphql-transport-ws client on a raw socket: it reads only when the test calls
+    ``receive``, and its receive buffer can be made small, so not reading fills its TCP window.
+    It answers the server's pings only while it reads."""
+
+    def __init__(self, sock: socket.socket, protocol: ClientProtocol) -> None:
+        self.sock = sock
+        self.protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self._texts: list[bytes] = []
+
+    @classmethod
+    async def open(cls, url: str, *, rcvbuf: int | None = None, init: bool = True) -> Self:
+        parts = urlsplit(url)
+        assert parts.hostname == "127.0.0.1"
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if rcvbuf is not None:  # before connect: it sets the window scale offered
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+        protocol = ClientProtocol(
+            parse_uri(url), subprotocols=[Subprotocol("graphql-transport-ws")], max_size=None
+        )
+        client = cls(sock, protocol)
+        protocol.send_request(protocol.connect())
+        await client._flush()
+        while not any(isinstance(e, Response) for e in await client._read_events(10)):
+            pass
+        assert protocol.handshake_exc is None, protocol.handshake_exc
+        if init:
+            await client.send({"type": "connection_init", "payload": {}})
+            assert await client.receive() == {"type": "connection_ack"}
+        return client
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(orjson.dumps(message))
+        await self._flush()
+
+    async def subscribe(self, id: str, query: str, variables: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        await self.send({"id": id, "type": "subscribe", "payload": payload})
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next text message; ``Closed`` once the server closed (or dropped) the socket."""
+        while not self._texts:
+            await self._read_events(timeout)
+        message: dict[str, Any] = orjson.loads(self._texts.pop(0))
+        return message
+
+    async def until_closed(self, timeout: float = 30.0) -> tuple[int | None, str, int]:
+        """Read everything until the socket closes: the close code (None if it was dropped with
+        no close frame), its reason, and how many messages came before it."""
+        count = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                await self.receive(deadline - time.monotonic())
+                count += 1
+        except Closed as closed:
+            return closed.code, closed.reason, count
+        raise AssertionError(f"still open after {timeout:g} s")
+
+    def reset(self) -> None:
+        """Vanish: close with SO_LINGER 0, so the kernel sends RST and no close frame or FIN."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    async def _flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            if chunk:
+                await self._loop.sock_sendall(self.sock, chunk)
+
+    async def _read_events(self, timeout: float) -> list[Any]:
+        try:
+            data = await asyncio.wait_for(self._loop.sock_recv(self.sock, 65536), timeout)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.protocol.receive_eof()
+            close = self.protocol.close_rcvd
+            raise Closed(
+                None if close is None else close.code, "" if close is None else close.reason
+            )
+        self.protocol.receive_data(data)
+        events = self.protocol.events_received()
+        for event in events:
+            if isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                self._texts.append(bytes(event.data))
+        with contextlib.suppress(OSError):
+            await self._flush()  # pongs, and the answer to a close frame
+        if self._texts:
+            return events
+        close = self.protocol.close_rcvd
+        if close is not None:
+            raise Closed(close.code, close.reason)
+        return events
+
+
+@contextlib.asynccontextmanager
+async def started(env: dict[str, str], database_url: str, log: Any) -> AsyncIterator[ServerProcess]:
+    server = await asyncio.to_thread(
+        ServerProcess({"DATABASE_URL": database_url, **env}, log).start
+    )
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_a_stream_reader_that_stops_reading_is_closed_with_4008_and_others_keep_up(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    """The demo user's positions are a stream: results wait in order, never conflated. A reader
+    whose TCP window is full makes them pile up to SEND_QUEUE_MAX_BYTES, then it is closed with
+    4008; a reader of the same group and of the prices keeps every event meanwhile."""
+    queue_max = 64 * 1024
+    env = {"PRICE_FEED_HZ": "50", "SEND_QUEUE_MAX_BYTES": str(queue_max)}
+    demo = token("demo")
+    async with (
+        started(env, isolated_database_url, tmp_path / "server.log") as server,
+        httpx.AsyncClient(timeout=5) as http,
+        GraphQLWS.connect(server.ws_url, token=demo, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("p", POSITIONS)
+        await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await fast.next_data("p", "positions")
+        baseline = await stats(http, server)
+        rss_before = rss(server)
+
+        slow = await RawWS.open(server.ws_url, rcvbuf=SMALL_RCVBUF, init=False)
+        await slow.send({"type": "connection_init", "payload": {"authorization": f"Bearer {demo}"}})
+        assert await slow.receive() == {"type": "connection_ack"}
+        for i in range(SLOW_OPERATIONS):
+            await slow.subscribe(f"s{i}", POSITIONS)
+        # The slow client reads nothing from here on, while the fast one reads everything.
+        prices: list[int] = []
+        positions = 0
+        pending: list[int] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:
+            message = await fast.receive()
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message
+            if message["id"] == "btc":
+                prices.append(message["payload"]["data"]["priceUpdates"]["sequence"])
+            else:
+                positions += 1
+            if len(prices) % 10 == 0:
+                pending.append((await stats(http, server))["maxPendingBytes"])
+        elapsed = time.monotonic() - t0
+        rss_during = rss(server)
+
+        code, reason, read = await slow.until_closed()
+        slow.close()
+        after, freed_s = await until(
+            lambda: stats(http, server),
+            lambda s: s["webSockets"] == 1 and freed(s, baseline),
+            FREED_WITHIN_S,
+        )
+        # The fast client still receives, with no gap, after the slow one is gone.
+        last = await fast.next_data("btc", "priceUpdates")
+
+    assert code == 4008, (code, reason, read)
+    assert reason == f"slow consumer: more than {queue_max} bytes waiting to be sent"
+    assert prices == list(range(prices[0], prices[0] + len(prices))), "the fast client lost prices"
+    assert len(prices) >= 0.7 * 50 * elapsed, f"{len(prices)} prices in {elapsed:.1f} s at 50/s"
+    assert positions >= 0.7 * 50 * elapsed, f"{positions} positions updates in {elapsed:.1f} s"
+    assert last["sequence"] > prices[-1]
+    assert max(pending) <= queue_max + 16 * 1024, pending  # one result past the bound at most
+    assert after["topics"] == baseline["topics"]
+    assert after["groups"] == baseline["groups"]
+    assert after["pendingBytes"] == 0
+    assert rss_during - rss_before < RSS_SLACK
+    assert freed_s < FREED_WITHIN_S
+
+
+async def test_a_price_reader_that_stops_reading_is_conflated_then_dropped_by_the_keepalive(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    """Latest-value results never pile up, so a reader that stops is not closed as slow: it
+    holds one waiting result per operation. It stops answering pings too, so the keepalive
+    closes it, and the socket is dropped even though what was written to it is never read."""
+    env = {"PRICE_FEED_HZ": "50", "WS_PING_INTERVAL_S": "2", "WS_PING_TIMEOUT_S": "2"}
+    async with (
+        started(env, isolated_database_url, tmp_path / "server.log") as server,
+        httpx.AsyncClient(timeout=5) as http,
+        GraphQLWS.connect(server.ws_url, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await fast.next_data("btc", "priceUpdates")
+        async with following(fast, "btc") as prices:
+            baseline = await stats(http, server)
+            rss_before = rss(server)
+            slow = await RawWS.open(server.ws_url, rcvbuf=SMALL_RCVBUF)
+            for i in range(SLOW_OPERATIONS):
+                await slow.subscribe(str(i), PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+            # It reads nothing from here on.
+            loaded, _ = await until(
+                lambda: stats(http, server), lambda s: s["conflated"] > 0, FREED_WITHIN_S
+            )
+            rss_during = rss(server)
+            after, dropped_s = await until(
+                lambda: stats(http, server),
+                lambda s: s["webSockets"] == 1 and freed(s, baseline),
+                FREED_WITHIN_S,
+            )
+            count = len(prices)
+            await until(lambda: asyncio.sleep(0.1, len(prices)), lambda n: n >= count + 10, 5)
+        code, _, _ = await slow.until_closed()
+        slow.close()
+
+    assert loaded["webSockets"] == 2
+    assert loaded["groupMembers"] == baseline["groupMembers"] + SLOW_OPERATIONS
+    assert loaded["maxPendingBytes"] < SLOW_OPERATIONS * 300  # one result per operation
+    assert contiguous(prices), "the fast client lost prices"
+    assert code in (1011, None)  # the keepalive's close frame, if it got past the backlog
+    assert after["pendingBytes"] == 0
+    assert after["tasks"] <= baseline["tasks"] + 2, (baseline["tasks"], after["tasks"])
+    assert dropped_s < 2 + 2 + 5, dropped_s  # ping interval and timeout, and the close's grace
+    assert rss_during - rss_before < RSS_SLACK
+
+
+async def test_a_hundred_clients_that_vanish_with_a_reset_are_freed(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    async with (
+        started({"PRICE_FEED_HZ": "20"}, isolated_database_url, tmp_path / "server.log") as server,
+        httpx.AsyncClient(timeout=5) as http,
+        GraphQLWS.connect(server.ws_url, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await fast.next_data("btc", "priceUpdates")
+        baseline = await stats(http, server)
+        rss_before = rss(server)
+
+        vanishing = []
+        for i in range(100):
+            client = await RawWS.open(server.ws_url)
+            market = ("BTC-PERP", "ETH-PERP", "SOL-PERP")[i % 3]
+            await client.subscribe("1", PRICE_SUBSCRIPTION, {"m": market})
+            # and one execution of its own (an undeclared variable makes its key unique)
+            await client.subscribe("2", PRICE_SUBSCRIPTION, {"m": market, "n": i})
+            vanishing.append(client)
+        for client in vanishing:
+            message = await client.receive()
+            assert message["id"] == "1", message
+            assert message["type"] == "next", message
+        loaded = await stats(http, server)
+        for client in vanishing:
+            client.reset()
+        after, freed_s = await until(
+            lambda: stats(http, server),
+            lambda s: s["webSockets"] == 1 and s["groupMembers"] == baseline["groupMembers"],
+            FREED_WITHIN_S,
+        )
+        prices = [(await fast.next_data("btc", "priceUpdates"))["sequence"] for _ in range(20)]
+        rss_after = rss(server)
+
+    assert loaded["webSockets"] == 101
+    assert loaded["groupMembers"] == baseline["groupMembers"] + 200
+    assert loaded["groups"] >= baseline["groups"] + 100
+    assert after["topics"] == baseline["topics"]
+    assert after["groups"] == baseline["groups"]
+    assert after["tasks"] <= baseline["tasks"] + 2, (baseline["tasks"], after["tasks"])
+    assert prices == list(range(prices[0], prices[0] + 20))
+    assert rss_after - rss_before < RSS_SLACK
+    assert freed_s < FREED_WITHIN_S
+
+
+CLIENT_PROCESS = """
+import asyncio, json, sys
+from websockets.asyncio.client import connect
+
+async def main(url, n):
+    sockets = []
+    for i in range(n):
+        ws = await connect(url, subprotocols=["graphql-transport-ws"], compression=None,
+                           ping_interval=None)
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": "subscription { priceUpdates(market: \\"ETH-PERP\\") { sequence } }"}}))
+        assert json.loads(await ws.recv())["type"] == "next"
+        sockets.append(ws)
+    print("ready", flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def client_process(server: ServerProcess, n: int) -> subprocess.Popen[bytes]:
+    """A Python process holding ``n`` subscribed WebSockets; it prints ``ready`` when it does."""
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", CLIENT_PROCESS, server.ws_url, str(n)],
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
+    assert line == b"ready\n", line
+    return process
+
+
+async def test_a_killed_client_process_and_a_frozen_one_are_freed(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    """SIGKILL: the kernel closes the client's sockets, and the server notices at once.
+    SIGSTOP: the sockets stay open and the kernel keeps acknowledging, but nothing answers the
+    server's pings; the keepalive frees them after WS_PING_INTERVAL_S + WS_PING_TIMEOUT_S."""
+    env = {"PRICE_FEED_HZ": "10", "WS_PING_INTERVAL_S": "2", "WS_PING_TIMEOUT_S": "2"}
+    async with (
+        started(env, isolated_database_url, tmp_path / "server.log") as server,
+        httpx.AsyncClient(timeout=5) as http,
+        GraphQLWS.connect(server.ws_url, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await fast.next_data("btc", "priceUpdates")
+        outcomes = {}
+        async with following(fast, "btc") as prices:
+            baseline = await stats(http, server)
+            for how in (signal.SIGKILL, signal.SIGSTOP):
+                process = await client_process(server, 50)
+                try:
+                    loaded = await stats(http, server)
+                    assert loaded["webSockets"] == 51
+                    assert loaded["groupMembers"] == baseline["groupMembers"] + 50
+                    process.send_signal(how)
+                    after, seconds = await until(
+                        lambda: stats(http, server),
+                        lambda s: s["webSockets"] == 1 and freed(s, baseline),
+                        FREED_WITHIN_S,
+                    )
+                    outcomes[how.name] = (seconds, after)
+                finally:
+                    process.kill()
+                    process.wait(10)
+                    assert process.stdout is not None
+                    process.stdout.close()
+            count = len(prices)
+            await until(lambda: asyncio.sleep(0.1, len(prices)), lambda n: n >= count + 5, 5)
+
+    assert outcomes["SIGKILL"][0] < 3, outcomes
+    assert 2 <= outcomes["SIGSTOP"][0] < 2 + 2 + 5, outcomes
+    for _, after in outcomes.values():
+        assert after["tasks"] <= baseline["tasks"] + 2, (baseline["tasks"], after["tasks"])
+    assert contiguous(prices), "the fast client lost prices"
