@@ -12,30 +12,36 @@ from strawberry.http.ides import get_graphql_ide_html
 DEFAULT_DOCUMENT = """\
 # tradestream: live trading feeds over GraphQL.
 #
-# Pick an operation with the run button (or put the cursor in one and press Ctrl-Enter).
-# Subscriptions stream over the WebSocket on this same URL (graphql-transport-ws).
+# Run an operation with the run button (Ctrl-Enter);
+# it asks which one. Subscriptions stream over the
+# WebSocket on this same URL (graphql-transport-ws).
 #
-# Public feeds need nothing. For your own streams (positions, martingaleProgress,
-# liveDashboard), mint a development token from the repository root:
+# Public feeds need nothing. For your own streams
+# (positions, martingaleProgress), mint a development
+# token from the repository root:
 #
-#     .venv/bin/tradestream token --sub demo --role user --ttl 1h
+#   .venv/bin/tradestream token --sub demo --ttl 1h
 #
-# and put it in the Headers tab below, in place of <token>:
+# and put it in the Headers tab below, in place of
+# <token>: {"Authorization": "Bearer <token>"}
+# It goes with queries, and in connection_init with
+# subscriptions. While it says <token>, it is not sent.
 #
-#     {"Authorization": "Bearer <token>"}
-#
-# It goes with every query and in connection_init for subscriptions. While the header still
-# says <token>, it is not sent. The live demo page is at /.
+# The live demo page is at /.
 
 # Every market this server quotes.
 query Markets {
   markets { id base quote tickSize maxLeverage }
-  price(market: "BTC-PERP") { price confidence publishedAt sequence }
+  price(market: "BTC-PERP") {
+    price confidence publishedAt sequence
+  }
 }
 
-# The latest price at once, then every new one (PRICE_FEED_HZ a second).
+# The latest price at once, then each new one.
 subscription Prices {
-  priceUpdates(market: "BTC-PERP") { market price confidence publishedAt sequence }
+  priceUpdates(market: "BTC-PERP") {
+    market price confidence publishedAt sequence
+  }
 }
 
 # The demo marathon's top 10, whenever it changes.
@@ -46,13 +52,17 @@ subscription Leaderboard {
   }
 }
 
-# Needs a token (see above): the signed-in user's positions, then every change.
+# Needs a token (see above): your positions, then
+# every change.
 subscription MyPositions {
   positions {
     __typename
     ... on Resumable { cursor }
     ... on PositionsUpdate {
-      positions { market side size entryPrice markPrice unrealizedPnl healthFactor }
+      positions {
+        market side size entryPrice markPrice
+        unrealizedPnl healthFactor liquidationPrice
+      }
     }
     ... on LiquidationWarning { position { id market } healthFactor }
   }
