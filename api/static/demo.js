@@ -171,16 +171,45 @@ function loadOnce() {
   }
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+const SPARK_POINTS = 90;
+
+/** A cell with a line of the last SPARK_POINTS prices; returns a function that adds one. */
+function sparkline() {
+  const td = cell("", "spark");
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${SPARK_POINTS - 1} 30`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const line = document.createElementNS(SVG, "polyline");
+  svg.append(line);
+  td.append(svg);
+  const values = [];
+  const add = (value) => {
+    values.push(value);
+    if (values.length > SPARK_POINTS) values.shift();
+    const low = Math.min(...values);
+    const span = Math.max(...values) - low || 1;
+    const offset = SPARK_POINTS - values.length;
+    line.setAttribute(
+      "points",
+      values.map((v, i) => `${offset + i},${(28 - ((v - low) / span) * 26).toFixed(2)}`).join(" "),
+    );
+    line.setAttribute("class", values[values.length - 1] >= values[0] ? "up" : "down");
+  };
+  return [td, add];
+}
+
 function watchPrice(market) {
   const row = document.createElement("tr");
   row.dataset.market = market.id;
   const name = cell(market.id, "market");
   const price = cell("…", "price");
   const change = cell("", "change");
+  const [spark, plot] = sparkline();
   const confidence = cell("", "confidence");
   const sequence = cell("", "sequence");
   const updated = cell("", "updated");
-  row.append(name, price, change, confidence, sequence, updated);
+  row.append(name, price, change, spark, confidence, sequence, updated);
   $("#prices tbody").append(row);
   let first = null;
   let last = null;
@@ -192,10 +221,11 @@ function watchPrice(market) {
         first ??= value;
         const direction = last === null || value === last ? "" : value > last ? "up" : "down";
         last = value;
+        plot(value);
         price.textContent = p.price;
         price.className = `price ${direction}`;
         const percent = first ? ((value - first) / first) * 100 : 0;
-        change.textContent = `${direction === "up" ? "▲" : direction === "down" ? "▼" : "•"} ${percent >= 0 ? "+" : ""}${percent.toFixed(3)}%`;
+        change.textContent = `${percent >= 0 ? "+" : ""}${percent.toFixed(3)}%`;
         change.className = `change ${signed(percent)}`;
         confidence.textContent = `± ${p.confidence}`;
         sequence.textContent = `#${p.sequence}`;
@@ -344,7 +374,8 @@ function onPositionEvent(event) {
 function showPositions(update) {
   $("#positions-meta").textContent =
     `${update.positions.length} open · ${time(update.at)} · resumes after cursor ${positionsCursor ?? "–"} on reconnect`;
-  const rows = update.positions.map((p) => {
+  const positions = [...update.positions].sort((a, b) => a.market.localeCompare(b.market));
+  const rows = positions.map((p) => {
     const tr = document.createElement("tr");
     const health = Number(p.healthFactor);
     tr.append(

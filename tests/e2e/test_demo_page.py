@@ -1,14 +1,14 @@
 """The live demo page at ``/`` in a real headless Chromium against a real server with simulated
 feeds, and GraphiQL's defaults at ``/graphql``.
 
-Set ``UPDATE_DEMO_SCREENSHOT=1`` to also write the signed-in screenshot to docs/demo.png."""
+Set ``UPDATE_DEMO_SCREENSHOT=1`` to also write a signed-in screenshot to docs/demo.png (after
+30 s more of simulated trading)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,7 +189,8 @@ async def test_prices_tick_the_leaderboard_fills_and_signing_in_shows_positions_
     await page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     if os.environ.get("UPDATE_DEMO_SCREENSHOT"):
-        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+        await asyncio.sleep(30)  # for the docs, a minute's worth of ticks and trades
+        await page.screenshot(path=str(DOCS_SCREENSHOT))
     assert demo.problems == []
 
 
