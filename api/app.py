@@ -8,7 +8,6 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -17,6 +16,7 @@ from starlette.routing import Route
 from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
 from api.broadcast import Broadcast
 from api.clock import SystemClock
+from api.database import connect, create_pool
 from api.demo import routes as demo_routes
 from api.embedded_postgres import EmbeddedPostgres
 from api.exchange import PaperExchange
@@ -101,7 +101,7 @@ def _http_app(settings: Settings) -> Starlette:
             stack.push_async_callback(workers.stop)
             start_process_workers(services, workers)
             leadership = Leadership(
-                lambda: asyncpg.connect(services.dsn),
+                lambda: connect(services.dsn, settings),
                 lambda cluster: start_cluster_workers(services, cluster),
                 Workers,
                 poll_s=settings.leader_poll_s,
@@ -145,7 +145,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         embedded = EmbeddedPostgres(settings.data_dir)
         dsn = await asyncio.to_thread(embedded.start)
         stack.push_async_callback(asyncio.to_thread, embedded.stop)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=settings.database_pool_size)
+    pool = await create_pool(dsn, settings)
     stack.push_async_callback(pool.close)
     await migrate(pool)
 

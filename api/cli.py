@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +16,10 @@ import uvicorn
 
 from api.auth import Role
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    import socket
     from types import FrameType
 
     from api.app import App
@@ -92,7 +97,7 @@ def _serve(host: str | None, port: int | None) -> int:
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_per_message_deflate,
     )
-    _DrainingServer(config, app).run()
+    _DrainingServer(config, app, settings.shutdown_grace_s).run()
     return 0
 
 
@@ -111,24 +116,46 @@ GC_THRESHOLD = 10_000
 
 
 class _DrainingServer(uvicorn.Server):
-    """uvicorn waits for open HTTP responses before it shuts the app down, and an SSE or multipart
-    subscription never ends by itself; so on the exit signal, end every subscription first (each
-    gets a SHUTTING_DOWN error, then completes)."""
+    """Graceful shutdown (:mod:`api.shutdown`), on top of uvicorn's.
 
-    def __init__(self, config: uvicorn.Config, app: App) -> None:
+    uvicorn waits for open HTTP responses before it shuts the app down, and an SSE or multipart
+    subscription never ends by itself; so on the exit signal, end every subscription first (each
+    gets a SHUTTING_DOWN error, then completes). uvicorn closes WebSockets at once: before it
+    does, stop accepting connections and let the queries and mutations running on them finish
+    and send their answer. All of it within ``shutdown_grace_s``.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: App, grace_s: float) -> None:
         super().__init__(config)
         self.app = app
+        self.grace_s = grace_s
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        services: Any = getattr(self.app.state, "services", None)
-        if services is None:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the loop has already stopped: nothing left to drain
             return
-        loop.call_soon_threadsafe(services.hub.drain)
+        loop.call_soon_threadsafe(self.app.view.shutdown.begin)
+        services: Any = getattr(self.app.state, "services", None)
+        if services is not None:
+            loop.call_soon_threadsafe(services.hub.drain)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        deadline = time.monotonic() + self.grace_s
+        for server in self.servers:  # new connections are refused from here on
+            server.close()
+        shutdown = self.app.view.shutdown
+        if not await shutdown.finished(self.grace_s):
+            logger.warning(
+                "%d WebSocket operation(s) still running after %gs; closing anyway",
+                shutdown.running,
+                self.grace_s,
+            )
+        # What is left of the grace period (uvicorn counts whole seconds), for HTTP responses
+        # still being sent.
+        self.config.timeout_graceful_shutdown = max(math.ceil(deadline - time.monotonic()), 1)
+        await super().shutdown(sockets)
 
 
 def _token(sub: str, role: Role, ttl_text: str, private_key: str | None) -> int:

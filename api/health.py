@@ -71,6 +71,7 @@ async def stats(request: Request) -> JSONResponse:
             "groupMembers": services.groups.members,
             "rabbitmq": None if services.consumer is None else services.consumer.stats(),
             "leader": leadership is not None and leadership.leader,
+            "leaderTerms": 0 if leadership is None else leadership.terms,
             "workers": _workers(request.app.state),
         }
     )

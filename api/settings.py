@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """PostgreSQL to use; unset starts an embedded PostgreSQL under ``data_dir``."""
     database_pool_size: int = Field(default=10, ge=1)
+    database_connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    """How long opening a PostgreSQL connection may take before the request that needed it fails
+    with SERVICE_UNAVAILABLE (a database that is down refuses at once; a hung one does not)."""
+    database_command_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """How long one PostgreSQL command may take (waiting for a row lock included) before it is
+    cancelled and its request fails with SERVICE_UNAVAILABLE."""
     data_dir: Path = Path(".data")
 
     broadcast_url: str = "memory://"
@@ -122,6 +128,10 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = False
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+    """On SIGTERM, how long queries and mutations already executing get to finish and send their
+    answer before the connections are closed anyway (then the workers stop and the process exits).
+    Keep it below the orchestrator's own grace period (Kubernetes: 30 s by default)."""
 
     environment: Literal["development", "production"] = "development"
     """``production`` refuses to start without a JWT key; ``development`` makes one under

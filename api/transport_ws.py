@@ -24,15 +24,18 @@ from strawberry.http.exceptions import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
+from strawberry.types.graphql import OperationType
 
 from api.auth import AuthenticationError, bearer_token
 from api.fanout import RawSink
 from api.limits import TokenBucket
-from api.schema import share_key
+from api.schema import SHARE_MAX_BYTES, operation_shape, share_key
 from api.schema.context import Context
+from api.shutdown import SHUTTING_DOWN_MESSAGE
 
 if TYPE_CHECKING:
     from strawberry.schema.schema import StreamResult
+    from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
     from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
         ConnectionInitMessage,
         Message,
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
     )
 
     from api.fanout import Member
+    from api.shutdown import Shutdown
+    from api.view import GraphQLView
 
 
 class _SharedOperation:
@@ -137,11 +142,34 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and self._shutdown.begun:
+            await self._refuse(message, SHUTTING_DOWN_MESSAGE, "SHUTTING_DOWN")
+            return
         if self.connection_acknowledged and not self._subscribe_allowed():
-            await self._refuse_rate(message)
+            bucket = self._subscribe_bucket
+            assert bucket is not None
+            await self._refuse(
+                message,
+                f"too many subscribe messages: at most {bucket.rate:g} a second "
+                f"(bursts of {bucket.burst})",
+                "RATE_LIMITED",
+            )
             return
         if not self._join_shared(message):
             await super().handle_subscribe(message)
+
+    @property
+    def _shutdown(self) -> Shutdown:
+        return cast("GraphQLView", self.view).shutdown
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # A query or mutation is awaited by the graceful shutdown until its answer is sent; a
+        # subscription is not (the shutdown ends those).
+        if _is_subscription(operation.query, operation.operation_name):
+            await super().run_operation(operation)
+            return
+        with self._shutdown.operation():
+            await super().run_operation(operation)
 
     def _subscribe_allowed(self) -> bool:
         if self._subscribe_bucket is None:
@@ -152,18 +180,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             )
         return self._subscribe_bucket.take()
 
-    async def _refuse_rate(self, message: SubscribeMessage) -> None:
+    async def _refuse(self, message: SubscribeMessage, reason: str, code: str) -> None:
         id = message.get("id")
         if not isinstance(id, str):
             await self.handle_invalid_message("Failed to parse message")
             return
-        bucket = self._subscribe_bucket
-        assert bucket is not None
-        error = GraphQLError(
-            f"too many subscribe messages: at most {bucket.rate:g} a second "
-            f"(bursts of {bucket.burst})",
-            extensions={"code": "RATE_LIMITED"},
-        )
+        error = GraphQLError(reason, extensions={"code": code})
         await self.send_message({"id": id, "type": "error", "payload": [error.formatted]})
 
     def _join_shared(self, message: SubscribeMessage) -> bool:
@@ -224,6 +246,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 operation.member.leave()
             return
         await super().cleanup_operation(operation_id)
+
+
+def _is_subscription(query: object, operation_name: str | None) -> bool:
+    if not isinstance(query, str):
+        return False
+    # Large documents are parsed without the cache (it holds small ones only).
+    shape = operation_shape if len(query) <= SHARE_MAX_BYTES else operation_shape.__wrapped__
+    operation_type, _ = shape(query, operation_name)
+    return operation_type is OperationType.SUBSCRIPTION
 
 
 def _token_of(payload: dict[str, Any], context: Context) -> str | None:

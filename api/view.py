@@ -27,6 +27,7 @@ from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
 from api.graphiql import graphiql_html
 from api.schema.context import Context
+from api.shutdown import Shutdown
 from api.transport_ws import TransportWSHandler
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.state = state
         self.connections: set[Connection] = set()
         self.graphiql = graphiql_html()
+        self.shutdown = Shutdown()
         super().__init__(
             schema,
             subscription_protocols=PROTOCOLS,

@@ -45,10 +45,13 @@ class Workers:
         self._tasks.append(task)
 
     async def stop(self) -> None:
+        """Cancel every worker and wait for it. One that had already failed was reported when
+        it did (:func:`_report_exit`); its error is not raised again here, where it would stop
+        the caller (the leader election, the lifespan's shutdown) instead."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
 

@@ -142,7 +142,13 @@ class MarathonSimulator:
         """Create the demo marathon if it is missing, pick up each account where its last stored
         snapshot left it, then trade until cancelled."""
         marathon, participants = self.demo_marathon(self.clock.now())
-        stored = await ensure_demo(marathon, participants)
+        while True:  # the database may be down, now or at start: try until it answers
+            try:
+                stored = await ensure_demo(marathon, participants)
+                break
+            except Exception:
+                logger.exception("could not set up the demo marathon; trying again")
+            await self.clock.sleep(self.interval_s)
         for account in self.accounts:
             if account.login in stored:
                 account.balance, account.floating, account.open_trades = stored[account.login]

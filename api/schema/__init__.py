@@ -27,6 +27,8 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from api.database import UNAVAILABLE_MESSAGE
+from api.database import unavailable as database_unavailable
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
@@ -147,6 +149,10 @@ class Schema(strawberry.Schema):
         A fault's message may hold internals (SQL, paths): once logged, the client's copy says
         only "Unexpected error." Strawberry calls this before any result is encoded, on every
         path (queries, mutations, each subscription result), so nothing unmasked leaves.
+
+        A fault that says PostgreSQL is down, restarting or not answering in time
+        (:func:`api.database.unavailable`) is not a bug: the client's copy says so, with the code
+        SERVICE_UNAVAILABLE, and the log gets one line.
         """
         for error in errors:
             original = error.original_error
@@ -154,6 +160,12 @@ class Schema(strawberry.Schema):
                 logger.debug("client error: %s", error.message)
             elif original is None:
                 logger.debug("invalid request: %s", error.message)
+            elif database_unavailable(original):
+                # Not a bug, and nothing the client did: one line in the log, and an answer
+                # that says to retry.
+                logger.warning("database unavailable: %s: %s", type(original).__name__, original)
+                error.message = UNAVAILABLE_MESSAGE
+                error.extensions = {"code": SERVICE_UNAVAILABLE}
             else:
                 logger.error("error in resolver: %s", error.message, exc_info=original)
                 if not isinstance(original, GraphQLError):
@@ -161,6 +173,8 @@ class Schema(strawberry.Schema):
 
 
 MASKED_ERROR = "Unexpected error."
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+"""``extensions.code`` of an error that a dependency being down caused: retry later."""
 
 
 async def _until(results: StreamResult, deadline: float) -> StreamResult:
@@ -219,7 +233,7 @@ def share_key(
         return None
     if len(query) > SHARE_MAX_BYTES:
         return None
-    operation_type, root_fields = _operation_shape(query, operation_name)
+    operation_type, root_fields = operation_shape(query, operation_name)
     if operation_type is not OperationType.SUBSCRIPTION:
         return None
     try:
@@ -303,7 +317,7 @@ SHARE_MAX_TOKENS = 2000
 
 
 @functools.lru_cache(maxsize=1024)
-def _operation_shape(
+def operation_shape(
     query: str, operation_name: str | None
 ) -> tuple[OperationType | None, frozenset[str]]:
     """The operation's type and its root field names (aliases resolved), or (None, {}) for a

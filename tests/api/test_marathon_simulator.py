@@ -67,3 +67,33 @@ class _Stopped(Exception):
 
 async def _stop(seconds: float) -> None:
     raise _Stopped
+
+
+async def test_setting_up_the_demo_is_retried_while_the_database_is_down() -> None:
+    """The simulator is a worker of its own: a database that is down when it starts must not
+    end it (it would stay dead after the database is back)."""
+    sent: list[bytes] = []
+    sim = simulator(sent)
+    attempts = 0
+    sleeps: list[float] = []
+
+    async def ensure_demo(
+        marathon: Marathon, participants: dict[int, str]
+    ) -> dict[int, tuple[Decimal, Decimal, int]]:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 2:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return {}
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 3:  # two retries, then the first pause after the first step
+            raise _Stopped
+
+    sim.clock.sleep = sleep  # type: ignore[method-assign]
+    with contextlib.suppress(_Stopped):
+        await sim.run(ensure_demo)
+    assert attempts == 3
+    assert sleeps == [sim.interval_s] * 3
+    assert len(sent) == DEMO_ACCOUNTS  # the first step ran once set up
