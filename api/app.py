@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import RedirectResponse
 from starlette.routing import Route
 
 from api import graphql_core_fix
@@ -19,6 +18,7 @@ from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
 from api.broadcast import Broadcast
 from api.clock import SystemClock
 from api.database import connect, create_pool
+from api.demo import routes as demo_routes
 from api.embedded_postgres import EmbeddedPostgres
 from api.exchange import PaperExchange
 from api.fanout import Groups
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from starlette.datastructures import State
-    from starlette.requests import Request
     from starlette.types import Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -95,9 +94,6 @@ def create_app(settings: Settings | None = None) -> App:
 
 
 def _http_app(settings: Settings) -> Starlette:
-    async def index(request: Request) -> RedirectResponse:
-        return RedirectResponse("/graphql")
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
@@ -135,7 +131,7 @@ def _http_app(settings: Settings) -> Starlette:
     return Starlette(
         middleware=middleware,
         routes=[
-            Route("/", index),
+            *demo_routes,
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/stats", stats),

@@ -105,9 +105,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().handle_connection_init(message)
 
     async def _authenticate(self, message: ConnectionInitMessage) -> bool:
-        """Take the token from ``connection_init`` (``{"authorization": "Bearer ..."}`` or
-        ``{"token": "..."}``), else from the handshake's Authorization header; none is anonymous.
-        A refused token closes the socket with 4403 and says why."""
+        """Take the token from ``connection_init`` (``{"authorization": "Bearer ..."}``, the key in
+        any case, or ``{"token": "..."}``), else from the handshake's Authorization header; none
+        is anonymous. A refused token closes the socket with 4403 and says why."""
         context = self.context
         assert isinstance(context, Context)
         payload = message.get("payload")
@@ -258,8 +258,10 @@ def _is_subscription(query: object, operation_name: str | None) -> bool:
 
 
 def _token_of(payload: dict[str, Any], context: Context) -> str | None:
-    if "authorization" in payload:
-        value = payload["authorization"]
+    # The key in any case: GraphiQL and other tools send their header editor's "Authorization".
+    key = "authorization" if "authorization" in payload else _authorization_key(payload)
+    if key is not None:
+        value = payload[key]
         if not isinstance(value, str):
             raise AuthenticationError("'authorization' must be a string 'Bearer <token>'")
         return bearer_token(value)
@@ -270,6 +272,10 @@ def _token_of(payload: dict[str, Any], context: Context) -> str | None:
         return value
     header = context.request.headers.get("authorization")
     return None if header is None else bearer_token(header)
+
+
+def _authorization_key(payload: dict[str, Any]) -> str | None:
+    return next((k for k in payload if isinstance(k, str) and k.lower() == "authorization"), None)
 
 
 def _close_reason(text: str) -> str:

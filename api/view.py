@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import orjson
 from cross_web import HTTPException
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -25,6 +25,7 @@ from strawberry.types.graphql import OperationType
 
 from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
+from api.graphiql import graphiql_html
 from api.schema.context import Context
 from api.shutdown import Shutdown
 from api.transport_ws import TransportWSHandler
@@ -116,6 +117,7 @@ class GraphQLView(GraphQL[Context, None]):
         self.settings = settings
         self.state = state
         self.connections: set[Connection] = set()
+        self.graphiql = graphiql_html()
         self.shutdown = Shutdown()
         super().__init__(
             schema,
@@ -145,6 +147,9 @@ class GraphQLView(GraphQL[Context, None]):
         finally:
             self.connections.discard(connection)
             await connection.close()
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self.graphiql)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -1,0 +1,341 @@
+"""The live demo page at ``/`` in a real headless Chromium against a real server with simulated
+feeds, and GraphiQL's defaults at ``/graphql``.
+
+Set ``UPDATE_DEMO_SCREENSHOT=1`` to also write a signed-in screenshot to docs/demo.png (after
+30 s more of simulated trading)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import isolated_server
+from tests.support import TEST_JWT_SECRET, GraphQLWS, ServerProcess, token
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from playwright.async_api import Browser, ConsoleMessage, Page, WebSocket
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "demo.png"
+WAIT_MS = 30_000
+OTHER_ORIGIN = "http://localhost:3000"
+"""The one cross-origin page the server lets in: the demo page must not need to be it."""
+
+SETTINGS = {
+    "PRICE_FEED_HZ": "4",
+    "ALLOWED_ORIGINS": OTHER_ORIGIN,
+    "LEADERBOARD_MAX_HZ": "4",
+}
+
+
+@pytest.fixture(scope="module")
+def demo_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Alone on a fresh database (simulated feeds on: prices, the demo marathon, user demo's
+    positions and wallet demo's strategies)."""
+    with isolated_server(
+        database_url, SETTINGS, tmp_path_factory.mktemp("demo") / "server.log"
+    ) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True)
+        yield browser
+        await browser.close()
+
+
+class Demo:
+    """One tab on the demo page, with what it logged and the frames its WebSocket sent."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        self.sent: list[dict[str, Any]] = []
+        self.sockets: list[WebSocket] = []
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("console", self._console)
+        page.on("websocket", self._socket)
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            self.problems.append(f"console {message.type}: {message.text}")
+
+    def _socket(self, ws: WebSocket) -> None:
+        self.sockets.append(ws)
+        n = len(self.sockets)
+        ws.on("framesent", lambda frame: self.sent.append({**orjson.loads(frame), "socket": n}))
+
+    async def text(self, selector: str) -> str:
+        return await self.page.locator(selector).inner_text()
+
+    async def rows(self, table: str, at_least: int = 1) -> int:
+        locator = self.page.locator(f"#{table} tbody tr")
+        await locator.nth(at_least - 1).wait_for(timeout=WAIT_MS)
+        return await locator.count()
+
+    async def connected(self) -> None:
+        await self.page.locator('#connection[data-state="connected"]').wait_for(timeout=WAIT_MS)
+
+    async def sign_in(self, value: str) -> None:
+        await self.page.fill("#token", value)
+        await self.page.click("#sign-in-button")
+
+    def subscribes(self, operation: str, socket: int | None = None) -> list[dict[str, Any]]:
+        """What the page sent to subscribe to ``operation`` (on socket number ``socket``)."""
+        return [
+            m["payload"]
+            for m in self.sent
+            if m.get("type") == "subscribe"
+            and f" {operation}" in m["payload"]["query"]
+            and socket in (None, m["socket"])
+        ]
+
+
+@pytest.fixture
+async def demo(browser: Browser, demo_server: ServerProcess) -> AsyncIterator[Demo]:
+    context = await browser.new_context(viewport={"width": 1360, "height": 900})
+    page = await context.new_page()
+    tab = Demo(page)
+    await page.goto(demo_server.base_url + "/")
+    yield tab
+    await context.close()
+
+
+async def distinct_texts(demo: Demo, selector: str, count: int, timeout_s: float) -> list[str]:
+    """The texts ``selector`` shows, each change recorded, until ``count`` distinct ones."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = await demo.text(selector)
+        if text not in ("", "…") and (not seen or seen[-1] != text):
+            seen.append(text)
+            if len(seen) >= count:
+                return seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{selector} showed only {seen} in {timeout_s}s")
+
+
+async def test_prices_tick_the_leaderboard_fills_and_signing_in_shows_positions_and_strategies(
+    demo: Demo, demo_server: ServerProcess, tmp_path: Path
+) -> None:
+    page = demo.page
+    await demo.connected()
+    assert await demo.text("#connection-text") == "live · anonymous"
+
+    markets = [m["id"] for m in demo_server.graphql("{ markets { id } }")["data"]["markets"]]
+    assert await demo.rows("prices", len(markets)) == len(markets)
+    shown = await page.locator("#prices tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.market)"
+    )
+    assert shown == markets
+    # The price cell changes its text at least twice: three different prices in a row.
+    prices = await distinct_texts(demo, '#prices tr[data-market="BTC-PERP"] td.price', 3, 15)
+    assert all(re.fullmatch(r"\d+(\.\d+)?", p) for p in prices), prices
+    classes = await page.locator("#prices td.price").evaluate_all(
+        "cells => cells.map(c => c.className)"
+    )
+    assert any(" up" in c or " down" in c for c in classes), classes
+
+    # The demo marathon's top 10, ranked.
+    assert await demo.rows("leaderboard", 10) == 10
+    ranks = await page.locator("#leaderboard tbody td.rank").all_inner_texts()
+    assert ranks == [str(n) for n in range(1, 11)]
+    ranked = re.match(r"(\d+) accounts ranked · running", await demo.text("#leaderboard-meta"))
+    assert ranked is not None
+    assert 10 <= int(ranked.group(1)) <= 40  # the simulated accounts join as they trade
+
+    signed = token("demo", ttl_s=3600)
+    await demo.sign_in(signed)
+    await page.locator("#signed-in").wait_for(timeout=WAIT_MS)
+    assert await demo.text("#user") == "demo"
+    assert await demo.rows("positions", len(markets)) == len(markets)
+    assert await demo.rows("martingale", 3) == 3
+    await page.locator('#connection-text:text("signed in as demo")').wait_for(timeout=WAIT_MS)
+    sides = await page.locator("#positions tbody td.side").all_inner_texts()
+    assert set(sides) <= {"LONG", "SHORT"}
+    risks = await page.locator("#martingale tbody td.risk").all_inner_texts()
+    assert set(risks) <= {"LOW", "MEDIUM", "HIGH"}
+    # The sign-in went to the server in connection_init, on a second socket.
+    inits = [m["payload"] for m in demo.sent if m["type"] == "connection_init"]
+    assert inits == [{}, {"authorization": f"Bearer {signed}"}]
+
+    await asyncio.sleep(1)  # let the flashes of the first rows fade for the picture
+    screenshot = tmp_path / "demo.png"
+    await page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_DEMO_SCREENSHOT"):
+        await asyncio.sleep(30)  # for the docs, a minute's worth of ticks and trades
+        await page.screenshot(path=str(DOCS_SCREENSHOT))
+    assert demo.problems == []
+
+
+async def test_a_restarted_server_is_reconnected_and_positions_resume_after_the_last_cursor(
+    demo: Demo, demo_server: ServerProcess
+) -> None:
+    page = demo.page
+    await demo.connected()
+    await demo.sign_in(token("demo", ttl_s=3600))
+    await demo.rows("positions")
+    # A cursor arrives with every positions event; the page shows the newest.
+    await page.locator("#positions-meta:text-matches('cursor \\\\d')").wait_for(timeout=WAIT_MS)
+    assert [s["variables"]["after"] for s in demo.subscribes("DemoPositions")] == [None]
+
+    demo_server.stop()
+    await page.locator('#connection[data-state="waiting"]').wait_for(timeout=WAIT_MS)
+    assert "retrying in" in await demo.text("#connection-text")
+    assert await page.evaluate("document.body.classList.contains('stale')")
+    demo_server.start()
+    await demo.connected()
+
+    # Sockets: anonymous, signed in, the attempts while the server was down, and the last one.
+    last = len(demo.sockets)
+    assert last >= 4
+    # Every operation was sent again on the new socket, positions with the newest cursor.
+    [resumed] = demo.subscribes("DemoPositions", socket=last)
+    cursor = resumed["variables"]["after"]
+    assert cursor is not None
+    assert re.fullmatch(r"\d+\.[0-9a-f]+", cursor), cursor
+    markets = await page.locator("#prices tbody tr").count()
+    assert len(demo.subscribes("DemoPrices", socket=last)) == markets == 3
+    assert len(demo.subscribes("DemoLeaderboard", socket=last)) == 1
+    assert len(demo.subscribes("DemoMartingale", socket=last)) == 1
+    await page.locator("#positions-meta:text-matches('open')").wait_for(timeout=WAIT_MS)
+    await distinct_texts(demo, '#prices tr[data-market="ETH-PERP"] td.price', 2, 15)
+    # The browser logs the failed reconnects while the server is down; nothing else.
+    assert [p for p in demo.problems if "WebSocket connection to" not in p] == []
+
+
+async def test_a_refused_token_is_reported_and_the_page_goes_on_anonymously(
+    demo: Demo,
+) -> None:
+    page = demo.page
+    await demo.connected()
+    await demo.sign_in("not a token")
+    assert "Not a usable token" in await demo.text("#auth-error")
+    assert await page.locator("#signed-in").is_hidden()
+
+    forged = token("demo", secret=TEST_JWT_SECRET[::-1])
+    await demo.sign_in(forged)
+    await page.locator("#auth-error:text('Forbidden')").wait_for(timeout=WAIT_MS)
+    assert "Signature verification failed" in await demo.text("#auth-error")
+    assert await page.locator("#signed-in").is_hidden()
+    await demo.connected()
+    assert await demo.text("#connection-text") == "live · anonymous"
+    await distinct_texts(demo, '#prices tr[data-market="SOL-PERP"] td.price', 2, 15)
+
+
+async def test_the_page_is_static_with_a_strict_content_security_policy(
+    demo_server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(base_url=demo_server.base_url) as http:
+        page = await http.get("/")
+        script = await http.get("/static/demo.js")
+        client = await http.get("/static/graphql-ws.js")
+        missing = await http.get("/static/nope.js")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "connect-src 'self'" in policy
+    assert '<script type="module" src="/static/demo.js">' in page.text
+    assert script.status_code == client.status_code == 200
+    assert "javascript" in script.headers["content-type"]
+    assert missing.status_code == 404
+
+
+# ---------------------------------------------------------------- GraphiQL
+
+
+def default_document(html: str) -> str:
+    match = re.search(r"const EXAMPLE_QUERY = (\".*?\");\n", html)
+    assert match is not None, "no EXAMPLE_QUERY in the GraphiQL page"
+    document: str = orjson.loads(match.group(1))
+    return document
+
+
+async def test_graphiql_has_a_default_document_that_runs_and_an_auth_header_hint(
+    demo_server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        page = await http.get(demo_server.url, headers={"accept": "text/html"})
+        document = default_document(page.text)
+        markets = await http.post(
+            demo_server.url, json={"query": document, "operationName": "Markets"}
+        )
+    assert page.status_code == 200
+    assert "<title>tradestream GraphiQL</title>" in page.text
+    assert "subscription Prices {" in document
+    assert 'priceUpdates(market: "BTC-PERP")' in document
+    assert "tradestream token --sub demo" in document
+    assert 'defaultHeaders: "{\\n  \\"Authorization\\": \\"Bearer <token>\\"\\n}"' in page.text
+    assert 'defaultEditorToolsVisibility: "headers"' in page.text
+    assert "fetcher: tradestreamFetcher" in page.text
+    assert markets.status_code == 200
+    assert "errors" not in markets.json()
+    assert {m["id"] for m in markets.json()["data"]["markets"]} >= {"BTC-PERP", "ETH-PERP"}
+
+    # Each subscription of the document streams as it is; MyPositions with the header GraphiQL
+    # sends in connection_init: its editor's headers, "Authorization" capitalised.
+    async with GraphQLWS.connect(demo_server.ws_url, init=False) as ws:
+        demo = token("demo")
+        await ws.send({"type": "connection_init", "payload": {"Authorization": f"Bearer {demo}"}})
+        assert await ws.receive() == {"type": "connection_ack"}
+        for n, name in enumerate(["Prices", "Leaderboard", "MyPositions"]):
+            await ws.send(
+                {
+                    "id": str(n),
+                    "type": "subscribe",
+                    "payload": {"query": document, "operationName": name},
+                }
+            )
+        # Until each has sent something, the (fresh) leaderboard has rows and the positions
+        # stream has sent a state with the demo user's positions (opened as the server starts).
+        latest: dict[str, dict[str, Any]] = {}
+        for _ in range(200):
+            message = await ws.receive()
+            assert message["type"] == "next", message  # an error fails here, at once
+            latest[message["id"]] = message["payload"]["data"]
+            if (
+                len(latest) == 3
+                and latest["1"]["marathonLeaderboard"]["rows"]
+                and latest["2"]["positions"].get("positions")
+            ):
+                break
+    assert latest["0"]["priceUpdates"]["market"] == "BTC-PERP"
+    assert latest["1"]["marathonLeaderboard"]["rows"]
+    assert latest["2"]["positions"]["positions"]
+
+
+async def test_graphiql_websocket_header_with_a_bad_token_is_refused(
+    demo_server: ServerProcess,
+) -> None:
+    async with GraphQLWS.connect(demo_server.ws_url, init=False) as ws:
+        await ws.send({"type": "connection_init", "payload": {"AUTHORIZATION": "Bearer nope"}})
+        code, reason = await ws.closed()
+    assert code == 4403
+    assert reason.startswith("Forbidden: malformed token")
