@@ -32,13 +32,14 @@ from api.marathon_desk import MarathonDesk
 from api.marathon_store import PgMarathonStore
 from api.martingale_desk import MartingaleDesk
 from api.martingale_store import PgMartingaleStore
+from api.metrics import counts, metrics, registry
 from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
 from api.portfolio import PortfolioDesk
 from api.publisher import BroadcastPublisher
 from api.rabbit import SnapshotConsumer
-from api.schema import build_schema
+from api.schema import build_schema, share_key_field
 from api.services import Services
 from api.settings import Settings
 from api.store import PgPriceRepository, load_markets
@@ -67,6 +68,7 @@ class App:
         self.http = _http_app(settings)
         self.view = GraphQLView(build_schema(settings), settings, self.http.state)
         self.http.state.view = self.view
+        self.http.state.metrics = registry(self.http.state)
         self.http.router.routes.append(Route("/graphql", self.view))
         self.connections = 0
 
@@ -79,6 +81,7 @@ class App:
             await self.http(scope, receive, send)
             return
         if self.connections >= self.settings.max_connections:
+            counts.refused_connections += 1
             await refuse_websocket(scope, receive, send, self.settings.max_connections)
             return
         self.connections += 1
@@ -135,6 +138,7 @@ def _http_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/stats", stats),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )
@@ -189,7 +193,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         broadcast=broadcast,
         hub=hub,
         history=history,
-        groups=Groups(queue_size=settings.subscriber_queue_size),
+        groups=Groups(queue_size=settings.subscriber_queue_size, field_of=share_key_field),
         publisher=publisher,
         clock=clock,
         markets=markets,

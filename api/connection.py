@@ -27,6 +27,8 @@ import struct
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from api.metrics import counts
+
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 except ImportError:  # another uvicorn layout: every connection takes the ASGI path
@@ -120,6 +122,7 @@ class Connection:
             self._pending_bytes += len(payload) - len(waiting.payload)
             waiting.payload = payload
             self.conflated += 1
+            counts.send_conflated += 1
             return
         waiting = _Frame(payload, key)
         if self._pending is None:
@@ -245,6 +248,7 @@ class Connection:
     def _overflow(self) -> None:
         reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"
         logger.info("closing a WebSocket: %s", reason)
+        counts.slow_consumer_closes += 1
         self.closed = True
         self._clear()
         protocol = self._protocol

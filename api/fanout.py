@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -34,6 +35,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from api.connection import text_frame
+from api.metrics import counts, fanout_latency
 from domain.events import DeliveryPolicy
 from domain.topics import policy_of
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
 
     from api.connection import Connection
+    from domain.events import Event
 
     Stream: TypeAlias = AsyncGenerator[Any, None]
     """What Strawberry's ``Schema.stream`` returns (results, or incremental-delivery frames)."""
@@ -56,6 +59,14 @@ def note_topic(topic: str) -> None:
     group = _current_group.get()
     if group is not None and policy_of(topic) is DeliveryPolicy.STREAM:
         group.policy = DeliveryPolicy.STREAM
+
+
+def note_event(event: Event) -> None:
+    """Tell the group executing in this task (if any) that it read ``event``: its next result
+    is timed from the event's publication (the fan-out latency metric)."""
+    group = _current_group.get()
+    if group is not None:
+        group.event_at = event.published_at.timestamp()
 
 
 class SharedResult(ExecutionResult):
@@ -168,8 +179,10 @@ class QueueSink:
         if policy is DeliveryPolicy.LATEST_VALUE:
             if self._items:
                 self.conflated += len(self._items)
+                counts.stream_conflated += len(self._items)
                 self._items.clear()
         elif len(self._items) >= self.capacity:
+            counts.stream_lagged += 1
             self._items.clear()
             self._items.extend((_lagged(self.capacity), _END))
             self._wakeup.set()
@@ -207,22 +220,31 @@ def _lagged(capacity: int) -> ExecutionResult:
 
 
 class Member:
+    """One subscriber of a group; counted as an open subscription of the group's field until it
+    ends or leaves."""
+
     __slots__ = ("ended", "group", "sink")
 
     def __init__(self, group: Group, sink: Sink) -> None:
         self.group = group
         self.sink = sink
         self.ended = False
+        counts.subscriptions[group.field] += 1
 
     def finish(self, refusal: PreExecutionError | None = None) -> None:
         if not self.ended:
-            self.ended = True
+            self._end()
             self.sink.end(refusal)
 
     def leave(self) -> None:
         """The subscriber is gone (or unsubscribed): no more results, and no ending sent."""
-        self.ended = True
+        if not self.ended:
+            self._end()
         self.group.leave(self)
+
+    def _end(self) -> None:
+        self.ended = True
+        counts.subscriptions[self.group.field] -= 1
 
 
 class Group:
@@ -233,6 +255,11 @@ class Group:
     ) -> None:
         self.groups = groups
         self.key = key
+        self.field = groups.field_of(key)
+        """The subscription's root field: the label of its metrics."""
+        self.event_at: float | None = None
+        """When the newest event this execution read was published (:func:`note_event`), until
+        a result is delivered."""
         self.members: dict[int, Member] = {}
         self.policy = DeliveryPolicy.LATEST_VALUE
         self.started = False
@@ -256,6 +283,7 @@ class Group:
         self.members[id(member)] = member
         if self.last is not None:
             sink.deliver(self.last, self.policy)
+            counts.delivered[self.field] += 1
         if self.task is None:
             self.task = asyncio.create_task(self._pump(), name="fanout-group")
         return member
@@ -283,8 +311,10 @@ class Group:
                     encoded = Encoded(result)
                     if self.policy is DeliveryPolicy.LATEST_VALUE:
                         self.last = encoded
-                    for member in list(self.members.values()):
+                    members = list(self.members.values())
+                    for member in members:
                         member.sink.deliver(encoded, self.policy)
+                    self._count(len(members))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -295,19 +325,33 @@ class Group:
                     errors=[GraphQLError("internal error", extensions={"code": "INTERNAL"})],
                 )
             )
-            for member in list(self.members.values()):
+            members = list(self.members.values())
+            for member in members:
                 member.sink.deliver(encoded, DeliveryPolicy.STREAM)
+            self._count(len(members))
         finally:
             self.groups.forget(self)
             for member in list(self.members.values()):
                 member.finish()
 
+    def _count(self, delivered: int) -> None:
+        """Metrics of one result handed to ``delivered`` members: once per result, never per
+        member, and timed once (at the end of the loop, so an upper bound for each member)."""
+        counts.delivered[self.field] += delivered
+        if self.event_at is not None:
+            fanout_latency.observe(time.time() - self.event_at, delivered)
+            self.event_at = None
+
 
 class Groups:
     """Every open group of this process, by key."""
 
-    def __init__(self, *, queue_size: int) -> None:
+    def __init__(
+        self, *, queue_size: int, field_of: Callable[[Hashable], str] = lambda key: "unknown"
+    ) -> None:
         self.queue_size = queue_size
+        self.field_of = field_of
+        """The root field of a key's subscription, for metrics."""
         self._by_key: dict[Hashable, Group] = {}
         """The group a new subscriber of each key joins."""
         self._live: set[Group] = set()

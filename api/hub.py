@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Protocol, Self
 
 from api.broadcast import RECONNECTED
 from api.envelope import MalformedEventError, decode_event
-from api.fanout import note_topic
+from api.fanout import note_event, note_topic
+from api.metrics import counts
 from domain.events import DeliveryPolicy, Event
 from domain.topics import policy_of
 
@@ -126,10 +127,12 @@ class _SubscriberQueue:
             return
         if len(self._items) >= self.capacity:
             if self.policy is DeliveryPolicy.STREAM:
+                counts.hub_lagged += 1
                 self.fail(SubscriberLaggedError(self.topic, self.capacity))
                 return
             self._items.popleft()
             self.conflated += 1
+            counts.hub_conflated += 1
         self._items.append(event)
         self._wakeup.set()
 
@@ -145,12 +148,16 @@ class _SubscriberQueue:
                 raise self.error
             self._wakeup.clear()
             await self._wakeup.wait()
-        return self._items.popleft()
+        event = self._items.popleft()
+        note_event(event)
+        return event
 
     def take(self) -> Event | None:
         """The next event if one is waiting; raises the queue's error once it is empty."""
         if self._items:
-            return self._items.popleft()
+            event = self._items.popleft()
+            note_event(event)
+            return event
         if self.error is not None:
             raise self.error
         return None
@@ -412,6 +419,11 @@ class Hub:
     def topics(self) -> dict[str, int]:
         """Open topics and their number of subscriptions (for health and tests)."""
         return {topic: len(feed.queues) for topic, feed in self._feeds.items()}
+
+    @property
+    def queued_events(self) -> int:
+        """Events waiting in every subscription queue (for metrics)."""
+        return sum(len(queue) for feed in self._feeds.values() for queue in feed.queues)
 
     async def _attach(self, queue: _SubscriberQueue) -> None:
         if self._closed:

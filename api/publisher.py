@@ -11,6 +11,8 @@ from redis.exceptions import RedisError
 
 from api.envelope import encode_event
 from api.history import number_event
+from api.metrics import counts
+from domain.topics import kind_of
 
 if TYPE_CHECKING:
     from api.broadcast import Broadcast
@@ -41,6 +43,7 @@ class BroadcastPublisher:
         """
         try:
             await self.broadcast.publish(event.topic, encode_event(event))
+            counts.published[kind_of(event.topic).value] += 1
         except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             self.failures += 1
             logger.warning(

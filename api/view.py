@@ -31,7 +31,7 @@ from api.shutdown import Shutdown
 from api.transport_ws import TransportWSHandler
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
     from cross_web import AsyncHTTPRequestAdapter
     from starlette.datastructures import State
@@ -119,6 +119,8 @@ class GraphQLView(GraphQL[Context, None]):
         self.connections: set[Connection] = set()
         self.graphiql = graphiql_html()
         self.shutdown = Shutdown()
+        self.streams = {"sse": 0, "multipart": 0}
+        """Open streaming HTTP responses (subscriptions over SSE or multipart), for metrics."""
         super().__init__(
             schema,
             subscription_protocols=PROTOCOLS,
@@ -196,6 +198,28 @@ class GraphQLView(GraphQL[Context, None]):
             raise HTTPException(400, e.as_http_error_reason()) from e
         except MissingQueryError as e:
             raise HTTPException(400, "No GraphQL query found in the request") from e
+
+    async def create_streaming_response(
+        self,
+        request: Request | WebSocket,
+        stream: Callable[[], AsyncIterator[str]],
+        sub_response: Response,
+        headers: Mapping[str, str],
+    ) -> Response:
+        """Strawberry's streaming response, counted in :attr:`streams` while it is sent."""
+        content_type = headers.get("Content-Type", headers.get("content-type", ""))
+        transport = "sse" if content_type.startswith("text/event-stream") else "multipart"
+        streams = self.streams
+
+        async def counted() -> AsyncGenerator[str, None]:
+            streams[transport] += 1
+            try:
+                async for chunk in stream():
+                    yield chunk
+            finally:
+                streams[transport] -= 1
+
+        return await super().create_streaming_response(request, counted, sub_response, headers)
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: graphql-ws clients read text frames, and SSE/multipart want str.

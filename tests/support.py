@@ -12,11 +12,12 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import httpx
 import orjson
 from httpx_sse import EventSource, aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -195,6 +196,26 @@ def parse_multipart(body: str, boundary: str = "graphql") -> list[dict[str, Any]
 def stats(server: ServerProcess) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(server.base_url + "/stats", timeout=5).json()
     return body
+
+
+Samples: TypeAlias = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""Metric samples by name and labels."""
+
+
+def scrape(server: ServerProcess) -> Samples:
+    """``GET /metrics``, parsed as Prometheus parses it (a malformed exposition raises)."""
+    response = httpx.get(server.base_url + "/metrics", timeout=5)
+    response.raise_for_status()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the exposition has no such sample (a label never counted)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def token(sub: str, role: str = "user", ttl_s: float = 600, secret: str = TEST_JWT_SECRET) -> str:

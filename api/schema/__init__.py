@@ -29,6 +29,7 @@ from strawberry.types.graphql import OperationType
 
 from api.database import UNAVAILABLE_MESSAGE
 from api.database import unavailable as database_unavailable
+from api.metrics import counted_stream
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
@@ -48,7 +49,7 @@ from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Hashable, Iterable
 
     from strawberry.schema.schema import StreamResult
     from strawberry.types import ExecutionContext
@@ -130,6 +131,9 @@ class Schema(strawberry.Schema):
             )
         ):
             results = await execute()
+            field = subscription_field(query, operation_name)
+            if field is not None:
+                results = counted_stream(results, field)
         else:
             assert isinstance(context_value, Context)
             results = context_value.services.groups.results(key, execute)
@@ -218,6 +222,30 @@ def build_schema(settings: Settings | None = None) -> Schema:
 
 
 schema = build_schema()
+
+SUBSCRIPTION_FIELDS = frozenset(
+    schema._schema.subscription_type.fields if schema._schema.subscription_type else ()
+)
+
+
+def subscription_field(query: str | None, operation_name: str | None) -> str | None:
+    """The root field of a subscription, as a metrics label: ``other`` for one the schema does
+    not have (clients must not make up labels), None when the operation is no subscription (or
+    too large a document to look at, see SHARE_MAX_BYTES)."""
+    if query is None or len(query) > SHARE_MAX_BYTES:
+        return None
+    operation_type, root_fields = operation_shape(query, operation_name)
+    if operation_type is not OperationType.SUBSCRIPTION:
+        return None
+    if len(root_fields) == 1 and root_fields <= SUBSCRIPTION_FIELDS:
+        return next(iter(root_fields))
+    return "other"
+
+
+def share_key_field(key: Hashable) -> str:
+    """The root field of the subscription a :func:`share_key` stands for."""
+    assert isinstance(key, tuple)
+    return subscription_field(key[0], key[1]) or "other"
 
 
 def share_key(
