@@ -27,6 +27,7 @@ from api.history import PgHistory
 from api.hub import Hub
 from api.leader import Leadership
 from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
+from api.logs import RequestId, connection_id, new_id
 from api.marathon_boards import MarathonBoards
 from api.marathon_desk import MarathonDesk
 from api.marathon_store import PgMarathonStore
@@ -70,6 +71,7 @@ class App:
         self.http.state.view = self.view
         self.http.state.metrics = registry(self.http.state)
         self.http.router.routes.append(Route("/graphql", self.view))
+        self.with_request_ids = RequestId(self.http)
         self.connections = 0
 
     @property
@@ -77,18 +79,24 @@ class App:
         return self.http.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or scope["path"] != "/graphql":
-            await self.http(scope, receive, send)
+        if scope["type"] != "websocket":
+            await self.with_request_ids(scope, receive, send)
             return
-        if self.connections >= self.settings.max_connections:
-            counts.refused_connections += 1
-            await refuse_websocket(scope, receive, send, self.settings.max_connections)
-            return
-        self.connections += 1
+        token = connection_id.set(new_id())  # in every log line logged while serving it
         try:
-            await self.view(scope, receive, send)
+            if scope["path"] != "/graphql":
+                await self.http(scope, receive, send)
+            elif self.connections >= self.settings.max_connections:
+                counts.refused_connections += 1
+                await refuse_websocket(scope, receive, send, self.settings.max_connections)
+            else:
+                self.connections += 1
+                try:
+                    await self.view(scope, receive, send)
+                finally:
+                    self.connections -= 1
         finally:
-            self.connections -= 1
+            connection_id.reset(token)
 
 
 def create_app(settings: Settings | None = None) -> App:
@@ -127,6 +135,7 @@ def _http_app(settings: Settings) -> Starlette:
                 allow_origins=settings.allowed_origin_list,
                 allow_methods=["GET", "POST"],
                 allow_headers=["*"],
+                expose_headers=["X-Request-ID"],
                 max_age=600,
             )
         )

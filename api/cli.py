@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from api import logs
 from api.auth import Role
 
 logger = logging.getLogger(__name__)
@@ -77,15 +78,15 @@ def _serve(host: str | None, port: int | None) -> int:
             return 2
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=overrides)
-    logging.basicConfig(
-        level=logging.DEBUG if settings.log_level == "trace" else settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    print(
+    log_config = logs.configure(settings.log_level, settings.log_format)
+    banner = (
         f"tradestream on http://{settings.host}:{settings.port}/graphql "
-        f"(GraphiQL in a browser; WebSocket graphql-transport-ws on the same path)",
-        flush=True,
+        f"(GraphiQL in a browser; WebSocket graphql-transport-ws on the same path)"
     )
+    if settings.log_format == "text":
+        print(banner, flush=True)
+    else:  # nothing but JSON lines on the output
+        logger.info(banner)
     app = create_app(settings)
     _tune_gc()
     config = uvicorn.Config(
@@ -93,6 +94,7 @@ def _serve(host: str | None, port: int | None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=log_config,
         ws=_ws_protocol(),
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_per_message_deflate,

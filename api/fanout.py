@@ -34,6 +34,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from api import logs
 from api.connection import text_frame
 from api.metrics import counts, fanout_latency
 from domain.events import DeliveryPolicy
@@ -296,6 +297,9 @@ class Group:
 
     async def _pump(self) -> None:
         _current_group.set(self)
+        # The task was started by the first member's connection or request, but serves them all.
+        logs.connection_id.set(None)
+        logs.request_id.set(None)
         try:
             stream = await self._open_stream()
             async with contextlib.aclosing(stream):

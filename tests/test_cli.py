@@ -25,3 +25,18 @@ def test_unknown_command_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'launch'" in result.stderr
+
+
+def test_serve_refuses_an_unknown_log_format_before_starting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env={**os.environ, "LOG_FORMAT": "xml", "PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid settings" in result.stderr
+    assert "log_format" in result.stderr
+    assert "Input should be 'text' or 'json'" in result.stderr
+    assert result.stdout == "", "nothing was started"
