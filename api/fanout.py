@@ -42,6 +42,7 @@ from domain.topics import policy_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+    from datetime import datetime
 
     from api.connection import Connection
     from domain.events import Event
@@ -67,7 +68,7 @@ def note_event(event: Event) -> None:
     is timed from the event's publication (the fan-out latency metric)."""
     group = _current_group.get()
     if group is not None:
-        group.event_at = event.published_at.timestamp()
+        group.event_at = event.published_at
 
 
 class SharedResult(ExecutionResult):
@@ -258,7 +259,7 @@ class Group:
         self.key = key
         self.field = groups.field_of(key)
         """The subscription's root field: the label of its metrics."""
-        self.event_at: float | None = None
+        self.event_at: datetime | None = None
         """When the newest event this execution read was published (:func:`note_event`), until
         a result is delivered."""
         self.members: dict[int, Member] = {}
@@ -343,7 +344,7 @@ class Group:
         member, and timed once (at the end of the loop, so an upper bound for each member)."""
         counts.delivered[self.field] += delivered
         if self.event_at is not None:
-            fanout_latency.observe(time.time() - self.event_at, delivered)
+            fanout_latency.observe(time.time() - self.event_at.timestamp(), delivered)
             self.event_at = None
 
 
