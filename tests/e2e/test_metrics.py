@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING
 
+import aio_pika
 import httpx
 import orjson
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.conftest import isolated_server
+from tests.conftest import isolated_database, isolated_server
+from tests.e2e.test_marathons import wire
 from tests.support import (
     PRICE_SUBSCRIPTION,
     GraphQLWS,
@@ -25,6 +28,7 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 SETTLE_S = 10.0
 """How long a gauge may take to come back down after its clients left."""
@@ -223,3 +227,60 @@ def test_exposition_has_every_family_and_negotiates_openmetrics(
     )
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.endswith("# EOF\n")
+
+
+async def test_rabbitmq_consumer_counters_follow_real_messages(
+    database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """One malformed message is dead-lettered, one snapshot processed: both show, and nothing is
+    counted twice."""
+    queue = f"socket_data_test_{uuid.uuid4().hex[:8]}"
+    async with isolated_database(database_url) as url:
+        env = {
+            "DATABASE_URL": url,
+            "SIMULATED_FEEDS": "false",
+            "RABBITMQ_URL": rabbitmq_url,
+            "RABBITMQ_QUEUE": queue,
+        }
+        server = ServerProcess(env, tmp_path / "server.log").start()
+        broker = await aio_pika.connect(rabbitmq_url)
+        try:
+            before = await asyncio.to_thread(scrape, server)
+            assert sample(before, "tradestream_rabbitmq_ready") == 1
+            channel = await broker.channel()
+            for body in (b'{"login": "not a number"}', wire(6001, "1000", "1010", at=0)):
+                await channel.default_exchange.publish(
+                    aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=queue,
+                )
+
+            def both_handled(samples: Samples) -> bool:
+                messages = "tradestream_rabbitmq_messages_total"
+                return (
+                    sample(samples, messages, outcome="processed")
+                    + sample(samples, messages, outcome="dead_lettered")
+                    >= 2
+                )
+
+            after = await settled(server, both_handled)
+        finally:
+            await broker.close()
+            server.stop()
+            await _delete_queues(rabbitmq_url, queue)
+    messages = "tradestream_rabbitmq_messages_total"
+    assert sample(before, messages, outcome="processed") == 0
+    assert sample(after, messages, outcome="processed") == 1
+    assert sample(after, messages, outcome="dead_lettered") == 1
+    assert sample(after, messages, outcome="failed") == 0
+    assert sample(after, "tradestream_rabbitmq_reconnects_total") == 0
+
+
+async def _delete_queues(rabbitmq_url: str, queue: str) -> None:
+    broker = await aio_pika.connect(rabbitmq_url)
+    try:
+        channel = await broker.channel()
+        for name in (queue, f"{queue}.dead"):
+            await channel.queue_delete(name)
+        await channel.exchange_delete(f"{queue}.dlx")
+    finally:
+        await broker.close()
