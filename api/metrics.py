@@ -11,6 +11,7 @@ app (sockets, queues, groups, leadership, the RabbitMQ consumer), when Prometheu
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -236,6 +237,12 @@ class Collector(_Collector):
             services.hub.queued_events,
         )
         yield _gauge("fanout_groups", "open shared executions", len(services.groups))
+        yield _counter(
+            "publish_failures",
+            "events the broadcast backend could not take (subscribers read them from storage)",
+            getattr(services.publisher, "failures", 0),
+        )
+        yield _gauge("tasks", "asyncio tasks in the process", len(asyncio.all_tasks()))
         consumer = services.consumer
         if consumer is None:
             return

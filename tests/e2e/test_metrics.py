@@ -211,11 +211,17 @@ def test_exposition_has_every_family_and_negotiates_openmetrics(
         "tradestream_hub_queued_events",
         "tradestream_send_queue_bytes",
         "tradestream_leader",
+        "tradestream_leader_terms_total",
+        "tradestream_publish_failures_total",
+        "tradestream_tasks",
         "process_resident_memory_bytes",
     ):
         assert name in names, f"{name} missing from /metrics"
     assert sample(samples, "tradestream_backend_reconnects_total") == 0
     assert sample(samples, "tradestream_leader") == 1, "memory:// leads itself"
+    assert sample(samples, "tradestream_leader_terms_total") == 1
+    assert sample(samples, "tradestream_publish_failures_total") == 0
+    assert sample(samples, "tradestream_tasks") > 1
     assert sample(samples, "process_resident_memory_bytes") > 10_000_000
 
     plain = httpx.get(metrics_server.base_url + "/metrics", timeout=5)
