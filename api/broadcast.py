@@ -19,6 +19,8 @@ import broadcaster
 from broadcaster._backends.memory import MemoryBackend
 from redis import asyncio as redis
 
+from api.metrics import note_backend_reconnect
+
 logger = logging.getLogger(__name__)
 
 RECONNECTED = "\x00reconnected"
@@ -149,6 +151,7 @@ class _RedisBackend(broadcaster.BroadcastBackend):
                 channels = list(self._channels)
             self.connected = True
             self.reconnects += 1
+            note_backend_reconnect()
             logger.warning("reconnected to Redis; resubscribed %d channels", len(channels))
             for channel in channels:
                 self._queue.put_nowait(broadcaster.Event(channel=channel, message=RECONNECTED))
@@ -213,6 +216,7 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
                 topics = list(self._topics.values())
             self._reconnecting = None
             self.reconnects += 1
+            note_backend_reconnect()
             logger.warning(
                 "reconnected the LISTEN connection; listening on %d channels", len(topics)
             )

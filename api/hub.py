@@ -241,6 +241,7 @@ class _TopicFeed:
             for event in events:
                 self._deliver(event)
             self.gaps_filled += len(events)
+            counts.gap_events_filled += len(events)
 
     def _gap(self, expected: int) -> None:
         logger.warning(
@@ -250,6 +251,7 @@ class _TopicFeed:
         )
         for queue in self.queues:
             queue.fail(StreamGapError(self.topic))
+        counts.stream_gaps += len(self.queues)
 
     async def _recover(self) -> None:
         """The backend reconnected: what was published meanwhile may be missing."""

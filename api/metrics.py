@@ -48,6 +48,7 @@ class Counts:
     __slots__ = (
         "backend_reconnects",
         "delivered",
+        "gap_events_filled",
         "hub_conflated",
         "hub_lagged",
         "published",
@@ -55,6 +56,7 @@ class Counts:
         "send_conflated",
         "slow_consumer_closes",
         "stream_conflated",
+        "stream_gaps",
         "stream_lagged",
         "subscriptions",
     )
@@ -81,6 +83,13 @@ class Counts:
         self.refused_connections = 0
         """WebSockets refused at MAX_CONNECTIONS (close 1013)."""
         self.backend_reconnects = 0
+        """Times a broadcast backend connection was lost and made again."""
+        self.gap_events_filled = 0
+        """Stream events the hub read from the topic history to fill a gap (a late or missed
+        publish, a backend reconnect)."""
+        self.stream_gaps = 0
+        """Stream subscriptions ended with STREAM_GAP: the history no longer held what was
+        missed."""
 
 
 counts = Counts()
@@ -223,8 +232,18 @@ class Collector(_Collector):
         )
         yield _counter(
             "backend_reconnects",
-            "times the hub reconnected to the broadcast backend",
+            "times the broadcast backend's connection was lost and made again",
             counts.backend_reconnects,
+        )
+        yield _counter(
+            "gap_events_filled",
+            "stream events read from the topic history to fill a gap in what the broker delivered",
+            counts.gap_events_filled,
+        )
+        yield _counter(
+            "stream_gaps",
+            "stream subscriptions ended with STREAM_GAP (history no longer held what was missed)",
+            counts.stream_gaps,
         )
 
     def _services(self, services: Any) -> Iterable[Metric]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import isolated_database
 from tests.e2e.test_perps import open_position
@@ -178,6 +179,17 @@ async def _ride_out_a_restart(server: ServerProcess, redis: PrivateRedis) -> Non
         ]
         assert cursors[1] == cursors[0] + 1
     assert "reconnected to Redis" in server.log()
+    assert _metric(server, "tradestream_backend_reconnects_total") == 1
+    assert _metric(server, "tradestream_gap_events_filled_total") >= 1
+
+
+def _metric(server: ServerProcess, name: str) -> float:
+    body = httpx.get(server.base_url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not exposed")
 
 
 async def _is(status: Any, expected: int) -> bool:
