@@ -269,17 +269,20 @@ class Group:
         self.refusal: PreExecutionError | None = None
         self._open_stream = open_stream
         self.task: asyncio.Task[None] | None = None
-        """Started by the first member to join, so no result can precede every member."""
+        """Started by the first member to join, so no result can precede every member; dropped
+        once done (see :meth:`_done`)."""
+        self.finished = False
+        """The execution is over (set as the task's last step, so before ``task.done()``)."""
 
     @property
     def joinable(self) -> bool:
-        if self.task is None:
-            return True
-        return not self.task.done() and not (self.started and self.policy is DeliveryPolicy.STREAM)
+        if self.finished:
+            return False
+        return not (self.started and self.policy is DeliveryPolicy.STREAM)
 
     def join(self, sink: Sink) -> Member:
         member = Member(self, sink)
-        if self.task is not None and self.task.done():
+        if self.finished:
             member.finish(self.refusal)  # it ended just before this member came
             return member
         self.members[id(member)] = member
@@ -288,7 +291,18 @@ class Group:
             counts.delivered[self.field] += 1
         if self.task is None:
             self.task = asyncio.create_task(self._pump(), name="fanout-group")
+            self.task.add_done_callback(self._done)
         return member
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        # No reference cycle may outlive the execution: a cancelled task keeps its CancelledError,
+        # whose traceback keeps the frames of the whole execution (``_pump``'s ``self`` among
+        # them), so a group holding its done task would be freed by the cyclic collector only.
+        # An execution that lived through a collection of the middle generation is then in the
+        # oldest one, which the server's collector thresholds (api/cli.py) almost never collect:
+        # a few KB per execution, for good (tests/api/test_reference_cycles.py).
+        if self.task is task:
+            self.task = None
 
     def leave(self, member: Member) -> None:
         if self.members.pop(id(member), None) is not None and not self.members:
@@ -338,6 +352,9 @@ class Group:
             self.groups.forget(self)
             for member in list(self.members.values()):
                 member.finish()
+            # The task's context would keep this group (and the group its task): see _done.
+            _current_group.set(None)
+            self.finished = True
 
     def _count(self, delivered: int) -> None:
         """Metrics of one result handed to ``delivered`` members: once per result, never per

@@ -233,6 +233,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         def forget() -> None:
             if operations.get(id) is entry:
                 del operations[id]
+            entry.member = None  # entry -> member -> sink -> forget -> entry: no cycle left
 
         sink = RawSink(context.connection, id, forget)
         entry.member = context.services.groups.join(key, execute, sink)
@@ -242,8 +243,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation: Any = self.operations.get(operation_id)
         if isinstance(operation, _SharedOperation):
             del self.operations[operation_id]
-            if operation.member is not None:
-                operation.member.leave()
+            member, operation.member = operation.member, None  # the cycle through forget()
+            if member is not None:
+                member.leave()
             return
         await super().cleanup_operation(operation_id)
 

@@ -148,6 +148,9 @@ class GraphQLView(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
         finally:
             self.connections.discard(connection)
+            # The scope is the protocol's and the connection sends through the protocol: a cycle
+            # that only the cyclic collector (rarely run in its oldest generation) would free.
+            scope.pop(SCOPE_KEY, None)
             await connection.close()
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:

@@ -21,6 +21,7 @@ from graphql import (
     get_operation_ast,
     parse,
 )
+from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.types.base_scalars import DecimalDefinition
 from strawberry.tools import merge_types
@@ -49,8 +50,9 @@ from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Iterable
+    from collections.abc import Callable, Hashable, Iterable, Iterator
 
+    from strawberry.extensions import SchemaExtension
     from strawberry.schema.schema import StreamResult
     from strawberry.types import ExecutionContext
 
@@ -211,14 +213,42 @@ async def _until(results: StreamResult, deadline: float) -> StreamResult:
 
 
 def build_schema(settings: Settings | None = None) -> Schema:
-    """The schema; with ``settings``, the document limits they set (the SDL is the same)."""
+    """The schema; with ``settings``, the document limits they set (the SDL is the same).
+
+    Parsed documents are cached (by text and token limit): clients send the same few documents
+    over and over, and a document's tokens are a doubly linked list, a reference cycle, so each
+    operation's own parse outlived it until the collector's oldest generation was collected
+    (rare with the server's thresholds, api/cli.py).
+    """
+    extensions: list[Callable[[], SchemaExtension]] = []
+    if settings is not None:
+        parser_cache = functools.partial(_ParserCache, maxsize=PARSER_CACHE_SIZE)
+        extensions = [parser_cache, *limits.extensions(settings)]
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR}),
-        extensions=[] if settings is None else limits.extensions(settings),
+        extensions=extensions,
     )
+
+
+PARSER_CACHE_SIZE = 256
+"""Documents kept parsed; each is at most MAX_QUERY_TOKENS tokens."""
+
+
+class _ParserCache(ParserCache):
+    """Strawberry's, but a document that does not parse is left to Strawberry's own parse: raised
+    from the extension, its syntax error would not be the pre-execution error that closes a
+    WebSocket with 4400 and says why."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        with contextlib.suppress(GraphQLError):
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        yield
 
 
 schema = build_schema()

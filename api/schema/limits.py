@@ -10,18 +10,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from graphql import FieldNode, GraphQLError, ValidationRule
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-)
+from strawberry.extensions import AddValidationRules, DisableIntrospection, MaxTokensLimiter
+from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
+from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from graphql import ValidationContext
+    from graphql import ASTValidationRule, ValidationContext
     from strawberry.extensions import SchemaExtension
 
     from api.settings import Settings
@@ -50,13 +46,22 @@ def max_fields_rule(limit: int) -> type[ValidationRule]:
 
 
 def extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
-    """Factories: Strawberry makes each extension anew for every operation."""
-    fields_rule = max_fields_rule(settings.max_fields)
+    """Factories: Strawberry makes each extension anew for every operation.
+
+    The depth and alias rules are Strawberry's ``QueryDepthLimiter`` and ``MaxAliasesLimiter``,
+    but made once here: those extensions make a new rule class each, so every operation made two
+    classes, and a class is always in reference cycles (its ``__mro__``, its methods): a long-lived
+    subscription's classes outlived it until the oldest generation was collected, which the
+    server's collector thresholds (api/cli.py) make rare.
+    """
+    rules: list[type[ASTValidationRule]] = [
+        max_depth_rule(settings.max_query_depth, None),
+        max_aliases_rule(settings.max_aliases),
+        max_fields_rule(settings.max_fields),
+    ]
     chosen: list[Callable[[], SchemaExtension]] = [
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
-        partial(AddValidationRules, [fields_rule]),
+        partial(AddValidationRules, rules),
     ]
     if not settings.introspection_enabled:
         chosen.append(DisableIntrospection)
