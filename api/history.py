@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import orjson
 
 from domain.events import DeliveryPolicy, Event
-from domain.prices import PRICE_UPDATE, OraclePrice
+from domain.prices import PRICE_UPDATE
 from domain.topics import TopicKind, kind_of
 
 if TYPE_CHECKING:
@@ -217,27 +217,17 @@ class PgHistory:
 
     async def latest(self, topic: str) -> Event | None:
         """The newest stored state of a latest-value topic, where one is stored."""
+        # Imported here: both stores number their events with this module.
+        from api.perps_store import PgLatestEvents
+        from api.store import PgPriceRepository
+
         if kind_of(topic) is TopicKind.PRICE:
-            row = await self.pool.fetchrow(
-                """SELECT market, price, confidence, published_at, sequence
-                   FROM latest_prices WHERE market = $1""",
-                topic.split(":", 1)[1],
-            )
-            if row is None:
+            stored = await PgPriceRepository(self.pool).latest(topic.split(":", 1)[1])
+            if stored is None:
                 return None
-            price = OraclePrice(row["market"], row["price"], row["confidence"], row["published_at"])
-            payload = price.to_payload()
-            return Event(topic, row["sequence"], row["published_at"], PRICE_UPDATE, payload)
-        row = await self.pool.fetchrow(
-            """SELECT sequence, type, payload::text AS payload, published_at
-               FROM latest_events WHERE topic = $1""",
-            topic,
-        )
-        if row is None:
-            return None
-        return Event(
-            topic, row["sequence"], row["published_at"], row["type"], orjson.loads(row["payload"])
-        )
+            price, sequence = stored
+            return Event(topic, sequence, price.published_at, PRICE_UPDATE, price.to_payload())
+        return await PgLatestEvents(self.pool).latest(topic)
 
     async def start(
         self,
