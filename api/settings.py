@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     history_prune_interval_s: float = Field(default=60.0, gt=0)
     """How often the leader deletes history past those limits."""
 
+    gc_collect_interval_s: float = Field(default=60.0, ge=0)
+    """Seconds between full garbage collections (0: never, leaving it to Python's thresholds)."""
+
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
+import time
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -65,10 +67,34 @@ def start_process_workers(services: Services, workers: Workers) -> None:
     """The workers every process runs: its own leaderboards, and (competing with the other
     processes for messages) the RabbitMQ consumer."""
     workers.start("marathon-boards", services.boards.run())
+    if services.settings.gc_collect_interval_s > 0:
+        workers.start("gc", collect_garbage(services.settings.gc_collect_interval_s))
     if services.consumer is not None:
         workers.start("rabbitmq-ingest", services.consumer.run())
         logger.info(
             "consuming account snapshots from RabbitMQ queue %r", services.settings.rabbitmq_queue
+        )
+
+
+async def collect_garbage(interval_s: float) -> None:
+    """A full collection every ``interval_s``.
+
+    The server collects young objects rarely and the oldest generation almost never (api/cli.py),
+    for the sake of reconnect storms; anything an ended connection leaves in a reference cycle
+    would then stay for good. The soak (``python -m bench.soak``) measured what that costs: a few
+    MB a minute under churn, after every cycle we found was broken. One full collection a minute
+    takes that back (RSS flat in the soak), for a pause that grows with the heap: 40-80 ms with
+    1000 connections open, measured (logged at debug). At one a minute that delays about 0.1% of
+    messages, which leaves p99 alone.
+    """
+    while True:
+        await asyncio.sleep(interval_s)
+        started = time.perf_counter()
+        found = gc.collect()
+        logger.debug(
+            "full collection: %d unreachable objects in %.1f ms",
+            found,
+            (time.perf_counter() - started) * 1000,
         )
 
 
