@@ -134,7 +134,18 @@ class Start(Generic[T]):
     snapshot: T | None = None
     replay: list[Event] = field(default_factory=list)
     not_recovered: NotRecovered | None = None
-    resumed: bool = False
+    resumed_from: list[Cursor] | None = None
+    """The client's cursors, when resumed: where the replay starts."""
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_from is not None
+
+    @property
+    def origin(self) -> list[Cursor]:
+        """Where the stream stands before the replay: the client's cursors when resumed, else
+        ``cursors`` (there is no replay)."""
+        return self.cursors if self.resumed_from is None else self.resumed_from
 
 
 SNAPSHOT_ATTEMPTS = 3
@@ -268,7 +279,7 @@ class PgHistory:
                     replay += events
                 else:
                     replay.sort(key=lambda e: e.published_at)  # stable: each topic keeps its order
-                    return Start(current, value, replay, resumed=True)
+                    return Start(current, value, replay, resumed_from=list(after))
                 if always_snapshot:
                     return Start(current, value, not_recovered=reason)
         value, cursors = await self.consistent(topics, snapshot)

@@ -299,7 +299,7 @@ async def live_stream(
             assert account is not None
             marks = await exchange.marks()
             now = services.clock.now()
-            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            position = StreamPosition(streams, start.origin)
             for event in start.replay:
                 position.advance(event)
                 yield stamped(_orders_update(event, account), position)

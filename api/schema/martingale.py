@@ -282,7 +282,7 @@ async def rounds_stream(
             start = await services.history.start(
                 streams, after, services.martingale_store.latest_round
             )
-            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            position = StreamPosition(streams, start.origin)
             for event in start.replay:
                 position.advance(event)
                 yield stamped(Round.from_payload(event.payload), position)

@@ -522,7 +522,7 @@ async def positions_stream(
             assert start.snapshot is not None
             held = {p.id: p for p in start.snapshot}
             marks = await _marks(services)
-            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            position = StreamPosition(streams, start.origin)
 
             def update() -> PositionsUpdate:
                 return PositionsUpdate(
@@ -593,7 +593,7 @@ async def market_stats_stream(
             start = await services.history.start(
                 streams, after, lambda: services.latest.latest(stats_topic), always_snapshot=True
             )
-            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            position = StreamPosition(streams, start.origin)
             for event in start.replay:
                 position.advance(event)
                 yield stamped(FundingRateChanged.from_event(event), position)

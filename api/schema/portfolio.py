@@ -340,7 +340,7 @@ async def dashboard_stream(
     try:
         async with services.hub.merge(topics) as merged:
             start = await services.history.start(streams, after, valuer.load, always_snapshot=True)
-            position = StreamPosition(streams, after if start.resumed and after else start.cursors)
+            position = StreamPosition(streams, start.origin)
             for event in start.replay:
                 position.advance(event)
                 for update in happened(event):
