@@ -65,7 +65,6 @@ class _RedisBackend(broadcaster.BroadcastBackend):
         self._url = url
         self._channels: set[str] = set()
         self.connected = False
-        self.reconnects = 0
 
     async def connect(self) -> None:
         self._conn = redis.Redis.from_url(self._url)
@@ -150,7 +149,6 @@ class _RedisBackend(broadcaster.BroadcastBackend):
                     continue
                 channels = list(self._channels)
             self.connected = True
-            self.reconnects += 1
             note_backend_reconnect()
             logger.warning("reconnected to Redis; resubscribed %d channels", len(channels))
             for channel in channels:
@@ -179,7 +177,6 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
     async def connect(self) -> None:
         self._queue: asyncio.Queue[broadcaster.Event] = asyncio.Queue()
         self._closing = False
-        self.reconnects = 0
         self._reconnecting: asyncio.Task[None] | None = None
         self._listen = await self._connect_listener()
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
@@ -215,7 +212,6 @@ class _PostgresBackend(broadcaster.BroadcastBackend):
                 self._listen = conn
                 topics = list(self._topics.values())
             self._reconnecting = None
-            self.reconnects += 1
             note_backend_reconnect()
             logger.warning(
                 "reconnected the LISTEN connection; listening on %d channels", len(topics)

@@ -186,7 +186,6 @@ class _TopicFeed:
         self.last_sequence = 0
         self.history = history
         self.stream = policy_of(topic) is DeliveryPolicy.STREAM
-        self.gaps_filled = 0
         self.task = asyncio.create_task(self._pump(broadcast, previous), name=f"hub:{topic}")
 
     async def _pump(self, broadcast: Broadcast, previous: asyncio.Task[None] | None) -> None:
@@ -240,7 +239,6 @@ class _TopicFeed:
                 self._gap(expected)
             for event in events:
                 self._deliver(event)
-            self.gaps_filled += len(events)
             counts.gap_events_filled += len(events)
 
     def _gap(self, expected: int) -> None:
