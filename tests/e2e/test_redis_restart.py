@@ -9,9 +9,6 @@ disturbs nothing else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import isolated_database
 from tests.e2e.test_perps import open_position
-from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, free_port, token
+from tests.private_services import REDIS_SERVER, PrivateRedis
+from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-REDIS_SERVER = shutil.which("redis-server")
 OUTAGE_S = 2.0
 RECOVERY_S = 10.0
 
@@ -37,54 +34,10 @@ POSITIONS = (
 )
 
 
-class PrivateRedis:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, subprocess.CalledProcessError):
-                subprocess.run(
-                    ["redis-cli", "-p", str(self.port), "ping"], check=True, capture_output=True
-                )
-                return
-            time.sleep(0.05)
-        raise TimeoutError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if REDIS_SERVER is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server and redis-cli are not installed: no private Redis to restart")
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: no private Redis to restart")
     redis = PrivateRedis(tmp_path)
     redis.start()
     yield redis
