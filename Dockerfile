@@ -9,10 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY pyproject.toml README.md /tmp/tradestream/
+# Exactly the versions make test ran on: every package from the lock, checked against its hashes,
+# then the project itself with the lock's setuptools (no build environment from the index).
+COPY requirements.lock pyproject.toml README.md /tmp/tradestream/
 COPY api /tmp/tradestream/api
 COPY domain /tmp/tradestream/domain
-RUN pip install /tmp/tradestream \
+RUN pip install --require-hashes --requirement /tmp/tradestream/requirements.lock \
+ && pip install --no-deps --no-build-isolation /tmp/tradestream \
  && rm -rf /tmp/tradestream
 
 # An unprivileged user whose home is DATA_DIR (the embedded PostgreSQL runs as this user too).

@@ -80,7 +80,7 @@ class _RedisBackend(broadcaster.BroadcastBackend):
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self._conn.aclose()
 
     async def subscribe(self, channel: str) -> None:
@@ -137,7 +137,7 @@ class _RedisBackend(broadcaster.BroadcastBackend):
             await asyncio.sleep(delay)
             async with self._lock:
                 with contextlib.suppress(Exception):
-                    await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await self._pubsub.aclose()
                 self._pubsub = self._conn.pubsub(ignore_subscribe_messages=True)
                 try:
                     await self._conn.ping()
