@@ -4,8 +4,10 @@ what they really received, and the exposition parses as Prometheus parses it."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -13,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from httpx_sse import aconnect_sse
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import isolated_database, isolated_server
 from tests.e2e.test_marathons import wire
@@ -28,12 +31,12 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 SETTLE_S = 10.0
 """How long a gauge may take to come back down after its clients left."""
 
 LATENCY = "tradestream_fanout_latency_seconds"
+OPERATIONS_MD = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +236,24 @@ def test_exposition_has_every_family_and_negotiates_openmetrics(
     )
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.endswith("# EOF\n")
+
+
+def test_every_tradestream_metric_the_server_exports_is_listed_in_operations_md(
+    metrics_server: ServerProcess,
+) -> None:
+    """docs/operations.md says it lists every metric: a new one fails here until it does."""
+    response = httpx.get(metrics_server.base_url + "/metrics", timeout=5)
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in text_string_to_metric_families(response.text)
+        if family.name.startswith("tradestream_")
+    }
+    listed = set(re.findall(r"^\| `(tradestream_\w+)`", OPERATIONS_MD.read_text(), re.MULTILINE))
+    assert len(exported) > 15
+    assert not exported - listed, "add these to the metrics table of docs/operations.md"
+    # The RabbitMQ consumer's metrics exist only with RABBITMQ_URL (this server has none).
+    gone = {name for name in listed - exported if not name.startswith("tradestream_rabbitmq_")}
+    assert not gone, "no such metric: drop these from docs/operations.md"
 
 
 async def test_rabbitmq_consumer_counters_follow_real_messages(
