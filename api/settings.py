@@ -163,7 +163,9 @@ class Settings(BaseSettings):
     max_query_depth: int = Field(default=10, ge=0)
     """Nesting below the root fields (0: root fields only)."""
     max_aliases: int = Field(default=30, ge=0)
-    max_fields: int = Field(default=200, ge=1)
+    max_fields: int = Field(default=300, ge=1)
+    """Fields one operation selects once its fragments are expanded (a fragment counts at each
+    spread), `__typename` and introspection fields included."""
     max_query_tokens: int = Field(default=2000, ge=10)
     """Size of a GraphQL document in lexical tokens: what it costs to parse."""
     introspection: bool | None = None

@@ -1,67 +1,166 @@
-"""Limits on what one GraphQL document may ask: each refusal is a GraphQL error saying which limit.
+"""Limits on what one GraphQL document may ask: each refusal is a GraphQL error saying which limit,
+with ``extensions.code`` ``QUERY_TOO_COMPLEX``.
 
-Depth, aliases and tokens (document size) use Strawberry's limiters; the field count is ours.
+Depth, aliases and fields are measured on the document as it expands: a fragment counts each time
+it is spread. They are measured in one pass that costs each fragment once (memoized), so a
+document that doubles a fragment at every level (``fragment F1 on T { ...F0 ...F0 }``, thirty
+levels in a kilobyte) is measured in microseconds and refused, where walking each spread again
+(Strawberry's ``QueryDepthLimiter`` and ``MaxAliasesLimiter``) takes time exponential in its
+levels. Tokens (what parsing costs) use Strawberry's limiter, which aborts the parser itself.
 Introspection can be switched off (it is, by default, in production).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from graphql import FieldNode, GraphQLError, ValidationRule
-from strawberry.extensions import AddValidationRules, DisableIntrospection, MaxTokensLimiter
-from strawberry.extensions.max_aliases import create_validator as max_aliases_rule
-from strawberry.extensions.query_depth_limiter import create_validator as max_depth_rule
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+)
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-    from graphql import ASTValidationRule, ValidationContext
-    from strawberry.extensions import SchemaExtension
+    from graphql import DocumentNode, Node, SelectionSetNode
 
     from api.settings import Settings
 
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 
-def max_fields_rule(limit: int) -> type[ValidationRule]:
-    class MaxFields(ValidationRule):
-        """Counts every field a document selects, fragments included once each."""
 
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            self.count = 0
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a selection set asks for once expanded: fields selected (``__typename`` and
+    introspection fields included), aliased fields, and how deep selections nest below it
+    (fields under an introspection field such as ``__schema`` do not count towards depth)."""
 
-        def enter_field(self, node: FieldNode, *_args: Any) -> None:
-            self.count += 1
-            if self.count == limit + 1:
-                self.report_error(
-                    GraphQLError(
-                        f"the document selects more than {limit} fields (MAX_FIELDS)",
-                        node,
-                        extensions={"code": "QUERY_TOO_COMPLEX"},
-                    )
-                )
+    fields: int = 0
+    aliases: int = 0
+    depth: int = 0
 
-    return MaxFields
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.fields + other.fields,
+            self.aliases + other.aliases,
+            max(self.depth, other.depth),
+        )
+
+
+NOTHING = Cost()
+
+
+class DocumentCost:
+    """The expanded cost of each operation of a document, each fragment costed once.
+
+    A fragment that spreads itself (directly or not) costs nothing more on its second visit:
+    graphql-core's ``NoFragmentCyclesRule`` refuses such a document anyway. An unknown fragment
+    costs nothing (``KnownFragmentNamesRule`` refuses it)."""
+
+    def __init__(self, document: DocumentNode) -> None:
+        self._fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._costs: dict[str, Cost] = {}
+
+    def of(self, selection_set: SelectionSetNode) -> Cost:
+        total = NOTHING
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += Cost(1, int(selection.alias is not None))
+                if selection.selection_set:
+                    below = self.of(selection.selection_set)
+                    deeper = not selection.name.value.startswith("__")  # introspection: no depth
+                    total += Cost(below.fields, below.aliases, below.depth + 1 if deeper else 0)
+            elif isinstance(selection, InlineFragmentNode):
+                total += self.of(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self._fragment(selection.name.value)
+        return total
+
+    def _fragment(self, name: str) -> Cost:
+        if name not in self._costs:
+            self._costs[name] = NOTHING  # while costing it: a cycle adds nothing
+            fragment = self._fragments.get(name)
+            if fragment is not None:
+                self._costs[name] = self.of(fragment.selection_set)
+        return self._costs[name]
+
+
+def _count(n: int) -> str:
+    return str(n) if n < 1_000_000 else "more than a million"
+
+
+def refusals(
+    document: DocumentNode, max_depth: int, max_aliases: int, max_fields: int
+) -> list[GraphQLError]:
+    """Why ``document`` asks too much: an operation whose expanded depth or field count, or a
+    document whose aliases summed over its operations, pass the limits. Empty when it does not."""
+    errors: list[GraphQLError] = []
+
+    def refuse(message: str, node: Node) -> None:
+        errors.append(GraphQLError(message, node, extensions={"code": QUERY_TOO_COMPLEX}))
+
+    cost = DocumentCost(document)
+    aliases = 0
+    for operation in document.definitions:
+        if not isinstance(operation, OperationDefinitionNode):
+            continue
+        name = operation.name.value if operation.name else "anonymous"
+        try:
+            expanded = cost.of(operation.selection_set)
+        except RecursionError:  # nested past the interpreter's stack: too complex by far
+            refuse(f"'{name}' nests too deeply", operation)
+            continue
+        if expanded.depth > max_depth:
+            refuse(f"'{name}' exceeds maximum operation depth of {max_depth}", operation)
+        if expanded.fields > max_fields:
+            refuse(
+                f"'{name}' selects {_count(expanded.fields)} fields, more than {max_fields}"
+                " (MAX_FIELDS)",
+                operation,
+            )
+        aliases += expanded.aliases
+    if aliases > max_aliases:
+        refuse(f"{_count(aliases)} aliases found. Allowed: {max_aliases}", document)
+    return errors
+
+
+class DocumentLimits(SchemaExtension):
+    """Measures the document before any validation rule runs, and refuses it without running
+    them when it asks too much: graphql-core's own rules cost time in the size of the document
+    (its ``OverlappingFieldsCanBeMergedRule`` in the square of the fields sharing a name), so
+    a document past the limits is never handed to them."""
+
+    def __init__(self, *, max_depth: int, max_aliases: int, max_fields: int) -> None:
+        self.limits = (max_depth, max_aliases, max_fields)
+
+    def on_validate(self) -> Iterator[None]:
+        document = self.execution_context.graphql_document
+        if document is not None:
+            errors = refusals(document, *self.limits)
+            if errors:  # Strawberry runs no validation rule when an extension has set these
+                self.execution_context.pre_execution_errors = errors
+        yield
 
 
 def extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
-    """Factories: Strawberry makes each extension anew for every operation.
-
-    The depth and alias rules are Strawberry's ``QueryDepthLimiter`` and ``MaxAliasesLimiter``,
-    but made once here: those extensions make a new rule class each, so every operation made two
-    classes, and a class is always in reference cycles (its ``__mro__``, its methods): a long-lived
-    subscription's classes outlived it until the oldest generation was collected, which the
-    server's collector thresholds (api/cli.py) make rare.
-    """
-    rules: list[type[ASTValidationRule]] = [
-        max_depth_rule(settings.max_query_depth, None),
-        max_aliases_rule(settings.max_aliases),
-        max_fields_rule(settings.max_fields),
-    ]
+    """Factories: Strawberry makes each extension anew for every operation."""
     chosen: list[Callable[[], SchemaExtension]] = [
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(AddValidationRules, rules),
+        partial(
+            DocumentLimits,
+            max_depth=settings.max_query_depth,
+            max_aliases=settings.max_aliases,
+            max_fields=settings.max_fields,
+        ),
     ]
     if not settings.introspection_enabled:
         chosen.append(DisableIntrospection)
