@@ -1,11 +1,17 @@
 """Queries and mutations over HTTP as the GraphQL-over-HTTP spec writes them, through a real
 server: the ``application/graphql-response+json`` media type for clients that ask for it (400 and
 no ``data`` for a request that cannot run), ``application/json`` as before for the others, GET
-never running a mutation."""
+never running a mutation, and graphql-http's own server audits (the spec's reference suite, pinned
+in tests/http_audit/package-lock.json) with no warning and no error.
+
+The audits need Node 20+ and npm; without them that test is skipped, unless
+TRADESTREAM_REQUIRE_EXAMPLES=1 (``.ci/run`` sets it), which makes that a failure."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -13,12 +19,14 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from tests.conftest import isolated_server
-from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, parse_multipart, token
+from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, node_packages, parse_multipart, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tests.support import ServerProcess
+
+AUDIT_DIR = Path(__file__).resolve().parents[1] / "http_audit"
 
 SPEC = "application/graphql-response+json"
 SPEC_CONTENT_TYPE = "application/graphql-response+json; charset=utf-8"
@@ -234,3 +242,18 @@ async def test_subscriptions_keep_their_transports_when_the_spec_type_is_accepte
                 assert response.status_code == 400
             await publish("100.6")
             assert (await bystander.next_data("b", "priceUpdates"))["price"] == "100.6"
+
+
+def test_graphql_http_server_audits_find_no_warning_and_no_error(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = node_packages(AUDIT_DIR)
+    audit = subprocess.run(
+        [node, "audit.mjs", server.url], cwd=AUDIT_DIR, capture_output=True, text=True, timeout=120
+    )
+    *report, last = audit.stdout.splitlines() or [""]
+    with capsys.disabled():  # the tally, on the terminal even when the test passes
+        print("\n" + "\n".join(report))
+    tally = json.loads(last)
+    assert (tally["warn"], tally["error"]) == (0, 0), audit.stdout
+    assert audit.returncode == 0, audit.stdout + audit.stderr
