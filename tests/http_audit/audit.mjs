@@ -2,7 +2,7 @@
 // GraphQL endpoint: `node audit.mjs http://127.0.0.1:8000/graphql`.
 //
 // Prints every audit that is not ok (its status, id, name and reason), then the tally, and as its
-// last line the tally as JSON for tests/e2e/test_http_audit.py. Exits 1 when any audit is a
+// last line the tally as JSON for tests/e2e/test_graphql_over_http.py. Exits 1 when any audit is a
 // warning (a failed SHOULD) or an error (a failed MUST); notices (failed MAYs) are printed but
 // pass. Each request gives up after TIMEOUT_MS, so a server that hangs fails instead of waiting.
 
