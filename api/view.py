@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.datastructures import Headers
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -26,6 +28,7 @@ from strawberry.types.graphql import OperationType
 from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
 from api.graphiql import graphiql_html
+from api.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from api.schema.context import Context
 from api.shutdown import Shutdown
 from api.transport_ws import TransportWSHandler
@@ -35,11 +38,9 @@ if TYPE_CHECKING:
 
     from cross_web import AsyncHTTPRequestAdapter
     from starlette.datastructures import State
-    from starlette.requests import Request
-    from starlette.responses import Response
     from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
-    from strawberry.http import GraphQLRequestData
+    from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
     from strawberry.types import ExecutionResult
 
     from api.schema import Schema
@@ -59,18 +60,68 @@ PRINCIPAL_KEY = "tradestream.principal"
 """Where an HTTP request's verified caller waits in the ASGI scope for the context."""
 
 
-def _unauthenticated(reason: str) -> JSONResponse:
+def _graphql_response(
+    body: Mapping[str, object] | list[GraphQLHTTPResponse],
+    status: int,
+    media_type: str,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A GraphQL response over HTTP in the media type the request's ``Accept`` chose
+    (:mod:`api.media_types`). In ``application/graphql-response+json`` a status other than 2xx
+    means a request error, and such a response has no ``data`` entry: nothing ran. In
+    ``application/json`` the body is as it always was."""
+    content_type = JSON
+    if media_type == GRAPHQL_RESPONSE_JSON:
+        content_type = f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8"
+        if not isinstance(body, list) and not 200 <= status < 300:
+            body = {key: value for key, value in body.items() if key != "data"}
+    return Response(orjson.dumps(body), status, headers, media_type=content_type)
+
+
+def _unauthenticated(reason: str, media_type: str) -> Response:
     """A refused token on HTTP: 401, with the reason as a GraphQL error."""
-    return JSONResponse(
-        {
-            "data": None,
-            "errors": [
-                {"message": f"Unauthenticated: {reason}", "extensions": {"code": "UNAUTHENTICATED"}}
-            ],
-        },
-        status_code=401,
+    error = {"message": f"Unauthenticated: {reason}", "extensions": {"code": "UNAUTHENTICATED"}}
+    return _graphql_response(
+        {"data": None, "errors": [error]},
+        401,
+        media_type,
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
+
+
+def _did_not_run(result: ExecutionResult) -> bool:
+    """Whether a GraphQL request error kept the operation from running: its document did not
+    parse or validate, or its variables did not coerce. Each is answered before execution, with no
+    data and with errors that have no path (every field error has one). A fault outside the
+    resolvers (an exception that is not a GraphQLError) is the server's, not the request's."""
+    return (
+        result.data is None
+        and bool(result.errors)
+        and all(
+            error.path is None
+            and (error.original_error is None or isinstance(error.original_error, GraphQLError))
+            for error in result.errors or ()
+        )
+    )
+
+
+class MethodNotAllowedError(HTTPException):
+    """405, naming the methods that would do (a mutation sent with GET: POST)."""
+
+    def __init__(self, reason: str, allow: str) -> None:
+        super().__init__(405, reason)
+        self.allow = allow
+
+
+def _http_error(exc: HTTPException) -> Response:
+    """Strawberry's plain-text answer to a request it cannot run, with the ``Allow`` header that a
+    405 must carry (RFC 9110)."""
+    headers = None
+    if isinstance(exc, MethodNotAllowedError):
+        headers = {"Allow": exc.allow}
+    elif exc.status_code == 405:  # Strawberry's, for a method other than GET and POST
+        headers = {"Allow": "GET, POST"}
+    return PlainTextResponse(exc.reason, exc.status_code, headers)
 
 
 class _WebSocketAdapter(ASGIWebSocketAdapter):
@@ -131,15 +182,7 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            authorization = Headers(scope=scope).get("authorization")
-            if authorization is not None:
-                try:
-                    token = bearer_token(authorization)
-                    scope[PRINCIPAL_KEY] = self.state.services.verifier.verify(token)
-                except AuthenticationError as exc:
-                    await _unauthenticated(str(exc))(scope, receive, send)
-                    return
-            await super().__call__(scope, receive, send)
+            await self._http(scope, receive, send)
             return
         connection = Connection(send, max_pending_bytes=self.settings.send_queue_max_bytes)
         scope[SCOPE_KEY] = connection
@@ -152,6 +195,46 @@ class GraphQLView(GraphQL[Context, None]):
             # that only the cyclic collector (rarely run in its oldest generation) would free.
             scope.pop(SCOPE_KEY, None)
             await connection.close()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            try:
+                token = bearer_token(authorization)
+                scope[PRINCIPAL_KEY] = self.state.services.verifier.verify(token)
+            except AuthenticationError as exc:
+                media_type = response_media_type(headers.get("accept"))
+                await _unauthenticated(str(exc), media_type)(scope, receive, send)
+                return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as exc:
+            response = _http_error(exc)
+        await response(scope, receive, send)
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """Strawberry's, in the media type the request's ``Accept`` chose: what
+        :meth:`create_response` encodes a query's or mutation's result in (streams have their
+        own)."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        """The response to a query or mutation: Strawberry's, but in the negotiated media type
+        and with the status :meth:`execute_single` chose (200 unless a request error answered in
+        ``application/graphql-response+json``)."""
+        response = _graphql_response(
+            response_data, sub_response.status_code or 200, sub_response.media_type or JSON
+        )
+        response.headers.raw.extend(sub_response.headers.raw)
+        response.background = sub_response.background
+        return response
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self.graphiql)
@@ -178,13 +261,18 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> ExecutionResult:
         """A plain (non-streaming) HTTP request. Strawberry would run a subscription here as if it
         were a query and answer with a null-field error; refuse it with a 400 that says what to use.
+        A mutation sent with GET is refused with 405 before anything runs.
+
+        A request error (a document that does not parse or validate, variables that do not coerce)
+        answered in ``application/graphql-response+json`` gets status 400; in ``application/json``
+        it stays 200, as older clients expect.
         """
         method = request_adapter.method
         allowed = OperationType.from_http(method) - {OperationType.SUBSCRIPTION}
         if method == "GET" and not self.allow_queries_via_get:
             allowed -= {OperationType.QUERY}
         try:
-            return await self.schema.execute(
+            result = await self.schema.execute(
                 request_data.query,
                 root_value=root_value,
                 variable_values=request_data.variables,
@@ -196,11 +284,17 @@ class GraphQLView(GraphQL[Context, None]):
         except InvalidOperationTypeError as e:
             if e.operation_type is OperationType.SUBSCRIPTION:
                 raise HTTPException(400, SUBSCRIPTION_NEEDS_STREAM) from e
-            raise HTTPException(400, e.as_http_error_reason(method)) from e
+            reason = e.as_http_error_reason(method)
+            if e.operation_type is OperationType.MUTATION and method == "GET":
+                raise MethodNotAllowedError(reason, allow="POST") from e
+            raise HTTPException(400, reason) from e
         except CannotGetOperationTypeError as e:
             raise HTTPException(400, e.as_http_error_reason()) from e
         except MissingQueryError as e:
             raise HTTPException(400, "No GraphQL query found in the request") from e
+        if sub_response.media_type == GRAPHQL_RESPONSE_JSON and _did_not_run(result):
+            sub_response.status_code = 400
+        return result
 
     async def create_streaming_response(
         self,

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, Self, TypeAlias
 
 import httpx
 import orjson
+import pytest
 from httpx_sse import EventSource, aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
@@ -260,3 +263,54 @@ async def following(client: GraphQLWS, id: str) -> AsyncIterator[list[int]]:
 
 def contiguous(sequences: list[int]) -> bool:
     return len(sequences) > 0 and sequences == list(range(sequences[0], sequences[-1] + 1))
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip a test whose tool (Node, npm, a package) is missing here; with
+    TRADESTREAM_REQUIRE_EXAMPLES=1, as ``.ci/run`` sets it, fail instead: CI must run it."""
+    if os.environ.get("TRADESTREAM_REQUIRE_EXAMPLES") == "1":
+        pytest.fail(f"{reason} (TRADESTREAM_REQUIRE_EXAMPLES=1)")
+    pytest.skip(reason)
+
+
+def installed_matches_lock(folder: Path) -> bool:
+    """Whether ``folder``'s node_modules holds what its package-lock.json pins (npm writes what it
+    installed to node_modules/.package-lock.json; optional packages for other platforms are left
+    out)."""
+    installed_path = folder / "node_modules" / ".package-lock.json"
+    if not installed_path.exists():
+        return False
+    installed = json.loads(installed_path.read_text())["packages"]
+    locked = json.loads((folder / "package-lock.json").read_text())["packages"]
+    locked.pop("", None)  # the project itself
+    if set(installed) - set(locked):
+        return False
+    return all(
+        installed[name]["version"] == package["version"]
+        if name in installed
+        else package.get("optional", False)
+        for name, package in locked.items()
+    )
+
+
+def node_packages(folder: Path) -> str:
+    """The path of ``node``, once ``folder``'s packages are installed as its package-lock.json pins
+    them (``npm ci`` if node_modules does not match). Without Node 20+ and npm, or when ``npm ci``
+    fails (offline), :func:`unavailable`."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        unavailable(f"node and npm are not on PATH: {folder.name} needs Node 20+")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    if int(version.stdout.strip().lstrip("v").split(".")[0]) < 20:
+        unavailable(f"{folder.name} needs Node 20+, not {version.stdout.strip()}")
+    if not installed_matches_lock(folder):
+        npm_ci = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+        if npm_ci.returncode != 0:
+            unavailable(f"npm ci in {folder} failed (offline?):\n{npm_ci.stderr[-2000:]}")
+    return node

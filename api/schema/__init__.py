@@ -164,7 +164,10 @@ class Schema(strawberry.Schema):
             original = error.original_error
             if isinstance(error, ClientError) or isinstance(original, ClientError):
                 logger.debug("client error: %s", error.message)
-            elif original is None:
+            elif original is None or (error.path is None and isinstance(original, GraphQLError)):
+                # The request's own error, found before anything ran: a document that does not
+                # parse or validate, variables that do not coerce (graphql-core keeps the
+                # coercion's error as the original).
                 logger.debug("invalid request: %s", error.message)
             elif database_unavailable(original):
                 # Not a bug, and nothing the client did: one line in the log, and an answer

@@ -45,6 +45,25 @@ async def test_client_errors_are_not_masked() -> None:
     assert "Cannot query field 'nope'" in result.errors[0].message
 
 
+async def test_variables_that_do_not_coerce_are_the_clients_error_not_a_fault(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = build_schema(Settings())
+    with caplog.at_level(logging.DEBUG, logger="api.schema"):
+        result = await schema.execute(
+            "query($m: String!) { price(market: $m) { price } }", variable_values={"m": 5}
+        )
+    assert result.errors is not None
+    [error] = result.errors
+    assert (
+        error.message
+        == "Variable '$m' has invalid value: String cannot represent a non string value: 5"
+    )
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "api.schema"] == [
+        (logging.DEBUG, f"invalid request: {error.message}")
+    ]
+
+
 class _BrokenCatalog:
     def get(self, market: str) -> Any:
         raise RuntimeError(f"lookup of {market} failed at /srv/secret/path")

@@ -19,13 +19,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from tests.conftest import isolated_server
-from tests.support import ServerProcess, token
+from tests.support import ServerProcess, node_packages, token, unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -47,51 +47,11 @@ MODIFY = "mutation($i: ModifyPositionInput!) { modifyPosition(input: $i) { id si
 PRICE = "query($m: String!) { price(market: $m) { sequence } }"
 
 
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get("TRADESTREAM_REQUIRE_EXAMPLES") == "1":
-        pytest.fail(f"{reason} (TRADESTREAM_REQUIRE_EXAMPLES=1)")
-    pytest.skip(reason)
-
-
-def installed_matches_lock() -> bool:
-    """Whether node_modules holds what package-lock.json pins (npm writes what it installed to
-    node_modules/.package-lock.json; optional packages for other platforms are left out)."""
-    installed_path = JS_DIR / "node_modules" / ".package-lock.json"
-    if not installed_path.exists():
-        return False
-    installed = json.loads(installed_path.read_text())["packages"]
-    locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]
-    locked.pop("", None)  # the project itself
-    if set(installed) - set(locked):
-        return False
-    return all(
-        installed[name]["version"] == package["version"]
-        if name in installed
-        else package.get("optional", False)
-        for name, package in locked.items()
-    )
-
-
 @pytest.fixture(scope="module")
 def js_examples() -> Path:
     """examples/js with its packages installed (``npm ci`` if node_modules does not match the
     lock file) and its types generated; the path of its tsx."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        unavailable("node and npm are not on PATH: the JavaScript examples need Node 20+")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
-    if int(version.stdout.strip().lstrip("v").split(".")[0]) < 20:
-        unavailable(f"the JavaScript examples need Node 20+, not {version.stdout.strip()}")
-    if not installed_matches_lock():
-        npm_ci = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS_DIR,
-            capture_output=True,
-            text=True,
-            timeout=150,
-        )
-        if npm_ci.returncode != 0:
-            unavailable(f"npm ci in examples/js failed (offline?):\n{npm_ci.stderr[-2000:]}")
+    node = node_packages(JS_DIR)
     codegen = subprocess.run(
         [node, "codegen.mjs"], cwd=JS_DIR, capture_output=True, text=True, timeout=60
     )
