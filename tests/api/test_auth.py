@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-hs384-and-hs512-0123456789"
 NOW = datetime.now(UTC)
+"""When this module was imported: tokens made at import expire a day later, so a test may run
+long after collection; a test about a few seconds of leeway reads the clock itself."""
 
 
 def hs256(**overrides: Any) -> TokenVerifier:
@@ -37,7 +39,7 @@ def hs256(**overrides: Any) -> TokenVerifier:
 
 
 def claims(**changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"sub": "alice", "role": "user", "exp": NOW + timedelta(minutes=5)}
+    base: dict[str, Any] = {"sub": "alice", "role": "user", "exp": NOW + timedelta(days=1)}
     base.update(changes)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -60,7 +62,7 @@ def test_role_defaults_to_user() -> None:
     [
         (claims(), SECRET[::-1], "HS256", "Signature"),
         (claims(exp=NOW - timedelta(seconds=5)), SECRET, "HS256", "token expired"),
-        (claims(nbf=NOW + timedelta(minutes=1)), SECRET, "HS256", "not valid yet"),
+        (claims(nbf=NOW + timedelta(days=1)), SECRET, "HS256", "not valid yet"),
         (claims(sub=None), SECRET, "HS256", "no 'sub' claim"),
         (claims(exp=None), SECRET, "HS256", "no 'exp' claim"),
         (claims(sub=""), SECRET, "HS256", "non-empty"),
@@ -103,7 +105,9 @@ def test_issuer_audience_and_leeway() -> None:
         hs256(issuer="someone-else").verify(token)
     with pytest.raises(AuthenticationError, match=r"(?i)audience"):
         hs256(audience="others").verify(token)
-    late = jwt.encode(claims(exp=NOW - timedelta(seconds=5)), SECRET, algorithm="HS256")
+    late = jwt.encode(
+        claims(exp=datetime.now(UTC) - timedelta(seconds=5)), SECRET, algorithm="HS256"
+    )
     assert hs256(leeway_s=30).verify(late).sub == "alice"
 
 
