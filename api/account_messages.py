@@ -58,7 +58,7 @@ MAX_TIMESTAMP = 253402300799
 """9999-12-31T23:59:59Z: a larger Unix timestamp is not in seconds (milliseconds, most likely)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NUMERIC = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMERIC = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class InvalidSnapshotError(ValueError):

@@ -314,3 +314,41 @@ def node_packages(folder: Path) -> str:
         if npm_ci.returncode != 0:
             unavailable(f"npm ci in {folder} failed (offline?):\n{npm_ci.stderr[-2000:]}")
     return node
+
+
+@contextlib.asynccontextmanager
+async def loop_watch(server: ServerProcess) -> AsyncIterator[dict[str, float]]:
+    """While the body runs, a price subscriber and a /healthz poller stand by. On exit the
+    subscriber has had two more prices, in order, and the dict holds the slowest /healthz
+    answer in seconds: a request that held the server's event loop shows there."""
+    worst = {"healthz_s": 0.0}
+
+    async def poll(http: httpx.AsyncClient) -> None:
+        while True:
+            started = time.monotonic()
+            assert (await http.get(server.base_url + "/healthz")).status_code == 200
+            worst["healthz_s"] = max(worst["healthz_s"], time.monotonic() - started)
+            await asyncio.sleep(0.02)
+
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        GraphQLWS.connect(server.ws_url) as client,
+    ):
+        await client.subscribe("b", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        await client.next_data("b", "priceUpdates")
+        async with following(client, "b") as sequences:
+            poller = asyncio.create_task(poll(http))
+            try:
+                yield worst
+                seen = len(sequences)
+                for _ in range(1000):  # ten seconds at most
+                    if len(sequences) >= seen + 2:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            assert len(sequences) >= seen + 2
+            # Latest value: a price may be skipped for a newer one, never repeated or reordered.
+            assert sequences == sorted(set(sequences)), sequences

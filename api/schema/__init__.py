@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
@@ -23,7 +22,6 @@ from graphql import (
 )
 from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.types.base_scalars import DecimalDefinition
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -35,19 +33,14 @@ from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
 from api.schema.exchange import ExchangeMutation, ExchangeQuery, ExchangeSubscription
-from api.schema.marathons import (
-    LONG_SCALAR,
-    Long,
-    MarathonMutation,
-    MarathonQuery,
-    MarathonSubscription,
-)
+from api.schema.marathons import MarathonMutation, MarathonQuery, MarathonSubscription
 from api.schema.martingale import MartingaleMutation, MartingaleQuery, MartingaleSubscription
 from api.schema.perps import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
 from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.portfolio import PortfolioMutation, PortfolioQuery, PortfolioSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
+from api.schema.scalars import DECIMAL_SCALAR, LONG_SCALAR, Long
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -85,14 +78,6 @@ Subscription = merge_types(
         ExchangeSubscription,
         PortfolioSubscription,
     ),
-)
-
-
-DECIMAL_SCALAR = dataclasses.replace(
-    DecimalDefinition,
-    description="A decimal number as a string, every digit kept, in fixed-point notation "
-    "(0.000000007, never 7E-9). Input may be a string or a number.",
-    serialize=lambda value: format(value, "f"),
 )
 
 

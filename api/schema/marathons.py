@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NewType
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
@@ -24,6 +24,7 @@ from api.schema.permissions import (
     require_role,
     require_signed_in,
 )
+from api.schema.scalars import Long
 from domain import marathons as model
 
 if TYPE_CHECKING:
@@ -31,30 +32,9 @@ if TYPE_CHECKING:
     from api.marathon_boards import MarathonBoards
     from api.services import Services
 
-MAX_SAFE_INTEGER = 2**53 - 1
-"""The largest integer a JavaScript client reads exactly."""
-
-Long = NewType("Long", int)
-LONG_SCALAR = strawberry.scalar(
-    name="Long",
-    serialize=int,
-    parse_value=lambda value: _long(value),
-    description="An integer from 0 to 2^53 - 1, the largest a JavaScript client reads "
-    "exactly (MetaTrader logins and tickets exceed GraphQL's 32-bit Int).",
-)
-"""Registered with the schema's ``scalar_map`` (:func:`api.schema.build_schema`)."""
-
 PERCENT_PLACES = Decimal("0.0001")
 """Profit percentages are shown to four decimal places (ranked exactly)."""
 BOARDS_READY_TIMEOUT_S = 10.0
-
-
-def _long(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("Long must be an integer")
-    if not 0 <= value <= MAX_SAFE_INTEGER:
-        raise ValueError(f"Long must be between 0 and {MAX_SAFE_INTEGER}")
-    return value
 
 
 class UnknownMarathonError(ClientError):

@@ -74,15 +74,15 @@ def parse_after(after: str | None, topics: int) -> list[Cursor] | None:
     for a string this server never gave out."""
     if after is None:
         return None
-    try:
-        cursors = [Cursor.parse(part) for part in after.split(_SEPARATOR)]
-    except InvalidCursorError as exc:
-        raise InvalidCursorGraphQLError(f"after: {exc}") from None
-    if len(cursors) != topics:
+    parts = after.split(_SEPARATOR, topics)  # no more than one part too many, however long
+    if len(parts) != topics:
         raise InvalidCursorGraphQLError(
             "after: not a cursor of this subscription (use the cursor of one of its events)"
         )
-    return cursors
+    try:
+        return [Cursor.parse(part) for part in parts]
+    except InvalidCursorError as exc:
+        raise InvalidCursorGraphQLError(f"after: {exc}") from None
 
 
 class StreamPosition:

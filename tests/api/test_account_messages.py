@@ -184,6 +184,8 @@ def _drop(key: str) -> Callable[[dict[str, Any]], None]:
         (_set(balance="abc"), "balance: must be a decimal number"),
         (_set(balance="NaN"), "balance: must be a decimal number"),
         (_set(balance=" 1"), "balance: must be a decimal number"),
+        (_set(balance="\u0661\u0660\u0660\u0660"), "balance: must be a decimal number"),
+        (_set(balance="1_000"), "balance: must be a decimal number"),
         (_set(balance=True), "balance: must be a decimal number"),
         (_set(balance=None), "balance: must be a decimal number (a JSON number or a numeric"),
         (_set(equity=[1]), "equity: must be a decimal number"),

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, contiguous, following
+from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import Iterator
 
 
 def graphql(server: ServerProcess, query: str) -> dict[str, Any]:
@@ -60,43 +59,6 @@ def doubling(levels: int, operation: str, on: str, leaves: str) -> str:
         f"fragment F{i} on {on} {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)
     ]
     return " ".join([operation.replace("TOP", f"F{levels}"), *fragments])
-
-
-@contextlib.asynccontextmanager
-async def loop_watch(server: ServerProcess) -> AsyncIterator[dict[str, float]]:
-    """While the body runs, a price subscriber and a /healthz poller stand by. On exit the
-    subscriber has had two more prices, none missed, and the dict holds the slowest /healthz
-    answer in seconds: a request that held the server's event loop shows there."""
-    worst = {"healthz_s": 0.0}
-
-    async def poll(http: httpx.AsyncClient) -> None:
-        while True:
-            started = time.monotonic()
-            assert (await http.get(server.base_url + "/healthz")).status_code == 200
-            worst["healthz_s"] = max(worst["healthz_s"], time.monotonic() - started)
-            await asyncio.sleep(0.02)
-
-    async with (
-        httpx.AsyncClient(timeout=30) as http,
-        GraphQLWS.connect(server.ws_url) as client,
-    ):
-        await client.subscribe("b", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
-        await client.next_data("b", "priceUpdates")
-        async with following(client, "b") as sequences:
-            poller = asyncio.create_task(poll(http))
-            try:
-                yield worst
-                seen = len(sequences)
-                for _ in range(1000):  # ten seconds at most
-                    if len(sequences) >= seen + 2:
-                        break
-                    await asyncio.sleep(0.01)
-            finally:
-                poller.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller
-            assert len(sequences) >= seen + 2
-            assert contiguous(sequences), sequences
 
 
 async def test_fragment_doubling_is_refused_at_once_on_every_transport(
@@ -221,3 +183,120 @@ def test_production_refuses_to_start_without_a_key(
     )
     with pytest.raises(RuntimeError, match="ENVIRONMENT=production needs JWT_SECRET"):
         server.start(timeout=30)
+
+
+PLACE = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { order { id price quantity } } }"
+CONVERT = (
+    "mutation($f: String!, $t: String!, $a: Decimal!) "
+    "{ convert(fromAsset: $f, toAsset: $t, amount: $a) { toAmount } }"
+)
+
+
+async def as_user(server: ServerProcess, user: str, query: str, variables: dict[str, Any]) -> Any:
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            server.url,
+            json={"query": query, "variables": variables},
+            headers={"authorization": f"Bearer {token(user)}"},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+HOSTILE_DECIMALS: list[Any] = [
+    "1e-200000000",  # accepted before, and stored as 200 million characters
+    "1e-20000000",
+    "1E3",
+    "1_000",  # read as 1000 before: a 1000 BTC position
+    "\u0661\u0660\u0660\u0660",  # Arabic-Indic 1000
+    " 1",
+    "1 ",
+    "+1",
+    ".5",
+    "1.",
+    "NaN",
+    "Infinity",
+    "0." + "0" * 18 + "1",  # 19 decimal places
+    "1" * 21,  # 21 digits before the point
+    "9" * 200_000,  # 200 KB of digits
+    1e300,
+    10**30,
+    True,
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_DECIMALS, ids=lambda v: repr(v)[:20])
+async def test_a_decimal_outside_plain_notation_is_refused_and_nothing_is_placed(
+    server: ServerProcess, hostile: Any
+) -> None:
+    user = "hostile-decimal-" + hashlib.sha256(repr(hostile).encode()).hexdigest()[:12]
+    order = {"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "quantity": "1", "price": "1"}
+    async with loop_watch(server) as worst:
+        for field in ("quantity", "price"):
+            body = await as_user(server, user, PLACE, {"i": {**order, field: hostile}})
+            assert body["data"] is None
+            [error] = body["errors"]
+            assert error["extensions"] == {"code": "INVALID_DECIMAL"}
+            assert error["message"].startswith(f"Variable '$i' has invalid value at .{field}: ")
+            assert len(error["message"]) < 250
+        converted = await as_user(server, user, CONVERT, {"f": "USD", "t": "BTC", "a": hostile})
+        assert [e["extensions"]["code"] for e in converted["errors"]] == ["INVALID_DECIMAL"]
+        assert len(converted["errors"][0]["message"]) < 250
+    assert worst["healthz_s"] < 0.5, worst
+    account = await as_user(
+        server, user, "{ paperAccount { openOrders { id } positions { symbol } } }", {}
+    )
+    assert account["data"]["paperAccount"] == {"openOrders": [], "positions": []}
+
+
+@pytest.mark.parametrize(
+    ("literal", "shown"),
+    [('"1e-20000"', "'1e-20000'"), ("1e3", "'1e3'"), ("true", "'true'"), ('"1_000"', "'1_000'")],
+)
+async def test_a_decimal_written_in_the_document_is_refused_where_it_is(
+    server: ServerProcess, literal: str, shown: str
+) -> None:
+    query = (
+        f'mutation {{ convert(fromAsset: "USD", toAsset: "BTC", amount: {literal}) {{ feeUsd }} }}'
+    )
+    body = await as_user(server, "hostile-literal", query, {})
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "INVALID_DECIMAL"}
+    assert error["locations"] == [{"line": 1, "column": query.index(literal) + 1}]
+    assert error["message"].endswith(f"not {shown}")
+
+
+async def test_a_long_written_in_the_document_is_refused_where_it_is(server: ServerProcess) -> None:
+    for literal, reason in (
+        ("9007199254740992", "an integer from 0 to 9007199254740991, not 9007199254740992"),
+        ("1" * 5000, "an integer from 0 to 9007199254740991, not '111111111111111111111111'..."),
+        ("-1", "an integer from 0 to 9007199254740991, not -1"),
+        ('"12"', "an integer, not '12'"),
+    ):
+        query = f'{{ accountRow(marathonId: "demo", login: {literal}) {{ rank }} }}'
+        body = await as_user(server, "hostile-long", query, {})
+        [error] = body["errors"]
+        assert error["extensions"] == {"code": "INVALID_LONG"}
+        assert error["message"] == f"Long takes {reason}"
+        assert error["locations"] == [{"line": 1, "column": query.index(literal) + 1}]
+
+
+@pytest.mark.parametrize(
+    ("login", "reason"),
+    [
+        (2**53, "an integer from 0 to 9007199254740991, not 9007199254740992"),
+        (-1, "an integer from 0 to 9007199254740991, not -1"),
+        (10**40, "an integer, not 1e+40"),  # JSON reads an integer this long as a float
+        ("12", "an integer, not '12'"),
+        (1.5, "an integer, not 1.5"),
+    ],
+)
+async def test_a_long_out_of_range_is_a_clear_error(
+    server: ServerProcess, login: Any, reason: str
+) -> None:
+    query = 'query($l: Long!) { accountRow(marathonId: "demo", login: $l) { rank } }'
+    body = await as_user(server, "hostile-long", query, {"l": login})
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "INVALID_LONG"}
+    assert error["message"] == f"Variable '$l' has invalid value: Long takes {reason}"
+    assert len(error["message"]) < 200
