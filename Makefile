@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest schema clean
+.PHONY: run test lint typecheck pytest schema graphiql-assets clean
 
 run: $(VENV)/.installed
 	$(BIN)/tradestream serve
@@ -22,6 +22,11 @@ pytest: $(VENV)/.installed-dev
 
 schema: $(VENV)/.installed
 	$(BIN)/tradestream export-schema --output schema.graphql
+
+# GraphiQL's browser builds into api/static/graphiql/vendor/, from the npm packages that
+# tools/graphiql/package-lock.json pins (needs Node and npm; docs/operations.md: upgrading GraphiQL).
+graphiql-assets:
+	tools/graphiql/vendor.sh
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
