@@ -6,8 +6,8 @@ Everything the page loads is ours, from ``api/static/graphiql`` (served under ``
 by the static mount in ``api/demo.py``): GraphiQL, React and the explorer plugin at the versions
 Strawberry's page took from a CDN, copied from their npm packages by ``tools/graphiql/vendor.sh``,
 and ``graphiql.js``, which starts GraphiQL with the defaults the page passes as JSON in a
-``data-config`` attribute. No inline script or style, so the page gets a policy as strict as the
-demo page's."""
+``data-config`` attribute. No inline script or style in the page, so its policy is the demo
+page's, with the two additions ``CONTENT_SECURITY_POLICY`` explains."""
 
 from __future__ import annotations
 
