@@ -13,7 +13,7 @@ DEV_LOCK := requirements-dev.lock
 COMPILE  := $(BIN)/uv pip compile pyproject.toml --group build --universal --python-version 3.11 \
             --generate-hashes --quiet --custom-compile-command "make lock"
 
-.PHONY: run test lint typecheck pytest schema lock clean
+.PHONY: run test lint typecheck pytest schema lock graphiql-assets clean
 
 run: $(VENV)/.installed
 	$(BIN)/tradestream serve
@@ -39,6 +39,11 @@ schema: $(VENV)/.installed
 lock: $(VENV)/.installed-dev
 	$(COMPILE) $(LOCK_ARGS) --output-file $(LOCK)
 	$(COMPILE) $(LOCK_ARGS) --extra dev --constraints $(LOCK) --output-file $(DEV_LOCK)
+
+# GraphiQL's browser builds into api/static/graphiql/vendor/, from the npm packages that
+# tools/graphiql/package-lock.json pins (needs Node and npm; docs/operations.md: upgrading GraphiQL).
+graphiql-assets:
+	tools/graphiql/vendor.sh
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)

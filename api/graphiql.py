@@ -1,13 +1,55 @@
-"""GraphiQL as tradestream serves it: Strawberry's page with a default document that runs as it
-is, the headers editor open with an ``Authorization`` example, and that header also sent to the
-WebSocket (in ``connection_init``) once it holds a real token."""
+"""GraphiQL as tradestream serves it at ``/graphql`` to browsers: a default document that runs as
+it is, the headers editor open with an ``Authorization`` example, and that header also sent to the
+WebSocket (in ``connection_init``) once it holds a real token.
+
+Everything the page loads is ours, from ``api/static/graphiql`` (served under ``/static/graphiql``
+by the static mount in ``api/demo.py``): GraphiQL, React and the explorer plugin at the versions
+Strawberry's page took from a CDN, copied from their npm packages by ``tools/graphiql/vendor.sh``,
+and ``graphiql.js``, which starts GraphiQL with the defaults the page passes as JSON in a
+``data-config`` attribute. No inline script or style in the page, so its policy is the demo
+page's, with the two additions ``CONTENT_SECURITY_POLICY`` explains."""
 
 from __future__ import annotations
 
-import re
+from html import escape
 
 import orjson
-from strawberry.http.ides import get_graphql_ide_html
+
+ASSETS_URL = "/static/graphiql"
+
+STYLESHEETS = (
+    "vendor/graphiql/graphiql.min.css",
+    "vendor/plugin-explorer/style.css",
+    "graphiql.css",
+)
+SCRIPTS = (
+    "vendor/react/react.production.min.js",
+    "vendor/react-dom/react-dom.production.min.js",
+    "vendor/graphiql/graphiql.min.js",
+    "vendor/plugin-explorer/index.umd.js",
+    "graphiql.js",
+)
+"""In the order they run: each UMD bundle reads the globals of those before it (React, ReactDOM,
+GraphiQL), and graphiql.js uses them all."""
+
+SCROLL_LOCK_STYLE = "sha256-Y/huXlwoYkVyQlxwSVcCi1RCDGDCSVBzDt0hYP9qlTc="
+"""The one inline style GraphiQL makes: a ``<style>`` that react-remove-scroll-bar adds to lock the
+page's scrolling while a menu or dialog is open (the run button's operation menu, settings, short
+keys). Its text depends only on the scroll bar's width, which is always 0 here (graphiql.css keeps
+the root from scrolling), so one hash admits exactly it, where ``'unsafe-inline'`` would admit any
+injected style. A GraphiQL upgrade that changes that text makes the browser refuse it (harmless:
+the page does not scroll anyway) and fails tests/e2e/test_graphiql.py, which fails on any console
+error; Chromium's error names the new hash."""
+
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; script-src 'self'; style-src 'self' '{SCROLL_LOCK_STYLE}'; "
+    "img-src 'self' data:; font-src data:; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+"""The demo page's policy, with two additions: the hash of GraphiQL's one inline style (above),
+and ``font-src data:`` for the fonts that graphiql.min.css embeds as data: URLs. Scripts and style
+sheets only from this origin, no eval; connections only to it ('self' covers ws: and wss: on it).
+"""
 
 DEFAULT_DOCUMENT = """\
 # tradestream: live trading feeds over GraphQL.
@@ -72,50 +114,22 @@ subscription MyPositions {
 DEFAULT_HEADERS = '{\n  "Authorization": "Bearer <token>"\n}'
 """What the headers editor holds until the user changes it: a hint, not sent as it is."""
 
-_FETCHER = """
-      // tradestream: headers from the editor go with HTTP requests and, as GraphiQL merges
-      // them into connectionParams, with connection_init on the WebSocket. An Authorization
-      // value still holding the <token> placeholder is left out, so the page works as loaded.
-      function withoutPlaceholders(headers) {
-        if (!headers) return headers;
-        const kept = {};
-        for (const [name, value] of Object.entries(headers)) {
-          const placeholder = typeof value === "string" && /<[^>]*>/.test(value);
-          if (!(name.toLowerCase() === "authorization" && placeholder)) kept[name] = value;
-        }
-        return kept;
-      }
-
-      function tradestreamFetcher(params, opts) {
-        return fetcher(params, opts && { ...opts, headers: withoutPlaceholders(opts.headers) });
-      }
-
-      function GraphiQLWithExplorer() {"""
-
-_REPLACEMENTS: tuple[tuple[str, str], ...] = (
-    ("<title>Strawberry GraphiQL</title>", "<title>tradestream GraphiQL</title>"),
-    ("\n      function GraphiQLWithExplorer() {", _FETCHER),
-    ("fetcher: fetcher,", "fetcher: tradestreamFetcher,"),
-    (
-        "defaultEditorToolsVisibility: true,",
-        'defaultEditorToolsVisibility: "headers",\n'
-        f"          defaultHeaders: {orjson.dumps(DEFAULT_HEADERS).decode()},",
-    ),
-)
-
-_EXAMPLE_QUERY = re.compile(r"const EXAMPLE_QUERY = `.*?`;", re.DOTALL)
-
 
 def graphiql_html() -> str:
-    """Strawberry's GraphiQL page with tradestream's defaults. Raises if the page no longer has
-    the places they go (a Strawberry upgrade changed it), rather than serving it without them."""
-    html = get_graphql_ide_html(graphql_ide="graphiql")
-    document = orjson.dumps(DEFAULT_DOCUMENT).decode().replace("</", "<\\/")
-    html, found = _EXAMPLE_QUERY.subn(lambda _: f"const EXAMPLE_QUERY = {document};", html)
-    if found != 1:
-        raise RuntimeError("Strawberry's GraphiQL page has no EXAMPLE_QUERY to replace")
-    for old, new in _REPLACEMENTS:
-        if html.count(old) != 1:
-            raise RuntimeError(f"Strawberry's GraphiQL page changed: {old.strip()!r} not found")
-        html = html.replace(old, new)
-    return html
+    """The page: GraphiQL's assets, and its defaults as JSON for graphiql.js."""
+    config = orjson.dumps({"defaultDocument": DEFAULT_DOCUMENT, "defaultHeaders": DEFAULT_HEADERS})
+    links = "".join(f'    <link rel="stylesheet" href="{ASSETS_URL}/{p}" />\n' for p in STYLESHEETS)
+    scripts = "".join(f'    <script defer src="{ASSETS_URL}/{p}"></script>\n' for p in SCRIPTS)
+    return f"""<!doctype html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+    <title>tradestream GraphiQL</title>
+    <link rel="icon" href="data:," />
+{links}{scripts}  </head>
+  <body>
+    <div id="graphiql" data-config="{escape(config.decode(), quote=True)}">Loading...</div>
+  </body>
+</html>
+"""

@@ -27,6 +27,7 @@ from strawberry.types.graphql import OperationType
 
 from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
+from api.graphiql import CONTENT_SECURITY_POLICY as GRAPHIQL_POLICY
 from api.graphiql import graphiql_html
 from api.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from api.schema.context import Context
@@ -237,7 +238,10 @@ class GraphQLView(GraphQL[Context, None]):
         return response
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
-        return HTMLResponse(self.graphiql)
+        return HTMLResponse(
+            self.graphiql,
+            headers={"Content-Security-Policy": GRAPHIQL_POLICY, "Cache-Control": "no-cache"},
+        )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,10 +18,14 @@ from tests.support import ServerProcess
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
+
+    from playwright.async_api import Browser
 
 ALLOWED_ORIGIN = "http://localhost:3000"
 """The one other origin whose browser pages the test server lets in."""
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's chromium, which Playwright drives (it downloads no browser of its own)."""
 
 FEED_HZ = "10"
 """Fast enough that tests see several events in a second, slow enough for two cores."""
@@ -107,3 +112,22 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True)
+        yield browser
+        await browser.close()
