@@ -5,7 +5,10 @@ Clients subscribe through the proxy over graphql-transport-ws, SSE and multipart
 (a stream feed the leader's round clock writes at a steady rate, every event kept in
 ``topic_history``). One replica is stopped with SIGTERM and started again; then the other is
 killed with SIGKILL. Every client reconnects through the proxy, resumes ``after:`` its last cursor,
-and ends up with every event exactly once, in order, as the history has them.
+and ends up with every event exactly once, in order, as the history has them. Around it, with one
+replica: the proxy answers 404 for /metrics and /stats, passes the client's Host (a browser's
+same-origin WebSocket is let in) and Authorization, and gives up on a replica that does not
+answer within its connect timeout.
 
 The proxy's configuration is the shipped file with three things replaced, each checked to have
 been there: the listen port, the resolver (Docker's DNS; its line takes the paths of a run
@@ -113,14 +116,15 @@ def proxy_config(shipped: str, port: int, replicas: Sequence[int], run_dir: Path
 
 
 class Proxy:
-    """nginx in the foreground, a child of the test, everything it writes under ``run_dir``."""
+    """nginx in the foreground, a child of the test, everything it writes under ``run_dir``, in
+    front of the replicas on ``upstreams`` (ports of 127.0.0.1)."""
 
-    def __init__(self, replicas: Sequence[ServerProcess], run_dir: Path) -> None:
+    def __init__(self, upstreams: Sequence[int], run_dir: Path) -> None:
         self.port = free_port()
         self.run_dir = run_dir
         self.config_path = run_dir / "nginx.conf"
         self.config_path.write_text(
-            proxy_config(SHIPPED_CONFIG.read_text(), self.port, [r.port for r in replicas], run_dir)
+            proxy_config(SHIPPED_CONFIG.read_text(), self.port, upstreams, run_dir)
         )
         self.error_log = run_dir / "error.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -171,15 +175,6 @@ class Proxy:
             for path in (self.run_dir / "stderr.log", self.error_log)
             if path.exists()
         )
-
-
-@contextlib.contextmanager
-def running(proxy: Proxy) -> Iterator[Proxy]:
-    proxy.start(nginx_binary())
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 def sequence(cursor: str) -> int:
@@ -432,7 +427,7 @@ async def test_clients_resume_through_the_proxy_across_a_stop_and_a_kill(
         replicas = [first, second]
         run_dir = tmp_path / "nginx"
         run_dir.mkdir()
-        proxy = Proxy(replicas, run_dir)
+        proxy = Proxy([r.port for r in replicas], run_dir)
         followers = [
             Follower(f"{transport}-{n}", transport, token(f"{transport}-{n}"))
             for transport in TRANSPORTS
@@ -535,7 +530,7 @@ def proxied(
     run_dir = tmp_path_factory.mktemp("nginx")
     env = {"ENVIRONMENT": "production"}
     with isolated_server(database_url, env, run_dir / "server.log") as replica:
-        proxy = Proxy([replica], run_dir)
+        proxy = Proxy([replica.port], run_dir)
         proxy.start(binary)
         try:
             yield proxy, replica
@@ -585,6 +580,10 @@ def test_metrics_and_stats_answer_on_the_replica_and_the_api_through_the_proxy(
     query = {"query": "{ markets { id } }"}
     answer = httpx.post(proxy.url, json=query, timeout=5).json()
     assert {m["id"] for m in answer["data"]["markets"]} >= {"BTC-PERP"}
+    # The Authorization header reaches the replica, which verifies it (production: JWT_SECRET).
+    for bearer, status in [(token("ada"), 200), (token("ada", secret="another" * 8), 401)]:
+        headers = {"authorization": f"Bearer {bearer}"}
+        assert httpx.post(proxy.url, json=query, headers=headers, timeout=5).status_code == status
 
 
 async def test_a_page_served_through_the_proxy_may_open_a_websocket_and_others_may_not(
@@ -609,3 +608,53 @@ async def test_a_page_served_through_the_proxy_may_open_a_websocket_and_others_m
         ):
             pass
     assert refused.value.response.status_code == 403
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port whose connections are never accepted, as a replica whose host stopped answering:
+    its accept queue is full, so the kernel drops further SYNs and a connect hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        queued: list[socket.socket] = []
+        try:
+            for _ in range(8):
+                probe = socket.socket()
+                probe.settimeout(0.3)
+                try:
+                    probe.connect(("127.0.0.1", port))
+                except TimeoutError:
+                    probe.close()
+                    break  # full: this SYN was dropped
+                queued.append(probe)
+            else:
+                raise AssertionError("the accept queue never filled")
+            yield port
+        finally:
+            for connection in queued:
+                connection.close()
+
+
+def test_a_replica_that_does_not_answer_costs_a_request_the_connect_timeout_only(
+    proxied: tuple[Proxy, ServerProcess], tmp_path: Path
+) -> None:
+    """nginx's default proxy_connect_timeout is 60 s; deploy/nginx.conf gives up after 2 s and
+    passes the request to the next replica."""
+    _, replica = proxied
+    with silent_listener() as silent:
+        proxy = Proxy([silent, replica.port], tmp_path)
+        proxy.start(nginx_binary())
+        try:
+            took = []
+            for _ in range(2):  # least_conn takes turns between the two (both idle)
+                started = time.monotonic()
+                response = httpx.get(f"{proxy.base_url}/readyz", timeout=10)
+                took.append(time.monotonic() - started)
+                assert response.status_code == 200
+        finally:
+            proxy.stop()
+    assert max(took) < 4, took
+    assert max(took) > 1.5, took  # one of them waited on the silent one first
+    assert "upstream timed out (110: Connection timed out) while connecting" in proxy.log()
