@@ -166,14 +166,21 @@ class QueueSink:
     ``capacity`` results behind gets a SUBSCRIBER_LAGGED error and its stream ends.
     """
 
-    __slots__ = ("_items", "_wakeup", "capacity", "conflated", "refusal")
+    __slots__ = ("_items", "_room", "_wakeup", "capacity", "conflated", "refusal")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[object] = deque()
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
         self.conflated = 0
         self.refusal: PreExecutionError | None = None
+
+    async def room(self) -> None:
+        """Until another result fits without ending the stream as lagged."""
+        while len(self._items) >= self.capacity:
+            self._room.clear()
+            await self._room.wait()
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         if self._items and self._items[-1] is _END:
@@ -205,6 +212,7 @@ class QueueSink:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             item = self._items.popleft()
+            self._room.set()
             if item is _END:
                 if self.refusal is not None:
                     yield self.refusal
@@ -334,6 +342,8 @@ class Group:
                     for member in members:
                         member.sink.deliver(encoded, self.policy)
                     self._count(len(members))
+                    if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
+                        await self._paced_by(members[0].sink)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -355,6 +365,18 @@ class Group:
             # The task's context would keep this group (and the group its task): see _done.
             _current_group.set(None)
             self.finished = True
+
+    @staticmethod
+    async def _paced_by(sink: Sink) -> None:
+        """A stream group of one SSE or multipart member waits for it to take a result before
+        handing it the next, where a shared group would end a member that falls behind: a resumed
+        subscription (``after:`` makes it a group of its own) replays its missed events from the
+        history in one go, faster than any response is written, and would otherwise end as lagged
+        every time it is behind by more than the queue holds. What it waits for here backs up
+        into the hub's bounded queue for the group, which still ends it if it falls behind live
+        events for good."""
+        if isinstance(sink, QueueSink):
+            await sink.room()
 
     def _count(self, delivered: int) -> None:
         """Metrics of one result handed to ``delivered`` members: once per result, never per
