@@ -755,7 +755,8 @@ class PerpsSubscription:
 class PerpsMutation:
     @strawberry.mutation(
         description="Open a position for the signed-in user at the market's oracle price, with "
-        "size x price / leverage as collateral and the market's taker fee."
+        "size x price / leverage as collateral and the market's taker fee, both taken from the "
+        "user's perps margin account (INSUFFICIENT_MARGIN, POSITION_LIMIT, OPEN_INTEREST_LIMIT)."
     )
     async def open_position(self, info: Info, input: OpenPositionInput) -> Position:
         principal = limit_mutations(info)
@@ -792,7 +793,10 @@ class PerpsMutation:
             raise TradeGraphQLError(exc) from None
         return _trade_result(services, trade, trade.fill.price)
 
-    @strawberry.mutation(description="Close one of the signed-in user's positions in full.")
+    @strawberry.mutation(
+        description="Close one of the signed-in user's positions in full; what it returns goes "
+        "to the user's perps margin account."
+    )
     async def close_position(self, info: Info, position_id: strawberry.ID) -> ClosedPosition:
         principal = limit_mutations(info)
         require_role(principal, Role.USER, Role.ADMIN, what="closePosition")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
-from tests.conftest import isolated_server
+from tests.conftest import isolated_database, isolated_server
 from tests.e2e.test_perps import (
     ENGINE,
     POSITION,
@@ -28,6 +28,7 @@ from tests.support import GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 D = Decimal
 
@@ -180,6 +181,34 @@ async def test_an_attacker_without_margin_opens_nothing(margin_server: ServerPro
     assert len(await stored(server, "SELECT 1 FROM perp_fills WHERE owner = 'mallory'")) == 1
     assert (await account(server, "mallory"))["revision"] == 1
     await assert_money_conserved(server)
+
+
+async def test_with_no_balance_nobody_opens_even_the_smallest_position(
+    database_url: str, tmp_path: Path
+) -> None:
+    """PERPS_INITIAL_BALANCE=0: the finding's "no balance anywhere", literally."""
+    async with isolated_database(database_url) as url:
+        server = ServerProcess(
+            {"DATABASE_URL": url, **SERVER, "PERPS_INITIAL_BALANCE": "0"},
+            tmp_path / "server.log",
+        ).start()
+        try:
+            async with watched(server):
+                assert await account(server, "eve") == {
+                    "owner": "eve",
+                    "balance": "0",
+                    "deposited": "0",
+                    "revision": 0,
+                }
+                for size in ("50000", "0.0001"):
+                    body = await attempt(server, "eve", "BTC-PERP", "LONG", size, "20")
+                    assert error_code(body) == "INSUFFICIENT_MARGIN"
+                positions = await call(server, "{ positions { id } }", {}, token("eve"))
+                assert positions["data"]["positions"] == []
+            for table in ("perp_margin_accounts", "perp_positions", "perp_fills"):
+                assert not await stored(server, f"SELECT 1 FROM {table}")
+        finally:
+            server.stop()
 
 
 async def test_huge_positions_with_enough_balance_meet_the_limits(
@@ -369,20 +398,28 @@ async def test_the_desk_and_the_indexer_keep_to_their_own_positions(
 
 
 async def test_the_demo_user_is_funded_and_holds_a_position_per_market(
-    server: ServerProcess,
+    database_url: str, tmp_path: Path
 ) -> None:
-    """make run's demo (simulated feeds on): its positions are paid for from its account, which
-    the simulator funds."""
-    demo = token("demo")
-    deadline = time.monotonic() + 30
-    while True:
-        body = await call(server, "{ positions { market collateral } }", {}, demo)
-        markets = sorted({p["market"] for p in body["data"]["positions"]})
-        if markets == ["BTC-PERP", "ETH-PERP", "SOL-PERP"]:
-            break
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.2)
-    funded = await account(server, "demo")
-    assert D(funded["deposited"]) >= 10000
-    assert 0 <= D(funded["balance"]) < D(funded["deposited"])
-    assert funded["revision"] >= 3
+    """make run's demo (simulated feeds on, alone on its database): its positions are paid for
+    from its account, which the simulator funds."""
+    async with isolated_database(database_url) as url:
+        server = ServerProcess(
+            {"DATABASE_URL": url, "PRICE_FEED_HZ": "10"}, tmp_path / "server.log"
+        ).start()
+        try:
+            demo = token("demo")
+            deadline = time.monotonic() + 30
+            while True:
+                body = await call(server, "{ positions { market collateral } }", {}, demo)
+                markets = sorted({p["market"] for p in body["data"]["positions"]})
+                if markets == ["BTC-PERP", "ETH-PERP", "SOL-PERP"]:
+                    break
+                assert time.monotonic() < deadline, body
+                await asyncio.sleep(0.2)
+            funded = await account(server, "demo")
+            assert D(funded["deposited"]) >= 10000
+            assert 0 <= D(funded["balance"]) < D(funded["deposited"])
+            assert funded["revision"] >= 3
+            await assert_money_conserved(server)
+        finally:
+            server.stop()
