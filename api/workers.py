@@ -180,6 +180,7 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         services.markets,
         desk=services.desk,
         positions=services.book,
+        funding=services.book,
         prices=services.prices,
         clock=services.clock,
         seed=settings.simulation_seed,

@@ -125,7 +125,10 @@ async def test_a_postgres_restart_fails_requests_fast_and_the_same_process_recov
     private_postgres: PrivatePostgres, servers: list[ServerProcess], tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        {"DATABASE_URL": private_postgres.url, "PRICE_FEED_HZ": "10"}, tmp_path / "server.log"
+        # alice's perps positions lock about 23,000 of collateral at the simulated prices.
+        {"DATABASE_URL": private_postgres.url, "PRICE_FEED_HZ": "10"}
+        | {"PERPS_INITIAL_BALANCE": "100000"},
+        tmp_path / "server.log",
     )
     servers.append(server)
     server.start()

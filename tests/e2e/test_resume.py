@@ -58,6 +58,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "MARTINGALE_ROUND_PERIOD_S": "0.4",
             "HISTORY_LIMITS": f"positions={KEPT_POSITION_EVENTS}/86400",
             "HISTORY_PRUNE_INTERVAL_S": "0.1",
+            "PERPS_INITIAL_BALANCE": "100000",  # rosa grows her 1 BTC at 10x to 2.75 BTC
         },
         tmp_path_factory.mktemp("resume") / "server.log",
     ) as process:
