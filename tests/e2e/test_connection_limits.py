@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,14 +25,15 @@ from tests.support import (
     PRICE_SUBSCRIPTION,
     GraphQLWS,
     ServerProcess,
+    free_port,
     loop_watch,
     parse_multipart,
     token,
+    unavailable,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from pathlib import Path
 
 MAX_CONNECTIONS = 12
 PER_CLIENT = 3
@@ -438,3 +442,98 @@ async def test_the_open_files_limit_is_raised_and_sizes_the_default_limits(
     assert query.status_code == 200
     assert after["sse"] == 0
     assert watch["healthz_s"] < 2.0
+
+
+NGINX = "/usr/sbin/nginx"
+NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
+
+
+@contextlib.contextmanager
+def nginx_in_front(server: ServerProcess, folder: Path) -> Iterator[str]:
+    """The project's own ``deploy/nginx.conf`` in front of ``server`` (its upstream and port
+    changed from Docker's to this machine's); yields the proxy's base URL."""
+    if not Path(NGINX).exists():
+        unavailable(f"{NGINX} is missing: install Debian's nginx package (apt-get install nginx)")
+    port = free_port()
+    conf = NGINX_CONF.read_text()
+    for old, new in (
+        ("    resolver 127.0.0.11 valid=10s;", ""),
+        ("server server:8000 resolve;", f"server 127.0.0.1:{server.port};"),
+        ("listen 8000;", f"listen 127.0.0.1:{port};"),
+        ("http {", "http {\n    access_log off;"),
+    ):
+        assert old in conf, f"{old!r} is no longer in deploy/nginx.conf"
+        conf = conf.replace(old, new)
+    folder.mkdir(mode=0o755)
+    (folder / "nginx.conf").write_text(
+        f"daemon off;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n" + conf
+    )
+    process = subprocess.Popen(
+        [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(folder / "err")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert process.poll() is None, (folder / "error.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_behind_the_projects_nginx_each_client_counts_by_its_own_address(
+    capped: ServerProcess, tmp_path: Path
+) -> None:
+    """nginx (trusted as 127.0.0.1, the default FORWARDED_ALLOW_IPS) names each client in
+    X-Forwarded-For: clients behind it count apart, and one that forges the header is still
+    counted as itself (nginx appends the real address; the server reads from the right). Direct
+    from an address that is not trusted, the header is ignored."""
+    await settled_connections(capped, 0)
+    forged = {"x-forwarded-for": "198.51.100.1"}
+    with nginx_in_front(capped, tmp_path / "nginx") as proxy:
+        async with (
+            client_at("127.0.4.1") as attacker,
+            client_at("127.0.4.2") as other,
+        ):
+            via = httpx.URL(proxy + "/graphql")
+
+            async def through_proxy(
+                http: httpx.AsyncClient, headers: dict[str, str] | None = None
+            ) -> httpx.Response:
+                body = {"query": PRICE_SUBSCRIPTION, "variables": {"m": "BTC-PERP"}}
+                request = http.build_request(
+                    "POST", via, json=body, headers={"accept": SSE, **(headers or {})}
+                )
+                return await http.send(request, stream=True)
+
+            held = [await through_proxy(attacker) for _ in range(PER_CLIENT)]
+            over = await refused(await through_proxy(attacker))
+            forging = await refused(await through_proxy(attacker, forged))
+            clients = (await stats(capped))["connections"]["clients"]
+            price = await first_sse_price(await through_proxy(other))
+            # Directly, from an address the server does not trust, the header is ignored too.
+            direct = [await open_stream(other, capped, bearer=None) for _ in range(PER_CLIENT)]
+            direct_forging = await other.send(
+                other.build_request(
+                    "POST",
+                    capped.url,
+                    json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "BTC-PERP"}},
+                    headers={"accept": SSE, **forged},
+                ),
+                stream=True,
+            )
+            direct_over = await refused(direct_forging)
+            for response in held + direct:
+                await response.aclose()
+    assert over[:3] == (429, "5", "TOO_MANY_CONNECTIONS")
+    assert forging[:3] == (429, "5", "TOO_MANY_CONNECTIONS")
+    assert price["market"] == "BTC-PERP"
+    assert clients == 1  # what came through nginx so far: 127.0.4.1's streams
+    assert direct_over[:3] == (429, "5", "TOO_MANY_CONNECTIONS")
+    await settled_connections(capped, 0)
