@@ -29,7 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector as _Collector
 from starlette.responses import Response
 
-from api.slots import TRANSPORTS, Refusal
+from api.slots import TRANSPORTS, ConnectionSlots, Refusal
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable
@@ -157,10 +157,8 @@ class Collector(_Collector):
 
     def _connections(self) -> Iterable[Metric]:
         view: Any = getattr(self.state, "view", None)
-        if view is None:
-            return
-        sockets = view.connections
-        slots = view.slots
+        sockets = view.connections if view is not None else set()
+        slots = view.slots if view is not None else ConnectionSlots(0, 0)  # none open yet
         connections = GaugeMetricFamily(
             PREFIX + "connections",
             "open connections on /graphql, by transport",
