@@ -321,7 +321,8 @@ async def test_sse_streams_and_websockets_share_max_connections(capped: ServerPr
 
 async def test_streams_that_complete_or_fail_give_their_slot_back(capped: ServerProcess) -> None:
     """A query over SSE completes after its answer, a subscription to an unknown market after
-    its error: neither keeps a slot, so one client may send many more than its cap."""
+    its error, a user's subscriptions when its token expires: none keeps a slot, so one client
+    may open many more than its cap, one after the other."""
     async with loop_watch(capped) as watch, client_at("127.0.2.1") as http:
         answers = []
         for _ in range(3 * PER_CLIENT):
@@ -329,9 +330,17 @@ async def test_streams_that_complete_or_fail_give_their_slot_back(capped: Server
             answers.append(await response.aread())
             failed = await open_stream(http, capped, variables={"m": "DOGE-PERP"})
             answers.append(await failed.aread())
+        expiring = [
+            await open_stream(http, capped, bearer=token("expiring", ttl_s=2))
+            for _ in range(PER_CLIENT)
+        ]
+        expired = [await response.aread() for response in expiring]
+        renewed = await first_sse_price(await open_stream(http, capped, bearer=token("expiring")))
         after = await settled_connections(capped, 1)
-    assert all(b"event: complete" in answer for answer in answers)
+    assert all(b"event: complete" in answer for answer in answers + expired)
     assert sum(b"UNKNOWN_MARKET" in answer for answer in answers) == 3 * PER_CLIENT
+    assert all(b"TOKEN_EXPIRED" in answer for answer in expired)
+    assert renewed["market"] == "BTC-PERP"
     assert after["sse"] == 0
     assert watch["healthz_s"] < 1.0
 
