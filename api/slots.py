@@ -20,6 +20,7 @@ import enum
 import ipaddress
 import logging
 import resource
+import sys
 from collections import Counter
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
@@ -108,7 +109,8 @@ class ConnectionSlots:
         self.open += 1
         self.by_transport[transport] += 1
         self._by_client[client] += 1
-        return Slot(self, client, transport)
+        # One string per client, not one per connection: a client may hold thousands.
+        return Slot(self, sys.intern(client), transport)
 
     def reason(self, refusal: Refusal) -> str:
         """What a refused client is told (at most 123 bytes: it is a WebSocket close reason)."""
