@@ -93,26 +93,26 @@ class App:
         try:
             if scope["path"] != "/graphql":
                 await self.http(scope, receive, send)
-            else:
-                await self._websocket(scope, receive, send)
+                return
+            # A connection slot under its address; the view moves it to its user if
+            # connection_init names one (api/slots.py). Inline, not a helper coroutine: each
+            # idle socket would keep one more suspended frame alive (about 400 bytes).
+            slots = self.view.slots
+            slot = slots.take(address_key(scope), "ws")
+            if isinstance(slot, Refusal):
+                code = (
+                    CLOSE_TRY_AGAIN_LATER if slot is Refusal.PROCESS else CLOSE_TOO_MANY_CONNECTIONS
+                )
+                await refuse_websocket(scope, receive, send, code, slots.reason(slot))
+                return
+            scope[SLOT_KEY] = slot
+            try:
+                await self.view(scope, receive, send)
+            finally:
+                scope.pop(SLOT_KEY, None)
+                slot.release()
         finally:
             connection_id.reset(token)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket on /graphql takes a connection slot under its address; the view moves it
-        to its user if ``connection_init`` names one (:mod:`api.slots`)."""
-        slots = self.view.slots
-        slot = slots.take(address_key(scope), "ws")
-        if isinstance(slot, Refusal):
-            code = CLOSE_TRY_AGAIN_LATER if slot is Refusal.PROCESS else CLOSE_TOO_MANY_CONNECTIONS
-            await refuse_websocket(scope, receive, send, code, slots.reason(slot))
-            return
-        scope[SLOT_KEY] = slot
-        try:
-            await self.view(scope, receive, send)
-        finally:
-            scope.pop(SLOT_KEY, None)
-            slot.release()
 
 
 def create_app(settings: Settings | None = None) -> App:
