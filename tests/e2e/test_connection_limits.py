@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import subprocess
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,19 +18,19 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from tests.conftest import isolated_server
+from tests.proxy import Proxy, nginx_binary
 from tests.support import (
     PRICE_SUBSCRIPTION,
     GraphQLWS,
     ServerProcess,
-    free_port,
     loop_watch,
     parse_multipart,
     token,
-    unavailable,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 MAX_CONNECTIONS = 12
 PER_CLIENT = 3
@@ -453,47 +450,17 @@ async def test_the_open_files_limit_is_raised_and_sizes_the_default_limits(
     assert watch["healthz_s"] < 2.0
 
 
-NGINX = "/usr/sbin/nginx"
-NGINX_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
-
-
 @contextlib.contextmanager
 def nginx_in_front(server: ServerProcess, folder: Path) -> Iterator[str]:
-    """The project's own ``deploy/nginx.conf`` in front of ``server`` (its upstream and port
-    changed from Docker's to this machine's); yields the proxy's base URL."""
-    if not Path(NGINX).exists():
-        unavailable(f"{NGINX} is missing: install Debian's nginx package (apt-get install nginx)")
-    port = free_port()
-    conf = NGINX_CONF.read_text()
-    for old, new in (
-        ("    resolver 127.0.0.11 valid=10s;", ""),
-        ("server server:8000 resolve;", f"server 127.0.0.1:{server.port};"),
-        ("listen 8000;", f"listen 127.0.0.1:{port};"),
-        ("http {", "http {\n    access_log off;"),
-    ):
-        assert old in conf, f"{old!r} is no longer in deploy/nginx.conf"
-        conf = conf.replace(old, new)
-    folder.mkdir(mode=0o755)
-    (folder / "nginx.conf").write_text(
-        f"daemon off;\npid {folder}/nginx.pid;\nerror_log {folder}/error.log;\n" + conf
-    )
-    process = subprocess.Popen(
-        [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-e", str(folder / "err")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    """The project's own ``deploy/nginx.conf`` in front of ``server`` (tests/proxy.py); yields
+    the proxy's base URL."""
+    folder.mkdir()
+    proxy = Proxy([server.port], folder)
+    proxy.start(nginx_binary())
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert process.poll() is None, (folder / "error.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield proxy.base_url
     finally:
-        process.terminate()
-        process.wait(10)
+        proxy.stop()
 
 
 async def test_behind_the_projects_nginx_each_client_counts_by_its_own_address(

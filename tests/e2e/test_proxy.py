@@ -25,17 +25,12 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import os
-import re
-import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -48,13 +43,13 @@ from websockets.typing import Origin, Subprotocol
 
 from domain.topics import rounds_topic
 from tests.conftest import isolated_database, isolated_server
-from tests.support import ServerProcess, free_port, sample, scrape, token
+from tests.proxy import Proxy, nginx_binary
+from tests.support import ServerProcess, sample, scrape, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+    from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_CONFIG = ROOT / "deploy" / "nginx.conf"
 
 ROUNDS = (
     "subscription($after: String) { rounds(after: $after) { __typename "
@@ -71,110 +66,6 @@ RETRY_S = 0.2
 WAIT_S = 30.0
 """The longest any one step of the scenario may take."""
 MULTIPART_ACCEPT = "multipart/mixed;subscriptionSpec=1.0,application/json"
-
-
-def nginx_binary() -> str:
-    found = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    if found is None:
-        unavailable("nginx is not installed: apt-get install nginx (Debian's package)")
-    return found
-
-
-def unavailable(reason: str) -> NoReturn:
-    if os.environ.get("TRADESTREAM_REQUIRE_NGINX") == "1":
-        pytest.fail(f"{reason} (TRADESTREAM_REQUIRE_NGINX=1)")
-    pytest.skip(reason)
-
-
-def replace_once(text: str, pattern: str, replacement: str | Callable[[re.Match[str]], str]) -> str:
-    new, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-    assert count == 1, f"deploy/nginx.conf no longer has exactly one match for {pattern!r}"
-    return new
-
-
-def proxy_config(shipped: str, port: int, replicas: Sequence[int], run_dir: Path) -> str:
-    """The shipped configuration, pointed at ``replicas`` and listening on ``port``."""
-    text = replace_once(shipped, r"^(\s*)listen 8000;", rf"\g<1>listen 127.0.0.1:{port};")
-    local_paths = " ".join(
-        f"{directive} {run_dir / name};"
-        for directive, name in [
-            ("access_log", "access.log"),
-            ("client_body_temp_path", "client_body"),
-            ("proxy_temp_path", "proxy"),
-            ("fastcgi_temp_path", "fastcgi"),
-            ("uwsgi_temp_path", "uwsgi"),
-            ("scgi_temp_path", "scgi"),
-        ]
-    )
-    text = replace_once(text, r"^(\s*)resolver [^;\n]*;.*$", rf"\g<1>{local_paths}")
-
-    def servers(match: re.Match[str]) -> str:
-        indent, parameters = match.group(1), match.group(2)
-        return "\n".join(f"{indent}server 127.0.0.1:{p}{parameters};" for p in replicas)
-
-    return replace_once(text, r"^(\s*)server server:8000 resolve([^;\n]*);", servers)
-
-
-class Proxy:
-    """nginx in the foreground, a child of the test, everything it writes under ``run_dir``, in
-    front of the replicas on ``upstreams`` (ports of 127.0.0.1)."""
-
-    def __init__(self, upstreams: Sequence[int], run_dir: Path) -> None:
-        self.port = free_port()
-        self.run_dir = run_dir
-        self.config_path = run_dir / "nginx.conf"
-        self.config_path.write_text(
-            proxy_config(SHIPPED_CONFIG.read_text(), self.port, upstreams, run_dir)
-        )
-        self.error_log = run_dir / "error.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base_url}/graphql"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
-
-    def start(self, binary: str, timeout: float = 10.0) -> None:
-        directives = (
-            f"daemon off; pid {self.run_dir / 'nginx.pid'}; error_log {self.error_log} info;"
-        )
-        command = [binary, "-p", str(self.run_dir), "-c", str(self.config_path)]
-        command += ["-e", str(self.error_log), "-g", directives]
-        with (self.run_dir / "stderr.log").open("wb") as stderr:
-            self.process = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise TimeoutError(f"nginx not answering after {timeout}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # fast shutdown: open connections are closed
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return "\n".join(
-            path.read_text(errors="replace")
-            for path in (self.run_dir / "stderr.log", self.error_log)
-            if path.exists()
-        )
 
 
 def sequence(cursor: str) -> int:
