@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import orjson
 import pytest
 
+from tests.browser import Tab
 from tests.conftest import isolated_server
 from tests.support import TEST_JWT_SECRET, ServerProcess, token
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from playwright.async_api import Browser, ConsoleMessage, Page, WebSocket
+    from playwright.async_api import Browser
 
 DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "demo.png"
 WAIT_MS = 30_000
@@ -49,26 +49,8 @@ def demo_server(
         yield process
 
 
-class Demo:
+class Demo(Tab):
     """One tab on the demo page, with what it logged and the frames its WebSocket sent."""
-
-    def __init__(self, page: Page) -> None:
-        self.page = page
-        self.problems: list[str] = []
-        self.sent: list[dict[str, Any]] = []
-        self.sockets: list[WebSocket] = []
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("console", self._console)
-        page.on("websocket", self._socket)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.problems.append(f"console {message.type}: {message.text}")
-
-    def _socket(self, ws: WebSocket) -> None:
-        self.sockets.append(ws)
-        n = len(self.sockets)
-        ws.on("framesent", lambda frame: self.sent.append({**orjson.loads(frame), "socket": n}))
 
     async def text(self, selector: str) -> str:
         return await self.page.locator(selector).inner_text()

@@ -27,6 +27,7 @@ from api.graphiql import (
     SCRIPTS,
     STYLESHEETS,
 )
+from tests.browser import Tab
 from tests.conftest import isolated_server
 from tests.support import GraphQLWS, ServerProcess, token
 
@@ -35,11 +36,9 @@ if TYPE_CHECKING:
 
     from playwright.async_api import (
         Browser,
-        ConsoleMessage,
         Page,
         Request,
         Route,
-        WebSocket,
         WebSocketRoute,
     )
 
@@ -78,29 +77,14 @@ def graphiql_server(
         yield process
 
 
-class GraphiQL:
+class GraphiQL(Tab):
     """One tab on GraphiQL: what it logged, every request it made or tried, and the frames its
     WebSockets sent. Requests to any host but 127.0.0.1 are refused and recorded."""
 
     def __init__(self, page: Page) -> None:
-        self.page = page
-        self.problems: list[str] = []
+        super().__init__(page)
         self.requests: list[Request] = []
         self.refused: list[str] = []
-        self.sockets: list[WebSocket] = []
-        self.sent: list[dict[str, Any]] = []
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("console", self._console)
-        page.on("websocket", self._socket)
-
-    def _console(self, message: ConsoleMessage) -> None:
-        if message.type in ("error", "warning"):
-            self.problems.append(f"console {message.type}: {message.text}")
-
-    def _socket(self, ws: WebSocket) -> None:
-        self.sockets.append(ws)
-        n = len(self.sockets)
-        ws.on("framesent", lambda frame: self.sent.append({**orjson.loads(frame), "socket": n}))
 
     async def route(self, route: Route) -> None:
         if urlsplit(route.request.url).hostname == LOCAL_HOST:
