@@ -10,14 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 
 from tests.conftest import FEED_HZ, isolated_server
-from tests.support import ServerProcess, loop_watch, token
+from tests.support import (
+    PRICE_SUBSCRIPTION,
+    TEST_JWT_SECRET,
+    GraphQLWS,
+    ServerProcess,
+    loop_watch,
+    token,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -122,3 +131,221 @@ async def test_a_first_operation_that_is_refused_stores_no_account(server: Serve
         bodies = await asyncio.gather(*(post(http, server, query, {}, user) for _ in range(4)))
     assert {b["errors"][0]["extensions"]["code"] for b in bodies} == {"ORDER_NOT_FOUND"}
     assert await rows(server, "SELECT 1 FROM paper_accounts WHERE owner = $1", user) == []
+
+
+def signed(claims: dict[str, Any]) -> str:
+    """A token the server's key signed, whatever its claims hold."""
+    return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+
+
+IN_AN_HOUR = int(time.time()) + 3600
+MALFORMED_CLAIMS = [
+    ({"sub": "a", "exp": "99999999999"}, "token 'exp' must be a number, not '99999999999'"),
+    (
+        {"sub": "a", "exp": 1e20},
+        "token 'exp' must be from 0 to 253402300799 (seconds since 1970), not 1e+20",
+    ),
+    (
+        {"sub": "a", "exp": 10**30},
+        "token 'exp' must be from 0 to 253402300799 (seconds since 1970), "
+        "not 1000000000000000000000000000000",
+    ),
+    ({"sub": "a", "exp": IN_AN_HOUR, "nbf": "1"}, "token 'nbf' must be a number, not '1'"),
+    ({"sub": "a", "exp": IN_AN_HOUR, "iat": "5"}, "token 'iat' must be a number, not '5'"),
+    ({"sub": "a\x00b", "exp": IN_AN_HOUR}, "token 'sub' must not contain NUL (U+0000)"),
+]
+
+
+@pytest.mark.parametrize(("claims", "why"), MALFORMED_CLAIMS, ids=lambda v: repr(v)[:30])
+async def test_a_signed_token_with_a_malformed_claim_is_refused(
+    server: ServerProcess, claims: dict[str, Any], why: str
+) -> None:
+    """Before: HTTP 500, and a WebSocket dropped with no close code."""
+    bearer = f"Bearer {signed(claims)}"
+    async with loop_watch(server), quiet_log(server) as log, httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            server.url,
+            json={"query": PLACE, "variables": {"i": resting_buy("claims")}},
+            headers={"authorization": bearer},
+        )
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+        assert response.json()["errors"] == [
+            {"message": f"Unauthenticated: {why}", "extensions": {"code": "UNAUTHENTICATED"}}
+        ]
+        async with GraphQLWS.connect(server.ws_url, init=False) as client:
+            await client.send({"type": "connection_init", "payload": {"authorization": bearer}})
+            assert await client.closed() == (4403, f"Forbidden: {why}"[:123])
+    assert said(log, f"refused token: {why}")
+    assert await rows(server, "SELECT 1 FROM paper_accounts WHERE owner = 'a'") == []
+
+
+NOT_MESSAGES = [
+    ("[]", "Invalid message: expected a JSON object, not an array"),
+    ('"str"', "Invalid message: expected a JSON object, not a string"),
+    ("null", "Invalid message: expected a JSON object, not null"),
+    ("7", "Invalid message: expected a JSON object, not a number"),
+    ('{"type": 5}', "Invalid message: 'type' must be a string, not a number"),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": 123}}',
+        "Invalid subscribe message: 'payload.query' must be a string",
+    ),
+    (
+        '{"type": "subscribe", "id": 1, "payload": {"query": "{ markets { id } }"}}',
+        "Invalid subscribe message: 'id' must be a non-empty string",
+    ),
+    (
+        '{"type": "subscribe", "id": "", "payload": {"query": "{ markets { id } }"}}',
+        "Invalid subscribe message: 'id' must be a non-empty string",
+    ),
+    (
+        '{"type": "subscribe", "id": "1", "payload": []}',
+        "Invalid subscribe message: 'payload' must be an object, not an array",
+    ),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": "{ markets { id } }", '
+        '"variables": [1]}}',
+        "Invalid subscribe message: 'payload.variables' must be an object or null",
+    ),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": "{ markets { id } }", '
+        '"operationName": 5}}',
+        "Invalid subscribe message: 'payload.operationName' must be a string or null",
+    ),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": "{ markets { id } }", '
+        '"extensions": "x"}}',
+        "Invalid subscribe message: 'payload.extensions' must be an object or null",
+    ),
+    ('{"type": "complete"}', "Invalid complete message: 'id' must be a non-empty string"),
+    ('{"type": "complete", "id": 3}', "Invalid complete message: 'id' must be a non-empty string"),
+    ('{"type": "ping", "payload": 3}', "Invalid ping message: 'payload' must be an object or null"),
+    # A reason that quotes the client is cut to what a close frame holds (123 bytes): longer, the
+    # close itself failed and the socket dropped.
+    ('{"type": "' + "x" * 300 + '"}', ("Unknown message type: " + "x" * 300)[:123]),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": "{ markets { id } }", '
+        '"operationName": "' + "n" * 300 + '"}}',
+        ('Unknown operation named "' + "n" * 300)[:123],
+    ),
+]
+
+
+@pytest.mark.parametrize(("frame", "reason"), NOT_MESSAGES, ids=lambda v: v[:40])
+async def test_a_frame_that_is_no_message_closes_4400_with_the_reason(
+    server: ServerProcess, frame: str, reason: str
+) -> None:
+    """Before: ``[]``, ``"str"`` or a query that is no string crashed the handler, and the socket
+    dropped with no close code; a numeric id or a list of variables ran the operation."""
+    async with loop_watch(server), quiet_log(server):
+        async with GraphQLWS.connect(server.ws_url) as client:
+            await client.send(frame)
+            assert await client.closed() == (4400, reason)
+        # Every other socket goes on: a new one is served.
+        async with GraphQLWS.connect(server.ws_url) as client:
+            await client.subscribe("p", PRICE_SUBSCRIPTION, {"m": "ETH-PERP"})
+            assert (await client.next_data("p", "priceUpdates"))["market"] == "ETH-PERP"
+
+
+CREATE_MARATHON = (
+    "mutation($n: String!, $id: ID) { createMarathon(input: {id: $id, name: $n, "
+    'startsAt: "2026-01-01T00:00:00Z", endsAt: "2027-01-01T00:00:00Z"}) { id } }'
+)
+INVALID_STRING = "a string cannot hold NUL (U+0000)"
+
+
+async def test_a_nul_in_any_string_is_refused_before_the_database(server: ServerProcess) -> None:
+    """Before: a NUL in a marathon name reached PostgreSQL, which cannot store it: "Unexpected
+    error." and a traceback. Now every string of a request is checked once, literal or
+    variable, whatever field reads it."""
+    literal = (
+        'mutation { createMarathon(input: {id: "nul-literal", name: "a\\u0000b", '
+        'startsAt: "2026-01-01T00:00:00Z", endsAt: "2027-01-01T00:00:00Z"}) { id } }'
+    )
+    async with loop_watch(server), quiet_log(server) as log, httpx.AsyncClient(timeout=30) as http:
+        body = await post(http, server, literal, {}, "nul-organiser")
+        assert body["data"] is None
+        assert body["errors"] == [
+            {
+                "message": INVALID_STRING,
+                "locations": [{"line": 1, "column": literal.index('"a\\u0000b"') + 1}],
+                "extensions": {"code": "INVALID_STRING"},
+            }
+        ]
+        for variables, at in (
+            ({"n": "a\x00b", "id": "nul-variable"}, "n"),
+            ({"n": "fine", "id": "nul\x00id"}, "id"),
+        ):
+            body = await post(http, server, CREATE_MARATHON, variables, "nul-organiser")
+            assert body["errors"] == [
+                {
+                    "message": f"Variable '${at}' has invalid value: {INVALID_STRING}",
+                    "extensions": {"code": "INVALID_STRING"},
+                }
+            ]
+        order = {**resting_buy("x\x00y")}
+        body = await post(http, server, PLACE, {"i": order}, "nul-trader")
+        assert body["errors"][0]["message"] == (
+            f"Variable '$i' has invalid value at .clientOrderId: {INVALID_STRING}"
+        )
+        async with GraphQLWS.connect(server.ws_url) as client:
+            await client.subscribe("1", PRICE_SUBSCRIPTION, {"m": "BTC-PERP\x00"})
+            message = await client.receive()
+            assert message["type"] == "error"
+            assert message["id"] == "1"
+            assert [e["extensions"]["code"] for e in message["payload"]] == ["INVALID_STRING"]
+    assert said(log, f"invalid request: {INVALID_STRING}")
+    assert await rows(server, "SELECT id FROM marathons WHERE id LIKE 'nul%'") == []
+    assert await rows(server, "SELECT 1 FROM paper_accounts WHERE owner = 'nul-trader'") == []
+
+
+GET_ACCEPTS = [
+    "text/event-stream",
+    "multipart/mixed;subscriptionSpec=1.0",
+    "application/json",
+    "application/graphql-response+json",
+    "*/*",
+]
+
+
+@pytest.mark.parametrize("accept", GET_ACCEPTS)
+async def test_a_mutation_sent_with_get_is_405_whatever_the_accept(
+    server: ServerProcess, accept: str
+) -> None:
+    """Before: with an SSE ``Accept`` it answered 200, a stream holding "Unexpected error.",
+    and the log a traceback."""
+    marathon = "get-" + accept.split("/")[0].split(";")[0].replace("*", "any")
+    query = (
+        f'mutation {{ createMarathon(input: {{id: "{marathon}", name: "n", '
+        'startsAt: "2026-01-01T00:00:00Z", endsAt: "2027-01-01T00:00:00Z"}) { id } }'
+    )
+    headers = {"accept": accept, "authorization": f"Bearer {token('get-organiser')}"}
+    async with loop_watch(server), quiet_log(server), httpx.AsyncClient(timeout=30) as http:
+        response = await http.get(server.url, params={"query": query}, headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.text == "mutations are not allowed when using GET"
+    assert await rows(server, "SELECT 1 FROM marathons WHERE id = $1", marathon) == []
+
+
+async def test_a_stream_request_strawberry_cannot_run_is_answered_without_a_traceback(
+    server: ServerProcess,
+) -> None:
+    """An operation name the document lacks, a query over multipart (which streams only
+    subscriptions): Strawberry puts its refusal in the stream, and it was logged as a fault."""
+    async with loop_watch(server), quiet_log(server) as log, httpx.AsyncClient(timeout=30) as http:
+        sse = await http.post(
+            server.url,
+            json={"query": "{ markets { id } }", "operationName": "Nope"},
+            headers={"accept": "text/event-stream"},
+        )
+        multipart = await http.post(
+            server.url,
+            json={"query": "{ markets { id } }"},
+            headers={"accept": "multipart/mixed;subscriptionSpec=1.0"},
+        )
+    assert 'Unknown operation named \\"Nope\\".' in sse.text
+    assert "queries are not allowed" in multipart.text
+    assert "Unexpected error." not in sse.text + multipart.text
+    assert said(log, 'client error: Unknown operation named "Nope".')
+    assert said(log, "client error: queries are not allowed")
