@@ -75,8 +75,9 @@ async def post(
     query: str,
     variables: dict[str, Any] | None = None,
     user: str | None = None,
+    role: str = "user",
 ) -> dict[str, Any]:
-    headers = {} if user is None else {"authorization": f"Bearer {token(user)}"}
+    headers = {} if user is None else {"authorization": f"Bearer {token(user, role)}"}
     response = await http.post(
         server.url, json={"query": query, "variables": variables}, headers=headers
     )
@@ -131,6 +132,68 @@ async def test_a_first_operation_that_is_refused_stores_no_account(server: Serve
         bodies = await asyncio.gather(*(post(http, server, query, {}, user) for _ in range(4)))
     assert {b["errors"][0]["extensions"]["code"] for b in bodies} == {"ORDER_NOT_FOUND"}
     assert await rows(server, "SELECT 1 FROM paper_accounts WHERE owner = $1", user) == []
+
+
+INGEST = (
+    "mutation($i: PositionChangeInput!) "
+    "{ ingestPositionChange(input: $i) { stored position { id owner size } } }"
+)
+
+
+def opened(position_id: str, owner: str, size: str) -> dict[str, Any]:
+    return {
+        "externalId": f"{position_id}:{owner}",
+        "kind": "OPENED",
+        "positionId": position_id,
+        "owner": owner,
+        "market": "SOL-PERP",
+        "side": "LONG",
+        "size": size,
+        "entryPrice": "150",
+        "collateral": "300",
+        "fillSize": size,
+        "fillPrice": "150",
+        "at": "2026-11-21T10:00:00+00:00",
+    }
+
+
+async def test_a_new_position_ingested_for_eight_owners_at_once_goes_to_one(
+    server: ServerProcess,
+) -> None:
+    """Before: each change found no row, and each upsert took over the first one's row and
+    announced that owner's position on its own owner's stream (eight streams, one position)."""
+    owners = [f"ingest-race-{n}" for n in range(8)]
+    async with loop_watch(server), quiet_log(server), httpx.AsyncClient(timeout=30) as http:
+        bodies = await asyncio.gather(
+            *(
+                post(
+                    http,
+                    server,
+                    INGEST,
+                    {"i": opened("race-1", owner, str(n + 1))},
+                    "idx",
+                    "service",
+                )
+                for n, owner in enumerate(owners)
+            ),
+        )
+    stored = [b["data"]["ingestPositionChange"] for b in bodies if b.get("data")]
+    refused = [b["errors"][0] for b in bodies if b.get("errors")]
+    assert len(stored) == 1
+    winner = stored[0]["position"]
+    assert winner["size"] == str(owners.index(winner["owner"]) + 1)
+    assert {e["message"] for e in refused} == {
+        "invalid position change: position 'race-1' belongs to another owner"
+    }
+    assert {e["extensions"]["code"] for e in refused} == {"BAD_REQUEST"}
+    rows_stored = await rows(server, "SELECT owner, size FROM perp_positions WHERE id = 'race-1'")
+    assert [(r["owner"], str(r["size"])) for r in rows_stored] == [
+        (winner["owner"], winner["size"])
+    ]
+    announced = await rows(
+        server, "SELECT topic FROM topic_history WHERE topic LIKE 'positions:ingest-race-%'"
+    )
+    assert [r["topic"] for r in announced] == [f"positions:{winner['owner']}"]
 
 
 def signed(claims: dict[str, Any]) -> str:
