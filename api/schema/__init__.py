@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.portfolio import PortfolioMutation, PortfolioQuery, PortfolioSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
-from api.schema.scalars import DECIMAL_SCALAR, LONG_SCALAR, Long
+from api.schema.scalars import DATETIME_SCALAR, DECIMAL_SCALAR, LONG_SCALAR, Long
 from api.schema.text import NulFreeText
 
 if TYPE_CHECKING:
@@ -233,7 +234,9 @@ def build_schema(settings: Settings | None = None) -> Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR}),
+        config=StrawberryConfig(
+            scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR, datetime: DATETIME_SCALAR}
+        ),
         extensions=extensions,
     )
 

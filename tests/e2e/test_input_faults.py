@@ -362,6 +362,40 @@ async def test_a_nul_in_any_string_is_refused_before_the_database(server: Server
     assert await rows(server, "SELECT 1 FROM paper_accounts WHERE owner = 'nul-trader'") == []
 
 
+async def test_a_time_that_does_not_exist_in_utc_is_refused_before_the_database(
+    server: ServerProcess,
+) -> None:
+    """Before: ``0001-01-01T00:00:00+14:00`` parsed, and failed in PostgreSQL ("date value out
+    of range"): "Unexpected error." and a traceback."""
+    query = (
+        "mutation($s: DateTime!, $e: DateTime!) { createMarathon(input: "
+        '{id: "edge-of-time", name: "n", startsAt: $s, endsAt: $e}) { id } }'
+    )
+    reason = "DateTime takes a time within the years 1 to 9999 in UTC, not "
+    async with loop_watch(server), quiet_log(server), httpx.AsyncClient(timeout=30) as http:
+        for variables, at, shown in (
+            (
+                {"s": "0001-01-01T00:00:00+14:00", "e": "2027-01-01T00:00:00Z"},
+                "s",
+                "'0001-01-01T00:00:00+14:0'...",
+            ),
+            (
+                {"s": "2026-01-01T00:00:00Z", "e": "9999-12-31T23:59:59-01:00"},
+                "e",
+                "'9999-12-31T23:59:59-01:0'...",
+            ),
+        ):
+            body = await post(http, server, query, variables, "time-organiser")
+            assert body["errors"] == [
+                {
+                    "message": f"Variable '${at}' has invalid value: {reason}{shown}",
+                    "locations": [{"line": 1, "column": query.index(f"${at}:") + 1}],
+                    "extensions": {"code": "INVALID_DATETIME"},
+                }
+            ]
+    assert await rows(server, "SELECT 1 FROM marathons WHERE id = 'edge-of-time'") == []
+
+
 GET_ACCEPTS = [
     "text/event-stream",
     "multipart/mixed;subscriptionSpec=1.0",
