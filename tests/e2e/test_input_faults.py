@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
 import asyncpg
 import httpx
 import jwt
@@ -30,6 +32,7 @@ from tests.support import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
 
 
 @pytest.fixture(scope="module")
@@ -446,3 +449,84 @@ async def test_a_stream_request_strawberry_cannot_run_is_answered_without_a_trac
     assert "Unexpected error." not in sse.text + multipart.text
     assert said(log, 'client error: Unknown operation named "Nope".')
     assert said(log, "client error: queries are not allowed")
+
+
+def snapshot(login: int, symbol: str, at: int | str) -> bytes:
+    """A collector's account snapshot with one open position."""
+    return json.dumps(
+        {
+            "login": login,
+            "balance": "1000",
+            "equity": "1000",
+            "profit": "0",
+            "margin": "0",
+            "free_margin": "1000",
+            "positions": [
+                {
+                    "ticket": 1,
+                    "symbol": symbol,
+                    "type": "buy",
+                    "volume": "0.1",
+                    "price_open": "1.1",
+                    "profit": "0",
+                }
+            ],
+            "server_time": at if isinstance(at, str) else 1_700_000_000 + at,
+        }
+    ).encode()
+
+
+async def test_a_snapshot_that_cannot_be_stored_is_dead_lettered_not_retried_forever(
+    isolated_database_url: str, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """Before: a NUL in a symbol passed validation and failed in PostgreSQL (jsonb cannot hold
+    it), so the snapshot was requeued again and again, each time with an ERROR and a traceback,
+    never reaching the dead-letter queue; a server_time at the calendar's edge with an offset
+    raised out of the parser, and the message was left unsettled."""
+    queue = f"socket_data_nul_{uuid.uuid4().hex[:8]}"
+    env = {
+        "DATABASE_URL": isolated_database_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "RABBITMQ_QUEUE": queue,
+        "LOG_FORMAT": "json",
+    }
+    broker = await aio_pika.connect(rabbitmq_url)
+    try:
+        channel = await broker.channel()
+
+        async def send(body: bytes) -> None:
+            message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            await channel.default_exchange.publish(message, routing_key=queue)
+
+        server = ServerProcess(env, tmp_path / "server.log").start()
+        try:
+            async with loop_watch(server), httpx.AsyncClient(timeout=5) as http:
+                await send(snapshot(7001, "EUR\x00USD", at=0))
+                await send(snapshot(7003, "EURUSD", at="0001-01-01T00:00:00+14:00"))
+                await send(snapshot(7002, "EURUSD", at=0))  # behind them, and stored
+                for _ in range(100):
+                    mq = (await http.get(server.base_url + "/stats")).json()["rabbitmq"]
+                    if mq["processed"] + mq["deadLettered"] + mq["failed"] >= 3:
+                        break
+                    await asyncio.sleep(0.1)
+            assert (mq["processed"], mq["deadLettered"], mq["failed"]) == (1, 2, 0), mq
+            dead = await channel.declare_queue(f"{queue}.dead", passive=True)
+            assert dead.declaration_result.message_count == 2
+            stored = await rows(
+                server, "SELECT login FROM account_snapshots WHERE login < 8000 ORDER BY login"
+            )
+            assert [r["login"] for r in stored] == [7002]
+            lines = [json.loads(line) for line in server.log().splitlines()]
+            assert [r["level"] for r in lines if r["level"] in ("ERROR", "CRITICAL")] == []
+            warnings = " ".join(r["message"] for r in lines if r["level"] == "WARNING")
+            assert "positions.0.symbol: must not contain NUL (U+0000)" in warnings
+            assert "server_time: out of range: not a time within the years 1 to 9999" in warnings
+        finally:
+            server.stop()
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup = await broker.channel()
+            await cleanup.queue_delete(queue)
+            await cleanup.queue_delete(f"{queue}.dead")
+            await cleanup.exchange_delete(f"{queue}.dlx")
+        await broker.close()
