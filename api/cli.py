@@ -150,17 +150,27 @@ class _DrainingServer(uvicorn.Server):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # the loop has already stopped: nothing left to drain
             return
+        # Stop listening before any subscriber is told to go: one told SHUTTING_DOWN reconnects
+        # at once, and must reach another replica, not this one in the tick before uvicorn's
+        # own shutdown closes the listener.
+        loop.call_soon_threadsafe(self._stop_listening)
         loop.call_soon_threadsafe(self.app.view.shutdown.begin)
         services: Any = getattr(self.app.state, "services", None)
         if services is not None:
             loop.call_soon_threadsafe(services.hub.drain)
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        deadline = time.monotonic() + self.grace_s
+    def _stop_listening(self) -> None:
         for server in self.servers:  # new connections are refused from here on
             server.close()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        deadline = time.monotonic() + self.grace_s
+        self._stop_listening()  # already, unless the exit did not come through handle_exit
+        services: Any = getattr(self.app.state, "services", None)
+        if services is not None and not await services.groups.ended(self.grace_s):
+            logger.warning("subscriptions still running after %gs; closing anyway", self.grace_s)
         shutdown = self.app.view.shutdown
-        if not await shutdown.finished(self.grace_s):
+        if not await shutdown.finished(max(deadline - time.monotonic(), 0)):
             logger.warning(
                 "%d WebSocket operation(s) still running after %gs; closing anyway",
                 shutdown.running,

@@ -166,14 +166,21 @@ class QueueSink:
     ``capacity`` results behind gets a SUBSCRIBER_LAGGED error and its stream ends.
     """
 
-    __slots__ = ("_items", "_wakeup", "capacity", "conflated", "refusal")
+    __slots__ = ("_items", "_room", "_wakeup", "capacity", "conflated", "refusal")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[object] = deque()
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
         self.conflated = 0
         self.refusal: PreExecutionError | None = None
+
+    async def room(self) -> None:
+        """Until another result fits without ending the stream as lagged."""
+        while len(self._items) >= self.capacity:
+            self._room.clear()
+            await self._room.wait()
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         if self._items and self._items[-1] is _END:
@@ -205,6 +212,7 @@ class QueueSink:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             item = self._items.popleft()
+            self._room.set()
             if item is _END:
                 if self.refusal is not None:
                     yield self.refusal
@@ -334,6 +342,8 @@ class Group:
                     for member in members:
                         member.sink.deliver(encoded, self.policy)
                     self._count(len(members))
+                    if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
+                        await self._paced_by(members[0].sink)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -355,6 +365,18 @@ class Group:
             # The task's context would keep this group (and the group its task): see _done.
             _current_group.set(None)
             self.finished = True
+
+    @staticmethod
+    async def _paced_by(sink: Sink) -> None:
+        """A stream group of one SSE or multipart member waits for it to take a result before
+        handing it the next, where a shared group would end a member that falls behind: a resumed
+        subscription (``after:`` makes it a group of its own) replays its missed events from the
+        history in one go, faster than any response is written, and would otherwise end as lagged
+        every time it is behind by more than the queue holds. What it waits for here backs up
+        into the hub's bounded queue for the group, which still ends it if it falls behind live
+        events for good."""
+        if isinstance(sink, QueueSink):
+            await sink.room()
 
     def _count(self, delivered: int) -> None:
         """Metrics of one result handed to ``delivered`` members: once per result, never per
@@ -379,6 +401,7 @@ class Groups:
         self._live: set[Group] = set()
         """Every group still running: also those a newer group of the same key replaced in
         ``_by_key`` (a stream group takes no member after its first result)."""
+        self._emptied: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._live)
@@ -391,6 +414,24 @@ class Groups:
         self._live.discard(group)
         if self._by_key.get(group.key) is group:
             del self._by_key[group.key]
+        if not self._live and self._emptied is not None:
+            self._emptied.set()
+
+    async def ended(self, within_s: float) -> bool:
+        """Wait until no group runs (True), or ``within_s`` seconds (False). Once the hub is
+        drained every group hands its members the error saying why, then ends: at shutdown,
+        what lets each WebSocket subscriber read SHUTTING_DOWN before its socket is closed."""
+        if not self._live:
+            return True
+        self._emptied = asyncio.Event()
+        try:
+            async with asyncio.timeout(within_s):
+                await self._emptied.wait()
+        except TimeoutError:
+            return not self._live
+        finally:
+            self._emptied = None
+        return True
 
     def join(
         self, key: Hashable, open_stream: Callable[[], Awaitable[Stream]], sink: Sink

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
     from api.marathon_store import PgMarathonStore
-    from domain.marathons import AccountSnapshot, Marathon
+    from domain.marathons import AccountSnapshot, Enroller, Marathon
     from domain.ports import Publisher
 
 
@@ -32,9 +32,16 @@ class MarathonDesk:
         await self.publisher.send(await self.store.create(marathon))
 
     async def add_participant(
-        self, marathon_id: str, login: int, participant: str, initial_balance: Decimal | None
+        self,
+        marathon_id: str,
+        login: int,
+        participant: str,
+        initial_balance: Decimal | None,
+        enroller: Enroller,
     ) -> None:
-        event = await self.store.add_participant(marathon_id, login, participant, initial_balance)
+        event = await self.store.add_participant(
+            marathon_id, login, participant, initial_balance, enroller
+        )
         await self.publisher.send(event)
 
     async def remove_participant(self, marathon_id: str, login: int) -> bool:

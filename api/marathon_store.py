@@ -17,8 +17,11 @@ import orjson
 
 from api.store import numbered_event
 from domain.marathons import (
+    EnrolledElsewhereError,
+    Holding,
     Marathon,
     initial_balance_from,
+    may_enrol,
     snapshot_from_payload,
     snapshot_to_payload,
 )
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
     from api.store import Connection
     from domain.events import Event
-    from domain.marathons import AccountSnapshot
+    from domain.marathons import AccountSnapshot, Enroller
     from domain.ports import Clock
 
 
@@ -175,10 +178,15 @@ class PgMarathonStore:
         login: int,
         participant: str,
         initial_balance: Decimal | None,
+        enroller: Enroller,
     ) -> Event:
         """Register (or re-register) ``login``. Without an explicit initial balance, one is
-        derived from the account's latest snapshot if it has one, else from its first."""
+        derived from the account's latest snapshot if it has one, else from its first.
+
+        Raises :class:`EnrolledElsewhereError` when other marathons hold the login and
+        ``enroller`` may not show it through this one too (``domain.marathons.may_enrol``)."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await self._check_enrolment(conn, marathon_id, login, enroller)
             latest = await conn.fetchval(
                 "SELECT payload::text FROM account_snapshots WHERE login = $1", login
             )
@@ -207,6 +215,24 @@ class PgMarathonStore:
             if snapshot is not None:
                 payload["snapshot"] = snapshot_to_payload(snapshot)
             return await self._number(conn, PARTICIPANT_ADDED, payload)
+
+    async def _check_enrolment(
+        self, conn: Connection, marathon_id: str, login: int, enroller: Enroller
+    ) -> None:
+        # One enrolment of a login at a time: two organisers enrolling the same free login at
+        # once must not both find it free (each would then show the other's figures).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"marathon-login:{login}")
+        rows = await conn.fetch(
+            """SELECT p.marathon_id, p.participant, m.organiser
+               FROM marathon_participants p JOIN marathons m ON m.id = p.marathon_id
+               WHERE p.login = $1""",
+            login,
+        )
+        if any(r["marathon_id"] == marathon_id for r in rows):
+            return  # already shown here: re-registering widens nothing
+        elsewhere = [Holding(organiser=r["organiser"], owner=r["participant"]) for r in rows]
+        if not may_enrol(enroller, elsewhere):
+            raise EnrolledElsewhereError(login)
 
     async def remove_participant(self, marathon_id: str, login: int) -> Event | None:
         async with self.pool.acquire() as conn, conn.transaction():

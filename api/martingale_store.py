@@ -278,9 +278,15 @@ class PgMartingaleStore:
                ORDER BY strategy_id, round_number""",
             [r["id"] for r in rows],
         )
+        # Two statements, two snapshots (outside a transaction, or in one at READ COMMITTED): a
+        # settlement may commit between them. Its rounds are past the strategy row's last_round:
+        # leaving them out keeps the strategy as the first statement saw it, whole.
         by_strategy: dict[str, list[asyncpg.Record]] = {}
+        last_round = {row["id"]: row["last_round"] for row in rows}
         for r in played:
-            by_strategy.setdefault(r["strategy_id"], []).append(r)
+            last = last_round[r["strategy_id"]]
+            if last is not None and r["round_number"] <= last:
+                by_strategy.setdefault(r["strategy_id"], []).append(r)
         return [_strategy(row, by_strategy.get(row["id"], [])) for row in rows]
 
     async def _save(

@@ -1,8 +1,9 @@
 """The trading desk of the perpetuals feed: what the open, modify, close and ingest mutations do.
 
 Trades fill at the latest oracle price, refused when there is none or it is older than
-``price_max_age_s``. Each change is stored and its event numbered in one transaction
-(:mod:`api.perps_store`), then delivered.
+``price_max_age_s``. Each change is stored, its money moved to or from the owner's perps margin
+account, and its event numbered in one transaction (:mod:`api.perps_store`), then delivered.
+The desk trades only the positions it opened: an indexer's (on chain) are not found here.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class PerpsDesk:
             price=price,
             at=self.clock.now(),
         )
-        event = await self.book.open(trade, trade_announcement(POSITION_OPENED, trade))
+        event = await self.book.open(trade, trade_announcement(POSITION_OPENED, trade), market)
         await self.publisher.send(event)
         return trade
 
@@ -154,7 +155,11 @@ class PerpsDesk:
 
         try:
             trade, event = await self.book.change(
-                position_id, owner, trade_of, lambda t: trade_announcement(POSITION_MODIFIED, t)
+                position_id,
+                owner,
+                trade_of,
+                lambda t: trade_announcement(POSITION_MODIFIED, t),
+                market,
             )
         except PositionNotFoundError:
             raise _not_found(position_id) from None
@@ -174,6 +179,7 @@ class PerpsDesk:
                 owner,
                 trade_of,
                 lambda t: trade_announcement(POSITION_CLOSED, t),
+                market,
                 ends="closed",
             )
         except PositionNotFoundError:
@@ -233,4 +239,6 @@ class PerpsDesk:
 
 
 def _not_found(position_id: str) -> TradeError:
-    return TradeError("POSITION_NOT_FOUND", f"you have no open position {position_id!r}")
+    return TradeError(
+        "POSITION_NOT_FOUND", f"you have no open position {position_id!r} on this desk"
+    )

@@ -68,6 +68,20 @@ class QueueDeclarationError(RuntimeError):
     arguments than the consumer declares (RabbitMQ's PRECONDITION_FAILED)."""
 
 
+class _ClosedIfNeverConnected(aio_pika.RobustConnection):
+    """``connect_robust`` drops a connection whose first attempt failed without closing it, and
+    its ``__del__`` then makes a ``close()`` coroutine from wherever the garbage collector runs,
+    which nothing awaits when no loop runs there ("coroutine ... was never awaited", an error in
+    whichever test was running). Closed here instead, where it failed."""
+
+    async def connect(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (its signature)
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+
 class SnapshotConsumer:
     """Consumes account snapshots from ``queue`` on the broker at ``url``.
 
@@ -130,6 +144,7 @@ class SnapshotConsumer:
             self.url,
             client_properties={"connection_name": f"tradestream marathon ingest ({self.queue})"},
             reconnect_interval=self._reconnect_interval_s,
+            connection_class=_ClosedIfNeverConnected,
         )
         connection.reconnect_callbacks.add(self._on_reconnect)
         try:

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
 
     paper_initial_balance: Decimal = Field(default=Decimal(10_000), gt=0, le=10**12)
     """USD a new paper trading account starts with."""
+    perps_initial_balance: Decimal = Field(
+        default=Decimal(10_000), ge=0, le=10**12, decimal_places=6
+    )
+    """USD a new perps margin account starts with: the free collateral a user opens positions
+    with (0: nobody trades perps until funded)."""
     portfolio_initial_cash: Decimal = Field(default=Decimal(10_000), ge=0, le=10**12)
     """USD a new portfolio (spot holdings, for conversions) starts with."""
     conversion_fee_rate: Decimal = Field(default=Decimal("0.001"), ge=0, lt=1)

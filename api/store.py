@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
     rows = await pool.fetch(
         """SELECT id, base, quote, tick_size, step_size, min_order_size, max_leverage,
-                  maintenance_margin_rate, liquidation_fee_rate, taker_fee_rate, skew_scale
+                  maintenance_margin_rate, liquidation_fee_rate, taker_fee_rate, skew_scale,
+                  max_position_size, max_open_interest
            FROM markets ORDER BY id"""
     )
     return MarketCatalog([Market(**dict(row)) for row in rows])

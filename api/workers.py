@@ -14,6 +14,7 @@ from api.account_messages import parse_snapshot
 from api.marathon_store import MarathonExistsError
 from api.schema.marathons import stored_row
 from domain.marathon_simulator import MarathonSimulator
+from domain.marathons import SYSTEM
 from domain.martingale import StrategyConfig
 from domain.mining_rounds import SimulatedOutcomes
 from domain.perps_engine import EngineSettings, PerpsEngine
@@ -179,6 +180,7 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         services.markets,
         desk=services.desk,
         positions=services.book,
+        funding=services.book,
         prices=services.prices,
         clock=services.clock,
         seed=settings.simulation_seed,
@@ -209,7 +211,9 @@ async def _ensure_demo(
     members = boards.members.get(marathon.id, {})
     for login, participant in participants.items():
         if login not in members:
-            await services.marathon_desk.add_participant(marathon.id, login, participant, None)
+            await services.marathon_desk.add_participant(
+                marathon.id, login, participant, None, SYSTEM
+            )
     return {
         login: (snapshot.balance, snapshot.profit, len(snapshot.open_positions))
         for login, snapshot in boards.snapshots.items()

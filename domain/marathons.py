@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Collection, Iterator
 
 _HUNDRED = Decimal(100)
 _ZERO = Decimal(0)
@@ -104,6 +104,50 @@ class Marathon:
 
     def is_running(self, at: datetime) -> bool:
         return self.starts_at <= at < self.ends_at
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Another marathon that already holds a login: its organiser, and the user it names as the
+    login's owner (the ``participant`` its organiser gave)."""
+
+    organiser: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enroller:
+    """Who enrols a login: a user's ``sub`` and whether it is an admin. :data:`SYSTEM` is the
+    server itself (the demo marathon)."""
+
+    sub: str | None
+    admin: bool = False
+
+
+SYSTEM = Enroller(sub=None, admin=True)
+
+
+def may_enrol(enroller: Enroller, elsewhere: Collection[Holding]) -> bool:
+    """Whether ``enroller`` may show a login's figures through one more marathon, given the
+    other marathons that hold it. Snapshots are kept per login, so every marathon that holds a
+    login shows the same live figures: a second marathon is a second audience for them. A login
+    no marathon holds is free; one that others hold needs an admin, the login's owner, or the
+    organiser of every marathon that holds it (who decides already where it is shown)."""
+    if enroller.admin or not elsewhere:
+        return True
+    if enroller.sub is None:
+        return False
+    return any(h.owner == enroller.sub for h in elsewhere) or all(
+        h.organiser == enroller.sub for h in elsewhere
+    )
+
+
+class EnrolledElsewhereError(PermissionError):
+    """The login is held by another marathon and the enroller may not show it through one more."""
+
+    def __init__(self, login: int) -> None:
+        super().__init__(f"login {login} is enrolled in another marathon")
+        self.login = login
 
 
 class TradeSide(enum.Enum):

@@ -32,6 +32,12 @@ class Market:
     skew_scale: Decimal = Decimal(1_000_000)
     """Open-interest imbalance (long minus short, in base units) that moves the mark price 100%
     away from the index: mark = index * (1 + skew / skew_scale). Sets the funding premium."""
+    max_position_size: Decimal = Decimal(1_000_000)
+    """The most one user may hold on one side of the market, in base units (the sum of its open
+    positions there). Opening or growing past it is refused with POSITION_LIMIT."""
+    max_open_interest: Decimal = Decimal(10_000_000)
+    """The most all users together may hold on one side, in base units (its open interest).
+    Opening or growing past it is refused with OPEN_INTEREST_LIMIT."""
 
 
 class UnknownMarketError(LookupError):

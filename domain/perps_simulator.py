@@ -2,7 +2,10 @@
 always holds a few positions, and traders who open leveraged positions at random and close some,
 so the engine has warnings, candidates and liquidations to show.
 
-They trade through the same desk as the mutations; only the decisions are simulated.
+They trade through the same desk as the mutations, with collateral from their perps margin
+accounts like anyone; only the decisions are simulated, and their funding: before each open the
+simulator tops the trader's free balance back up to SIMULATED_BALANCE, so liquidations never leave
+the demo without money to trade.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ DEMO_POSITIONS: tuple[tuple[str, Side, Decimal], ...] = (
 """Market, side and leverage of each position the demo user keeps open."""
 DEMO_NOTIONAL = Decimal(10_000)
 TRADERS = tuple(f"sim-trader-{n:02d}" for n in range(1, 9))
+SIMULATED_BALANCE = Decimal(10_000)
+"""The free margin a simulated trader has before each open: the demo's three positions take
+about 6,600 of it, a trader's two at most about 4,000."""
 
 
 class Desk(Protocol):
@@ -46,6 +52,11 @@ class Positions(Protocol):
     async def open_positions(self, owner: str | None = None) -> list[Position]: ...
 
 
+class Funding(Protocol):
+    async def top_up(self, owner: str, floor: Decimal) -> object:
+        """Deposit what brings ``owner``'s free margin back up to ``floor``."""
+
+
 class PerpsSimulator:
     def __init__(
         self,
@@ -53,6 +64,7 @@ class PerpsSimulator:
         *,
         desk: Desk,
         positions: Positions,
+        funding: Funding,
         prices: PriceRepository,
         clock: Clock,
         interval_s: float = 2.0,
@@ -61,6 +73,7 @@ class PerpsSimulator:
         self.markets = markets
         self.desk = desk
         self.positions = positions
+        self.funding = funding
         self.prices = prices
         self.clock = clock
         self.interval_s = interval_s
@@ -105,6 +118,7 @@ class PerpsSimulator:
         if stored is None:
             return  # no price yet: the next step tries again
         size = self.size_for(market_id, notional, stored[0].price)
+        await self.funding.top_up(owner, SIMULATED_BALANCE)
         try:
             await self.desk.open(owner, market_id, side, size, leverage)
         except TradeError as exc:

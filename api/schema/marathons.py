@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
-import uuid
+import secrets
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +22,6 @@ from api.schema.permissions import (
     ForbiddenError,
     limit_mutations,
     require_role,
-    require_signed_in,
 )
 from api.schema.scalars import Long
 from domain import marathons as model
@@ -38,10 +37,24 @@ BOARDS_READY_TIMEOUT_S = 10.0
 
 
 class UnknownMarathonError(ClientError):
+    """A marathon that does not exist, or one the caller may not see: the same answer for both,
+    so that a private marathon's id cannot be found by asking."""
+
     code = "UNKNOWN_MARATHON"
 
     def __init__(self, marathon_id: str) -> None:
         super().__init__(f"Unknown marathon {marathon_id!r}", marathonId=marathon_id)
+
+
+class EnrolledElsewhereGraphQLError(ClientError):
+    code = "ENROLLED_ELSEWHERE"
+
+    def __init__(self, login: int) -> None:
+        super().__init__(
+            f"login {login} is enrolled in another marathon: only its owner, the organiser of "
+            "every marathon that holds it, or an admin may enrol it in one more",
+            login=login,
+        )
 
 
 @strawberry.type(name="Marathon", description="A trading competition between accounts.")
@@ -273,25 +286,19 @@ def may_see(principal: Principal, marathon: model.Marathon, boards: MarathonBoar
 
 async def visible(info: Info, marathon_id: str) -> tuple[MarathonBoards, model.Marathon]:
     """The marathon, if the caller may see it: public, or the caller takes part, organises it or
-    is an admin. Anything else is refused before any data."""
+    is an admin. Anything else is refused before any data, exactly as an id that does not exist
+    (signed in or not): telling "private" from "unknown" would tell which private ids exist."""
     boards = await _boards(info.context.services)
     marathon = boards.marathons.get(marathon_id)
-    if marathon is None:
+    if marathon is None or not may_see(info.context.principal, marathon, boards):
         raise UnknownMarathonError(marathon_id)
-    principal = info.context.principal
-    if not may_see(principal, marathon, boards):
-        require_signed_in(principal, f"marathon {marathon_id!r}")
-        raise ForbiddenError(
-            f"marathon {marathon_id!r} is private: for its participants, organiser and admins"
-        )
     return boards, marathon
 
 
 async def organised(info: Info, marathon_id: str) -> model.Marathon:
-    boards = await _boards(info.context.services)
-    marathon = boards.marathons.get(marathon_id)
-    if marathon is None:
-        raise UnknownMarathonError(marathon_id)
+    """The marathon, if the caller organises it or is an admin. One it may not see is unknown to
+    it; one it sees (public, or it takes part) is forbidden."""
+    _, marathon = await visible(info, marathon_id)
     principal = info.context.principal
     if principal.role is not Role.ADMIN and principal.sub != marathon.organiser:
         raise ForbiddenError(f"only the organiser of {marathon_id!r} (or an admin) may do that")
@@ -453,7 +460,9 @@ class CreateMarathonInput:
     ends_at: datetime
     public: bool = True
     id: strawberry.ID | None = strawberry.field(
-        default=None, description="Letters, digits, '-' and '_'; generated when omitted."
+        default=None,
+        description="For admins only: letters, digits, '-' and '_'. Omitted (the only choice "
+        "for users): the server generates one.",
     )
 
 
@@ -514,6 +523,16 @@ class IngestSnapshotResult:
 
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GENERATED_ID_ATTEMPTS = 3
+"""A generated id has 80 random bits; should one be taken (an admin chose it), draw again."""
+
+
+def generated_marathon_id() -> str:
+    return f"m-{secrets.token_hex(10)}"
+
+
+def _enroller(principal: Principal) -> model.Enroller:
+    return model.Enroller(sub=principal.sub, admin=principal.role is Role.ADMIN)
 
 
 @strawberry.type
@@ -523,38 +542,40 @@ class MarathonMutation:
         principal = limit_mutations(info)
         require_role(principal, Role.USER, Role.ADMIN, what="createMarathon")
         assert principal.sub is not None
-        marathon_id = str(input.id) if input.id is not None else f"m-{uuid.uuid4().hex[:12]}"
-        if not _ID.match(marathon_id):
+        # Ids are one namespace: were a user to choose one, "already exists" would tell it which
+        # private ids exist. Admins see every marathon, so for them it tells nothing.
+        if input.id is not None and principal.role is not Role.ADMIN:
+            raise ClientError("only admins choose a marathon's id: omit id and one is generated")
+        if input.id is not None and not _ID.match(str(input.id)):
             raise ClientError("id must be 1 to 64 letters, digits, '-' or '_'")
         name = input.name.strip()
         if not 1 <= len(name) <= 200:
             raise ClientError("name must be 1 to 200 characters")
-        try:
-            marathon = model.Marathon(
-                id=marathon_id,
-                name=name,
-                starts_at=input.starts_at,
-                ends_at=input.ends_at,
-                public=input.public,
-                organiser=principal.sub,
-            )
-        except ValueError as exc:
-            raise ClientError(f"invalid marathon: {exc}") from None
         services = info.context.services
-        try:
-            await services.marathon_desk.create(marathon)
-        except MarathonExistsError:
-            raise ClientError(
-                f"marathon {marathon_id!r} already exists", code="MARATHON_EXISTS"
-            ) from None
-        boards = await _boards(services)
-        return MarathonType.build(marathon, boards)
+        for _ in range(1 if input.id is not None else GENERATED_ID_ATTEMPTS):
+            marathon_id = str(input.id) if input.id is not None else generated_marathon_id()
+            try:
+                marathon = model.Marathon(
+                    id=marathon_id,
+                    name=name,
+                    starts_at=input.starts_at,
+                    ends_at=input.ends_at,
+                    public=input.public,
+                    organiser=principal.sub,
+                )
+            except ValueError as exc:
+                raise ClientError(f"invalid marathon: {exc}") from None
+            try:
+                await services.marathon_desk.create(marathon)
+            except MarathonExistsError:
+                continue
+            return MarathonType.build(marathon, await _boards(services))
+        raise ClientError(f"marathon {marathon_id!r} already exists", code="MARATHON_EXISTS")
 
     @strawberry.mutation(description="Add an account to a marathon (its organiser or admins).")
     async def add_participant(self, info: Info, input: AddParticipantInput) -> bool:
         principal = limit_mutations(info)
         marathon = await organised(info, str(input.marathon_id))
-        del principal
         participant = input.participant.strip()
         if not 1 <= len(participant) <= 200:
             raise ClientError("participant must be 1 to 200 characters")
@@ -563,9 +584,12 @@ class MarathonMutation:
         initial = input.initial_balance
         if initial is not None and (not initial.is_finite() or not 0 < initial < 10**15):
             raise ClientError("initialBalance must be a positive number")
-        await info.context.services.marathon_desk.add_participant(
-            marathon.id, input.login, participant, initial
-        )
+        try:
+            await info.context.services.marathon_desk.add_participant(
+                marathon.id, input.login, participant, initial, _enroller(principal)
+            )
+        except model.EnrolledElsewhereError:
+            raise EnrolledElsewhereGraphQLError(input.login) from None
         return True
 
     @strawberry.mutation(description="Remove an account from a marathon; false if it was not in.")

@@ -31,6 +31,7 @@ from api.schema.resume import (
     stamped,
 )
 from domain import perps
+from domain import perps_margin as margin
 from domain.perps_engine import (
     POSITION_CLOSED,
     POSITION_LIQUIDATED,
@@ -168,10 +169,36 @@ class Position:
         )
 
 
+@strawberry.type(
+    description="A user's perps margin account: the free collateral positions are opened with."
+)
+class PerpsMarginAccount:
+    owner: str
+    balance: Decimal = strawberry.field(
+        description="Free collateral (USD): what opening or growing a position may take."
+    )
+    deposited: Decimal = strawberry.field(
+        description="Every amount ever put in: the initial balance, and top-ups."
+    )
+    revision: int = strawberry.field(description="Bumped by every movement; 0 before the first.")
+
+    @classmethod
+    def build(cls, account: margin.MarginAccount) -> PerpsMarginAccount:
+        return cls(
+            owner=account.owner,
+            balance=account.balance,
+            deposited=account.deposited,
+            revision=account.revision,
+        )
+
+
 @strawberry.type(description="Every open position of a user, valued at the latest prices.")
 class PositionsUpdate(Resumable):
     user: str
     positions: list[Position]
+    account: PerpsMarginAccount = strawberry.field(
+        description="The user's perps margin account as the positions leave it."
+    )
     at: datetime
 
 
@@ -521,6 +548,9 @@ async def positions_stream(
             )
             assert start.snapshot is not None
             held = {p.id: p for p in start.snapshot}
+            # Read after the snapshot: a trade in between is in both, and its event carries
+            # the account with its revision, so the newest wins either way.
+            account = await services.book.margin_account(user)
             marks = await _marks(services)
             position = StreamPosition(streams, start.origin)
 
@@ -530,12 +560,20 @@ async def positions_stream(
                     positions=[
                         Position.build(p, markets, marks.get(p.market)) for p in held.values()
                     ],
+                    account=PerpsMarginAccount.build(account),
                     at=services.clock.now(),
                     cursor=position.text,
                 )
 
+            def note_account(event: Event) -> None:
+                nonlocal account
+                moved = event.payload.get("account")
+                if moved is not None and moved["revision"] > account.revision:
+                    account = margin.MarginAccount.from_payload(moved)
+
             for event in start.replay:
                 position.advance(event)
+                note_account(event)
                 yield stamped(_present_position_event(event, markets, marks), position)
             if start.not_recovered is not None:
                 yield position.reset(start.not_recovered)
@@ -561,6 +599,7 @@ async def positions_stream(
                     continue
                 if not position.advance(event):
                     continue  # the start covered it
+                note_account(event)
                 changed = perps.Position.from_payload(event.payload["position"])
                 current = held.get(changed.id)
                 if event.type == POSITION_WARNING:
@@ -647,6 +686,14 @@ class PerpsQuery:
             for p in await services.book.open_positions(owner)
         ]
 
+    @strawberry.field(
+        description="A user's perps margin account (the caller's when user is omitted): for "
+        "that user and admins only. A user who never traded has the initial balance."
+    )
+    async def perps_margin_account(self, info: Info, user: str | None = None) -> PerpsMarginAccount:
+        owner = _user_or_caller(info.context.principal, user)
+        return PerpsMarginAccount.build(await info.context.services.book.margin_account(owner))
+
     @strawberry.field(description="The current liquidation candidates, largest reward first.")
     async def liquidation_candidates(self, info: Info, limit: int = 50) -> LiquidationCandidates:
         _check_limit(limit)
@@ -708,7 +755,8 @@ class PerpsSubscription:
 class PerpsMutation:
     @strawberry.mutation(
         description="Open a position for the signed-in user at the market's oracle price, with "
-        "size x price / leverage as collateral and the market's taker fee."
+        "size x price / leverage as collateral and the market's taker fee, both taken from the "
+        "user's perps margin account (INSUFFICIENT_MARGIN, POSITION_LIMIT, OPEN_INTEREST_LIMIT)."
     )
     async def open_position(self, info: Info, input: OpenPositionInput) -> Position:
         principal = limit_mutations(info)
@@ -745,7 +793,10 @@ class PerpsMutation:
             raise TradeGraphQLError(exc) from None
         return _trade_result(services, trade, trade.fill.price)
 
-    @strawberry.mutation(description="Close one of the signed-in user's positions in full.")
+    @strawberry.mutation(
+        description="Close one of the signed-in user's positions in full; what it returns goes "
+        "to the user's perps margin account."
+    )
     async def close_position(self, info: Info, position_id: strawberry.ID) -> ClosedPosition:
         principal = limit_mutations(info)
         require_role(principal, Role.USER, Role.ADMIN, what="closePosition")

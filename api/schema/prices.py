@@ -43,6 +43,13 @@ class Market:
     liquidation_fee_rate: Decimal = strawberry.field(
         description="Liquidator reward as a fraction of the liquidated notional."
     )
+    max_position_size: Decimal = strawberry.field(
+        description="The most one user may hold on one side, in base units (POSITION_LIMIT)."
+    )
+    max_open_interest: Decimal = strawberry.field(
+        description="The most all users together may hold on one side, in base units "
+        "(OPEN_INTEREST_LIMIT)."
+    )
 
     @classmethod
     def from_model(cls, market: MarketModel) -> Market:
@@ -56,6 +63,8 @@ class Market:
             max_leverage=market.max_leverage,
             maintenance_margin_rate=market.maintenance_margin_rate,
             liquidation_fee_rate=market.liquidation_fee_rate,
+            max_position_size=market.max_position_size,
+            max_open_interest=market.max_open_interest,
         )
 
 

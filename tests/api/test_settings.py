@@ -35,6 +35,9 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PORT", "70000"),
         ("SUBSCRIBER_QUEUE_SIZE", "0"),
         ("LOG_LEVEL", "verbose"),
+        ("PERPS_INITIAL_BALANCE", "-1"),
+        ("PERPS_INITIAL_BALANCE", "0.0000001"),
+        ("PERPS_INITIAL_BALANCE", "1e13"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(

@@ -12,8 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.marathons import (
+    SYSTEM,
     AccountSnapshot,
     Change,
+    Enroller,
+    Holding,
     Leaderboard,
     Marathon,
     OpenTrade,
@@ -22,6 +25,7 @@ from domain.marathons import (
     TradeSide,
     UnknownAccountError,
     initial_balance_from,
+    may_enrol,
     profit_percentage,
 )
 
@@ -470,3 +474,16 @@ def test_incremental_ranking_matches_a_full_sort(operations: list[tuple[object, 
         )
         for n in range(len(order) + 2):
             assert change.moved_within(n) == (top_before[:n] != order[:n])
+
+
+def test_a_login_held_elsewhere_needs_its_owner_every_organiser_or_an_admin() -> None:
+    carols = Holding(organiser="carol", owner="dave")
+    bobs = Holding(organiser="bob", owner="dave")
+    assert may_enrol(Enroller("bob"), [])  # a free login: the organiser's word
+    assert not may_enrol(Enroller("bob"), [carols])
+    assert not may_enrol(Enroller(None), [carols])
+    assert may_enrol(Enroller("carol"), [carols])
+    assert not may_enrol(Enroller("carol"), [carols, bobs])  # carol no longer holds it alone
+    assert may_enrol(Enroller("dave"), [carols, bobs])
+    assert may_enrol(Enroller("root", admin=True), [carols, bobs])
+    assert may_enrol(SYSTEM, [carols])

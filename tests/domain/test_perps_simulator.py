@@ -7,8 +7,15 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from domain.markets import MarketCatalog
-from domain.perps_simulator import DEMO_POSITIONS, DEMO_USER, TRADERS, PerpsSimulator
-from domain.perps_trades import Trade, close_position, open_position
+from domain.perps_margin import account_movement
+from domain.perps_simulator import (
+    DEMO_POSITIONS,
+    DEMO_USER,
+    SIMULATED_BALANCE,
+    TRADERS,
+    PerpsSimulator,
+)
+from domain.perps_trades import Trade, TradeError, close_position, open_position
 from domain.prices import OraclePrice
 from tests.domain.factories import make_market
 from tests.domain.test_perps_engine import FakePrices, ManualClock
@@ -23,11 +30,27 @@ MARKETS = MarketCatalog(
 AT = datetime(2024, 1, 1, tzinfo=UTC)
 
 
+class Accounts:
+    """Free margin by owner; opening takes collateral and fee (``account_movement``)."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, Decimal] = {}
+        self.deposits: list[tuple[str, Decimal]] = []
+
+    async def top_up(self, owner: str, floor: Decimal) -> Decimal:
+        balance = self.balances.get(owner, D(0))
+        if balance < floor:
+            self.deposits.append((owner, floor - balance))
+            self.balances[owner] = floor
+        return self.balances[owner]
+
+
 class PaperDesk:
     """Opens and closes at the stored price, keeping positions by owner."""
 
-    def __init__(self, prices: FakePrices) -> None:
+    def __init__(self, prices: FakePrices, accounts: Accounts) -> None:
         self.prices = prices
+        self.accounts = accounts
         self.held: dict[str, dict[str, Position]] = {}
         self.opened = 0
 
@@ -47,6 +70,10 @@ class PaperDesk:
             price=stored[0].price,
             at=AT,
         )
+        balance = self.accounts.balances.get(owner, D(0)) + account_movement(trade, D(0))
+        if balance < 0:
+            raise TradeError("INSUFFICIENT_MARGIN", "not enough free margin")
+        self.accounts.balances[owner] = balance
         self.held.setdefault(owner, {})[trade.position.id] = trade.position
         return trade
 
@@ -65,9 +92,15 @@ async def simulator(prices: dict[str, str] | None = None) -> tuple[PerpsSimulato
     fake_prices = FakePrices()
     for market, price in (prices or {}).items():
         await fake_prices.save(OraclePrice(market, D(price), D(1), AT), 1)
-    desk = PaperDesk(fake_prices)
+    desk = PaperDesk(fake_prices, Accounts())
     sim = PerpsSimulator(
-        MARKETS, desk=desk, positions=desk, prices=fake_prices, clock=ManualClock(), seed=7
+        MARKETS,
+        desk=desk,
+        positions=desk,
+        funding=desk.accounts,
+        prices=fake_prices,
+        clock=ManualClock(),
+        seed=7,
     )
     return sim, desk
 
@@ -83,6 +116,24 @@ async def test_the_demo_user_keeps_one_position_per_market() -> None:
     [btc] = [p for p in demo if p.market == "BTC-PERP"]
     assert btc.size == D("0.2")  # 10,000 of notional at 50,000, in whole 0.001 steps
     assert btc.leverage == D(5)
+
+
+async def test_simulated_traders_are_funded_before_each_open() -> None:
+    # Without the top-ups the demo user's three positions (about 6,600 of collateral and fees)
+    # would drain an account of SIMULATED_BALANCE after one round of reopening.
+    sim, desk = await simulator({"BTC-PERP": "50000", "ETH-PERP": "3000", "SOL-PERP": "150"})
+    await sim.step()
+    demo = await desk.open_positions(DEMO_USER)
+    assert len(demo) == 3
+    assert desk.accounts.deposits[0] == (DEMO_USER, SIMULATED_BALANCE)
+    spent = sum((p.collateral - p.realized_pnl for p in demo), D(0))  # collateral + fees
+    assert desk.accounts.balances[DEMO_USER] == SIMULATED_BALANCE - spent + sum(
+        (amount for owner, amount in desk.accounts.deposits[1:] if owner == DEMO_USER), D(0)
+    )
+    for position in demo:  # they go, and the next step reopens them from a topped-up account
+        await desk.close(DEMO_USER, position.id)
+    await sim.step()
+    assert len(await desk.open_positions(DEMO_USER)) == 3
 
 
 async def test_nothing_is_opened_without_a_price() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from typing import TYPE_CHECKING
 
@@ -167,4 +168,29 @@ async def test_sigterm_ends_streaming_subscriptions_and_the_server_exits(
         assert (await ws.receive())["type"] == "complete"
         code, _ = await ws.closed()
         assert code == 1012  # service restart: clients reconnect
+    assert server.process.wait(timeout=15) is not None
+
+
+async def test_a_subscriber_told_of_the_shutdown_cannot_reconnect_to_the_same_server(
+    cluster: list[ServerProcess], tmp_path: Path, database_url: str
+) -> None:
+    """The listener closes before any subscriber hears SHUTTING_DOWN: one that reconnects at once
+    is refused here (and, behind a proxy, sent to another replica) instead of being accepted by
+    a server about to close it again."""
+    server = ServerProcess(
+        {"DATABASE_URL": database_url, "PRICE_FEED_HZ": "10"}, tmp_path / "server.log"
+    )
+    cluster.append(server)
+    server.start()
+    assert server.process is not None
+    port = int(server.base_url.rsplit(":", 1)[1])
+    async with httpx.AsyncClient(timeout=10) as http, price_sse(http, server, "ETH-PERP") as source:
+        events = source.aiter_sse()
+        assert (await anext(events)).event == "next"
+        server.process.send_signal(signal.SIGTERM)
+        async for sse in events:
+            if "SHUTTING_DOWN" in sse.data:
+                break
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
     assert server.process.wait(timeout=15) is not None

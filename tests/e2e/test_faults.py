@@ -125,7 +125,10 @@ async def test_a_postgres_restart_fails_requests_fast_and_the_same_process_recov
     private_postgres: PrivatePostgres, servers: list[ServerProcess], tmp_path: Path
 ) -> None:
     server = ServerProcess(
-        {"DATABASE_URL": private_postgres.url, "PRICE_FEED_HZ": "10"}, tmp_path / "server.log"
+        # alice's perps positions lock about 23,000 of collateral at the simulated prices.
+        {"DATABASE_URL": private_postgres.url, "PRICE_FEED_HZ": "10"}
+        | {"PERPS_INITIAL_BALANCE": "100000"},
+        tmp_path / "server.log",
     )
     servers.append(server)
     server.start()
@@ -509,9 +512,9 @@ async def test_a_rabbitmq_restart_loses_no_acknowledged_snapshot(
     servers.append(server)
     server.start()
     logins = list(range(6001, 6011))
-    await create(server, "restart", "olga", public=True)
+    restart = await create(server, "Restart", "olga", public=True)
     for login in logins:
-        await add(server, "restart", login, f"trader{login}", "olga")
+        await add(server, restart, login, f"trader{login}", "olga")
     async with httpx.AsyncClient(timeout=30) as http:
         # Before: every account starts at 1000.
         await publish(private_rabbit.url, [wire(login, "1000", "1000", at=0) for login in logins])
@@ -555,7 +558,10 @@ async def test_a_rabbitmq_restart_loses_no_acknowledged_snapshot(
         expected = {login: "10.0000" for login in first_half} | {
             login: "20.0000" for login in second_half
         }
-        query = '{ leaderboardPage(marathonId: "restart") { rows { login profitPercentage } } }'
+        query = (
+            f'{{ leaderboardPage(marathonId: "{restart}") '
+            "{ rows { login profitPercentage } } }"
+        )
 
         async def board() -> dict[int, str]:
             _, body = await post(http, server, query)

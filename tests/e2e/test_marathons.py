@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -82,24 +83,29 @@ def snapshot(
     }
 
 
-async def create(server: ServerProcess, id: str, organiser: str, public: bool) -> dict[str, Any]:
-    body = await call(
-        server,
-        CREATE,
-        {
-            "i": {
-                "id": id,
-                "name": f"Marathon {id}",
-                "startsAt": (NOW - timedelta(days=1)).isoformat(),
-                "endsAt": (NOW + timedelta(days=1)).isoformat(),
-                "public": public,
-            }
-        },
-        token(organiser),
-    )
+def marathon_input(name: str, public: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "startsAt": (NOW - timedelta(days=1)).isoformat(),
+        "endsAt": (NOW + timedelta(days=1)).isoformat(),
+        "public": public,
+    }
+
+
+async def create_marathon(
+    server: ServerProcess, name: str, organiser: str, public: bool
+) -> dict[str, Any]:
+    """A marathon organised by the user ``organiser``, with the id the server generates."""
+    body = await call(server, CREATE, {"i": marathon_input(name, public)}, token(organiser))
     assert "errors" not in body, body
     marathon: dict[str, Any] = body["data"]["createMarathon"]
     return marathon
+
+
+async def create(server: ServerProcess, name: str, organiser: str, public: bool) -> str:
+    """The new marathon's generated id."""
+    marathon_id: str = (await create_marathon(server, name, organiser, public))["id"]
+    return marathon_id
 
 
 async def add(server: ServerProcess, marathon: str, login: int, user: str, organiser: str) -> None:
@@ -120,16 +126,12 @@ async def ingest(server: ServerProcess, snap: dict[str, Any]) -> bool:
 
 
 async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) -> None:
-    marathon = await create(marathon_server, "spring", "olga", public=False)
-    assert marathon == {
-        "id": "spring",
-        "name": "Marathon spring",
-        "public": False,
-        "organiser": "olga",
-        "running": True,
-    }
-    await add(marathon_server, "spring", 1001, "alice", "olga")
-    await add(marathon_server, "spring", 1002, "bob", "olga")
+    marathon = await create_marathon(marathon_server, "Spring", "olga", public=False)
+    spring = marathon.pop("id")
+    assert re.fullmatch(r"m-[0-9a-f]{20}", spring), spring
+    assert marathon == {"name": "Spring", "public": False, "organiser": "olga", "running": True}
+    await add(marathon_server, spring, 1001, "alice", "olga")
+    await add(marathon_server, spring, 1002, "bob", "olga")
     # alice: started with 10,000 (balance 10,000, nothing open), now 10,500: +5%.
     assert await ingest(marathon_server, snapshot(1001, "10000", "10000"))
     assert await ingest(marathon_server, snapshot(1001, "10000", "10500", "500", at=1))
@@ -138,8 +140,8 @@ async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) ->
     assert await ingest(marathon_server, snapshot(1002, "20000", "20600", "600", at=1))
 
     async with GraphQLWS.connect(marathon_server.ws_url, token=token("alice")) as alice:
-        await alice.subscribe("board", LEADERBOARD, {"m": "spring", "top": 10})
-        await alice.subscribe("me", ACCOUNT, {"m": "spring", "l": 1001})
+        await alice.subscribe("board", LEADERBOARD, {"m": spring, "top": 10})
+        await alice.subscribe("me", ACCOUNT, {"m": spring, "l": 1001})
         first = await messages_until(alice, lambda ms: len(ms) >= 2)
         by_id = {m["id"]: m["payload"]["data"] for m in first}
         board = by_id["board"]["marathonLeaderboard"]
@@ -167,17 +169,18 @@ async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) ->
 
     page = await call(
         marathon_server,
-        '{ leaderboardPage(marathonId: "spring", offset: 1, limit: 5) '
+        "query($m: ID!) { leaderboardPage(marathonId: $m, offset: 1, limit: 5) "
         "{ accounts rows { rank login } } }",
+        {"m": spring},
         bearer=token("bob"),
     )
     assert page["data"]["leaderboardPage"] == {"accounts": 2, "rows": [{"rank": 2, "login": 1001}]}
     await asyncio.sleep(1.2)  # a stored leaderboard (every 0.5 s here)
     stored = await call(
         marathon_server,
-        'query($at: DateTime!) { leaderboardAt(marathonId: "spring", at: $at) { accounts '
+        "query($m: ID!, $at: DateTime!) { leaderboardAt(marathonId: $m, at: $at) { accounts "
         "rows { rank login profitPercentage } } }",
-        {"at": datetime.now(UTC).isoformat()},
+        {"m": spring, "at": datetime.now(UTC).isoformat()},
         token("olga"),
     )
     assert stored["data"]["leaderboardAt"]["rows"] == [
@@ -189,42 +192,49 @@ async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) ->
 async def test_private_marathons_are_for_participants_organisers_and_admins(
     marathon_server: ServerProcess,
 ) -> None:
-    await create(marathon_server, "secret", "olga", public=False)
-    await create(marathon_server, "open", "olga", public=True)
-    await add(marathon_server, "secret", 2001, "alice", "olga")
+    secret = await create(marathon_server, "Secret", "olga", public=False)
+    public = await create(marathon_server, "Open", "olga", public=True)
+    await add(marathon_server, secret, 2001, "alice", "olga")
     await ingest(marathon_server, snapshot(2001, "1000", "1100", at=5))
 
-    query = '{ marathon(id: "secret") { id } }'
-    outsider = await call(marathon_server, query, bearer=token("mallory"))
-    assert error_code(outsider) == "FORBIDDEN"
-    assert "private" in outsider["errors"][0]["message"]
-    anonymous = await call(marathon_server, query)
-    assert error_code(anonymous) == "UNAUTHENTICATED"
+    query = "query($m: ID!) { marathon(id: $m) { id } }"
+    # Refused exactly as an id that does not exist (test_private_ids_answer_as_missing_ones).
+    for caller in (token("mallory"), None):
+        refused = await call(marathon_server, query, {"m": secret}, caller)
+        assert error_code(refused) == "UNKNOWN_MARATHON"
     for user, role in (("alice", "user"), ("olga", "user"), ("root", "admin")):
-        seen = await call(marathon_server, query, bearer=token(user, role))
-        assert seen == {"data": {"marathon": {"id": "secret"}}}, user
+        seen = await call(marathon_server, query, {"m": secret}, token(user, role))
+        assert seen == {"data": {"marathon": {"id": secret}}}, user
     listed = await call(marathon_server, "{ marathons { id } }")
     ids = {m["id"] for m in listed["data"]["marathons"]}
-    assert "open" in ids
-    assert "secret" not in ids
+    assert public in ids
+    assert secret not in ids
 
     async with GraphQLWS.connect(marathon_server.ws_url, token=token("mallory")) as mallory:
-        await mallory.subscribe("board", LEADERBOARD, {"m": "secret"})
-        await mallory.subscribe("row", ACCOUNT, {"m": "secret", "l": 2001})
-        await mallory.subscribe("public", LEADERBOARD, {"m": "open"})
+        await mallory.subscribe("board", LEADERBOARD, {"m": secret})
+        await mallory.subscribe("row", ACCOUNT, {"m": secret, "l": 2001})
+        await mallory.subscribe("public", LEADERBOARD, {"m": public})
         messages = await messages_until(mallory, lambda ms: len(ms) >= 3)
     by_id = {m["id"]: m for m in messages}
-    for refused in ("board", "row"):
-        assert by_id[refused]["type"] == "error"
-        assert by_id[refused]["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+    for refused_id in ("board", "row"):
+        assert by_id[refused_id]["type"] == "error"
+        assert by_id[refused_id]["payload"][0]["extensions"]["code"] == "UNKNOWN_MARATHON"
     assert by_id["public"]["type"] == "next"
     assert "2001" not in str(messages)
 
+    hidden = await call(
+        marathon_server,
+        ADD,
+        {"i": {"marathonId": secret, "login": 2002, "participant": "mallory"}},
+        token("mallory"),
+    )
+    assert error_code(hidden) == "UNKNOWN_MARATHON"
+    # alice takes part, so she sees the marathon; she may not change it.
     not_organiser = await call(
         marathon_server,
         ADD,
-        {"i": {"marathonId": "secret", "login": 2002, "participant": "mallory"}},
-        token("mallory"),
+        {"i": {"marathonId": secret, "login": 2002, "participant": "alice"}},
+        token("alice"),
     )
     assert error_code(not_organiser) == "FORBIDDEN"
     not_collector = await call(
@@ -248,20 +258,17 @@ async def test_bad_marathon_input_is_refused(marathon_server: ServerProcess) -> 
         olga,
     )
     assert error_code(backwards) == "BAD_REQUEST"
-    await create(marathon_server, "dup", "olga", public=True)
-    again = await call(
-        marathon_server,
-        CREATE,
-        {
-            "i": {
-                "id": "dup",
-                "name": "x",
-                "startsAt": NOW.isoformat(),
-                "endsAt": (NOW + timedelta(days=1)).isoformat(),
-            }
-        },
-        olga,
+    # Only admins choose ids (they see every marathon, so "exists" tells them nothing).
+    chosen = await call(
+        marathon_server, CREATE, {"i": {**marathon_input("x", True), "id": "dup"}}, olga
     )
+    assert error_code(chosen) == "BAD_REQUEST"
+    assert "only admins choose" in chosen["errors"][0]["message"]
+    root = token("root", "admin")
+    dup = {"i": {**marathon_input("x", True), "id": "dup"}}
+    made = await call(marathon_server, CREATE, dup, root)
+    assert made["data"]["createMarathon"]["id"] == "dup", made
+    again = await call(marathon_server, CREATE, dup, root)
     assert error_code(again) == "MARATHON_EXISTS"
     unknown = await call(marathon_server, '{ marathon(id: "nope") { id } }')
     assert error_code(unknown) == "UNKNOWN_MARATHON"
@@ -293,23 +300,24 @@ async def test_leaderboards_survive_a_restart(database_url: str, tmp_path: Path)
         env = {"DATABASE_URL": url, **SETTINGS}
         first = ServerProcess(env, tmp_path / "first.log").start()
         try:
-            await create(first, "kept", "olga", public=True)
-            await add(first, "kept", 4001, "alice", "olga")
-            await add(first, "kept", 4002, "bob", "olga")
+            kept = await create(first, "Kept", "olga", public=True)
+            await add(first, kept, 4001, "alice", "olga")
+            await add(first, kept, 4002, "bob", "olga")
             # Derived initial balances: the first snapshot after registration fixes them.
             await ingest(first, snapshot(4001, "5000", "5000"))
             await ingest(first, snapshot(4002, "8000", "8000"))
             await ingest(first, snapshot(4001, "5000", "5250", "250", at=1))
             await ingest(first, snapshot(4002, "8000", "9600", "1600", at=1))
             query = (
-                '{ leaderboardPage(marathonId: "kept") { rows { rank login profitPercentage } } }'
+                "query($m: ID!) { leaderboardPage(marathonId: $m) "
+                "{ rows { rank login profitPercentage } } }"
             )
-            before = await call(first, query)
+            before = await call(first, query, {"m": kept})
         finally:
             first.stop()
         second = ServerProcess(env, tmp_path / "second.log").start()
         try:
-            after = await call(second, query)
+            after = await call(second, query, {"m": kept})
         finally:
             second.stop()
     assert before == after
@@ -357,12 +365,12 @@ async def test_snapshots_from_rabbitmq_move_the_leaderboard(
 
             first = ServerProcess(env, tmp_path / "first.log").start()
             try:
-                await create(first, "mq", "olga", public=True)
-                await add(first, "mq", 5001, "alice", "olga")
-                await add(first, "mq", 5002, "bob", "olga")
+                mq = await create(first, "MQ", "olga", public=True)
+                await add(first, mq, 5001, "alice", "olga")
+                await add(first, mq, 5002, "bob", "olga")
                 async with GraphQLWS.connect(first.ws_url) as client:
-                    await client.subscribe("board", LEADERBOARD, {"m": "mq"})
-                    await client.subscribe("bob", ACCOUNT, {"m": "mq", "l": 5002})
+                    await client.subscribe("board", LEADERBOARD, {"m": mq})
+                    await client.subscribe("bob", ACCOUNT, {"m": mq, "l": 5002})
                     await messages_until(client, lambda ms: len(ms) >= 2)  # empty, no row
                     await send(wire(5001, "1000", "1000", at=0))
                     await send(wire(5002, "1000", "1000", at=0))
@@ -409,11 +417,14 @@ async def test_snapshots_from_rabbitmq_move_the_leaderboard(
             await send(wire(5001, "1000", "1300", at=3, profit="300"))  # waits in the queue
             second = ServerProcess(env, tmp_path / "second.log").start()
             try:
-                query = '{ leaderboardPage(marathonId: "mq") { rows { login profitPercentage } } }'
+                query = (
+                    "query($m: ID!) { leaderboardPage(marathonId: $m) "
+                    "{ rows { login profitPercentage } } }"
+                )
 
                 async def settled() -> dict[str, Any]:
                     for _ in range(50):
-                        body = await call(second, query)
+                        body = await call(second, query, {"m": mq})
                         rows = body["data"]["leaderboardPage"]["rows"]
                         if rows and rows[-1]["profitPercentage"] == "30.0000":
                             return body
@@ -439,10 +450,10 @@ async def test_snapshots_from_rabbitmq_move_the_leaderboard(
 async def test_a_public_leaderboard_is_one_execution_for_everyone(
     marathon_server: ServerProcess,
 ) -> None:
-    await create(marathon_server, "shared", "olga", public=True)
-    await create(marathon_server, "closed", "olga", public=False)
-    await add(marathon_server, "closed", 6001, "alice", "olga")
-    await add(marathon_server, "closed", 6002, "bob", "olga")
+    shared = await create(marathon_server, "Shared", "olga", public=True)
+    closed = await create(marathon_server, "Closed", "olga", public=False)
+    await add(marathon_server, closed, 6001, "alice", "olga")
+    await add(marathon_server, closed, 6002, "bob", "olga")
     async with httpx.AsyncClient(timeout=5) as http:
 
         async def groups() -> int:
@@ -456,10 +467,10 @@ async def test_a_public_leaderboard_is_one_execution_for_everyone(
             GraphQLWS.connect(marathon_server.ws_url) as anonymous,
         ):
             for client in (alice, bob, anonymous):
-                await client.subscribe("s", LEADERBOARD, {"m": "shared"})
+                await client.subscribe("s", LEADERBOARD, {"m": shared})
                 await client.next_data("s", "marathonLeaderboard")
             assert await groups() == before + 1  # three callers, one execution
             for client in (alice, bob):
-                await client.subscribe("c", LEADERBOARD, {"m": "closed"})
+                await client.subscribe("c", LEADERBOARD, {"m": closed})
                 await client.next_data("c", "marathonLeaderboard")
             assert await groups() == before + 3  # a private one: one per caller

@@ -224,21 +224,27 @@ async def test_a_service_settles_rounds_with_their_real_outcome(
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "code", "field"),
     [
-        ({"multiplier": "0.5"}, "multiplier"),
-        ({"baseAmountSol": "-1"}, "baseAmountSol"),
-        ({"totalRounds": 0}, "totalRounds"),
-        ({"baseAmountSol": "0.0000000001"}, "baseAmountSol"),
-        ({"stopLossSol": "NaN"}, "stopLossSol"),
+        ({"multiplier": "0.5"}, "INVALID_STRATEGY", "multiplier"),
+        ({"baseAmountSol": "-1"}, "INVALID_STRATEGY", "baseAmountSol"),
+        ({"totalRounds": 0}, "INVALID_STRATEGY", "totalRounds"),
+        ({"baseAmountSol": "0.0000000001"}, "INVALID_STRATEGY", "baseAmountSol"),
+        # Not a number at all: the Decimal scalar refuses it before the strategy is looked at.
+        ({"stopLossSol": "NaN"}, "INVALID_DECIMAL", "stopLossSol"),
     ],
 )
 async def test_bad_strategies_are_refused_naming_the_field(
-    server: ServerProcess, change: dict[str, Any], field: str
+    server: ServerProcess, change: dict[str, Any], code: str, field: str
 ) -> None:
     body = await call(server, START, {"i": {**CONFIG, **change}}, token("wallet3"))
-    assert error_code(body) == "INVALID_STRATEGY"
-    assert body["errors"][0]["extensions"]["field"] == field
+    assert error_code(body) == code
+    if code == "INVALID_DECIMAL":
+        assert body["errors"][0]["message"].startswith(
+            f"Variable '$i' has invalid value at .{field}:"
+        )
+    else:
+        assert body["errors"][0]["extensions"]["field"] == field
     mine = await call(server, "{ strategies { strategyId } }", bearer=token("wallet3"))
     assert mine["data"]["strategies"] == []
 

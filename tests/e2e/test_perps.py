@@ -471,7 +471,10 @@ STATS = (
 async def test_market_stats_and_funding(database_url: str, tmp_path: Any) -> None:
     async with isolated_database(database_url) as url:
         server = ServerProcess(
-            {"DATABASE_URL": url, **ENGINE, "FUNDING_INTERVAL_S": "1.5"}, tmp_path / "server.log"
+            # kim's 2 BTC at 5x locks 20,000 of collateral: every account starts with 25,000.
+            {"DATABASE_URL": url, **ENGINE, "FUNDING_INTERVAL_S": "1.5"}
+            | {"PERPS_INITIAL_BALANCE": "25000"},
+            tmp_path / "server.log",
         ).start()
         try:
             await set_price(server, "BTC-PERP", "50000")

@@ -68,6 +68,9 @@ async def test_subscribers_ride_out_a_redis_restart_and_miss_nothing(
                 "BROADCAST_URL": private_redis.url,
                 "PRICE_FEED_HZ": "5",
                 "PRICE_MAX_AGE_S": "600",
+                # wanda's 0.3 BTC at 2x lock about 9,750 at the simulated price, near the
+                # default balance: a price that drifts up must not refuse her second open.
+                "PERPS_INITIAL_BALANCE": "100000",
             },
             tmp_path / "server.log",
         ).start()

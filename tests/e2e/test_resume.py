@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+import httpx
+import orjson
 import pytest
 
-from tests.conftest import isolated_server
+from tests.conftest import isolated_database, isolated_server
 from tests.e2e.test_perps import ENGINE, MODIFY, call, messages_until, open_position, set_price
-from tests.support import GraphQLWS, ServerProcess, token
+from tests.support import GraphQLWS, ServerProcess, parse_multipart, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,6 +58,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "MARTINGALE_ROUND_PERIOD_S": "0.4",
             "HISTORY_LIMITS": f"positions={KEPT_POSITION_EVENTS}/86400",
             "HISTORY_PRUNE_INTERVAL_S": "0.1",
+            "PERPS_INITIAL_BALANCE": "100000",  # rosa grows her 1 BTC at 10x to 2.75 BTC
         },
         tmp_path_factory.mktemp("resume") / "server.log",
     ) as process:
@@ -269,3 +272,58 @@ async def test_the_paper_account_and_dashboard_replay_orders_and_trades_made_whi
     assert "StreamReset" not in {r["__typename"] for r in dash_resumed}
     # The dashboard's cursor covers two streams (its own and the paper account's).
     assert dash_resumed[-1]["cursor"].count("_") == 1
+
+
+MULTIPART = "multipart/mixed;subscriptionSpec=1.0,application/json"
+
+
+async def resumed_over_http(
+    server: ServerProcess, accept: str, after: str, count: int
+) -> list[dict[str, Any]]:
+    """``rounds`` resumed after ``after`` over SSE or multipart: the first ``count`` results (or
+    fewer, if the stream ends first)."""
+    results: list[dict[str, Any]] = []
+    body = {"query": ROUNDS, "variables": {"after": after}}
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("POST", server.url, json=body, headers={"accept": accept}) as response,
+    ):
+        assert response.status_code == 200
+        text = ""
+        async for chunk in response.aiter_text():
+            text += chunk
+            if accept == MULTIPART:
+                parts = [p["payload"] for p in parse_multipart(text) if "payload" in p]
+            else:
+                parts = [
+                    orjson.loads(line.removeprefix("data: "))
+                    for line in text.split("\r\n")
+                    if line.startswith("data: ") and line.endswith("}")
+                ]
+            results = parts
+            if len(results) >= count or any("errors" in r for r in results):
+                break
+    return results[:count]
+
+
+@pytest.mark.parametrize("accept", ["text/event-stream", MULTIPART], ids=["sse", "multipart"])
+async def test_an_http_stream_resumes_further_behind_than_its_queue_holds(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, accept: str
+) -> None:
+    """The replay of what a client missed comes out of the history at once; an SSE or multipart
+    subscriber whose queue holds four results still gets all of it, paced by its own reading
+    (it was ended SUBSCRIBER_LAGGED as soon as it had missed more than the queue holds)."""
+    env = {**ENGINE, "SUBSCRIBER_QUEUE_SIZE": "4", "MARTINGALE_ROUND_PERIOD_S": "0.05"}
+    async with isolated_database(database_url) as url:
+        log = tmp_path_factory.mktemp("paced") / "server.log"
+        server = ServerProcess({**env, "DATABASE_URL": url}, log).start()
+        try:
+            first = await subscribe_until(server, None, ROUNDS, "rounds", None, has("Round"))
+            seen = first[-1]["cursor"]
+            await asyncio.sleep(1.0)  # about forty events (two a round, a round each 0.05 s)
+            rounds = await resumed_over_http(server, accept, seen, 30)
+        finally:
+            server.stop()
+    assert all("errors" not in r for r in rounds), rounds[-1]
+    cursors = [sequence(r["data"]["rounds"]["cursor"]) for r in rounds]
+    assert cursors == list(range(sequence(seen) + 1, sequence(seen) + 31))
