@@ -134,6 +134,37 @@ async def test_eight_concurrent_first_orders_all_place_on_one_new_account(
     assert len(stored) == 1
 
 
+OPEN = "mutation($i: OpenPositionInput!) { openPosition(input: $i) { id collateral } }"
+
+
+async def test_eight_concurrent_first_positions_all_open_on_one_margin_account(
+    server: ServerProcess,
+) -> None:
+    """The perps margin account is made on a user's first trade, as the paper account is: eight
+    at once make one account, and every trade's money is on it."""
+    user = "first-positions"
+    order = {"market": "SOL-PERP", "side": "LONG", "size": "1", "leverage": "2"}
+    async with loop_watch(server), quiet_log(server), httpx.AsyncClient(timeout=30) as http:
+        bodies = await asyncio.gather(
+            *(post(http, server, OPEN, {"i": order}, user) for _ in range(8))
+        )
+    assert [b.get("errors") for b in bodies] == [None] * 8
+    [account] = await rows(
+        server, "SELECT balance, deposited FROM perp_margin_accounts WHERE owner = $1", user
+    )
+    positions = await rows(
+        server,
+        "SELECT collateral, realized_pnl FROM perp_positions WHERE owner = $1 AND status = 'open'",
+        user,
+    )
+    assert len(positions) == 8
+    # docs/perps.md: free balance + collateral of open positions = deposited + realized PnL
+    collateral = sum(p["collateral"] for p in positions)
+    realized = sum(p["realized_pnl"] for p in positions)
+    assert account["balance"] + collateral == account["deposited"] + realized
+    assert account["balance"] < account["deposited"]
+
+
 async def test_a_first_operation_that_is_refused_stores_no_account(server: ServerProcess) -> None:
     user = "first-cancel"
     query = 'mutation { cancelOrder(orderId: "nope") { id } }'
