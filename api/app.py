@@ -26,14 +26,20 @@ from api.health import healthz, readyz, stats
 from api.history import PgHistory
 from api.hub import Hub
 from api.leader import Leadership
-from api.limits import BodySizeLimit, CallerLimits, refuse_websocket
+from api.limits import (
+    CLOSE_TOO_MANY_CONNECTIONS,
+    CLOSE_TRY_AGAIN_LATER,
+    BodySizeLimit,
+    CallerLimits,
+    refuse_websocket,
+)
 from api.logs import RequestId, connection_id, new_id
 from api.marathon_boards import MarathonBoards
 from api.marathon_desk import MarathonDesk
 from api.marathon_store import PgMarathonStore
 from api.martingale_desk import MartingaleDesk
 from api.martingale_store import PgMartingaleStore
-from api.metrics import counts, metrics, registry
+from api.metrics import metrics, registry
 from api.migrations import migrate
 from api.perps_desk import PerpsDesk
 from api.perps_store import PgLatestEvents, PgPositionBook
@@ -43,6 +49,8 @@ from api.rabbit import SnapshotConsumer
 from api.schema import build_schema, share_key_field
 from api.services import Services
 from api.settings import Settings
+from api.slots import SCOPE_KEY as SLOT_KEY
+from api.slots import Refusal, address_key
 from api.store import PgPriceRepository, load_markets
 from api.view import GraphQLView
 from api.workers import Workers, start_cluster_workers, start_process_workers
@@ -72,7 +80,6 @@ class App:
         self.http.state.metrics = registry(self.http.state)
         self.http.router.routes.append(Route("/graphql", self.view))
         self.with_request_ids = RequestId(self.http)
-        self.connections = 0
 
     @property
     def state(self) -> State:
@@ -86,15 +93,24 @@ class App:
         try:
             if scope["path"] != "/graphql":
                 await self.http(scope, receive, send)
-            elif self.connections >= self.settings.max_connections:
-                counts.refused_connections += 1
-                await refuse_websocket(scope, receive, send, self.settings.max_connections)
-            else:
-                self.connections += 1
-                try:
-                    await self.view(scope, receive, send)
-                finally:
-                    self.connections -= 1
+                return
+            # A connection slot under its address; the view moves it to its user if
+            # connection_init names one (api/slots.py). Inline, not a helper coroutine: each
+            # idle socket would keep one more suspended frame alive (about 400 bytes).
+            slots = self.view.slots
+            slot = slots.take(address_key(scope), "ws")
+            if isinstance(slot, Refusal):
+                code = (
+                    CLOSE_TRY_AGAIN_LATER if slot is Refusal.PROCESS else CLOSE_TOO_MANY_CONNECTIONS
+                )
+                await refuse_websocket(scope, receive, send, code, slots.reason(slot))
+                return
+            scope[SLOT_KEY] = slot
+            try:
+                await self.view(scope, receive, send)
+            finally:
+                scope.pop(SLOT_KEY, None)
+                slot.release()
         finally:
             connection_id.reset(token)
 

@@ -62,6 +62,7 @@ def _serve(host: str | None, port: int | None) -> int:
 
     from api.app import create_app
     from api.settings import Settings
+    from api.slots import raise_open_files_limit
 
     try:
         settings = Settings()
@@ -87,6 +88,8 @@ def _serve(host: str | None, port: int | None) -> int:
         print(banner, flush=True)
     else:  # nothing but JSON lines on the output
         logger.info(banner)
+    soft, hard = raise_open_files_limit()  # before the app sizes MAX_CONNECTIONS by it
+    logger.info("open files: at most %d (hard limit %d)", soft, hard)
     app = create_app(settings)
     _tune_gc()
     config = uvicorn.Config(
@@ -100,6 +103,8 @@ def _serve(host: str | None, port: int | None) -> int:
         ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     _DrainingServer(config, app, settings.shutdown_grace_s).run()
     return 0

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse
 
+from domain.topics import kind_of
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
@@ -53,20 +55,31 @@ async def _check(probe: Awaitable[object]) -> str:
 
 
 async def stats(request: Request) -> JSONResponse:
-    """What this process is serving: open topics, shared executions and their subscribers."""
+    """What this process is serving: connections, open topics, shared executions and their
+    subscribers. It takes no token, so it names no user, wallet or marathon: topics are counted
+    by kind."""
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         return JSONResponse({"status": "starting"}, status_code=503)
-    connections = request.app.state.view.connections
+    view = request.app.state.view
+    connections = view.connections
+    slots = view.slots
     leadership = getattr(request.app.state, "leadership", None)
     return JSONResponse(
         {
+            "connections": {
+                **slots.by_transport,
+                "open": slots.open,
+                "clients": slots.clients,
+                "max": slots.max_total,
+                "maxPerClient": slots.max_per_client,
+            },
             "webSockets": len(connections),
             "webSocketsWrittenDirectly": sum(c.direct for c in connections),
             "pendingBytes": sum(c.pending_bytes for c in connections),
             "maxPendingBytes": max((c.pending_bytes for c in connections), default=0),
             "conflated": sum(c.conflated for c in connections),
-            "topics": services.hub.topics,
+            "topics": topics_by_kind(services.hub.topics),
             "groups": len(services.groups),
             "groupMembers": services.groups.members,
             "rabbitmq": None if services.consumer is None else services.consumer.stats(),
@@ -88,3 +101,19 @@ def _workers(state: State) -> list[str]:
     if leadership is not None and leadership.workers is not None:
         names += leadership.workers.names
     return sorted(names)
+
+
+def topics_by_kind(topics: dict[str, int]) -> dict[str, dict[str, int]]:
+    """``{kind: {"topics": open topics, "subscriptions": hub subscriptions}}``: a topic's key is
+    a user, a wallet or a marathon (``positions:<user>``), which anonymous callers must not
+    learn."""
+    kinds: dict[str, dict[str, int]] = {}
+    for name, subscriptions in topics.items():
+        try:
+            kind = kind_of(name).value
+        except ValueError:
+            kind = "other"
+        counted = kinds.setdefault(kind, {"topics": 0, "subscriptions": 0})
+        counted["topics"] += 1
+        counted["subscriptions"] += subscriptions
+    return dict(sorted(kinds.items()))

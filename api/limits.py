@@ -79,17 +79,25 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-async def refuse_websocket(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    """Accept, then close with 1013 and a reason: a refused handshake would tell the client
+CLOSE_TOO_MANY_CONNECTIONS = 4029
+"""One client holds MAX_CONNECTIONS_PER_CLIENT connections (429 in the private range, like
+graphql-transport-ws's own 44xx codes; graphql-ws retries it, as it does 1013, and a client that
+closed another connection meanwhile gets in)."""
+RETRY_AFTER_S = 5
+"""``Retry-After`` of a stream refused at a connection limit."""
+
+
+async def refuse_websocket(
+    scope: Scope, receive: Receive, send: Send, code: int, reason: str
+) -> None:
+    """Accept, then close with ``code`` and ``reason``: a refused handshake would tell the client
     nothing (browsers see a bare failure), a close code says to come back later."""
     websocket = WebSocket(scope, receive, send)
     offered = scope.get("subprotocols", [])
     await websocket.accept(
         subprotocol="graphql-transport-ws" if "graphql-transport-ws" in offered else None
     )
-    await websocket.close(
-        CLOSE_TRY_AGAIN_LATER, f"server at its connection limit ({limit}); try again later"
-    )
+    await websocket.close(code, reason)
 
 
 class CallerLimits:

@@ -29,6 +29,8 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector as _Collector
 from starlette.responses import Response
 
+from api.slots import TRANSPORTS, ConnectionSlots, Refusal
+
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable
 
@@ -52,7 +54,6 @@ class Counts:
         "hub_conflated",
         "hub_lagged",
         "published",
-        "refused_connections",
         "send_conflated",
         "slow_consumer_closes",
         "stream_conflated",
@@ -80,8 +81,6 @@ class Counts:
         """SSE or multipart subscribers of a stream group ended as lagging."""
         self.slow_consumer_closes = 0
         """WebSockets closed with 4008 because their send queue was full."""
-        self.refused_connections = 0
-        """WebSockets refused at MAX_CONNECTIONS (close 1013)."""
         self.backend_reconnects = 0
         """Times a broadcast backend connection was lost and made again."""
         self.gap_events_filled = 0
@@ -159,16 +158,33 @@ class Collector(_Collector):
     def _connections(self) -> Iterable[Metric]:
         view: Any = getattr(self.state, "view", None)
         sockets = view.connections if view is not None else set()
-        streams = view.streams if view is not None else {}
+        slots = view.slots if view is not None else ConnectionSlots(0, 0)  # none open yet
         connections = GaugeMetricFamily(
             PREFIX + "connections",
             "open connections on /graphql, by transport",
             labels=["transport"],
         )
-        connections.add_metric(["ws"], len(sockets))
-        for transport in ("sse", "multipart"):
-            connections.add_metric([transport], streams.get(transport, 0))
+        refused = CounterMetricFamily(
+            PREFIX + "connections_refused",
+            "connections refused at MAX_CONNECTIONS (limit=process) or "
+            "MAX_CONNECTIONS_PER_CLIENT (limit=client), by transport",
+            labels=["transport", "limit"],
+        )
+        for transport in TRANSPORTS:
+            connections.add_metric([transport], slots.by_transport[transport])
+            for refusal in Refusal:
+                refused.add_metric([transport, refusal.value], slots.refused[transport, refusal])
         yield connections
+        yield refused
+        yield _gauge("connections_limit", "MAX_CONNECTIONS of this process", slots.max_total)
+        yield _gauge(
+            "connections_per_client_limit",
+            "MAX_CONNECTIONS_PER_CLIENT of this process",
+            slots.max_per_client,
+        )
+        yield _gauge(
+            "connected_clients", "clients (users, addresses) holding a connection", slots.clients
+        )
         yield _gauge(
             "websockets_written_directly",
             "open WebSockets written straight to uvicorn's transport (the others: ASGI fallback)",
@@ -224,11 +240,6 @@ class Collector(_Collector):
             "slow_consumer_closes",
             "WebSockets closed with 4008: more than SEND_QUEUE_MAX_BYTES waiting",
             counts.slow_consumer_closes,
-        )
-        yield _counter(
-            "connections_refused",
-            "WebSockets refused at MAX_CONNECTIONS (close 1013)",
-            counts.refused_connections,
         )
         yield _counter(
             "backend_reconnects",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -127,8 +128,18 @@ class Settings(BaseSettings):
     subscriber_queue_size: int = Field(default=64, ge=1)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
-    max_connections: int = Field(default=20_000, ge=1)
-    """WebSocket connections one process holds; the next is closed with 1013 (try again later)."""
+    max_connections: int | None = Field(default=None, ge=1)
+    """Long-lived connections one process holds: WebSockets, SSE and multipart responses. The
+    next WebSocket is closed with 1013, the next stream answered 503. Unset: 20,000, or three
+    quarters of the open-files limit when that is lower (:mod:`api.slots`)."""
+    max_connections_per_client: int | None = Field(default=None, ge=1)
+    """Of those, how many one client holds (a signed-in user, else an address); the next
+    WebSocket is closed with 4029, the next stream answered 429. Unset: 200, or a quarter of
+    MAX_CONNECTIONS when that is lower."""
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    """Proxies whose ``X-Forwarded-For`` names the client (passed to uvicorn): comma-separated
+    addresses or networks, ``*`` for every peer. What a client is counted as for
+    MAX_CONNECTIONS_PER_CLIENT."""
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     """Largest message a client may send: WebSocket frames past it close with 1009, HTTP request
     bodies past it get 413."""
@@ -227,6 +238,8 @@ class Settings(BaseSettings):
         "jwt_issuer",
         "jwt_audience",
         "introspection",
+        "max_connections",
+        "max_connections_per_client",
         mode="before",
     )
     @classmethod
@@ -247,6 +260,17 @@ class Settings(BaseSettings):
     @property
     def history_limit_map(self) -> dict[TopicKind, HistoryLimit]:
         return parse_limits(self.history_limits)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        # uvicorn would take a typo for a host name and trust nothing: refuse it here instead.
+        if value.strip() == "*":
+            return value
+        for item in value.split(","):
+            if item.strip():
+                ipaddress.ip_network(item.strip(), strict=False)  # ValueError names the item
+        return value
 
     @field_validator("broadcast_url")
     @classmethod

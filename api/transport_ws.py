@@ -29,10 +29,11 @@ from strawberry.types.graphql import OperationType
 
 from api.auth import AuthenticationError, bearer_token
 from api.fanout import RawSink
-from api.limits import TokenBucket
+from api.limits import CLOSE_TOO_MANY_CONNECTIONS, TokenBucket
 from api.schema import operation_type, share_key
 from api.schema.context import Context
 from api.shutdown import SHUTTING_DOWN_MESSAGE
+from api.slots import Refusal, scope_slot, user_key
 
 if TYPE_CHECKING:
     from strawberry.schema.schema import StreamResult
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         SubscribeMessage,
     )
 
+    from api.auth import Principal
     from api.fanout import Member
     from api.shutdown import Shutdown
     from api.view import GraphQLView
@@ -135,6 +137,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             logger.debug("refused token: %s", exc)
             await self.websocket.close(code=4403, reason=f"Forbidden: {exc}")
             return False
+        if not await self._count_as(principal):
+            return False
         context.principal = principal
         deadline = context.services.verifier.deadline(principal)
         if deadline is not None:
@@ -142,6 +146,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 deadline - time.time(), self._expired
             )
         return True
+
+    async def _count_as(self, principal: Principal) -> bool:
+        """Move the socket's connection slot from its address to its user; a user who holds
+        MAX_CONNECTIONS_PER_CLIENT already is closed with 4029."""
+        assert isinstance(self.context, Context)
+        slot = scope_slot(self.context.request.scope)
+        user = user_key(principal)
+        if slot is None or user is None or slot.move_to(user):
+            return True
+        reason = slot.slots.reason(Refusal.CLIENT)
+        await self.websocket.close(code=CLOSE_TOO_MANY_CONNECTIONS, reason=reason)
+        return False
 
     def _expired(self) -> None:
         # graphql-ws clients reconnect on 4403: with a fresh token, if they have one.

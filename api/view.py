@@ -30,10 +30,13 @@ from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.connection import SCOPE_KEY, Connection, scope_connection
 from api.graphiql import CONTENT_SECURITY_POLICY as GRAPHIQL_POLICY
 from api.graphiql import graphiql_html
+from api.limits import RETRY_AFTER_S
 from api.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 from api.schema import operation_type
 from api.schema.context import Context
 from api.shutdown import Shutdown
+from api.slots import SCOPE_KEY as SLOT_KEY
+from api.slots import Refusal, client_key, connection_slots
 from api.transport_ws import TransportWSHandler, close_reason
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 
     from api.schema import Schema
     from api.settings import Settings
+    from api.slots import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +181,9 @@ class GraphQLView(GraphQL[Context, None]):
         self.connections: set[Connection] = set()
         self.graphiql = graphiql_html()
         self.shutdown = Shutdown()
-        self.streams = {"sse": 0, "multipart": 0}
-        """Open streaming HTTP responses (subscriptions over SSE or multipart), for metrics."""
+        self.slots = connection_slots(settings.max_connections, settings.max_connections_per_client)
+        """Every long-lived connection: WebSockets (taken in :class:`api.app.App`), SSE and
+        multipart responses (:meth:`create_streaming_response`)."""
         super().__init__(
             schema,
             subscription_protocols=PROTOCOLS,
@@ -216,10 +221,16 @@ class GraphQLView(GraphQL[Context, None]):
                 await _unauthenticated(str(exc), media_type)(scope, receive, send)
                 return
         try:
-            response = await self.run(Request(scope, receive))
-        except HTTPException as exc:
-            response = _http_error(exc)
-        await response(scope, receive, send)
+            try:
+                response = await self.run(Request(scope, receive))
+            except HTTPException as exc:
+                response = _http_error(exc)
+            await response(scope, receive, send)
+        finally:
+            # A stream's slot, however the stream ended: completed, failed, its client gone.
+            slot = scope.pop(SLOT_KEY, None)
+            if slot is not None:
+                slot.release()
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """Strawberry's, in the media type the request's ``Accept`` chose: what
@@ -338,20 +349,32 @@ class GraphQLView(GraphQL[Context, None]):
         sub_response: Response,
         headers: Mapping[str, str],
     ) -> Response:
-        """Strawberry's streaming response, counted in :attr:`streams` while it is sent."""
+        """Strawberry's streaming response, once the stream has a connection slot: refused
+        with 503 at MAX_CONNECTIONS and 429 at MAX_CONNECTIONS_PER_CLIENT, before anything ran
+        (the result stream has not started). :meth:`_http` releases the slot."""
         content_type = headers.get("Content-Type", headers.get("content-type", ""))
-        transport = "sse" if content_type.startswith("text/event-stream") else "multipart"
-        streams = self.streams
+        transport: Transport = (
+            "sse" if content_type.startswith("text/event-stream") else "multipart"
+        )
+        principal = request.scope.get(PRINCIPAL_KEY, ANONYMOUS)
+        slot = self.slots.take(client_key(request.scope, principal), transport)
+        if isinstance(slot, Refusal):
+            return self._refused_stream(slot, request.headers.get("accept"))
+        request.scope[SLOT_KEY] = slot
+        return await super().create_streaming_response(request, stream, sub_response, headers)
 
-        async def counted() -> AsyncGenerator[str, None]:
-            streams[transport] += 1
-            try:
-                async for chunk in stream():
-                    yield chunk
-            finally:
-                streams[transport] -= 1
-
-        return await super().create_streaming_response(request, counted, sub_response, headers)
+    def _refused_stream(self, refusal: Refusal, accept: str | None) -> Response:
+        process = refusal is Refusal.PROCESS
+        error = {
+            "message": self.slots.reason(refusal),
+            "extensions": {"code": "SERVER_BUSY" if process else "TOO_MANY_CONNECTIONS"},
+        }
+        return _graphql_response(
+            {"errors": [error]},
+            503 if process else 429,
+            response_media_type(accept),
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     def encode_json(self, data: object) -> str:
         # Text, not bytes: graphql-ws clients read text frames, and SSE/multipart want str.

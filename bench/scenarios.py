@@ -179,6 +179,8 @@ def make_server(name: str, config: Config, rate_hz: float, tag: str) -> Server:
             "PRICE_FEED_HZ": f"{rate_hz:g}",
             "LOG_LEVEL": "warning",
             "BROADCAST_URL": "memory://",
+            # The load client is one address: the per-client cap would refuse it.
+            "MAX_CONNECTIONS_PER_CLIENT": "1000000",
         }
         pgdata = None
         if config.database_url:

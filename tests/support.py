@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -55,8 +56,16 @@ def free_port() -> int:
 class ServerProcess:
     """``tradestream serve`` in a child process on a free port, with the given environment."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
+        """``open_files``: the (soft, hard) limit on open files the process starts with."""
         self.port = free_port()
+        self.open_files = open_files
         self.env = {
             **{k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES},
             "HOST": "127.0.0.1",
@@ -88,6 +97,7 @@ class ServerProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if self.open_files is None else self._limit_open_files,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,6 +109,10 @@ class ServerProcess:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.process is None or self.process.poll() is not None:

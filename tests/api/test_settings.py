@@ -38,6 +38,10 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("PERPS_INITIAL_BALANCE", "-1"),
         ("PERPS_INITIAL_BALANCE", "0.0000001"),
         ("PERPS_INITIAL_BALANCE", "1e13"),
+        ("MAX_CONNECTIONS", "0"),
+        ("MAX_CONNECTIONS_PER_CLIENT", "0"),
+        ("FORWARDED_ALLOW_IPS", "127.0.0.1,nginx"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.0/33"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(
@@ -67,3 +71,17 @@ def test_every_setting_is_documented() -> None:
     reference = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     missing = [name for name in ENVIRONMENT_VARIABLES if f"`{name}`" not in reference]
     assert missing == [], f"add these to docs/configuration.md: {missing}"
+
+
+def test_connection_limits_unset_and_trusted_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MAX_CONNECTIONS", "MAX_CONNECTIONS_PER_CLIENT", "FORWARDED_ALLOW_IPS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert (settings.max_connections, settings.max_connections_per_client) == (None, None)
+    assert settings.forwarded_allow_ips == "127.0.0.1,::1"  # uvicorn's own default
+    monkeypatch.setenv("MAX_CONNECTIONS", "")
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.168.1.5,")
+    assert Settings().max_connections is None
+    assert Settings().forwarded_allow_ips == "10.0.0.0/8, 192.168.1.5,"
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
+    assert Settings().forwarded_allow_ips == "*"

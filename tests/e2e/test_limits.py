@@ -27,6 +27,7 @@ def limited_server(
             "DATABASE_URL": database_url,
             "PRICE_FEED_HZ": "10",
             "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+            "MAX_CONNECTIONS_PER_CLIENT": str(MAX_CONNECTIONS),  # every client is 127.0.0.1
             "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
         },
         tmp_path_factory.mktemp("limits") / "server.log",
