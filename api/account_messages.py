@@ -132,14 +132,26 @@ def _server_time(value: object) -> object:
             raise ValueError("not an ISO-8601 date-time") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise ValueError("must carry a time zone (e.g. 'Z' or '+00:00')")
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before the first UTC year
+            raise ValueError("out of range: not a time within the years 1 to 9999 in UTC") from None
     raise ValueError("must be an ISO-8601 date-time string or a Unix timestamp in seconds")
 
 
 WireDecimal = Annotated[Decimal, BeforeValidator(_decimal), AfterValidator(_bounded)]
 Positive = Annotated[WireDecimal, Field(gt=0)]
 Ticket = Annotated[int, Field(gt=0)]
-Symbol = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+def _no_nul(value: str) -> str:
+    # Stored in jsonb, which cannot hold it: a snapshot with one would fail on every redelivery.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000)")
+    return value
+
+
+Symbol = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
 
 
 class _Wire(BaseModel):

@@ -3,7 +3,8 @@
 
     AuthenticationError       the token is missing where required, malformed, or refused
                               (bad signature, wrong algorithm, expired, not yet valid, wrong
-                              issuer or audience, no ``sub``, unknown role): HTTP 401 or close 4403
+                              issuer or audience, no ``sub``, unknown role, a time claim that
+                              is no number of seconds): HTTP 401 or close 4403
 
 A request without a token is anonymous and reaches public feeds only.
 """
@@ -150,12 +151,36 @@ def _principal(claims: dict[str, Any]) -> Principal:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise AuthenticationError("token 'sub' must be a non-empty string")
+    if "\x00" in sub:  # it names the caller's rows, and PostgreSQL text cannot hold NUL
+        raise AuthenticationError("token 'sub' must not contain NUL (U+0000)")
     raw_role = claims.get("role", Role.USER.value)
     try:
         role = Role(raw_role)
     except ValueError:
         raise AuthenticationError(f"unknown role {_clip(raw_role)}") from None
-    return Principal(sub=sub, role=role, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+    for claim in ("nbf", "iat"):
+        if claim in claims:
+            _numeric_date(claims, claim)
+    expires_at = datetime.fromtimestamp(_numeric_date(claims, "exp"), UTC)
+    return Principal(sub=sub, role=role, expires_at=expires_at)
+
+
+MAX_NUMERIC_DATE = 253402300799
+"""9999-12-31T23:59:59Z, the last second a ``datetime`` holds."""
+
+
+def _numeric_date(claims: dict[str, Any], claim: str) -> float:
+    """A time claim as RFC 7519 has it: a JSON number of seconds since the epoch. PyJWT reads
+    ``int(value)``, so it lets a string of digits through, and ``1e20`` is past any date."""
+    value = claims[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthenticationError(f"token {claim!r} must be a number, not {_clip(value)}")
+    if not 0 <= value <= MAX_NUMERIC_DATE:
+        raise AuthenticationError(
+            f"token {claim!r} must be from 0 to {MAX_NUMERIC_DATE} (seconds since 1970), "
+            f"not {_clip(value)}"
+        )
+    return float(value)
 
 
 def _clip(value: object, limit: int = 40) -> str:

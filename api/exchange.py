@@ -123,14 +123,12 @@ class PaperExchange:
 
     async def _change(self, owner: str, change: Callable[[PaperAccount], Changes]) -> Changes:
         async with self.pool.acquire() as conn, conn.transaction():
-            payload = await conn.fetchval(
-                "SELECT payload::text FROM paper_accounts WHERE owner = $1 FOR UPDATE", owner
-            )
+            payload = await self._locked(conn, owner)
             account = self._account(owner, payload)
             changes = change(account)  # an OrderError leaves everything as it was
             if not changes:
                 return changes
-            await self._save(conn, account, payload is None)
+            await self._save(conn, account)
             for fill in changes.fills:
                 await conn.execute(
                     """INSERT INTO paper_fills (owner, id, order_id, payload, at)
@@ -147,30 +145,39 @@ class PaperExchange:
         await self.publisher.send(event)
         return changes
 
-    async def _save(self, conn: Connection, account: PaperAccount, new: bool) -> None:
-        watch = sorted({o.symbol for o in account.open_orders()})
-        payload = orjson.dumps(account.to_payload()).decode()
-        if new:
+    async def _locked(self, conn: Connection, owner: str) -> str:
+        """The owner's stored account, locked until the transaction ends; a new owner's fresh
+        account is stored first. Concurrent first operations of one owner (eight orders at
+        once) all wait on the one row: ``ON CONFLICT DO NOTHING`` waits for the transaction
+        that inserted it, and the next statement then sees its row."""
+        select = "SELECT payload::text FROM paper_accounts WHERE owner = $1 FOR UPDATE"
+        payload: str | None = await conn.fetchval(select, owner)
+        if payload is None:
+            fresh = self._account(owner, None)
             await conn.execute(
                 """INSERT INTO paper_accounts (owner, payload, watch_symbols, revision, updated_at)
-                   VALUES ($1, $2::jsonb, $3, $4, $5)""",
-                account.owner,
-                payload,
-                watch,
-                account.revision,
+                   VALUES ($1, $2::jsonb, '{}', $3, $4) ON CONFLICT (owner) DO NOTHING""",
+                owner,
+                orjson.dumps(fresh.to_payload()).decode(),
+                fresh.revision,
                 self.clock.now(),
             )
-        else:
-            await conn.execute(
-                """UPDATE paper_accounts SET payload = $2::jsonb, watch_symbols = $3,
-                       revision = $4, updated_at = $5
-                   WHERE owner = $1""",
-                account.owner,
-                payload,
-                watch,
-                account.revision,
-                self.clock.now(),
-            )
+            payload = await conn.fetchval(select, owner)
+            assert payload is not None
+        return payload
+
+    async def _save(self, conn: Connection, account: PaperAccount) -> None:
+        watch = sorted({o.symbol for o in account.open_orders()})
+        await conn.execute(
+            """UPDATE paper_accounts SET payload = $2::jsonb, watch_symbols = $3,
+                   revision = $4, updated_at = $5
+               WHERE owner = $1""",
+            account.owner,
+            orjson.dumps(account.to_payload()).decode(),
+            watch,
+            account.revision,
+            self.clock.now(),
+        )
 
     def _account(self, owner: str, payload: str | None) -> PaperAccount:
         if payload is None:

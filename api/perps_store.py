@@ -345,7 +345,10 @@ class PgPositionBook:
             if trade.fill.kind is FillKind.INCREASE and before is not None:
                 kind = FillKind.REDUCE if p.size < before["size"] else FillKind.INCREASE
                 trade = replace(trade, fill=replace(trade.fill, kind=kind))
-            await conn.execute(
+            # Owner and source are checked again here: a position first ingested by two changes
+            # at once is absent from both SELECTs above, and the second would take over the
+            # first's row (and announce it on its own owner's stream).
+            upserted = await conn.execute(
                 f"""INSERT INTO perp_positions ({_POSITION_COLUMNS}, status, updated_at, closed_at,
                                                 source)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10::text, $11::timestamptz,
@@ -356,7 +359,9 @@ class PgPositionBook:
                         entry_price = EXCLUDED.entry_price, collateral = EXCLUDED.collateral,
                         realized_pnl = perp_positions.realized_pnl + EXCLUDED.realized_pnl,
                         status = EXCLUDED.status, revision = perp_positions.revision + 1,
-                        updated_at = EXCLUDED.updated_at, closed_at = EXCLUDED.closed_at""",
+                        updated_at = EXCLUDED.updated_at, closed_at = EXCLUDED.closed_at
+                    WHERE perp_positions.owner = EXCLUDED.owner
+                      AND perp_positions.source = 'chain'""",
                 p.id,
                 p.owner,
                 p.market,
@@ -369,6 +374,9 @@ class PgPositionBook:
                 status,
                 trade.fill.at,
             )
+            if upserted != "INSERT 0 1":
+                owner = await conn.fetchval("SELECT owner FROM perp_positions WHERE id = $1", p.id)
+                raise PositionOwnerError(p.id) if owner != p.owner else PositionSourceError(p.id)
             await _insert_fill(conn, trade.fill, external_id)
             if status == "liquidated":
                 fill = trade.fill

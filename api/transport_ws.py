@@ -11,6 +11,7 @@ close code) is Strawberry's own handling.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +30,7 @@ from strawberry.types.graphql import OperationType
 from api.auth import AuthenticationError, bearer_token
 from api.fanout import RawSink
 from api.limits import CLOSE_TOO_MANY_CONNECTIONS, TokenBucket
-from api.schema import SHARE_MAX_BYTES, operation_shape, share_key
+from api.schema import operation_type, share_key
 from api.schema.context import Context
 from api.shutdown import SHUTTING_DOWN_MESSAGE
 from api.slots import Refusal, scope_slot, user_key
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from api.fanout import Member
     from api.shutdown import Shutdown
     from api.view import GraphQLView
+
+
+logger = logging.getLogger(__name__)
 
 
 class _SharedOperation:
@@ -98,6 +102,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         finally:
             await self.shutdown()
 
+    async def handle_message(self, message: Message) -> None:
+        # Strawberry's handlers index the message as the protocol shapes it: ``[]``, ``"str"``
+        # or a query that is not a string raised there, and the socket dropped with no close
+        # code. Each frame is checked first, as graphql-ws's own server checks it.
+        reason = invalid_message(message)
+        if reason is not None:
+            logger.debug("invalid graphql-transport-ws message: %s", reason)
+            await self.handle_invalid_message(reason)
+            return
+        await super().handle_message(message)
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         if self._init_timer is not None:
             self._init_timer.cancel()
@@ -119,7 +134,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return True
             principal = context.services.verifier.verify(token)
         except AuthenticationError as exc:
-            await self.websocket.close(code=4403, reason=_close_reason(f"Forbidden: {exc}"))
+            logger.debug("refused token: %s", exc)
+            await self.websocket.close(code=4403, reason=f"Forbidden: {exc}")
             return False
         if not await self._count_as(principal):
             return False
@@ -181,7 +197,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         # A query or mutation is awaited by the graceful shutdown until its answer is sent; a
         # subscription is not (the shutdown ends those).
-        if _is_subscription(operation.query, operation.operation_name):
+        if operation_type(operation.query, operation.operation_name) is OperationType.SUBSCRIPTION:
             await super().run_operation(operation)
             return
         with self._shutdown.operation():
@@ -197,12 +213,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         return self._subscribe_bucket.take()
 
     async def _refuse(self, message: SubscribeMessage, reason: str, code: str) -> None:
-        id = message.get("id")
-        if not isinstance(id, str):
-            await self.handle_invalid_message("Failed to parse message")
-            return
         error = GraphQLError(reason, extensions={"code": code})
-        await self.send_message({"id": id, "type": "error", "payload": [error.formatted]})
+        await self.send_message(
+            {"id": message["id"], "type": "error", "payload": [error.formatted]}
+        )
 
     def _join_shared(self, message: SubscribeMessage) -> bool:
         """Join the operation's group if it can be shared; False leaves it to Strawberry, which
@@ -212,15 +226,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return False
         if context.connection is None:
             return False
-        try:
-            id = message["id"]
-            payload = message["payload"]
-            query = payload["query"]
-            variables = payload.get("variables")
-            operation_name = payload.get("operationName")
-        except (KeyError, TypeError, AttributeError):
-            return False
-        if not isinstance(id, str) or id in self.operations:
+        id = message["id"]  # the message's shape is checked (invalid_message)
+        payload = message["payload"]
+        query = payload["query"]
+        variables = payload.get("variables")
+        operation_name = payload.get("operationName")
+        if id in self.operations:
             return False
         limit = self.max_subscriptions_per_connection
         if limit is not None and len(self.operations) >= limit:
@@ -266,13 +277,52 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().cleanup_operation(operation_id)
 
 
-def _is_subscription(query: object, operation_name: str | None) -> bool:
-    if not isinstance(query, str):
-        return False
-    # Large documents are parsed without the cache (it holds small ones only).
-    shape = operation_shape if len(query) <= SHARE_MAX_BYTES else operation_shape.__wrapped__
-    operation_type, _ = shape(query, operation_name)
-    return operation_type is OperationType.SUBSCRIPTION
+def invalid_message(message: object) -> str | None:
+    """Why a client's frame is no graphql-transport-ws message (graphql-ws's
+    ``validateMessage``, for the types a client sends), or None. Unknown types, and a
+    ``connection_init`` payload that is not an object, are left to Strawberry, which refuses
+    them with reasons of its own."""
+    if not isinstance(message, dict):
+        return f"Invalid message: expected a JSON object, not {_json_type(message)}"
+    type = message.get("type")
+    if not isinstance(type, str):
+        return f"Invalid message: 'type' must be a string, not {_json_type(type)}"
+    if type in ("ping", "pong") and not _optional_object(message.get("payload")):
+        return f"Invalid {type} message: 'payload' must be an object or null"
+    if type not in ("subscribe", "complete"):
+        return None
+    id = message.get("id")
+    if not isinstance(id, str) or not id:
+        return f"Invalid {type} message: 'id' must be a non-empty string"
+    if type == "complete":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        return f"Invalid subscribe message: 'payload' must be an object, not {_json_type(payload)}"
+    if not isinstance(payload.get("query"), str):
+        return "Invalid subscribe message: 'payload.query' must be a string"
+    for key in ("variables", "extensions"):
+        if not _optional_object(payload.get(key)):
+            return f"Invalid subscribe message: 'payload.{key}' must be an object or null"
+    if not isinstance(payload.get("operationName"), str | None):
+        return "Invalid subscribe message: 'payload.operationName' must be a string or null"
+    return None
+
+
+def _optional_object(value: object) -> bool:
+    return value is None or isinstance(value, dict)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
 
 
 def _token_of(payload: dict[str, Any], context: Context) -> str | None:
@@ -296,6 +346,6 @@ def _authorization_key(payload: dict[str, Any]) -> str | None:
     return next((k for k in payload if isinstance(k, str) and k.lower() == "authorization"), None)
 
 
-def _close_reason(text: str) -> str:
+def close_reason(text: str) -> str:
     """At most 123 bytes of UTF-8, as a close frame allows (a longer one is a protocol error)."""
     return text.encode()[:123].decode(errors="ignore")

@@ -3,6 +3,7 @@ GraphQL over SSE and HTTP multipart, GraphiQL for browsers."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from json import JSONDecodeError
 from typing import TYPE_CHECKING
@@ -31,11 +32,12 @@ from api.graphiql import CONTENT_SECURITY_POLICY as GRAPHIQL_POLICY
 from api.graphiql import graphiql_html
 from api.limits import RETRY_AFTER_S
 from api.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
+from api.schema import operation_type
 from api.schema.context import Context
 from api.shutdown import Shutdown
 from api.slots import SCOPE_KEY as SLOT_KEY
 from api.slots import Refusal, client_key, connection_slots
-from api.transport_ws import TransportWSHandler
+from api.transport_ws import TransportWSHandler, close_reason
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -45,11 +47,13 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
     from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
-    from strawberry.types import ExecutionResult
+    from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
     from api.schema import Schema
     from api.settings import Settings
     from api.slots import Transport
+
+logger = logging.getLogger(__name__)
 
 PROTOCOLS = (GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL, MULTIPART_SUBSCRIPTION_PROTOCOL)
 """graphql-transport-ws is the one WebSocket subprotocol: the legacy ``graphql-ws``
@@ -162,7 +166,9 @@ class _WebSocketAdapter(ASGIWebSocketAdapter):
         connection = scope_connection(self.ws.scope)
         if connection is not None:
             await connection.close()
-        await super().close(code, reason)
+        # Reasons may quote the client (a message type, a syntax error's token, an operation
+        # name): a close frame holds at most 123 bytes of them.
+        await super().close(code, close_reason(reason))
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -210,6 +216,7 @@ class GraphQLView(GraphQL[Context, None]):
                 token = bearer_token(authorization)
                 scope[PRINCIPAL_KEY] = self.state.services.verifier.verify(token)
             except AuthenticationError as exc:
+                logger.debug("refused token: %s", exc)
                 media_type = response_media_type(headers.get("accept"))
                 await _unauthenticated(str(exc), media_type)(scope, receive, send)
                 return
@@ -263,6 +270,30 @@ class GraphQLView(GraphQL[Context, None]):
             response=response,
             connection=scope_connection(request.scope),
             principal=request.scope.get(PRINCIPAL_KEY, ANONYMOUS),
+        )
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        """A mutation sent with GET is refused with 405 before anything runs, whatever the
+        ``Accept``: Strawberry refuses it so only for a plain response, and a streaming one (SSE,
+        multipart) answered 200 with a masked error in its stream."""
+        mutation = OperationType.MUTATION
+        if (
+            request_adapter.method == "GET"
+            and not isinstance(request_data, list)
+            and operation_type(request_data.query, request_data.operation_name) is mutation
+        ):
+            reason = InvalidOperationTypeError(mutation).as_http_error_reason("GET")
+            raise MethodNotAllowedError(reason, allow="POST")
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
         )
 
     async def execute_single(

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,10 @@ from graphql import (
     get_operation_ast,
     parse,
 )
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -40,7 +43,8 @@ from api.schema.perps import PerpsMutation, PerpsQuery, PerpsSubscription
 from api.schema.portfolio import PortfolioMutation, PortfolioQuery, PortfolioSubscription
 from api.schema.prices import PUBLIC_SUBSCRIPTIONS as PRICE_PUBLIC_SUBSCRIPTIONS
 from api.schema.prices import PriceMutation, PriceQuery, PriceSubscription
-from api.schema.scalars import DECIMAL_SCALAR, LONG_SCALAR, Long
+from api.schema.scalars import DATETIME_SCALAR, DECIMAL_SCALAR, LONG_SCALAR, Long
+from api.schema.text import NulFreeText
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -147,7 +151,9 @@ class Schema(strawberry.Schema):
         """
         for error in errors:
             original = error.original_error
-            if isinstance(error, ClientError) or isinstance(original, ClientError):
+            if isinstance(error, ClientError) or isinstance(original, CALLER_ERRORS):
+                # The caller's mistake, answered in its own words: no traceback, and nothing
+                # above debug, or anyone could fill the log.
                 logger.debug("client error: %s", error.message)
             elif original is None or (error.path is None and isinstance(original, GraphQLError)):
                 # The request's own error, found before anything ran: a document that does not
@@ -165,6 +171,16 @@ class Schema(strawberry.Schema):
                 if not isinstance(original, GraphQLError):
                     error.message = MASKED_ERROR
 
+
+CALLER_ERRORS = (
+    ClientError,
+    MissingQueryError,
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
+"""Errors the caller caused: ours (:class:`ClientError`), and what Strawberry raises for a
+request it cannot run as sent (no query, no such operation, an operation type the transport
+does not take), which it wraps in the result's error on a streaming transport."""
 
 MASKED_ERROR = "Unexpected error."
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -202,21 +218,25 @@ async def _until(results: StreamResult, deadline: float) -> StreamResult:
 
 def build_schema(settings: Settings | None = None) -> Schema:
     """The schema; with ``settings``, the document limits they set (the SDL is the same).
+    Every request's strings are checked for NUL either way (:mod:`api.schema.text`).
 
     Parsed documents are cached (by text and token limit): clients send the same few documents
     over and over, and a document's tokens are a doubly linked list, a reference cycle, so each
     operation's own parse outlived it until the collector's oldest generation was collected
     (rare with the server's thresholds, api/cli.py).
     """
-    extensions: list[Callable[[], SchemaExtension]] = []
+    extensions: list[Callable[[], SchemaExtension]] = [NulFreeText]
     if settings is not None:
         parser_cache = functools.partial(_ParserCache, maxsize=PARSER_CACHE_SIZE)
-        extensions = [parser_cache, *limits.extensions(settings)]
+        # The limits first: they bound what the text check walks.
+        extensions = [parser_cache, *limits.extensions(settings), NulFreeText]
     return Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        config=StrawberryConfig(scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR}),
+        config=StrawberryConfig(
+            scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR, datetime: DATETIME_SCALAR}
+        ),
         extensions=extensions,
     )
 
@@ -383,3 +403,13 @@ def operation_shape(
     if len(fields) != len(operation.selection_set.selections):
         fields |= {"<fragment>"}  # fragments at the root: never counted as public
     return OperationType(operation.operation.value), fields
+
+
+def operation_type(query: object, operation_name: str | None) -> OperationType | None:
+    """The type of the operation a request runs, or None when its document does not parse
+    within SHARE_MAX_TOKENS or names no such operation (Strawberry then answers it). Large
+    documents are parsed without the cache, which holds small ones only."""
+    if not isinstance(query, str):
+        return None
+    shape = operation_shape if len(query) <= SHARE_MAX_BYTES else operation_shape.__wrapped__
+    return shape(query, operation_name)[0]

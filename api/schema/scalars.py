@@ -1,14 +1,18 @@
-"""The schema's own scalars, ``Decimal`` and ``Long``, strict about what they read.
+"""The schema's own scalars, ``Decimal`` and ``Long``, and Strawberry's ``DateTime``, strict about
+what they read.
 
 Each refuses a value it does not take with a GraphQL error carrying its code (``INVALID_DECIMAL``,
-``INVALID_LONG``) and quoting at most :data:`QUOTED_CHARS` characters of it. graphql-core names the
-variable (``Variable '$amount' has invalid value: ...``) or locates the literal in the document.
+``INVALID_LONG``, ``INVALID_DATETIME``) and quoting at most :data:`QUOTED_CHARS` characters of it.
+graphql-core names the variable (``Variable '$amount' has invalid value: ...``) or locates the
+literal in the document.
 
 ``Decimal`` reads plain decimal notation only, within fixed bounds: no exponent, so no value can
 make a later computation expand it (``1e-200000000`` was a 200-million-digit order price), and none
 of the rest Python's ``Decimal()`` reads (``1_000``, Arabic-Indic digits, surrounding spaces,
 ``NaN``, ``Infinity``). JSON numbers are taken too, within the same bounds: a JavaScript client
 sends ``0.0000001`` as ``1e-7``.
+
+``DateTime`` is Strawberry's (ISO 8601), refusing too a time that does not exist in UTC.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NewType
+from typing import TYPE_CHECKING, Any, NewType, cast
 
 import strawberry
 from graphql import FloatValueNode, GraphQLError, IntValueNode, StringValueNode, print_ast
-from strawberry.schema.types.base_scalars import DecimalDefinition
+from strawberry.schema.types.base_scalars import DateTimeDefinition, DecimalDefinition
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,6 +42,7 @@ QUOTED_CHARS = 24
 
 INVALID_DECIMAL = "INVALID_DECIMAL"
 INVALID_LONG = "INVALID_LONG"
+INVALID_DATETIME = "INVALID_DATETIME"
 
 _PLAIN = re.compile(rf"-?[0-9]{{1,{INTEGER_DIGITS}}}(?:\.[0-9]{{1,{FRACTION_DIGITS}}})?")
 _PLAIN_MAX_CHARS = 1 + INTEGER_DIGITS + 1 + FRACTION_DIGITS
@@ -160,4 +166,26 @@ LONG_SCALAR = strawberry.scalar(
     description="An integer from 0 to 2^53 - 1, the largest a JavaScript client reads "
     "exactly (MetaTrader logins and tickets exceed GraphQL's 32-bit Int).",
 )
+"""Registered with the schema's ``scalar_map`` (:func:`api.schema.build_schema`)."""
+
+
+def parse_datetime(value: object) -> datetime:
+    """Strawberry's ``DateTime`` (ISO 8601), and a time that exists in UTC: one at the edge of
+    the calendar with an offset (``0001-01-01T00:00:00+14:00``) is none, and failed in
+    PostgreSQL as a fault."""
+    parsed = _parse_iso_datetime(value)
+    assert isinstance(parsed, datetime)
+    if parsed.utcoffset() is not None:
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise GraphQLError(
+                f"DateTime takes a time within the years 1 to 9999 in UTC, not {quoted(value)}",
+                extensions={"code": INVALID_DATETIME},
+            ) from None
+    return parsed
+
+
+_parse_iso_datetime = cast("Callable[[object], object]", DateTimeDefinition.parse_value)
+DATETIME_SCALAR = dataclasses.replace(DateTimeDefinition, parse_value=parse_datetime)
 """Registered with the schema's ``scalar_map`` (:func:`api.schema.build_schema`)."""
