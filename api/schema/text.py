@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from graphql import GraphQLError, StringValueNode, Visitor, visit
 from strawberry.extensions import SchemaExtension
 
@@ -33,7 +34,7 @@ def nul_refusals(document: DocumentNode, variables: dict[str, Any] | None) -> li
     visit(document, collector)
     errors = collector.errors
     for name, value in (variables or {}).items():
-        path = _nul_path(value)
+        path = _where_nul(value)
         if path is not None:
             at = f" at {path}" if path else ""
             errors.append(
@@ -53,6 +54,25 @@ class _Literals(Visitor):
     def enter_string_value(self, node: StringValueNode, *_: object) -> None:
         if NUL in node.value:
             self.errors.append(GraphQLError(REASON, node, extensions={"code": INVALID_STRING}))
+
+
+SEARCHED_MAX_BYTES = 8192
+"""A variable at most this long (as JSON) that holds NUL is searched for where; a longer one is
+only named, so that no request walks a large value item by item."""
+
+
+def _where_nul(value: object) -> str | None:
+    """Where a variable's value holds NUL, as :func:`_nul_path` says, or None. Its JSON, written
+    by orjson (a millisecond for a body at MAX_MESSAGE_BYTES), has ``\\u0000`` in it only if a
+    string holds NUL: only then, and only for a small value, is it walked in Python, which takes
+    a hundred milliseconds for a value of 240 KB."""
+    try:
+        encoded = orjson.dumps(value)
+    except TypeError:  # not what orjson writes (an integer past 64 bits): walk it
+        return _nul_path(value)
+    if b"\\u0000" not in encoded:
+        return None
+    return _nul_path(value) if len(encoded) <= SEARCHED_MAX_BYTES else ""
 
 
 def _nul_path(value: object) -> str | None:
