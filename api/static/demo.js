@@ -103,7 +103,8 @@ function showConnection(state, detail) {
 }
 
 /** A subscription that starts again whenever the server ends it: after RESUBSCRIBE_MS, and
- * after twice as long each time it is refused in a row (up to a minute). */
+ * after twice as long each time it is refused in a row (up to a minute). A server that is
+ * shutting down refuses nothing of ours: the operation goes again, on the next connection. */
 function keepSubscribed(payload, { next, error }) {
   let stop = null;
   let stopped = false;
@@ -121,7 +122,8 @@ function keepSubscribed(payload, { next, error }) {
       },
       error: (errors) => {
         error?.(errors);
-        again(Math.min(60000, RESUBSCRIBE_MS * 2 ** refusals++));
+        if (errors?.[0]?.extensions?.code === "SHUTTING_DOWN") again(RESUBSCRIBE_MS);
+        else again(Math.min(60000, RESUBSCRIBE_MS * 2 ** refusals++));
       },
       complete: () => again(RESUBSCRIBE_MS),
     });
