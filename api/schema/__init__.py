@@ -47,7 +47,7 @@ from api.schema.scalars import DATETIME_SCALAR, DECIMAL_SCALAR, LONG_SCALAR, Lon
 from api.schema.text import NulFreeText
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 
     from strawberry.extensions import SchemaExtension
     from strawberry.schema.schema import StreamResult
@@ -229,7 +229,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
     if settings is not None:
         parser_cache = functools.partial(_ParserCache, maxsize=PARSER_CACHE_SIZE)
         # The limits first: they bound what the text check walks.
-        extensions = [parser_cache, *limits.extensions(settings), NulFreeText]
+        # NUL first: a request refused for it is not worth measuring or validating.
+        extensions = [parser_cache, NulFreeText, *limits.extensions(settings)]
     return Schema(
         query=Query,
         mutation=Mutation,
@@ -248,14 +249,22 @@ PARSER_CACHE_SIZE = 256
 class _ParserCache(ParserCache):
     """Strawberry's, but a document that does not parse is left to Strawberry's own parse: raised
     from the extension, its syntax error would not be the pre-execution error that closes a
-    WebSocket with 4400 and says why."""
+    WebSocket with 4400 and says why. A long document is parsed in a worker thread, as it is
+    validated (:data:`api.schema.limits.INLINE_MAX_CHARS`): at ``MAX_QUERY_TOKENS`` a parse
+    takes milliseconds."""
 
-    def on_parse(self) -> Iterator[None]:
+    async def on_parse(self) -> AsyncIterator[None]:  # type: ignore[override]  # Strawberry takes either
         context = self.execution_context
+        parse_options = context.parse_options
         with contextlib.suppress(GraphQLError):
-            context.graphql_document = self.cached_parse_document(
-                context.query, **context.parse_options
-            )
+            if len(context.query or "") > limits.INLINE_MAX_CHARS:
+                context.graphql_document = await limits.off_the_loop(
+                    self.cached_parse_document, context.query, **parse_options
+                )
+            else:
+                context.graphql_document = self.cached_parse_document(
+                    context.query, **parse_options
+                )
         yield
 
 

@@ -12,9 +12,11 @@ Introspection can be switched off (it is, by default, in production).
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from graphql import (
     FieldNode,
@@ -25,15 +27,17 @@ from graphql import (
     OperationDefinitionNode,
 )
 from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, SchemaExtension
+from strawberry.schema.schema import validate_document
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable
 
     from graphql import DocumentNode, Node, SelectionSetNode
 
     from api.settings import Settings
 
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +137,47 @@ def refusals(
     return errors
 
 
+_DOCUMENTS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
+"""The one thread long documents are parsed and validated in. One: with several, the event loop
+would wait for each of them to take its turn with the GIL before it got it back."""
+
+
+async def off_the_loop(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in the documents thread."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_DOCUMENTS, partial(function, *args, **kwargs))
+
+
+INLINE_MAX_CHARS = 2048
+"""A document up to this long is validated on the event loop (well under a millisecond). A longer
+one is validated in a worker thread: graphql-core's rules take from milliseconds to tens of
+milliseconds for a document at ``MAX_QUERY_TOKENS`` (every rule walks every node, and
+``OverlappingFieldsCanBeMergedRule`` compares same-named fields and spread fragments pairwise), and
+while a thread runs them the interpreter hands the event loop the GIL every switch interval
+(``sys.getswitchinterval()``, 5 ms), so no document holds the loop longer than that."""
+
+
 class DocumentLimits(SchemaExtension):
     """Measures the document before any validation rule runs, and refuses it without running
-    them when it asks too much: graphql-core's own rules cost time in the size of the document
-    (its ``OverlappingFieldsCanBeMergedRule`` in the square of the fields sharing a name), so
-    a document past the limits is never handed to them."""
+    them when it asks too much; a long document that passes is validated in a worker thread
+    (:data:`INLINE_MAX_CHARS`). Either way Strawberry runs no validation of its own afterwards:
+    it skips it when an extension has set ``pre_execution_errors``."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_fields: int) -> None:
         self.limits = (max_depth, max_aliases, max_fields)
 
-    def on_validate(self) -> Iterator[None]:
-        document = self.execution_context.graphql_document
-        if document is not None:
+    async def on_validate(self) -> AsyncIterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and context.pre_execution_errors is None:
             errors = refusals(document, *self.limits)
-            if errors:  # Strawberry runs no validation rule when an extension has set these
-                self.execution_context.pre_execution_errors = errors
+            if errors:
+                context.pre_execution_errors = errors
+            elif len(context.query or "") > INLINE_MAX_CHARS:
+                # What Strawberry itself runs (its rules, the extensions' and its own two).
+                context.pre_execution_errors = await off_the_loop(
+                    validate_document, context.schema._schema, document, context.validation_rules
+                )
         yield
 
 
