@@ -7,7 +7,8 @@ document that doubles a fragment at every level (``fragment F1 on T { ...F0 ...F
 levels in a kilobyte) is measured in microseconds and refused, where walking each spread again
 (Strawberry's ``QueryDepthLimiter`` and ``MaxAliasesLimiter``) takes time exponential in its
 levels. Tokens (what parsing costs) use Strawberry's limiter, which aborts the parser itself.
-Introspection can be switched off (it is, by default, in production).
+Introspection can be switched off (it is, by default, in production). A long document is parsed
+and validated off the event loop, in one worker thread (:func:`off_the_loop`).
 """
 
 from __future__ import annotations
@@ -154,14 +155,15 @@ one is validated in a worker thread: graphql-core's rules take from milliseconds
 milliseconds for a document at ``MAX_QUERY_TOKENS`` (every rule walks every node, and
 ``OverlappingFieldsCanBeMergedRule`` compares same-named fields and spread fragments pairwise), and
 while a thread runs them the interpreter hands the event loop the GIL every switch interval
-(``sys.getswitchinterval()``, 5 ms), so no document holds the loop longer than that."""
+(``sys.getswitchinterval()``: 1 ms in the server, ``api.cli.SWITCH_INTERVAL_S``), so no document
+holds the loop much longer than that."""
 
 
 class DocumentLimits(SchemaExtension):
     """Measures the document before any validation rule runs, and refuses it without running
-    them when it asks too much; a long document that passes is validated in a worker thread
-    (:data:`INLINE_MAX_CHARS`). Either way Strawberry runs no validation of its own afterwards:
-    it skips it when an extension has set ``pre_execution_errors``."""
+    them when it asks too much; a long document that passes is validated in the documents thread
+    (:data:`INLINE_MAX_CHARS`). In both cases Strawberry skips its own validation (it does when an
+    extension has set ``pre_execution_errors``); a short document it validates as always."""
 
     def __init__(self, *, max_depth: int, max_aliases: int, max_fields: int) -> None:
         self.limits = (max_depth, max_aliases, max_fields)
