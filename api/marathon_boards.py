@@ -40,8 +40,9 @@ class Notifier:
     """A version number and a way to wait for the next one: readers never miss a change and
     never queue them (a reader that wakes late sees the newest state)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, closed: bool = False) -> None:
         self.version = 0
+        self.closed = closed
         self._changed = asyncio.Event()
 
     def bump(self) -> None:
@@ -49,9 +50,17 @@ class Notifier:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def close(self) -> None:
+        """No version will come after this one: a waiting reader gets HubClosedError."""
+        self.closed = True
+        self._changed.set()
+
     async def wait(self, seen: int) -> int:
-        """The version after ``seen`` (at once if there is one already)."""
+        """The version after ``seen`` (at once if there is one already); HubClosedError once
+        the boards no longer follow the feed because the server is shutting down."""
         while self.version == seen:
+            if self.closed:
+                raise HubClosedError("the server is shutting down")
             await self._changed.wait()
         return self.version
 
@@ -69,14 +78,22 @@ class MarathonBoards:
         self._accounts_of: dict[tuple[str, str], int] = {}
         """(marathon, user) -> how many of the marathon's accounts the user owns."""
         self.ready = asyncio.Event()
+        self.closed = False
 
     # Reads ----------------------------------------------------------------------------------
 
     def notifier(self, marathon_id: str) -> Notifier:
         notifier = self.notifiers.get(marathon_id)
         if notifier is None:
-            notifier = self.notifiers[marathon_id] = Notifier()
+            notifier = self.notifiers[marathon_id] = Notifier(closed=self.closed)
         return notifier
+
+    def close(self) -> None:
+        """The hub is drained (the server is shutting down): every reader is told, as the hub
+        tells its own subscribers, instead of waiting for a change that will not come."""
+        self.closed = True
+        for notifier in self.notifiers.values():
+            notifier.close()
 
     def takes_part(self, marathon_id: str, user: str | None) -> bool:
         """Whether ``user`` owns an account in the marathon (O(1))."""
@@ -98,7 +115,8 @@ class MarathonBoards:
             except asyncio.CancelledError:
                 raise
             except HubClosedError:
-                return  # the server is shutting down
+                self.close()
+                return
             except HubError as exc:
                 logger.warning("marathon feed lost (%s); rebuilding from the database", exc)
             except Exception:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import strawberry
 
 from api.auth import Role
+from api.hub import HubError
 from api.marathon_store import MarathonExistsError
 from api.schema.context import Info  # noqa: TC001
-from api.schema.errors import ClientError
+from api.schema.errors import ClientError, StreamEndedError
 from api.schema.permissions import (
     ForbiddenError,
     limit_mutations,
@@ -28,7 +29,7 @@ from domain import marathons as model
 
 if TYPE_CHECKING:
     from api.auth import Principal
-    from api.marathon_boards import MarathonBoards
+    from api.marathon_boards import MarathonBoards, Notifier
     from api.services import Services
 
 PERCENT_PLACES = Decimal("0.0001")
@@ -331,7 +332,7 @@ async def leaderboard_stream(
                 rows=[LeaderboardRow.build(r) for r in rows],
             )
         await asyncio.sleep(interval)
-        await notifier.wait(seen)
+        await _changed(notifier, seen)
 
 
 async def account_stream(
@@ -355,7 +356,16 @@ async def account_stream(
                 row=None if row is None else LeaderboardRow.build(row),
             )
         await asyncio.sleep(interval)
+        await _changed(notifier, seen)
+
+
+async def _changed(notifier: Notifier, seen: int) -> None:
+    """Until the board moves past ``seen``; the stream ends, as a hub subscription would, when
+    the boards stop following the feed (SHUTTING_DOWN)."""
+    try:
         await notifier.wait(seen)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
 
 
 def _member(boards: MarathonBoards, marathon_id: str, login: int) -> None:

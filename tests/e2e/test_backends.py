@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
 import orjson
 import pytest
+from httpx_sse import aconnect_sse
 
 from api.broadcast import listen_connection_name
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, price_sequences, price_sse
@@ -194,3 +196,37 @@ async def test_a_subscriber_told_of_the_shutdown_cannot_reconnect_to_the_same_se
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
     assert server.process.wait(timeout=15) is not None
+
+
+async def test_sigterm_ends_a_leaderboard_stream_too(
+    cluster: list[ServerProcess], tmp_path: Path, database_url: str
+) -> None:
+    """Leaderboards wait on the marathon boards, not on a hub subscription of their own: once
+    the hub is drained the boards tell them too. Before, an SSE leaderboard stream never ended,
+    and the server waited out the whole grace period (uvicorn waits for open responses)."""
+    server = ServerProcess(
+        {"DATABASE_URL": database_url, "SHUTDOWN_GRACE_S": "15"}, tmp_path / "server.log"
+    )
+    cluster.append(server)
+    server.start()
+    assert server.process is not None
+    body = {
+        "query": 'subscription { marathonLeaderboard(marathonId: "demo", top: 3) { accounts } }'
+    }
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        aconnect_sse(http, "POST", server.url, json=body) as source,
+    ):
+        events = source.aiter_sse()
+        first = orjson.loads((await anext(events)).data)
+        assert first["data"]["marathonLeaderboard"]["accounts"] >= 0
+        server.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        errors = []
+        async for sse in events:
+            if sse.event == "complete":
+                break
+            errors += orjson.loads(sse.data).get("errors", [])
+    assert [e["extensions"]["code"] for e in errors] == ["SHUTTING_DOWN"]
+    assert await asyncio.to_thread(server.process.wait, 15) is not None
+    assert time.monotonic() - signalled < 5
