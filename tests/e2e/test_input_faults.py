@@ -21,6 +21,7 @@ import jwt
 import pytest
 
 from tests.conftest import FEED_HZ, isolated_server
+from tests.e2e.test_perps import change
 from tests.support import (
     PRICE_SUBSCRIPTION,
     TEST_JWT_SECRET,
@@ -180,23 +181,6 @@ INGEST = (
 )
 
 
-def opened(position_id: str, owner: str, size: str) -> dict[str, Any]:
-    return {
-        "externalId": f"{position_id}:{owner}",
-        "kind": "OPENED",
-        "positionId": position_id,
-        "owner": owner,
-        "market": "SOL-PERP",
-        "side": "LONG",
-        "size": size,
-        "entryPrice": "150",
-        "collateral": "300",
-        "fillSize": size,
-        "fillPrice": "150",
-        "at": "2026-11-21T10:00:00+00:00",
-    }
-
-
 async def test_a_new_position_ingested_for_eight_owners_at_once_goes_to_one(
     server: ServerProcess,
 ) -> None:
@@ -210,7 +194,7 @@ async def test_a_new_position_ingested_for_eight_owners_at_once_goes_to_one(
                     http,
                     server,
                     INGEST,
-                    {"i": opened("race-1", owner, str(n + 1))},
+                    {"i": change(f"race-1:{owner}", "opened", "race-1", owner, str(n + 1))},
                     "idx",
                     "service",
                 )
