@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
+    from aio_pika.abc import AbstractConnection
+
 TEST_JWT_SECRET = "test-secret-with-at-least-32-bytes-of-entropy"
 """What test servers verify tokens with, unless a test configures another key."""
 
@@ -366,3 +368,12 @@ async def loop_watch(server: ServerProcess) -> AsyncIterator[dict[str, float]]:
             assert len(sequences) >= seen + 2
             # Latest value: a price may be skipped for a newer one, never repeated or reordered.
             assert sequences == sorted(set(sequences)), sequences
+
+
+async def delete_ingest_queues(broker: AbstractConnection, queue: str) -> None:
+    """What a server consuming account snapshots from ``queue`` declares on the broker: the
+    queue, its dead-letter queue and the dead-letter exchange."""
+    channel = await broker.channel()
+    for name in (queue, f"{queue}.dead"):
+        await channel.queue_delete(name)
+    await channel.exchange_delete(f"{queue}.dlx")

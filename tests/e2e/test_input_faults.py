@@ -27,6 +27,7 @@ from tests.support import (
     TEST_JWT_SECRET,
     GraphQLWS,
     ServerProcess,
+    delete_ingest_queues,
     loop_watch,
     token,
 )
@@ -589,8 +590,5 @@ async def test_a_snapshot_that_cannot_be_stored_is_dead_lettered_not_retried_for
             server.stop()
     finally:
         with contextlib.suppress(Exception):
-            cleanup = await broker.channel()
-            await cleanup.queue_delete(queue)
-            await cleanup.queue_delete(f"{queue}.dead")
-            await cleanup.exchange_delete(f"{queue}.dlx")
+            await delete_ingest_queues(broker, queue)
         await broker.close()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import isolated_database, isolated_server
 from tests.e2e.test_perps import call, error_code, messages_until
-from tests.support import GraphQLWS, ServerProcess, token
+from tests.support import GraphQLWS, ServerProcess, delete_ingest_queues, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -440,10 +440,7 @@ async def test_snapshots_from_rabbitmq_move_the_leaderboard(
                 second.stop()
         finally:
             with contextlib.suppress(Exception):
-                cleanup = await broker.channel()
-                await cleanup.queue_delete(queue)
-                await cleanup.queue_delete(f"{queue}.dead")
-                await cleanup.exchange_delete(f"{queue}.dlx")
+                await delete_ingest_queues(broker, queue)
             await broker.close()
 
 

@@ -24,6 +24,7 @@ from tests.support import (
     GraphQLWS,
     Samples,
     ServerProcess,
+    delete_ingest_queues,
     price_sse,
     sample,
     scrape,
@@ -305,9 +306,6 @@ async def test_rabbitmq_consumer_counters_follow_real_messages(
 async def _delete_queues(rabbitmq_url: str, queue: str) -> None:
     broker = await aio_pika.connect(rabbitmq_url)
     try:
-        channel = await broker.channel()
-        for name in (queue, f"{queue}.dead"):
-            await channel.queue_delete(name)
-        await channel.exchange_delete(f"{queue}.dlx")
+        await delete_ingest_queues(broker, queue)
     finally:
         await broker.close()
