@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.e2e.test_perps import call
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:
@@ -196,17 +197,6 @@ CONVERT = (
 )
 
 
-async def as_user(server: ServerProcess, user: str, query: str, variables: dict[str, Any]) -> Any:
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(
-            server.url,
-            json={"query": query, "variables": variables},
-            headers={"authorization": f"Bearer {token(user)}"},
-        )
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 HOSTILE_DECIMALS: list[Any] = [
     "1e-200000000",  # accepted before, and stored as 200 million characters
     "1e-20000000",
@@ -237,18 +227,18 @@ async def test_a_decimal_outside_plain_notation_is_refused_and_nothing_is_placed
     order = {"symbol": "BTC-PERP", "side": "BUY", "type": "LIMIT", "quantity": "1", "price": "1"}
     async with loop_watch(server) as worst:
         for field in ("quantity", "price"):
-            body = await as_user(server, user, PLACE, {"i": {**order, field: hostile}})
+            body = await call(server, PLACE, {"i": {**order, field: hostile}}, token(user))
             assert body["data"] is None
             [error] = body["errors"]
             assert error["extensions"] == {"code": "INVALID_DECIMAL"}
             assert error["message"].startswith(f"Variable '$i' has invalid value at .{field}: ")
             assert len(error["message"]) < 250
-        converted = await as_user(server, user, CONVERT, {"f": "USD", "t": "BTC", "a": hostile})
+        converted = await call(server, CONVERT, {"f": "USD", "t": "BTC", "a": hostile}, token(user))
         assert [e["extensions"]["code"] for e in converted["errors"]] == ["INVALID_DECIMAL"]
         assert len(converted["errors"][0]["message"]) < 250
     assert worst["healthz_s"] < 0.5, worst
-    account = await as_user(
-        server, user, "{ paperAccount { openOrders { id } positions { symbol } } }", {}
+    account = await call(
+        server, "{ paperAccount { openOrders { id } positions { symbol } } }", {}, token(user)
     )
     assert account["data"]["paperAccount"] == {"openOrders": [], "positions": []}
 
@@ -263,7 +253,7 @@ async def test_a_decimal_written_in_the_document_is_refused_where_it_is(
     query = (
         f'mutation {{ convert(fromAsset: "USD", toAsset: "BTC", amount: {literal}) {{ feeUsd }} }}'
     )
-    body = await as_user(server, "hostile-literal", query, {})
+    body = await call(server, query, {}, token("hostile-literal"))
     [error] = body["errors"]
     assert error["extensions"] == {"code": "INVALID_DECIMAL"}
     assert error["locations"] == [{"line": 1, "column": query.index(literal) + 1}]
@@ -278,7 +268,7 @@ async def test_a_long_written_in_the_document_is_refused_where_it_is(server: Ser
         ('"12"', "an integer, not '12'"),
     ):
         query = f'{{ accountRow(marathonId: "demo", login: {literal}) {{ rank }} }}'
-        body = await as_user(server, "hostile-long", query, {})
+        body = await call(server, query, {}, token("hostile-long"))
         [error] = body["errors"]
         assert error["extensions"] == {"code": "INVALID_LONG"}
         assert error["message"] == f"Long takes {reason}"
@@ -299,7 +289,7 @@ async def test_a_long_out_of_range_is_a_clear_error(
     server: ServerProcess, login: Any, reason: str
 ) -> None:
     query = 'query($l: Long!) { accountRow(marathonId: "demo", login: $l) { rank } }'
-    body = await as_user(server, "hostile-long", query, {"l": login})
+    body = await call(server, query, {"l": login}, token("hostile-long"))
     [error] = body["errors"]
     assert error["extensions"] == {"code": "INVALID_LONG"}
     assert error["message"] == f"Variable '$l' has invalid value: Long takes {reason}"
