@@ -132,6 +132,10 @@ def _tune_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, 50, 100)
 
 
+GROUPS_END_WAIT_S = 1.0
+"""At shutdown, how long the fan-out groups get to deliver SHUTTING_DOWN before the sockets
+close (they take a loop iteration or two; leaderboards one LEADERBOARD_MAX_HZ interval)."""
+
 SWITCH_INTERVAL_S = 0.001
 """How long a thread holding the GIL keeps it from one that waits (CPython's default is 5 ms).
 Serving a request takes the GIL many times: with ten 140-fragment documents at a time in the
@@ -180,6 +184,12 @@ class _DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         deadline = time.monotonic() + self.grace_s
         self._stop_listening()  # already, unless the exit did not come through handle_exit
+        # The drained hub has told every subscription to end; give their groups a moment to hand
+        # each member its SHUTTING_DOWN before uvicorn closes the WebSockets (a busy machine may
+        # not have run them yet). Bounded: a stream that waits on something else ends later.
+        services: Any = getattr(self.app.state, "services", None)
+        if services is not None:
+            await services.groups.ended(min(self.grace_s, GROUPS_END_WAIT_S))
         shutdown = self.app.view.shutdown
         if not await shutdown.finished(self.grace_s):
             logger.warning(

@@ -401,6 +401,7 @@ class Groups:
         self._live: set[Group] = set()
         """Every group still running: also those a newer group of the same key replaced in
         ``_by_key`` (a stream group takes no member after its first result)."""
+        self._emptied: asyncio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._live)
@@ -413,6 +414,24 @@ class Groups:
         self._live.discard(group)
         if self._by_key.get(group.key) is group:
             del self._by_key[group.key]
+        if not self._live and self._emptied is not None:
+            self._emptied.set()
+
+    async def ended(self, within_s: float) -> bool:
+        """Wait until no group runs (True), or ``within_s`` seconds (False). Once the hub is
+        drained every group hands its members the error saying why, then ends: at shutdown,
+        what lets each WebSocket subscriber read SHUTTING_DOWN before its socket is closed."""
+        if not self._live:
+            return True
+        self._emptied = asyncio.Event()
+        try:
+            async with asyncio.timeout(within_s):
+                await self._emptied.wait()
+        except TimeoutError:
+            return not self._live
+        finally:
+            self._emptied = None
+        return True
 
     def join(
         self, key: Hashable, open_stream: Callable[[], Awaitable[Stream]], sink: Sink
