@@ -208,6 +208,11 @@ def modify_position(
         if returned < 0:
             collateral += returned
             returned = _ZERO
+        if collateral < 0:
+            raise TradeError(
+                "INVALID_SIZE",
+                "the position's loss is past its collateral: it can only be closed or liquidated",
+            )
         size -= closed
         kind = FillKind.REDUCE
     traded = abs(size_delta)
