@@ -53,6 +53,8 @@ class Counts:
         "gap_events_filled",
         "hub_conflated",
         "hub_lagged",
+        "plan_fallbacks",
+        "plan_hits",
         "published",
         "send_conflated",
         "slow_consumer_closes",
@@ -69,6 +71,10 @@ class Counts:
         """Results handed to subscribers, by subscription field."""
         self.subscriptions: Counter[str] = Counter()
         """Subscriptions open now, by subscription field (a gauge kept by open and close)."""
+        self.plan_hits: Counter[str] = Counter()
+        """Subscription events executed by their compiled plan (:mod:`api.plans`), by field."""
+        self.plan_fallbacks: Counter[str] = Counter()
+        """Subscription events graphql-core executed because their plan could not, by field."""
         self.hub_conflated = 0
         """Latest-value events dropped from a full hub subscriber queue."""
         self.send_conflated = 0
@@ -219,6 +225,19 @@ class Collector(_Collector):
             "field",
             counts.delivered,
         )
+        plan_events = CounterMetricFamily(
+            PREFIX + "subscription_plan_events",
+            "subscription events executed by a compiled plan or, where it could not, by "
+            "graphql-core, by subscription field",
+            labels=["field", "executor"],
+        )
+        for executor, by_field in (
+            ("plan", counts.plan_hits),
+            ("graphql_core", counts.plan_fallbacks),
+        ):
+            for field, n in sorted(by_field.items()):
+                plan_events.add_metric([field, executor], n)
+        yield plan_events
         conflated = CounterMetricFamily(
             PREFIX + "conflations",
             "latest-value events or results replaced by a newer one before delivery, by queue",

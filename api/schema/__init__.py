@@ -32,6 +32,7 @@ from strawberry.types.graphql import OperationType
 from api.database import UNAVAILABLE_MESSAGE
 from api.database import unavailable as database_unavailable
 from api.metrics import counted_stream
+from api.plans import PlannedExecutionContext
 from api.schema import limits
 from api.schema.context import Context
 from api.schema.errors import ClientError
@@ -239,6 +240,8 @@ def build_schema(settings: Settings | None = None) -> Schema:
             scalar_map={Long: LONG_SCALAR, Decimal: DECIMAL_SCALAR, datetime: DATETIME_SCALAR}
         ),
         extensions=extensions,
+        # Each subscription event executed by a compiled plan (api/plans.py).
+        execution_context_class=PlannedExecutionContext,
     )
 
 
