@@ -29,6 +29,7 @@ only chooses the source stream. The cache is bounded (:data:`MAX_PLANS`).
 
 from __future__ import annotations
 
+import keyword
 import logging
 import operator
 import weakref
@@ -44,6 +45,7 @@ from graphql import (
     GraphQLObjectType,
     InlineFragmentNode,
     OperationType,
+    TypeNameMetaFieldDef,
     VariableNode,
     located_error,
 )
@@ -93,7 +95,7 @@ class _Completion:
     """How to complete a value of one output type (one layer of it: a non-null wrapper is a
     flag on the layer it wraps)."""
 
-    __slots__ = ("abstract", "item", "kind", "leaf", "non_null", "object_type", "type")
+    __slots__ = ("abstract", "item", "kind", "leaf", "non_null", "object_type", "table", "type")
 
     def __init__(self, type_: GraphQLOutputType) -> None:
         self.non_null = is_non_null_type(type_)
@@ -103,6 +105,9 @@ class _Completion:
         self.leaf: Callable[[Any], Any] | None = None
         self.object_type: GraphQLObjectType | None = None
         self.abstract: GraphQLAbstractType | None = None
+        self.table: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        """Abstract types: Python class -> the fast path of its runtime type's selection, for
+        the classes whose runtime type Strawberry decides by class (filled as they are met)."""
         if is_list_type(inner):
             self.kind = LIST
             self.item = _Completion(inner.of_type)
@@ -123,9 +128,12 @@ class _Field:
     __slots__ = (
         "args",
         "args_error",
+        "attribute",
         "completion",
+        "constant",
         "details",
         "field_def",
+        "is_event",
         "key",
         "leaf",
         "name",
@@ -157,6 +165,13 @@ class _Field:
         definition = field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
         resolve = field_def.resolve
         self.read: Callable[[Any], Any] | None = None
+        """How to get the field's value without its resolver, where that is all it does."""
+        self.attribute: str | None = None
+        """The attribute ``read`` reads; or"""
+        self.constant: str | None = None
+        """the value ``read`` answers (``__typename``); or"""
+        self.is_event = False
+        """whether ``read`` answers the event itself (the subscription's root field)."""
         self.resolve = resolve
         if resolve is None:
             raise CannotPlan("a field without Strawberry's resolver")
@@ -165,16 +180,21 @@ class _Field:
             # (getattr) on the field's Python name, called without arguments or info.
             default = definition.default_resolver
             python_name = definition.python_name
-            self.read = (
-                operator.attrgetter(python_name)
-                if default is getattr
-                else (lambda source: default(source, python_name))
-            )
+            if default is getattr:
+                self.read = operator.attrgetter(python_name)
+                self.attribute = python_name
+            else:
+                self.read = lambda source: default(source, python_name)
+        elif field_def is TypeNameMetaFieldDef:
+            # graphql-core's resolver answers the parent type's name: known now.
+            self.read = _constant(parent.name)
+            self.constant = parent.name
         elif (
             definition is not None and definition.is_subscription and resolve.__name__ == "<lambda>"
         ):
             # A subscription field's resolver in Strawberry: the event is the field's value.
             self.read = _event
+            self.is_event = True
         elif definition is not None and definition.is_async:
             raise CannotPlan(f"{parent.name}.{self.name} has an async resolver")
         self.args: dict[str, Any] = {}
@@ -237,8 +257,13 @@ class Plan:
             self.operation,
             self.hide_suggestions,
         )
-        self.root = self._selection_of(root_type, collected.grouped_field_set.items())
         self._subs: dict[tuple[str, int], _Selection] = {}
+        self._fast: dict[int, Callable[[Any], dict[str, Any]] | None] = {}
+        """Selection (by id) -> its generated fast path, or None where it has none."""
+        self._type_ok: dict[str, set[type]] = {}
+        """Object type -> the classes its ``is_type_of`` accepts by class alone."""
+        self.root = self._selection_of(root_type, collected.grouped_field_set.items())
+        self._fast_root = _FastPath(self).compile(self.root)
 
     def _selection_of(self, type_: GraphQLObjectType, grouped: Any) -> _Selection:
         fields = []
@@ -270,6 +295,12 @@ class Plan:
         """The event's data (errors go to ``executor.collected_errors``). Raises
         :class:`CannotPlan` for what graphql-core must execute, and a GraphQLError where
         graphql-core's ``execute_operation`` catches one (a non-null root field nulled)."""
+        fast = self._fast_root
+        if fast is not None:
+            try:
+                return fast(executor.root_value)
+            except Exception:
+                pass
         return self._fields(executor, self.root, executor.root_value, None)
 
     def _fields(
@@ -360,7 +391,12 @@ class Plan:
             executor, object_type, field, path, value
         ):
             raise invalid_return_type_error(object_type, value, field.details)
-        return self._fields(executor, self._subselection(object_type, field), value, path)
+        selection = self._subselection(object_type, field)
+        if kind is ABSTRACT and _memo_key("", completion.abstract.resolve_type, value):  # type: ignore[union-attr]
+            fast = _FastPath(self).compile(selection)
+            if fast is not None:
+                completion.table[type(value)] = fast
+        return self._fields(executor, selection, value, path)
 
     def _list(
         self,
@@ -447,11 +483,138 @@ class Plan:
             raise CannotPlan(f"{object_type.name}.is_type_of returned an awaitable")
         if memo is not None:
             self._type_checks[memo] = bool(answer)
+            if answer:
+                self._type_ok.setdefault(object_type.name, set()).add(memo[1])
         return bool(answer)
 
     @staticmethod
     def _info(executor: AnyExecutor, field: _Field, path: Path) -> Any:
         return executor.build_resolve_info(field.field_def, field.nodes, field.parent, path)
+
+
+_SLOW = RuntimeError("the plan's fast path does not serve this value")
+
+
+class _FastPath:
+    """Generates a selection's fast path: one Python function that reads the selection's
+    attributes and coerces its values, for values that need nothing else.
+
+    It raises (anything) at the first value that needs more: a null in a non-null position, a
+    value a coercion refuses, an exception as a value, a list that is not a list or tuple, an
+    abstract value or an ``is_type_of`` the interpreter has not yet seen decided by class. The
+    plan then executes the event with its interpreter (:meth:`Plan._fields`), which gives the
+    errors graphql-core gives. The fast path only reads attributes and calls coercions, so
+    running the interpreter after it changes nothing; a selection with any field that has a
+    resolver of its own has no fast path.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.names: dict[str, Any] = {"Undefined": Undefined, "SLOW": _SLOW, "Exception": Exception}
+        self.lines: list[str] = []
+        self.counter = 0
+
+    def compile(self, selection: _Selection) -> Callable[[Any], dict[str, Any]] | None:
+        known = self.plan._fast.get(id(selection), _MISSING)
+        if known is not _MISSING:
+            return known  # type: ignore[return-value]
+        self.plan._fast[id(selection)] = None
+        function = self._function(selection)
+        self.plan._fast[id(selection)] = function
+        return function
+
+    def _name(self, prefix: str, value: Any) -> str:
+        self.counter += 1
+        name = f"{prefix}{self.counter}"
+        self.names[name] = value
+        return name
+
+    def _function(self, selection: _Selection) -> Callable[[Any], dict[str, Any]] | None:
+        lines = ["def fast(source):", " r = {}"]
+        for field in selection.fields:
+            if field.attribute is not None:
+                if not field.attribute.isidentifier() or keyword.iskeyword(field.attribute):
+                    return None
+                value = f"source.{field.attribute}"
+            elif field.constant is not None:
+                value = self._name("const", field.constant)
+            elif field.is_event:
+                value = "source"
+            else:
+                return None
+            variable = self._variable()
+            lines.append(f" {variable} = {value}")
+            if not self._complete(lines, 1, field.completion, field, variable):
+                return None
+            lines.append(f" r[{field.key!r}] = {variable}")
+        lines.append(" return r")
+        namespace = dict(self.names)
+        exec("\n".join(lines), namespace)
+        return cast("Callable[[Any], dict[str, Any]]", namespace["fast"])
+
+    def _variable(self) -> str:
+        self.counter += 1
+        return f"v{self.counter}"
+
+    def _complete(
+        self, lines: list[str], depth: int, completion: _Completion, field: _Field, v: str
+    ) -> bool:
+        """Lines that replace the value in ``v`` with its completion; False when a part of the
+        completion has no fast path."""
+        pad = " " * depth
+        if completion.non_null:
+            lines.append(f"{pad}if {v} is None: raise SLOW")
+        else:
+            lines.append(f"{pad}if {v} is not None:")
+            depth += 1
+            pad = " " * depth
+        kind = completion.kind
+        if kind is LEAF:
+            leaf = self._name("leaf", completion.leaf)
+            lines.append(f"{pad}if {v} is Undefined or isinstance({v}, Exception): raise SLOW")
+            lines.append(f"{pad}{v} = {leaf}({v})")
+            lines.append(f"{pad}if {v} is None or {v} is Undefined: raise SLOW")
+            return True
+        if kind is LIST:
+            item = completion.item
+            assert item is not None
+            items, element = self._variable(), self._variable()
+            lines.append(f"{pad}if {v}.__class__ is not list and {v}.__class__ is not tuple:")
+            lines.append(f"{pad} raise SLOW")
+            lines.append(f"{pad}{items} = []")
+            lines.append(f"{pad}for {element} in {v}:")
+            if not self._complete(lines, depth + 1, item, field, element):
+                return False
+            lines.append(f"{pad} {items}.append({element})")
+            lines.append(f"{pad}{v} = {items}")
+            return True
+        if kind is ABSTRACT:
+            table = self._name("table", completion.table)
+            function = self._variable()
+            lines.append(f"{pad}{function} = {table}.get({v}.__class__)")
+            lines.append(
+                f"{pad}if {function} is None or hasattr({v}, {TYPE_CAST_ATTRIBUTE!r}): raise SLOW"
+            )
+            lines.append(f"{pad}{v} = {function}({v})")
+            return True
+        object_type = completion.object_type
+        assert object_type is not None
+        if object_type.is_type_of is not None:
+            accepted = self._name("ok", self.plan._type_ok.setdefault(object_type.name, set()))
+            lines.append(
+                f"{pad}if {v}.__class__ not in {accepted} or hasattr({v}, {TYPE_CAST_ATTRIBUTE!r}):"
+            )
+            lines.append(f"{pad} raise SLOW")
+        else:
+            lines.append(f"{pad}if isinstance({v}, Exception): raise SLOW")
+        sub = _FastPath(self.plan).compile(self.plan._subselection(object_type, field))
+        if sub is None:
+            return False
+        lines.append(f"{pad}{v} = {self._name('sub', sub)}({v})")
+        return True
+
+
+_MISSING = object()
 
 
 def _memo_key(name: str, decider: Any, value: Any) -> tuple[str, type] | None:
@@ -696,7 +859,9 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self.collected_errors.add(error, None)
             data = None
         counts.plan_hits[plan.root_field] += 1
-        return cast("ExecutionResult", self.finish(self.build_response(data)))
+        # graphql-core's own response, without the incremental executor's look for deferred
+        # work (a subscription has none).
+        return cast("ExecutionResult", self.finish(Executor.build_response(self, data)))
 
 
 def _has_middleware(executor: AnyExecutor) -> bool:
