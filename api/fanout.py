@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -37,11 +38,12 @@ from strawberry.types.execution import PreExecutionError
 from api import logs
 from api.connection import text_frame
 from api.metrics import counts, fanout_latency
+from api.plans import PlannedExecutionContext, planned_source
 from domain.events import DeliveryPolicy
 from domain.topics import policy_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
     from datetime import datetime
 
     from api.connection import Connection
@@ -221,6 +223,14 @@ class QueueSink:
             yield item
 
 
+def _failed(schema: Any, exc: Exception) -> ExecutionResult:
+    """The last result of a subscription whose source or execution raised, as Strawberry makes
+    it (``_coerce_error``)."""
+    error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+    schema._process_errors([error])
+    return ExecutionResult(data=None, errors=[error])
+
+
 def _lagged(capacity: int) -> ExecutionResult:
     error = GraphQLError(
         f"subscription fell more than {capacity} events behind and was ended; resubscribe",
@@ -323,6 +333,13 @@ class Group:
         # The task was started by the first member's connection or request, but serves them all.
         logs.connection_id.set(None)
         logs.request_id.set(None)
+        taken: list[tuple[PlannedExecutionContext, AsyncIterator[Any]]] = []
+
+        def take(executor: PlannedExecutionContext, source: AsyncIterator[Any]) -> None:
+            if not taken:
+                taken.append((executor, source))
+
+        planned_source.set(take)
         try:
             stream = await self._open_stream()
             async with contextlib.aclosing(stream):
@@ -335,15 +352,11 @@ class Group:
                             member.finish(result)
                         return
                     self.started = True
-                    encoded = Encoded(result)
-                    if self.policy is DeliveryPolicy.LATEST_VALUE:
-                        self.last = encoded
-                    members = list(self.members.values())
-                    for member in members:
-                        member.sink.deliver(encoded, self.policy)
-                    self._count(len(members))
-                    if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
-                        await self._paced_by(members[0].sink)
+                    await self._publish(result)
+                    if taken:
+                        break
+                if taken:
+                    await self._direct(*taken[0])
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -365,6 +378,45 @@ class Group:
             # The task's context would keep this group (and the group its task): see _done.
             _current_group.set(None)
             self.finished = True
+
+    async def _publish(self, result: ExecutionResult) -> None:
+        encoded = Encoded(result)
+        if self.policy is DeliveryPolicy.LATEST_VALUE:
+            self.last = encoded
+        members = list(self.members.values())
+        for member in members:
+            member.sink.deliver(encoded, self.policy)
+        self._count(len(members))
+        if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
+            await self._paced_by(members[0].sink)
+
+    async def _direct(self, executor: PlannedExecutionContext, source: AsyncIterator[Any]) -> None:
+        """The rest of the subscription, straight from its source stream: each event executed
+        (by its plan, :mod:`api.plans`) and published, without the two layers Strawberry's
+        stream puts around every result (graphql-core's mapping iterator, Strawberry's result
+        handling). What they do is done here: a failure of the source stream, or of an
+        execution, ends the subscription with it as the last result's error, as Strawberry
+        does; errors go through the schema's ``process_errors`` (the masking), as Strawberry
+        sends them."""
+        schema = executor.schema._strawberry_schema  # type: ignore[attr-defined]
+        while True:
+            try:
+                payload = await anext(source)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                await self._publish(_failed(schema, exc))
+                return
+            try:
+                outcome = executor.execute_event(payload)
+                if isinstance(outcome, Awaitable):
+                    outcome = await outcome
+            except Exception as exc:
+                await self._publish(_failed(schema, exc))
+                return
+            if outcome.errors:
+                schema._process_errors(outcome.errors)
+            await self._publish(ExecutionResult(data=outcome.data, errors=outcome.errors))
 
     @staticmethod
     async def _paced_by(sink: Sink) -> None:

@@ -34,8 +34,10 @@ import logging
 import operator
 import weakref
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from graphql import (
     FieldNode,
@@ -49,6 +51,7 @@ from graphql import (
     VariableNode,
     located_error,
 )
+from graphql.execution import execute_subscription_event
 from graphql.execution.collect_fields import collect_fields, collect_subfields
 from graphql.execution.executor import CollectedErrors, Executor, invalid_return_type_error
 from graphql.execution.values import get_argument_values
@@ -62,7 +65,7 @@ from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from api.metrics import counts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable
+    from collections.abc import AsyncIterable, Callable, Hashable, Iterable
 
     from graphql import (
         FragmentDefinitionNode,
@@ -73,6 +76,7 @@ if TYPE_CHECKING:
     )
     from graphql.execution.collect_fields import FieldDetails
     from graphql.execution.types import ExecutionResult
+    from graphql.pyutils import AwaitableOrValue
     from graphql.type.definition import GraphQLAbstractType, GraphQLOutputType
 
 logger = logging.getLogger(__name__)
@@ -800,6 +804,14 @@ def _root_field_name(operation: OperationDefinitionNode) -> str:
 
 plans = _Plans(MAX_PLANS)
 
+T = TypeVar("T")
+
+planned_source: ContextVar[Callable[[PlannedExecutionContext, AsyncIterator[Any]], None] | None] = (
+    ContextVar("tradestream_planned_source", default=None)
+)
+"""Set by a fan-out group (:mod:`api.fanout`) in its task: told the subscription's executor and
+source stream once graphql-core has made them, so the group can execute events itself."""
+
 
 class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution context, with each subscription event executed by its plan.
@@ -836,6 +848,23 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
         ):
             return None
         return plans.plan_of(self)
+
+    def cancellable_iterable(self, iterable: AsyncIterable[T]) -> AsyncIterable[T]:
+        # graphql-core wraps the subscription's source stream here (and, per event, an async
+        # iterable a field returns): the stream is offered to whoever runs the subscription.
+        stream = super().cancellable_iterable(iterable)
+        if not self._per_event and isinstance(stream, AsyncIterator):
+            # (an iterator: its own ``__aiter__``, so whoever takes it reads the very iterator
+            # graphql-core's mapping reads)
+            take = planned_source.get()
+            if take is not None:
+                take(self, stream)
+        return stream
+
+    def execute_event(self, payload: Any) -> AwaitableOrValue[ExecutionResult]:
+        """One event of the subscription, executed as graphql-core's mapping of the source
+        stream executes it."""
+        return execute_subscription_event(self.build_per_event_executor(payload))
 
     def execute_operation(self, serially: bool | None = None) -> Any:
         if self._per_event and serially is False:
