@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
@@ -39,11 +40,12 @@ from api import logs
 from api.connection import text_frame
 from api.metrics import counts, fanout_latency
 from api.plans import PlannedExecutionContext, planned_source
+from api.stepping import PARKED, Continue, Stepping
 from domain.events import DeliveryPolicy
 from domain.topics import policy_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Hashable
     from datetime import datetime
 
     from api.connection import Connection
@@ -177,6 +179,11 @@ class QueueSink:
         self._room = asyncio.Event()
         self.conflated = 0
         self.refusal: PreExecutionError | None = None
+
+    @property
+    def full(self) -> bool:
+        """Another result would end the stream as lagged."""
+        return len(self._items) >= self.capacity
 
     async def room(self) -> None:
         """Until another result fits without ending the stream as lagged."""
@@ -380,6 +387,12 @@ class Group:
             self.finished = True
 
     async def _publish(self, result: ExecutionResult) -> None:
+        if not self._hand_out(result):
+            await self._paced_by(next(iter(self.members.values())).sink)
+
+    def _hand_out(self, result: ExecutionResult) -> bool:
+        """Encode ``result`` once and hand it to every member; False when the group must wait
+        for its one member to take it before the next (see :meth:`_paced_by`)."""
         encoded = Encoded(result)
         if self.policy is DeliveryPolicy.LATEST_VALUE:
             self.last = encoded
@@ -388,35 +401,27 @@ class Group:
             member.sink.deliver(encoded, self.policy)
         self._count(len(members))
         if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
-            await self._paced_by(members[0].sink)
+            sink = members[0].sink
+            return not (isinstance(sink, QueueSink) and sink.full)
+        return True
+
+    def _publish_failed_now(self, result: ExecutionResult) -> None:
+        """The last result (an error), handed out at once; its pacing does not matter."""
+        self._hand_out(result)
 
     async def _direct(self, executor: PlannedExecutionContext, source: AsyncIterator[Any]) -> None:
-        """The rest of the subscription, straight from its source stream: each event executed
-        (by its plan, :mod:`api.plans`) and published, without the two layers Strawberry's
-        stream puts around every result (graphql-core's mapping iterator, Strawberry's result
-        handling). What they do is done here: a failure of the source stream, or of an
-        execution, ends the subscription with it as the last result's error, as Strawberry
-        does; errors go through the schema's ``process_errors`` (the masking), as Strawberry
-        sends them."""
-        schema = executor.schema._strawberry_schema  # type: ignore[attr-defined]
-        while True:
-            try:
-                payload = await anext(source)
-            except StopAsyncIteration:
-                return
-            except Exception as exc:
-                await self._publish(_failed(schema, exc))
-                return
-            try:
-                outcome = executor.execute_event(payload)
-                if isinstance(outcome, Awaitable):
-                    outcome = await outcome
-            except Exception as exc:
-                await self._publish(_failed(schema, exc))
-                return
-            if outcome.errors:
-                schema._process_errors(outcome.errors)
-            await self._publish(ExecutionResult(data=outcome.data, errors=outcome.errors))
+        """The rest of the subscription, straight from its source stream (:class:`_Stepper`):
+        each event executed by the operation's plan (:mod:`api.plans`) and handed out, without
+        the layers Strawberry's stream puts around every result (graphql-core's mapping
+        iterator, Strawberry's result handling) and without a task wake-up per event. What those
+        layers do is done here: a failure of the source stream or of an execution ends the
+        subscription with it as the last result's error, and errors go through the schema's
+        ``process_errors`` (the masking), as Strawberry ends and sends them."""
+        stepper = _Stepper(self, executor, source)
+        try:
+            await stepper.run()
+        finally:
+            stepper.release()
 
     @staticmethod
     async def _paced_by(sink: Sink) -> None:
@@ -437,6 +442,175 @@ class Group:
         if self.event_at is not None:
             fanout_latency.observe(time.time() - self.event_at.timestamp(), delivered)
             self.event_at = None
+
+
+class _Stepper:
+    """Runs a group's subscription from its source stream, stepping the stream synchronously
+    from whoever wakes it (:mod:`api.stepping`): the hub's delivery loop, once per event.
+
+    The group's task (:meth:`run`) starts the stepping and then waits for a *hand-off*: what a
+    synchronous step cannot finish itself (an await on anything but a hub queue, an execution
+    graphql-core answers with an awaitable, a paced member's room, the end) is finished there, in
+    the group's task, and the stepping goes on.
+    """
+
+    __slots__ = (
+        "context",
+        "executor",
+        "group",
+        "handoff",
+        "loop",
+        "pending",
+        "running",
+        "schema",
+        "source",
+        "task",
+    )
+
+    def __init__(
+        self, group: Group, executor: PlannedExecutionContext, source: AsyncIterator[Any]
+    ) -> None:
+        self.group: Group | None = group
+        self.executor: PlannedExecutionContext | None = executor
+        self.source: AsyncIterator[Any] | None = source
+        self.schema: Any = executor.schema._strawberry_schema  # type: ignore[attr-defined]
+        self.context = contextvars.copy_context()
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task: asyncio.Task[Any] | None = task
+        self.pending: Coroutine[Any, Any, Any] | None = None
+        """The source's ``__anext__`` in progress, parked on a hub queue's wakeup."""
+        self.handoff: asyncio.Future[tuple[Any, ...]] | None = None
+        """What the group's task waits for while the stepping goes on."""
+        self.running = False
+
+    async def run(self) -> None:
+        try:
+            while True:
+                handoff = self.handoff = self.loop.create_future()
+                self.resume()
+                what = await handoff
+                self.handoff = None
+                if not await self._finish(what):
+                    return
+        except BaseException as exc:
+            await self._throw_pending(exc)
+            raise
+
+    async def _finish(self, what: tuple[Any, ...]) -> bool:
+        """In the group's task: what a step handed off; False when the subscription is over."""
+        group = self.group
+        assert group is not None
+        kind = what[0]
+        if kind == "end":
+            return False
+        if kind == "raise":
+            raise what[1]
+        if kind == "pace":
+            await group._paced_by(next(iter(group.members.values())).sink)
+            return True
+        if kind == "await":
+            try:
+                payload = await Continue(what[1], what[2], self.context)
+            except StopAsyncIteration:
+                return False
+            except Exception as exc:
+                await group._publish(_failed(self.schema, exc))
+                return False
+            what = ("execute", payload)
+        try:
+            if what[0] == "execute":
+                assert self.executor is not None
+                outcome = self.executor.execute_event(what[1])
+            else:
+                outcome = what[1]
+            if isinstance(outcome, Awaitable):
+                outcome = await outcome
+        except Exception as exc:
+            await group._publish(_failed(self.schema, exc))
+            return False
+        await group._publish(self._result(outcome))
+        return True
+
+    def resume(self) -> None:
+        """Step the source until it parks on a hub queue or hands something off. Called by the
+        group's task, and by the wakeup the source was parked on (from any task)."""
+        handoff = self.handoff
+        if self.running or handoff is None or handoff.done() or self.task is None:
+            return
+        self.running = True
+        try:
+            with Stepping(self, self.loop, self.task):
+                what = self.context.run(self._advance)
+        except BaseException as exc:
+            what = ("raise", exc)
+        finally:
+            self.running = False
+        if what is not None and not handoff.done():
+            handoff.set_result(what)
+
+    def _advance(self) -> tuple[Any, ...] | None:
+        """The synchronous step: None when parked, else what the group's task must finish."""
+        source = self.source
+        executor = self.executor
+        group = self.group
+        assert source is not None
+        assert executor is not None
+        assert group is not None
+        while True:
+            coroutine = self.pending
+            if coroutine is None:
+                coroutine = source.__anext__()  # type: ignore[assignment]
+            self.pending = None
+            try:
+                yielded = coroutine.send(None)  # type: ignore[union-attr]
+            except StopIteration as stop:
+                payload = stop.value
+            except StopAsyncIteration:
+                return ("end",)
+            except Exception as exc:
+                group._publish_failed_now(_failed(self.schema, exc))
+                return ("end",)
+            else:
+                if yielded is PARKED:
+                    self.pending = coroutine
+                    return None
+                return ("await", coroutine, yielded)
+            try:
+                outcome = executor.execute_event(payload)
+            except Exception as exc:
+                group._publish_failed_now(_failed(self.schema, exc))
+                return ("end",)
+            if isinstance(outcome, Awaitable):
+                return ("outcome", outcome)
+            if not group._hand_out(self._result(outcome)):
+                return ("pace",)
+
+    def _result(self, outcome: Any) -> ExecutionResult:
+        if outcome.errors:
+            self.schema._process_errors(outcome.errors)
+        return ExecutionResult(data=outcome.data, errors=outcome.errors)
+
+    async def _throw_pending(self, exc: BaseException) -> None:
+        """The group's task is ending (cancelled, above all) while the source is parked inside
+        its ``__anext__``: the exception goes in there, as a task would throw it into the await
+        it is in, so the source ends in its own ``finally`` and ``async with`` blocks."""
+        coroutine, self.pending = self.pending, None
+        if coroutine is None:
+            return
+        try:
+            yielded = self.context.run(coroutine.throw, exc)
+        except BaseException:
+            return
+        with contextlib.suppress(BaseException):
+            await Continue(coroutine, yielded, self.context)
+
+    def release(self) -> None:
+        """Drop every reference: a group's execution leaves no cycle behind (see
+        :meth:`Group._done`)."""
+        self.group = self.executor = self.source = self.task = None
+        self.pending = self.handoff = None
 
 
 class Groups:

@@ -22,6 +22,7 @@ from api.broadcast import RECONNECTED
 from api.envelope import MalformedEventError, decode_event
 from api.fanout import note_event, note_topic
 from api.metrics import counts
+from api.stepping import Wakeup
 from domain.events import DeliveryPolicy, Event
 from domain.topics import policy_of
 
@@ -104,7 +105,7 @@ class _SubscriberQueue:
         topic: str,
         policy: DeliveryPolicy,
         capacity: int,
-        wakeup: asyncio.Event | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.topic = topic
         self.policy = policy
@@ -114,7 +115,7 @@ class _SubscriberQueue:
             else capacity
         )
         self._items: deque[Event] = deque()
-        self._wakeup = wakeup or asyncio.Event()
+        self._wakeup = wakeup or Wakeup()
         """Set when an event or an error arrives; several queues read together share one."""
         self.error: HubError | None = None
         self.conflated = 0
@@ -247,9 +248,10 @@ class _TopicFeed:
             self.topic,
             expected,
         )
-        for queue in self.queues:
+        failed = list(self.queues)
+        for queue in failed:
             queue.fail(StreamGapError(self.topic))
-        counts.stream_gaps += len(self.queues)
+        counts.stream_gaps += len(failed)
 
     async def _recover(self) -> None:
         """The backend reconnected: what was published meanwhile may be missing."""
@@ -274,14 +276,15 @@ class _TopicFeed:
         if event.sequence <= self.last_sequence:
             return
         self.last_sequence = event.sequence
-        for queue in self.queues:
+        # A copy: a put may run a subscriber's step (api/stepping.py), which may end it.
+        for queue in list(self.queues):
             queue.put(event)
 
     def _fail(self, error: HubError) -> None:
         if not self.ready.done():
             self.ready.set_exception(error)
             self.ready.exception()  # waiters re-raise it; nobody else needs to retrieve it
-        for queue in self.queues:
+        for queue in list(self.queues):
             queue.fail(error)
 
 
@@ -324,7 +327,7 @@ class MergedSubscription:
 
     def __init__(self, hub: Hub, topics: list[str]) -> None:
         self.hub = hub
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self.queues = [
             _SubscriberQueue(t, policy_of(t), hub.queue_size, self._wakeup) for t in topics
         ]
@@ -463,7 +466,7 @@ class Hub:
         begins: streaming HTTP responses then complete, instead of holding the server open.
         """
         self._closed = True
-        for feed in self._feeds.values():
+        for feed in list(self._feeds.values()):
             feed._fail(HubClosedError("the server is shutting down"))
 
     async def close(self) -> None:
