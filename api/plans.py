@@ -40,6 +40,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
@@ -75,7 +76,6 @@ if TYPE_CHECKING:
         OperationDefinitionNode,
     )
     from graphql.execution.collect_fields import FieldDetails
-    from graphql.execution.types import ExecutionResult
     from graphql.pyutils import AwaitableOrValue
     from graphql.type.definition import GraphQLAbstractType, GraphQLOutputType
 
@@ -267,7 +267,7 @@ class Plan:
         self._type_ok: dict[str, set[type]] = {}
         """Object type -> the classes its ``is_type_of`` accepts by class alone."""
         self.root = self._selection_of(root_type, collected.grouped_field_set.items())
-        self._fast_root = _FastPath(self).compile(self.root)
+        self.fast_root = _FastPath(self).compile(self.root)
 
     def _selection_of(self, type_: GraphQLObjectType, grouped: Any) -> _Selection:
         fields = []
@@ -299,7 +299,7 @@ class Plan:
         """The event's data (errors go to ``executor.collected_errors``). Raises
         :class:`CannotPlan` for what graphql-core must execute, and a GraphQLError where
         graphql-core's ``execute_operation`` catches one (a non-null root field nulled)."""
-        fast = self._fast_root
+        fast = self.fast_root
         if fast is not None:
             try:
                 return fast(executor.root_value)
@@ -863,7 +863,20 @@ class PlannedExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def execute_event(self, payload: Any) -> AwaitableOrValue[ExecutionResult]:
         """One event of the subscription, executed as graphql-core's mapping of the source
-        stream executes it."""
+        stream executes it. An event its plan's fast path serves needs no per-event executor:
+        the fast path reads nothing but the event."""
+        if not self._planned_once:
+            self._planned_once = True
+            self._plan = self._find_plan()
+        plan = self._plan
+        if plan is not None and plan.fast_root is not None:
+            try:
+                data = plan.fast_root(payload)
+            except Exception:
+                pass
+            else:
+                counts.plan_hits[plan.root_field] += 1
+                return ExecutionResult(data, None)
         return execute_subscription_event(self.build_per_event_executor(payload))
 
     def execute_operation(self, serially: bool | None = None) -> Any:
