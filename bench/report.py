@@ -152,11 +152,18 @@ def positions_lines(r: Result) -> list[str]:
 def probe_text(p: dict[str, Any]) -> str:
     unanswered = p["sent"] - p["answered"]
     missing = f" ({unanswered} not answered, {p['errors']} errors)" if unanswered else ""
-    p99 = "> time-out" if p["p99_ms"] is None and p["sent"] else _num(p["p99_ms"], 1)
     return (
         f"{p['what']} {p['hz']:g}/s: {p['answered']}/{p['sent']} answered{missing}, "
-        f"p50 {_num(p['p50_ms'], 1)} ms, p99 {p99} ms, max {_num(p['max_ms'], 1)} ms"
+        f"p50 {_probe_ms(p, 'p50_ms')}, p99 {_probe_ms(p, 'p99_ms')}, "
+        f"max {_num(p['max_ms'], 1)} ms"
     )
+
+
+def _probe_ms(p: dict[str, Any], key: str) -> str:
+    """A probe's percentile; None when it falls on a call not answered."""
+    if p[key] is None:
+        return "> time-out" if p["sent"] else "-"
+    return f"{p[key]:,.1f} ms"
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str | None:
@@ -238,7 +245,7 @@ def positions_checks(ours: Result, results: Sequence[Result]) -> list[tuple[str,
         p99 = p["p99_ms"]
         checks.append(
             (
-                f"{p['name']} p99 {_num(p99, 1)} ms, {p['answered']}/{p['sent']} answered",
+                f"{p['name']} p99 {_probe_ms(p, 'p99_ms')}, {p['answered']}/{p['sent']} answered",
                 p99 is not None and p99 <= PROBE_P99_MS and p["answered"] == p["sent"] > 0,
             )
         )
@@ -288,8 +295,8 @@ def markdown(results: Sequence[Result], caption: str) -> str:
                 p["what"],
                 f"{p['hz']:g}",
                 f"{p['answered']}/{p['sent']}",
-                _num(p["p50_ms"], 1),
-                _num(p["p99_ms"], 1),
+                _probe_ms(p, "p50_ms").removesuffix(" ms"),
+                _probe_ms(p, "p99_ms").removesuffix(" ms"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

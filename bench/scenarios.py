@@ -396,14 +396,20 @@ def _load(
     else:
         timeout = 60 + 60
     if scenario.workload == "positions" and server.name == TRADESTREAM:
-        _positions(server, config, result, argv, log, timeout)
+        _positions(scenario, server, config, result, argv, log, timeout)
         return
     client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
     _run(server, client, result, timeout)
 
 
 def _positions(
-    server: Server, config: Config, result: Result, argv: list[str], log: Path, timeout: float
+    scenario: Scenario,
+    server: Server,
+    config: Config,
+    result: Result,
+    argv: list[str],
+    log: Path,
+    timeout: float,
 ) -> None:
     """tradestream's positions run: the users' positions first, then the load with the probe
     (and, with --price-source publish, the benchmark's oracle) alongside."""
@@ -419,7 +425,6 @@ def _positions(
     }
     probe = Probe(url, _callers(tokens, setup.price, probe_price, result.rate_hz, publish))
     init = json.dumps({"authorization": f"Bearer {tokens.admin}"})
-    scenario = SCENARIOS[result.scenario]
     env = client_env(TRADESTREAM, scenario, {"INIT": init})
     probe.start()
     line_at = None
@@ -428,7 +433,7 @@ def _positions(
         line_at = _run(server, client, result, timeout)
     finally:
         seconds = result.client[0].get("seconds") if result.client else None
-        # Only the calls sent while the client counted: not those during its set-up.
+        # Only the calls sent while the client counted, not during its connect and warm-up.
         window = None if line_at is None or seconds is None else (line_at - seconds, line_at)
         stats = probe.stop(window)
     if probe.error is not None:
@@ -440,11 +445,14 @@ async def _set_up(
     url: str, tokens: positions.Tokens, users: int, publish: bool
 ) -> tuple[positions.SetUp, Decimal]:
     """The users' positions, and the price the feed-mode probe publishes for PROBE_MARKET."""
-    async with httpx.AsyncClient(timeout=60) as http:
-        setup = await positions.create_positions(
-            http, url, tokens, users, publish_if_missing=publish
-        )
-        probe_price = await positions.latest_price(http, url, tokens.admin, PROBE_MARKET)
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            setup = await positions.create_positions(
+                http, url, tokens, users, publish_if_missing=publish
+            )
+            probe_price = await positions.latest_price(http, url, tokens.admin, PROBE_MARKET)
+    except httpx.HTTPError as exc:
+        raise BenchError(f"the positions set-up failed: {exc!r}") from exc
     return setup, probe_price or Decimal(150)
 
 
