@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from bench import nodeenv, report
 from bench.processes import BenchError, raise_open_files_limit, stop_leftover_postgres
-from bench.scenarios import LABELS, SCENARIOS, SERVERS, Config, Result, measure
+from bench.scenarios import (
+    LABELS,
+    PRICE_SOURCES,
+    SCENARIOS,
+    SERVERS,
+    Config,
+    Result,
+    measure,
+)
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -67,6 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.1,
         help="events/s during the idle scenario (default 0.1: one event every 10 s)",
+    )
+    parser.add_argument(
+        "--price-source",
+        choices=PRICE_SOURCES,
+        default="feed",
+        help="positions scenarios, tradestream: where the prices come from: the simulated feed "
+        "(PRICE_FEED_HZ) or the benchmark calling publishPrice over HTTP as an oracle does, with "
+        "the simulated feeds off (default feed)",
     )
     parser.add_argument(
         "--pause", type=float, default=3.0, help="seconds between two servers (default 3)"
@@ -134,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         database_url=database_url,
         data_dir=data_dir,
+        price_source=args.price_source,
     )
     print(
         f"tradestream database: {'DATABASE_URL' if database_url else f'embedded, {data_dir}'}; "
@@ -176,6 +193,9 @@ def run(args: argparse.Namespace) -> int:
         f"(servers and load client on the same machine), {args.rate:g} events/s "
         f"(idle: {args.idle_rate:g}/s), node {node_version}, Python {platform.python_version()}"
     )
+    caption += "".join(f"; {s.name} at {s.rate_hz:g}/s" for s in scenarios if s.rate_hz)
+    if any(s.workload == "positions" for s in scenarios):
+        caption += f"; tradestream's prices for positions: --price-source {args.price_source}"
     print("\nMarkdown, ready for the README:\n")
     print(report.markdown(all_results, caption))
 
@@ -188,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 "quick": args.quick,
                 "rate_hz": args.rate,
                 "idle_rate_hz": args.idle_rate,
+                "price_source": args.price_source,
                 "machine": _machine(node_version, soft),
                 "project": _project_version(),
                 "targets": report.TARGETS,

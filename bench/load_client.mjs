@@ -8,7 +8,14 @@
 //   MODE       stream (default) | idle | storm
 //   VARS_MODE  same (default) | distinct: subscriber i sends {...VARS, "n": i}, an undeclared variable
 //              that GraphQL execution ignores but that makes every subscriber's variables different
-//   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client
+//   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client: `$i` in VARS becomes the
+//              subscriber's index (VARS='{"u":"user-$i"}'); FIELD's `ts` (seconds), `publishedAt`
+//              or `at` (ISO-8601) is the publish time latency is measured from
+//   MARK_CLOCK stream, for a stream that stamps its results with their own execution time: a
+//              market (BTC-PERP). One more socket subscribes to that market's priceUpdates and keeps
+//              when each price was published; a sampled result's latency is then measured from
+//              the publication of the price it shows (FIELD's first `positions` entry's
+//              `markPrice`), and FIELD's own time is reported as `stamp_p50_ms`, `stamp_p99_ms`
 //   HOLD       idle: seconds to keep the sockets open at most (default 120; stdin closing or SIGTERM
 //              ends the hold earlier)
 //   soak (for `python -m bench.soak`): N connection slots for DUR seconds (up to 3600); each slot
@@ -30,7 +37,9 @@ const N = Number(nArg);
 const DUR = Number(durArg || 10);
 const PER_CONN = Number(process.env.PER_CONN || 1);
 const QUERY = process.env.QUERY || 'subscription($m:String!){ priceUpdates(market:$m){ market price confidence ts } }';
-const VARS = JSON.parse(process.env.VARS || '{"m":"BTC-PERP"}');
+const VARS_TEXT = process.env.VARS || '{"m":"BTC-PERP"}';
+const VARS = JSON.parse(VARS_TEXT.replaceAll('$i', '0')); // checked once, before any socket
+const MARK_CLOCK = process.env.MARK_CLOCK || '';
 const FIELD = process.env.FIELD || 'priceUpdates';
 const INIT = JSON.parse(process.env.INIT || '{}');
 const HOLD = Number(process.env.HOLD || 120);
@@ -59,7 +68,10 @@ const CONNS = Math.max(1, Math.floor(N / PER_CONN));
 const sockets = new Set();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const out = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-const variablesFor = (i) => (VARS_MODE === 'distinct' ? { ...VARS, n: i } : VARS);
+const variablesFor = (i) => {
+  const vars = VARS_TEXT.includes('$i') ? JSON.parse(VARS_TEXT.replaceAll('$i', String(i))) : VARS;
+  return VARS_MODE === 'distinct' ? { ...vars, n: i } : vars;
+};
 const isNext = (s) => s.includes('"next"');
 
 function subscribeAll(ws, conn) {
@@ -69,13 +81,68 @@ function subscribeAll(ws, conn) {
   }
 }
 
-function publishTime(message) {
+function resultOf(message) {
   const data = message.payload && message.payload.data;
-  const ev = data && data[FIELD];
+  return (data && data[FIELD]) || null;
+}
+
+function publishTime(ev) {
   if (!ev) return null;
   if (typeof ev.ts === 'number') return ev.ts;
-  if (typeof ev.publishedAt === 'string') { const t = Date.parse(ev.publishedAt); return Number.isNaN(t) ? null : t / 1000; }
+  const text = typeof ev.publishedAt === 'string' ? ev.publishedAt : ev.at;
+  if (typeof text === 'string') { const t = Date.parse(text); return Number.isNaN(t) ? null : t / 1000; }
   return null;
+}
+
+// MARK_CLOCK: when each price of the market was published, by price; a result showing a price is
+// matched, once the run is over, to that price's last publication before the result arrived.
+const PRICE_CLOCK_QUERY = 'subscription($m:String!){ priceUpdates(market:$m){ price publishedAt } }';
+const published = new Map(); // Number(price) -> [publish time, s]
+const marked = []; // [Number(markPrice), receive time, s]
+let clockPrices = 0, clockCounted = 0; // prices the clock socket got: in all, while counting
+let unmatched = 0;
+
+function openPriceClock() {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    let acked = false;
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      const m = JSON.parse(buf.toString());
+      if (m.type === 'connection_ack') {
+        acked = true;
+        ws.send(JSON.stringify({ id: 'clock', type: 'subscribe', payload: { query: PRICE_CLOCK_QUERY, variables: { m: MARK_CLOCK } } }));
+        resolve(true);
+      } else if (m.type === 'next') {
+        const p = m.payload.data && m.payload.data.priceUpdates;
+        if (!p) return;
+        clockPrices++;
+        if (countingNow()) clockCounted++;
+        const key = Number(p.price);
+        if (!published.has(key)) published.set(key, []);
+        published.get(key).push(Date.parse(p.publishedAt) / 1000);
+      }
+    });
+    ws.on('error', () => resolve(acked));
+    ws.on('close', () => resolve(acked));
+    setTimeout(() => resolve(acked), CONNECT_TIMEOUT_S * 1000);
+  });
+}
+
+function markLatencies() {
+  const lat = [];
+  for (const [price, received] of marked) {
+    let best = null;
+    for (const t of published.get(price) || []) if (t <= received && (best === null || t > best)) best = t;
+    if (best === null) unmatched++; else lat.push(received - best);
+  }
+  return lat.sort((a, b) => a - b);
+}
+
+function markOf(ev) {
+  const first = ev && Array.isArray(ev.positions) ? ev.positions[0] : null;
+  return first && first.markPrice != null ? Number(first.markPrice) : null;
 }
 
 function percentile(sorted, q, scale) {
@@ -93,10 +160,14 @@ async function openThrottled(open) {
 function closeAll() { for (const ws of sockets) { try { ws.terminate(); } catch { /* already gone */ } } }
 
 // stream: N subscribers, warm-up, then count `next` messages for DUR seconds.
+let countingNow = () => false;
+
 async function stream() {
   let counting = false, count = 0, ok = 0, failed = 0, errors = 0, completed = 0, closedLater = 0;
   const receiving = new Set();
   const lat = [];
+  countingNow = () => counting;
+  const clockOk = MARK_CLOCK ? await openPriceClock() : null;
   const open = (c) => new Promise((resolve) => {
     const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
     sockets.add(ws);
@@ -109,7 +180,13 @@ async function stream() {
         receiving.add(c);
         if (counting) {
           count++;
-          if (count % SAMPLE_EVERY === 0) { const ts = publishTime(JSON.parse(s)); if (ts) lat.push(Date.now() / 1000 - ts); }
+          if (count % SAMPLE_EVERY === 0) {
+            const now = Date.now() / 1000;
+            const ev = resultOf(JSON.parse(s));
+            const ts = publishTime(ev);
+            if (ts) lat.push(now - ts);
+            if (MARK_CLOCK) { const mark = markOf(ev); if (mark !== null) marked.push([mark, now]); }
+          }
         }
         return;
       }
@@ -129,12 +206,18 @@ async function stream() {
   counting = true; const t0 = Date.now(); await sleep(DUR * 1000); counting = false;
   const elapsed = (Date.now() - t0) / 1000;
   lat.sort((a, b) => a - b);
+  const measured = MARK_CLOCK ? markLatencies() : lat;
   out({
     subscribers_ok: ok * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed, sub_errors: errors,
-    msgs_per_s: Math.round(count / elapsed), p50_ms: percentile(lat, 0.5, 1000), p99_ms: percentile(lat, 0.99, 1000),
+    msgs_per_s: Math.round(count / elapsed), p50_ms: percentile(measured, 0.5, 1000), p99_ms: percentile(measured, 0.99, 1000),
     // extensions over the shared client's line
-    receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: lat.length,
+    receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: measured.length,
     connect_s: Math.round(connectS * 100) / 100, seconds: Math.round(elapsed * 100) / 100,
+    ...(MARK_CLOCK ? {
+      mark_clock: MARK_CLOCK, mark_clock_subscribed: clockOk, prices: clockPrices, prices_per_s: Math.round(10 * clockCounted / elapsed) / 10,
+      distinct_prices: published.size, unmatched_samples: unmatched,
+      stamp_p50_ms: percentile(lat, 0.5, 1000), stamp_p99_ms: percentile(lat, 0.99, 1000),
+    } : {}),
   });
 }
 

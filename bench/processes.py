@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
-    from pathlib import Path
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 MB = 1024 * 1024
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -224,6 +230,41 @@ def stop_leftover_postgres(pgdata: Path, timeout: float = 20.0) -> None:
             os.kill(pid, 0)
             time.sleep(0.2)
         os.kill(pid, signal.SIGQUIT)
+
+
+@contextlib.contextmanager
+def own_database(
+    database_url: str | None, workdir: Path, purpose: str
+) -> Iterator[tuple[str | None, Path | None]]:
+    """A database of its own for one server: a fresh one on ``database_url``'s server (dropped
+    afterwards), so that no other server's feed takes sequence numbers of its topics and what it
+    stores stays out of everyone else's way; else an embedded PostgreSQL under a temporary
+    DATA_DIR. Yields (DATABASE_URL, DATA_DIR), one of them None."""
+    if database_url is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="pgdata-", dir=workdir))
+        try:
+            yield None, data_dir
+        finally:
+            stop_leftover_postgres(data_dir / "postgres")
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    name = f"tradestream_{purpose}_{uuid.uuid4().hex[:12]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"cannot create a database on DATABASE_URL: {exc}") from exc
+    try:
+        yield urlunsplit(urlsplit(database_url)._replace(path=f"/{name}")), None
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class Client:

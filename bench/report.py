@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.scenarios import LABELS, TRADESTREAM
 
@@ -15,12 +15,22 @@ IDLE_TARGET_BYTES = 20 * 1024
 HOT_DELIVERED_SHARE = 0.9
 HOT_P99_MS = 50.0
 STORM_SECONDS = 5.0
+POSITIONS_DELIVERED_SHARE = 0.9
+POSITIONS_P99_MS = 100.0
+PROBE_P99_MS = 100.0
+POSITIONS_REFERENCE_RATIO = 1.5
 
 TARGETS = {
     "hot": "delivered >= 90% of the offered msgs/s (60,000 at 3000 subscribers x 20 events/s), "
     "p99 <= 50 ms, 0 failed connections",
     "idle": "<= 20 KB (20,480 bytes) of server memory per subscribed connection",
     "storm": "5000 subscribed in <= 5 s, none failed",
+    "positions": "every connection subscribed, delivered >= 90% of the offered msgs/s (36,000 at "
+    "2000 users x 20 events/s), p99 <= 100 ms, publishPrice and query p99 <= 100 ms with every "
+    "call answered, >= 1.5x the graphql-ws reference's msgs/s",
+    "positions-wide": "every connection subscribed, delivered >= 90% of the offered msgs/s "
+    "(18,000 at 10,000 users x 2 events/s), p99 <= 100 ms, publishPrice and query p99 <= 100 ms "
+    "with every call answered, >= 1.5x the graphql-ws reference's msgs/s",
 }
 
 COLUMNS = ("server", "subscribers", "msgs/s", "p50 ms", "p99 ms", "failed conns", "RSS MB")
@@ -101,6 +111,7 @@ def scenario_report(name: str, summary: str, results: Sequence[Result], quick: b
         f"   {first.asked} subscribers asked, {rate}{measured}",
         text_table(header, [row(r) for r in results]),
     ]
+    parts += [f"   {line}" for r in results for line in positions_lines(r)]
     parts += [f"   {line}" for r in results for line in ratio_lines(r, results)]
     parts += [
         f"   target ({TARGETS[name]}): {verdict}" for verdict in target_verdicts(name, results)
@@ -109,6 +120,50 @@ def scenario_report(name: str, summary: str, results: Sequence[Result], quick: b
         if r.error is not None:
             parts.append(f"   {r.label} failed: {r.error}")
     return "\n".join(parts)
+
+
+def positions_lines(r: Result) -> list[str]:
+    """tradestream's positions set-up, price source and probes."""
+    lines = []
+    if r.price_source is not None:
+        source = {
+            "feed": f"the simulated feed at {r.rate_hz:g}/s",
+            "publish": f"the benchmark's oracle, publishPrice {r.rate_hz:g}/s over HTTP",
+        }.get(r.price_source, r.price_source)
+        lines.append(f"{r.label} prices: {source}")
+    if r.setup is not None:
+        lines.append(
+            f"{r.label} set-up: {r.setup['stored']:,} of {r.setup['users']:,} positions stored "
+            f"through ingestPositionChange in {r.setup['seconds']:.1f} s "
+            f"(BTC-PERP at {r.setup['price']})"
+        )
+    line = r.client[0] if r.client else {}
+    if "prices_per_s" in line:
+        lines.append(
+            f"{r.label} BTC-PERP prices a second while measured: {line['prices_per_s']:g} "
+            f"(a socket on priceUpdates; latency from each price's publishedAt, "
+            f"{line.get('unmatched_samples', 0)} of {line.get('latency_samples', 0)} samples "
+            f"unmatched; from PositionsUpdate.at: p99 {_num(line.get('stamp_p99_ms'), 1)} ms)"
+        )
+    lines += [f"{r.label} probe {probe_text(p)}" for p in r.probes]
+    return lines
+
+
+def probe_text(p: dict[str, Any]) -> str:
+    unanswered = p["sent"] - p["answered"]
+    missing = f" ({unanswered} not answered, {p['errors']} errors)" if unanswered else ""
+    return (
+        f"{p['what']} {p['hz']:g}/s: {p['answered']}/{p['sent']} answered{missing}, "
+        f"p50 {_probe_ms(p, 'p50_ms')}, p99 {_probe_ms(p, 'p99_ms')}, "
+        f"max {_num(p['max_ms'], 1)} ms"
+    )
+
+
+def _probe_ms(p: dict[str, Any], key: str) -> str:
+    """A probe's percentile; None when it falls on a call not answered."""
+    if p[key] is None:
+        return "> time-out" if p["sent"] else "-"
+    return f"{p[key]:,.1f} ms"
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str | None:
@@ -163,9 +218,44 @@ def target_verdicts(name: str, results: Sequence[Result]) -> list[str]:
             (f"{_seconds(ours)} s", ours.seconds is not None and ours.seconds <= STORM_SECONDS),
             (f"{_failed(ours)} failed", ours.failed_conns == 0 and not ours.sub_errors),
         ]
+    elif name in ("positions", "positions-wide"):
+        checks = positions_checks(ours, results)
     met = all(ok for _, ok in checks)
     detail = ", ".join(f"{text} {'ok' if ok else 'MISSED'}" for text, ok in checks)
     return [f"tradestream {'MET' if met else 'MISSED'}: {detail}"]
+
+
+def positions_checks(ours: Result, results: Sequence[Result]) -> list[tuple[str, bool]]:
+    offered = ours.offered_msgs_per_s or 0
+    delivered = ours.msgs_per_s or 0
+    share = delivered / offered if offered else 0.0
+    receiving = ours.receiving_conns or 0
+    checks = [
+        (
+            f"{receiving}/{ours.asked} receiving, {_failed(ours)} failed",
+            receiving == ours.asked and ours.failed_conns == 0 and not ours.sub_errors,
+        ),
+        (f"delivered {share:.0%} of {offered:,.0f}", share >= POSITIONS_DELIVERED_SHARE),
+        (
+            f"p99 {_num(ours.p99_ms, 1)} ms",
+            ours.p99_ms is not None and ours.p99_ms <= POSITIONS_P99_MS,
+        ),
+    ]
+    for p in ours.probes:
+        p99 = p["p99_ms"]
+        checks.append(
+            (
+                f"{p['name']} p99 {_probe_ms(p, 'p99_ms')}, {p['answered']}/{p['sent']} answered",
+                p99 is not None and p99 <= PROBE_P99_MS and p["answered"] == p["sent"] > 0,
+            )
+        )
+    if not ours.probes:
+        checks.append(("no probe", False))
+    peer = next((r for r in results if r.server != TRADESTREAM and r.error is None), None)
+    if peer is not None and peer.msgs_per_s:
+        ratio = delivered / peer.msgs_per_s
+        checks.append((f"{ratio:.2f}x the {peer.label}", ratio >= POSITIONS_REFERENCE_RATIO))
+    return checks
 
 
 def markdown(results: Sequence[Result], caption: str) -> str:
@@ -194,4 +284,19 @@ def markdown(results: Sequence[Result], caption: str) -> str:
                 _seconds(r) if r.mode == "storm" else "-",
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    probed = [(r, p) for r in results for p in r.probes]
+    if probed:
+        header = ["scenario", "server", "probe", "calls/s", "answered", "p50 ms", "p99 ms"]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r, p in probed:
+            cells = [
+                r.scenario,
+                f"{LABELS[r.server]} ({r.price_source})",
+                p["what"],
+                f"{p['hz']:g}",
+                f"{p['answered']}/{p['sent']}",
+                _probe_ms(p, "p50_ms").removesuffix(" ms"),
+                _probe_ms(p, "p99_ms").removesuffix(" ms"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import json
 import os
+import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
+
 from api.settings import ENVIRONMENT_VARIABLES
+from bench import positions
+from bench.probe import Caller, Probe
 from bench.processes import (
     BenchError,
     Client,
@@ -17,15 +26,20 @@ from bench.processes import (
     cpu_seconds,
     free_port,
     listen_overflows,
+    own_database,
     peak_rss_bytes,
     rss_bytes,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
 Mode = Literal["stream", "idle", "storm"]
 VarsMode = Literal["same", "distinct"]
+Workload = Literal["prices", "positions"]
+PriceSource = Literal["feed", "publish"]
+PRICE_SOURCES: tuple[PriceSource, ...] = ("feed", "publish")
 
 TRADESTREAM = "tradestream"
 GRAPHQL_WS = "graphql-ws"
@@ -50,6 +64,16 @@ IDLE_HOLD_S = 120
 IDLE_SETTLE_S = 2.0
 IDLE_SAMPLES = 3
 
+PROBE_HZ = 5.0
+"""positions scenarios: queries a second, and in feed mode publishPrice calls a second, that the
+probe times while the load runs."""
+PROBE_MARKET = "SOL-PERP"
+"""feed mode: the market the probe publishes prices for, which no benchmark user holds."""
+PROBE_QUERY = '{ positions(user: "user-0") { id } }'
+MUTATIONS_PER_S = "1000000"
+"""tradestream's per-caller mutation allowance in the benchmark (MUTATION_RATE_PER_S and
+MUTATION_BURST; 5 a second by default): the set-up and the oracle are one caller each."""
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -62,6 +86,11 @@ class Scenario:
     summary: str
     duration_s: float = 10.0
     quick_duration_s: float = 5.0
+    rate_hz: float | None = None
+    """Events/s for this scenario; None: the run's --rate."""
+    workload: Workload = "prices"
+    """prices: every subscriber on priceUpdates(market:); positions: subscriber i on
+    positions(user: "user-<i>"), user i holding a position created before the run."""
 
 
 SCENARIOS = {
@@ -106,6 +135,28 @@ SCENARIOS = {
             SERVERS,
             "reconnect storm: N sockets opened at once; seconds until each has its first event",
         ),
+        Scenario(
+            "positions",
+            "stream",
+            2000,
+            300,
+            "same",
+            (TRADESTREAM, GRAPHQL_WS),
+            "per-user streams: subscriber i on positions(user: user-<i>), one BTC-PERP position "
+            "each, re-valued on every price; nothing shared between subscribers",
+            workload="positions",
+        ),
+        Scenario(
+            "positions-wide",
+            "stream",
+            10000,
+            1000,
+            "same",
+            (TRADESTREAM, GRAPHQL_WS),
+            "positions with five times the users at a tenth of the rate",
+            workload="positions",
+            rate_hz=2.0,
+        ),
     )
 }
 
@@ -122,6 +173,11 @@ class Config:
     database_url: str | None
     data_dir: Path | None
     """DATA_DIR for tradestream's embedded PostgreSQL (when no DATABASE_URL is set)."""
+    price_source: PriceSource = "feed"
+    """positions scenarios, tradestream: the simulated feed, or the benchmark's own oracle
+    calling publishPrice."""
+    jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    """tradestream's JWT_SECRET: the benchmark signs its callers' tokens with it."""
 
     @property
     def tradestream(self) -> Path:
@@ -156,11 +212,26 @@ class Result:
     """Connections the kernel dropped meanwhile because a listen queue was full (machine-wide)."""
     server_cpu_s: float | None = None
     wall_s: float | None = None
+    receiving_conns: int | None = None
+    """Subscribers that got at least one result."""
+    price_source: str | None = None
+    """positions scenarios, tradestream: feed or publish (the reference has its own timer)."""
+    setup: dict[str, Any] | None = None
+    """positions scenarios, tradestream: users, positions stored, BTC-PERP's price, seconds."""
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    """positions scenarios, tradestream: each probe's CallStats during the measured seconds."""
     client: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
-def make_server(name: str, config: Config, rate_hz: float, tag: str) -> Server:
+def make_server(
+    name: str,
+    config: Config,
+    rate_hz: float,
+    tag: str,
+    extra_env: Mapping[str, str] | None = None,
+) -> Server:
+    """``extra_env``: tradestream settings on top of the benchmark's."""
     port = free_port()
     log = config.logs / f"{tag}-{name}.log"
     log.unlink(missing_ok=True)
@@ -181,6 +252,7 @@ def make_server(name: str, config: Config, rate_hz: float, tag: str) -> Server:
             "BROADCAST_URL": "memory://",
             # The load client is one address: the per-client cap would refuse it.
             "MAX_CONNECTIONS_PER_CLIENT": "1000000",
+            **(extra_env or {}),
         }
         pgdata = None
         if config.database_url:
@@ -213,28 +285,49 @@ def make_server(name: str, config: Config, rate_hz: float, tag: str) -> Server:
     )
 
 
-def client_env(server: str, mode: Mode, vars_mode: VarsMode) -> dict[str, str]:
+def client_env(
+    server: str, scenario: Scenario, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items() if k not in ("QUERY", "VARS", "FIELD", "INIT", "HOLD")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("QUERY", "VARS", "FIELD", "INIT", "HOLD", "MARK_CLOCK")
     }
     env |= {
-        "MODE": mode,
-        "VARS_MODE": vars_mode,
+        "MODE": scenario.mode,
+        "VARS_MODE": scenario.vars_mode,
         "VARS": json.dumps(VARIABLES),
         "FIELD": FIELD,
         "PER_CONN": "1",
         "HOLD": str(IDLE_HOLD_S),
     }
-    if server == TRADESTREAM:
+    if scenario.workload == "positions":
+        env |= {
+            "QUERY": positions.REFERENCE_SUBSCRIPTION,
+            "VARS": positions.VARIABLES,
+            "FIELD": "positions",
+        }
+        if server == TRADESTREAM:
+            # PositionsUpdate.at is when the update was made, after it waited its turn: the
+            # latency runs from the publication of the price the position is marked at.
+            env |= {"QUERY": positions.SUBSCRIPTION, "MARK_CLOCK": positions.MARKET}
+    elif server == TRADESTREAM:
         env["QUERY"] = TRADESTREAM_QUERY
-    return env
+    return env | dict(extra or {})
+
+
+def scenario_rate(scenario: Scenario, config: Config) -> float:
+    if scenario.mode == "idle":
+        return config.idle_rate_hz
+    return config.rate_hz if scenario.rate_hz is None else scenario.rate_hz
 
 
 def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
     """Start the server, load it as the scenario says, stop it; failures land in ``error``."""
     n = scenario.quick_subscribers if config.quick else scenario.subscribers
-    rate = config.idle_rate_hz if scenario.mode == "idle" else config.rate_hz
+    rate = scenario_rate(scenario, config)
     duration = scenario.quick_duration_s if config.quick else scenario.duration_s
+    per_user = scenario.workload == "positions"
     result = Result(
         scenario=scenario.name,
         server=server_name,
@@ -244,43 +337,159 @@ def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
         asked=n,
         rate_hz=rate,
         duration_s=duration if scenario.mode == "stream" else None,
+        price_source=config.price_source if per_user and server_name == TRADESTREAM else None,
     )
     tag = scenario.name
     try:
-        server = make_server(server_name, config, rate, tag)
+        with _database(config, per_user and server_name == TRADESTREAM) as server_config:
+            server = make_server(
+                server_name, server_config, rate, tag, _server_env(scenario, config, rate)
+            )
+            try:
+                server.start(timeout=120 if server_name == TRADESTREAM else 20)
+                _load(scenario, server, config, result, duration)
+            finally:
+                server.stop()
     except (BenchError, OSError) as exc:
         result.error = str(exc)
-        return result
-    try:
-        server.start(timeout=120 if server_name == TRADESTREAM else 20)
-        argv = [config.node, str(config.workdir / "load_client.mjs"), server.url, str(n)]
-        env = client_env(server_name, scenario.mode, scenario.vars_mode)
-        log = config.logs / f"{tag}-{server_name}-client.log"
-        log.unlink(missing_ok=True)
-        if scenario.mode == "idle":
-            rss_before = _settled_rss(server.pid)
-            client = Client(argv, env, config.workdir, log, hold=True)
-            _idle(server, client, result, rss_before)
-        else:
-            if scenario.mode == "stream":
-                argv.append(f"{duration:g}")
-                timeout = CONNECT_WINDOW_S + 2 + duration + 60
-            else:
-                timeout = 60 + 60
-            _run(server, Client(argv, env, config.workdir, log, hold=False), result, timeout)
-    except (BenchError, OSError) as exc:
-        result.error = str(exc)
-    finally:
-        server.stop()
     return result
+
+
+@contextlib.contextmanager
+def _database(config: Config, own: bool) -> Iterator[Config]:
+    """The configuration a server runs with: a database of its own when ``own`` (the positions
+    scenarios store thousands of positions, which nothing else should see), else the run's."""
+    if not own:
+        yield config
+        return
+    with own_database(config.database_url, config.workdir, "bench") as (url, data_dir):
+        yield dataclasses.replace(config, database_url=url, data_dir=data_dir)
+
+
+def _server_env(scenario: Scenario, config: Config, rate: float) -> dict[str, str]:
+    if scenario.workload != "positions":
+        return {}
+    env = {
+        "JWT_SECRET": config.jwt_secret,
+        "MUTATION_RATE_PER_S": MUTATIONS_PER_S,
+        "MUTATION_BURST": MUTATIONS_PER_S,
+    }
+    if config.price_source == "publish":
+        env["SIMULATED_FEEDS"] = "false"
+    return env
+
+
+def _load(
+    scenario: Scenario, server: Server, config: Config, result: Result, duration: float
+) -> None:
+    argv = [config.node, str(config.workdir / "load_client.mjs"), server.url, str(result.asked)]
+    log = config.logs / f"{scenario.name}-{server.name}-client.log"
+    log.unlink(missing_ok=True)
+    if scenario.mode == "idle":
+        rss_before = _settled_rss(server.pid)
+        client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=True)
+        _idle(server, client, result, rss_before)
+        return
+    if scenario.mode == "stream":
+        argv.append(f"{duration:g}")
+        timeout = CONNECT_WINDOW_S + 2 + duration + 60
+    else:
+        timeout = 60 + 60
+    if scenario.workload == "positions" and server.name == TRADESTREAM:
+        _positions(scenario, server, config, result, argv, log, timeout)
+        return
+    client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
+    _run(server, client, result, timeout)
+
+
+def _positions(
+    scenario: Scenario,
+    server: Server,
+    config: Config,
+    result: Result,
+    argv: list[str],
+    log: Path,
+    timeout: float,
+) -> None:
+    """tradestream's positions run: the users' positions first, then the load with the probe
+    (and, with --price-source publish, the benchmark's oracle) alongside."""
+    tokens = positions.Tokens.signed(config.jwt_secret)
+    url = f"http://127.0.0.1:{server.port}/graphql"
+    publish = config.price_source == "publish"
+    setup, probe_price = asyncio.run(_set_up(url, tokens, result.asked, publish))
+    result.setup = {
+        "users": setup.users,
+        "stored": setup.stored,
+        "price": str(setup.price),
+        "seconds": setup.seconds,
+    }
+    probe = Probe(url, _callers(tokens, setup.price, probe_price, result.rate_hz, publish))
+    init = json.dumps({"authorization": f"Bearer {tokens.admin}"})
+    env = client_env(TRADESTREAM, scenario, {"INIT": init})
+    probe.start()
+    line_at = None
+    try:
+        client = Client(argv, env, config.workdir, log, hold=False)
+        line_at = _run(server, client, result, timeout)
+    finally:
+        seconds = result.client[0].get("seconds") if result.client else None
+        # Only the calls sent while the client counted, not during its connect and warm-up.
+        window = None if line_at is None or seconds is None else (line_at - seconds, line_at)
+        stats = probe.stop(window)
+    if probe.error is not None:
+        raise BenchError(f"the probe failed: {probe.error!r}")
+    result.probes = [dataclasses.asdict(s) for s in stats]
+
+
+async def _set_up(
+    url: str, tokens: positions.Tokens, users: int, publish: bool
+) -> tuple[positions.SetUp, Decimal]:
+    """The users' positions, and the price the feed-mode probe publishes for PROBE_MARKET."""
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            setup = await positions.create_positions(
+                http, url, tokens, users, publish_if_missing=publish
+            )
+            probe_price = await positions.latest_price(http, url, tokens.admin, PROBE_MARKET)
+    except httpx.HTTPError as exc:
+        raise BenchError(f"the positions set-up failed: {exc!r}") from exc
+    return setup, probe_price or Decimal(150)
+
+
+def _callers(
+    tokens: positions.Tokens, price: Decimal, probe_price: Decimal, rate: float, publish: bool
+) -> list[Caller]:
+    """publish: the oracle sends ``rate`` BTC-PERP prices a second (and its calls are the
+    publishPrice probe); feed: the probe publishes PROBE_HZ prices a second for PROBE_MARKET.
+    Both: PROBE_HZ queries a second."""
+    if publish:
+        oracle = Caller(
+            "publishPrice",
+            f"publishPrice({positions.MARKET}), the oracle",
+            rate,
+            lambda k: positions.publish_body(positions.MARKET, positions.oracle_price(price, k)),
+            tokens.service,
+        )
+    else:
+        body = positions.publish_body(PROBE_MARKET, probe_price)
+        oracle = Caller(
+            "publishPrice",
+            f"publishPrice({PROBE_MARKET})",
+            PROBE_HZ,
+            lambda k: body,
+            tokens.service,
+        )
+    query = Caller("query", PROBE_QUERY, PROBE_HZ, lambda k: {"query": PROBE_QUERY}, tokens.admin)
+    return [oracle, query]
 
 
 def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / (1024 * 1024), 1)
 
 
-def _run(server: Server, client: Client, result: Result, timeout: float) -> None:
-    """stream and storm: one JSON line; the server's RSS is sampled while the client runs."""
+def _run(server: Server, client: Client, result: Result, timeout: float) -> float:
+    """stream and storm: one JSON line; the server's RSS is sampled while the client runs.
+    Returns when (time.monotonic()) the line came."""
     pid = server.pid
     samples: list[int] = []
 
@@ -295,6 +504,7 @@ def _run(server: Server, client: Client, result: Result, timeout: float) -> None
     except BaseException:
         client.kill()
         raise
+    line_at = time.monotonic()
     client.wait(15)
     cpu1, t1, drops1 = cpu_seconds(pid), time.monotonic(), listen_overflows()
     if drops0 is not None and drops1 is not None:
@@ -313,9 +523,11 @@ def _run(server: Server, client: Client, result: Result, timeout: float) -> None
         result.offered_msgs_per_s = round(result.asked * result.rate_hz)
         result.p50_ms = line.get("p50_ms")
         result.p99_ms = line.get("p99_ms")
+        result.receiving_conns = line.get("receiving_conns")
     else:
         result.subscribers_ok = line.get("subscribed")
         result.seconds = line.get("seconds_to_all_subscribed")
+    return line_at
 
 
 def _settled_rss(pid: int) -> int | None:

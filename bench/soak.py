@@ -5,8 +5,6 @@ growth, leftovers, lost events and failures. See bench/README.md."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import datetime
 import json
 import os
@@ -14,15 +12,11 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 
 from bench import nodeenv
@@ -33,14 +27,13 @@ from bench.processes import (
     Client,
     Server,
     cpu_seconds,
+    own_database,
     raise_open_files_limit,
     rss_bytes,
-    stop_leftover_postgres,
 )
 from bench.scenarios import TRADESTREAM, Config, make_server
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from types import FrameType
 
 QUERY = "subscription($m: String!) { priceUpdates(market: $m) { market price sequence } }"
@@ -161,39 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def soak_database(workdir: Path) -> Iterator[tuple[str | None, Path | None]]:
-    """A database of its own: a fresh one on ``DATABASE_URL``'s server (dropped afterwards), so
-    no other server's feed takes sequence numbers of its topics; else an embedded PostgreSQL under
-    a temporary DATA_DIR."""
-    url = os.environ.get("DATABASE_URL") or None
-    if url is None:
-        data_dir = Path(tempfile.mkdtemp(prefix="pgdata-", dir=workdir))
-        try:
-            yield None, data_dir
-        finally:
-            stop_leftover_postgres(data_dir / "postgres")
-            shutil.rmtree(data_dir, ignore_errors=True)
-        return
-    name = f"tradestream_soak_{uuid.uuid4().hex[:12]}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(url)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise BenchError(f"cannot create a database on DATABASE_URL: {exc}") from exc
-    try:
-        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}")), None
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def server_stats(server: Server) -> dict[str, Any]:
     try:
         response = httpx.get(f"http://127.0.0.1:{server.port}/stats", timeout=10)
@@ -221,7 +181,10 @@ def run(args: argparse.Namespace) -> int:
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     )
     started = datetime.datetime.now(datetime.UTC)
-    with soak_database(workdir) as (database_url, data_dir):
+    with own_database(os.environ.get("DATABASE_URL") or None, workdir, "soak") as (
+        database_url,
+        data_dir,
+    ):
         config = Config(
             project=PROJECT,
             workdir=workdir,
