@@ -14,6 +14,7 @@ and validated off the event loop, in one worker thread (:func:`off_the_loop`).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -171,16 +172,58 @@ class DocumentLimits(SchemaExtension):
     async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        if document is not None and context.pre_execution_errors is None:
-            errors = refusals(document, *self.limits)
-            if errors:
-                context.pre_execution_errors = errors
-            elif len(context.query or "") > INLINE_MAX_CHARS:
-                # What Strawberry itself runs (its rules, the extensions' and its own two).
-                context.pre_execution_errors = await off_the_loop(
-                    validate_document, context.schema._schema, document, context.validation_rules
-                )
+        if document is None or context.pre_execution_errors is not None:
+            yield
+            return
+        key = (id(document), id(context.schema), tuple(context.validation_rules))
+        if _VALID.passed(key, document):
+            # Validated before and found valid: validation depends on nothing but the schema,
+            # the document and the rules. Strawberry skips its own when errors are set.
+            context.pre_execution_errors = []
+            yield
+            return
+        errors = refusals(document, *self.limits)
+        if errors:
+            context.pre_execution_errors = errors
+        elif len(context.query or "") > INLINE_MAX_CHARS:
+            # What Strawberry itself runs (its rules, the extensions' and its own two).
+            context.pre_execution_errors = await off_the_loop(
+                validate_document, context.schema._schema, document, context.validation_rules
+            )
         yield
+        if context.pre_execution_errors == []:
+            _VALID.remember(key, document)
+
+
+class _ValidDocuments:
+    """Documents found valid, by identity (Strawberry's parser cache hands every request of one
+    text the same parsed document): a client subscribing 2,000 times to one document, or 2,000
+    clients to theirs, have it validated once, not 2,000 times (a few milliseconds each for a
+    subscription document). Bounded as the parser cache is; each entry keeps its document, so an
+    identity is never reused while it is kept. Only valid documents are kept: an invalid one's
+    errors are made anew for each request."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[int, int, tuple[Any, ...]], DocumentNode] = OrderedDict()
+
+    def passed(self, key: tuple[int, int, tuple[Any, ...]], document: DocumentNode) -> bool:
+        kept = self._kept.get(key)
+        if kept is not document:
+            return False
+        self._kept.move_to_end(key)
+        return True
+
+    def remember(self, key: tuple[int, int, tuple[Any, ...]], document: DocumentNode) -> None:
+        self._kept[key] = document
+        if len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+
+
+VALID_DOCUMENTS = 256
+"""Documents remembered as valid: as many as the parser cache keeps parsed."""
+
+_VALID = _ValidDocuments(VALID_DOCUMENTS)
 
 
 def extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
