@@ -45,7 +45,22 @@ async def create_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
         max_size=settings.database_pool_size,
         timeout=settings.database_connect_timeout_s,
         command_timeout=settings.database_command_timeout_s,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What the pool does to a connection it takes back, besides what asyncpg always does (roll
+    back a transaction left open, drop local listeners): nothing.
+
+    asyncpg's default also sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
+    a round trip of its own after every query made through the pool, which doubled the round
+    trips of the many one-query reads (a subscription's start makes several). Nothing here leaves
+    that state on a pool connection: no session ``SET``, no ``LISTEN`` (the LISTEN connection is
+    not the pool's, :mod:`api.broadcast`), no cursor outside a transaction, and the one session
+    advisory lock (the migrations') is unlocked by the code that takes it. The leader's lock
+    lives on a connection of its own (:func:`connect`).
+    """
 
 
 async def connect(dsn: str, settings: Settings) -> asyncpg.Connection:
