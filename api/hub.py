@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from api.broadcast import RECONNECTED
 from api.envelope import MalformedEventError, decode_event
@@ -207,19 +207,48 @@ class _TopicFeed:
                     if message == RECONNECTED:
                         await self._recover()
                         continue
-                    try:
-                        event = decode_event(message)
-                    except MalformedEventError:
-                        logger.exception("dropped a malformed message on %r", self.topic)
-                        continue
-                    if contiguous and event.sequence > self.last_sequence + 1:
-                        await self._fill(before=event.sequence)
-                    self._deliver(event)
+                    messages = [message] if self.stream else self._newest(upstream, message)
+                    for message in messages:
+                        try:
+                            event = decode_event(message)
+                        except MalformedEventError:
+                            logger.exception("dropped a malformed message on %r", self.topic)
+                            continue
+                        if contiguous and event.sequence > self.last_sequence + 1:
+                            await self._fill(before=event.sequence)
+                        self._deliver(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             logger.exception("upstream subscription to %r failed", self.topic)
             self._fail(UpstreamError(f"the event stream of {self.topic!r} failed: {exc}"))
+
+    def _newest(self, upstream: Any, message: str) -> list[str]:
+        """A latest-value topic's messages already waiting, the newest
+        :data:`LATEST_VALUE_BACKLOG` of them, the older skipped: the rule each subscriber's queue
+        applies to a reader that falls behind, applied once for all of them. A group stepped by
+        the hub (:mod:`api.stepping`) takes each event as it is delivered, so its queue never
+        holds more than one: when the hub itself falls behind (its subscribers' steps take longer
+        than the topic's interval), this is where the stale states are dropped. Stops at a
+        reconnection marker or the end of the subscription, which keep their place."""
+        # broadcaster's Subscriber has no non-blocking get: its queue (an asyncio.Queue, of
+        # which this is the only reader) is read directly.
+        queue = upstream._queue
+        messages = [message]
+        while not queue.empty():
+            waiting = queue.get_nowait()
+            if waiting is None or waiting.message == RECONNECTED:
+                # broadcaster's end marker (None) must stay last, and a reconnection marker
+                # must be handled after the messages before it: put back at the front (the
+                # queue's deque; no reader waits on it while this one runs).
+                queue._queue.appendleft(waiting)
+                break
+            messages.append(waiting.message)
+        skipped = len(messages) - LATEST_VALUE_BACKLOG
+        if skipped > 0:
+            counts.hub_conflated += skipped * len(self.queues)
+            del messages[:skipped]
+        return messages
 
     async def _fill(self, before: int | None = None) -> None:
         """Deliver the kept events after the last one delivered (up to ``before``); fail the

@@ -18,7 +18,8 @@ from api import stepping
 from api.broadcast import Broadcast
 from api.envelope import encode_event
 from api.fanout import Encoded, Groups, Member
-from api.hub import Hub
+from api.hub import LATEST_VALUE_BACKLOG, Hub
+from api.metrics import counts
 from api.plans import PlannedExecutionContext
 from domain.events import DeliveryPolicy, Event
 from domain.topics import price_topic
@@ -206,3 +207,25 @@ async def test_the_hub_draining_ends_parked_subscriptions(services: Services) ->
     for sink in sinks:
         assert "shutting down" in sink.results[-1]["errors"][0]["message"]
     assert await groups.ended(TIMEOUT)
+
+
+async def test_a_hub_behind_skips_to_the_newest_latest_values(services: Services) -> None:
+    """Stepped groups take each event as it comes, so their queues never conflate: when the hub
+    itself is behind (several states of a latest-value topic waiting), it hands out the newest
+    LATEST_VALUE_BACKLOG of them, the rule each queue applies, once for every subscriber."""
+    groups = Groups(queue_size=8)
+    members = [await join(groups, services, n) for n in range(3)]
+    await until(lambda: services.hub.topics.get(TOPIC) == 3)
+    await publish(services, event(1))
+    await until(lambda: all(len(sink.results) == 1 for sink, _ in members))
+    conflated = counts.hub_conflated
+    # Published in one go: all nine are waiting when the hub's feed next runs.
+    await publish(services, *(event(n) for n in range(2, 11)))
+    await until(lambda: all(len(sink.results) == 1 + LATEST_VALUE_BACKLOG for sink, _ in members))
+    for sink, _ in members:
+        sequences = [r["data"]["ticks"]["sequence"] for r in sink.results]
+        assert sequences == [1, *range(11 - LATEST_VALUE_BACKLOG, 11)]
+    assert counts.hub_conflated - conflated == (9 - LATEST_VALUE_BACKLOG) * 3
+    for _, member in members:
+        member.leave()
+    await until(lambda: len(groups) == 0)
