@@ -455,6 +455,7 @@ class _Stepper:
     """
 
     __slots__ = (
+        "_stepping",
         "context",
         "executor",
         "group",
@@ -484,6 +485,7 @@ class _Stepper:
         self.handoff: asyncio.Future[tuple[Any, ...]] | None = None
         """What the group's task waits for while the stepping goes on."""
         self.running = False
+        self._stepping: Stepping | None = Stepping(self, self.loop, task)
 
     async def run(self) -> None:
         try:
@@ -537,11 +539,12 @@ class _Stepper:
         """Step the source until it parks on a hub queue or hands something off. Called by the
         group's task, and by the wakeup the source was parked on (from any task)."""
         handoff = self.handoff
-        if self.running or handoff is None or handoff.done() or self.task is None:
+        stepping = self._stepping
+        if self.running or handoff is None or handoff.done() or stepping is None:
             return
         self.running = True
         try:
-            with Stepping(self, self.loop, self.task):
+            with stepping:
                 what = self.context.run(self._advance)
         except BaseException as exc:
             what = ("raise", exc)
@@ -610,7 +613,7 @@ class _Stepper:
         """Drop every reference: a group's execution leaves no cycle behind (see
         :meth:`Group._done`)."""
         self.group = self.executor = self.source = self.task = None
-        self.pending = self.handoff = None
+        self.pending = self.handoff = self._stepping = None
 
 
 class Groups:
