@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from api.history import Cursor
     from api.services import Services
     from domain.events import Event
-    from domain.markets import MarketCatalog
+    from domain.markets import Market, MarketCatalog
     from domain.perps_trades import Trade
 
 
@@ -140,33 +140,7 @@ class Position:
     def build(
         cls, position: perps.Position, markets: MarketCatalog, mark: Decimal | None
     ) -> Position:
-        market = markets.get(position.market)
-        valuation = None if mark is None else perps.mark_to_market(position, mark, market)
-        return cls(
-            id=strawberry.ID(position.id),
-            owner=position.owner,
-            market=position.market,
-            side=PositionSide(position.side.value),
-            size=position.size,
-            entry_price=position.entry_price,
-            collateral=position.collateral,
-            leverage=None if position.leverage is None else position.leverage.quantize(CENTS),
-            realized_pnl=position.realized_pnl,
-            opened_at=position.opened_at,
-            revision=position.revision,
-            mark_price=mark,
-            notional=None if valuation is None else valuation.notional,
-            unrealized_pnl=None if valuation is None else valuation.unrealized_pnl,
-            equity=None if valuation is None else valuation.equity,
-            maintenance_margin=None if valuation is None else valuation.maintenance_requirement,
-            health_factor=None if valuation is None else _ratio(valuation.health),
-            margin_ratio=None if valuation is None else _ratio(valuation.margin_ratio),
-            liquidation_price=_to_tick(
-                perps.liquidation_price(position, market.maintenance_margin_rate),
-                market.tick_size,
-                position.side,
-            ),
-        )
+        return _Valuer(position, markets.get(position.market)).at(mark)
 
 
 @strawberry.type(
@@ -461,6 +435,70 @@ def _to_tick(price: Decimal | None, tick: Decimal, side: perps.Side) -> Decimal 
         return None
     rounding = ROUND_CEILING if side is perps.Side.LONG else ROUND_FLOOR
     return (price / tick).to_integral_value(rounding) * tick
+
+
+class _Valuer:
+    """A position ready to be shown at any mark. What :class:`Position` shows that depends on the
+    position (one revision of it) and its market alone is built once: the positions stream keeps
+    one per position it holds and re-values it on every tick of its market, so a tick costs the
+    arithmetic the mark enters (:class:`domain.perps.Exposure`) and one :class:`Position`. The last
+    one is kept for its mark: a position whose market did not move costs nothing."""
+
+    __slots__ = ("_exposure", "_fixed", "_last", "_last_mark", "market", "position")
+
+    def __init__(self, position: perps.Position, market: Market) -> None:
+        self.position = position
+        self.market = position.market
+        self._exposure = perps.Exposure(position, market.maintenance_margin_rate)
+        leverage = position.leverage
+        self._fixed: dict[str, Any] = {
+            "id": strawberry.ID(position.id),
+            "owner": position.owner,
+            "market": position.market,
+            "side": PositionSide(position.side.value),
+            "size": position.size,
+            "entry_price": position.entry_price,
+            "collateral": position.collateral,
+            "leverage": None if leverage is None else leverage.quantize(CENTS),
+            "realized_pnl": position.realized_pnl,
+            "opened_at": position.opened_at,
+            "revision": position.revision,
+            "liquidation_price": _to_tick(
+                self._exposure.liquidation_price, market.tick_size, position.side
+            ),
+        }
+        self._last_mark: Decimal | None = None
+        self._last: Position | None = None
+
+    def at(self, mark: Decimal | None) -> Position:
+        # The same mark object, not an equal one: 100.0 and 100 are shown differently.
+        if self._last is not None and mark is self._last_mark:
+            return self._last
+        if mark is None:
+            view = Position(
+                **self._fixed,
+                mark_price=None,
+                notional=None,
+                unrealized_pnl=None,
+                equity=None,
+                maintenance_margin=None,
+                health_factor=None,
+                margin_ratio=None,
+            )
+        else:
+            marked = self._exposure.mark(mark)
+            view = Position(
+                **self._fixed,
+                mark_price=mark,
+                notional=marked.notional,
+                unrealized_pnl=marked.unrealized_pnl,
+                equity=marked.equity,
+                maintenance_margin=marked.maintenance_requirement,
+                health_factor=_ratio(marked.health),
+                margin_ratio=_ratio(marked.margin_ratio),
+            )
+        self._last_mark, self._last = mark, view
+        return view
 
 
 def _decimal(value: str | None) -> Decimal | None:
