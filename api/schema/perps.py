@@ -30,6 +30,7 @@ from api.schema.resume import (
     parse_after,
     stamped,
 )
+from api.schema.streams import StreamWithPrices, decoded_price
 from domain import perps
 from domain import perps_margin as margin
 from domain.perps_engine import (
@@ -39,15 +40,11 @@ from domain.perps_engine import (
     POSITION_WARNING,
 )
 from domain.perps_trades import MAX_AMOUNT, TradeError
-from domain.prices import OraclePrice
 from domain.topics import (
-    TopicKind,
     funding_topic,
-    kind_of,
     liquidations_topic,
     market_stats_topic,
     positions_topic,
-    price_topic,
 )
 
 if TYPE_CHECKING:
@@ -575,39 +572,53 @@ async def positions_stream(
 
     Position events carry the position's revision: one the snapshot already covered is dropped,
     so nothing shows twice and nothing older follows something newer.
+
+    Every trader's stream re-values their positions on every tick, so a tick does per stream only
+    what differs between streams (``docs/perps.md``, "What a tick costs"): the price is decoded
+    once for all of them (:data:`api.schema.streams.decoded_price`), each position is re-valued
+    from what its revision already worked out (:class:`_Valuer`), and only the prices of the
+    markets the user holds are followed.
     """
     markets = services.markets
-    streams = [positions_topic(user)]
-    topics = streams + [price_topic(m.id) for m in markets]
+    topic = positions_topic(user)
     try:
-        async with services.hub.merge(topics) as merged:
+        async with StreamWithPrices(services.hub, [topic]) as feed:
             start = await services.history.start(
-                streams, after, lambda: services.book.open_positions(user), always_snapshot=True
+                [topic], after, lambda: services.book.open_positions(user), always_snapshot=True
             )
             assert start.snapshot is not None
-            held = {p.id: p for p in start.snapshot}
+            held = {p.id: _Valuer(p, markets.get(p.market)) for p in start.snapshot}
+            await feed.follow({v.market for v in held.values()})
             # Read after the snapshot: a trade in between is in both, and its event carries
             # the account with its revision, so the newest wins either way.
             account = await services.book.margin_account(user)
+            account_view = PerpsMarginAccount.build(account)
             marks = await _marks(services)
-            position = StreamPosition(streams, start.origin)
+            position = StreamPosition([topic], start.origin)
 
             def update() -> PositionsUpdate:
                 return PositionsUpdate(
                     user=user,
-                    positions=[
-                        Position.build(p, markets, marks.get(p.market)) for p in held.values()
-                    ],
-                    account=PerpsMarginAccount.build(account),
+                    positions=[v.at(marks.get(v.market)) for v in held.values()],
+                    account=account_view,
                     at=services.clock.now(),
                     cursor=position.text,
                 )
 
             def note_account(event: Event) -> None:
-                nonlocal account
+                nonlocal account, account_view
                 moved = event.payload.get("account")
                 if moved is not None and moved["revision"] > account.revision:
                     account = margin.MarginAccount.from_payload(moved)
+                    account_view = PerpsMarginAccount.build(account)
+
+            async def follow_held() -> None:
+                """Follow the markets held now; a market not followed until now may have moved
+                meanwhile, so its mark is read again."""
+                for market in await feed.follow({v.market for v in held.values()}):
+                    stored = await services.prices.latest(market)
+                    if stored is not None and marks.get(market) != stored[0].price:
+                        marks[market] = stored[0].price
 
             for event in start.replay:
                 position.advance(event)
@@ -618,19 +629,19 @@ async def positions_stream(
             yield update()
             pending: Event | None = None
             while True:
-                event = pending if pending is not None else await anext(merged)
+                event = pending if pending is not None else await feed.next()
                 pending = None
-                if kind_of(event.topic) is TopicKind.PRICE:
+                if event.topic != topic:
                     # Prices that arrived together (every market ticks at once) make one
                     # update, not one per market.
                     moved = False
                     tick: Event | None = event
-                    while tick is not None and kind_of(tick.topic) is TopicKind.PRICE:
-                        price = OraclePrice.from_payload(tick.payload)
+                    while tick is not None and tick.topic != topic:
+                        price = decoded_price(tick)
                         if marks.get(price.market) != price.price:
                             marks[price.market] = price.price
-                            moved = moved or any(p.market == price.market for p in held.values())
-                        tick = merged.poll()
+                            moved = moved or price.market in feed.markets
+                        tick = feed.poll()
                     pending = tick
                     if moved:
                         yield update()
@@ -648,10 +659,11 @@ async def positions_stream(
                     if current is None:
                         continue  # already gone in the snapshot
                     del held[changed.id]
-                elif current is not None and current.revision >= changed.revision:
+                elif current is not None and current.position.revision >= changed.revision:
                     continue  # the snapshot already showed it
                 else:
-                    held[changed.id] = changed
+                    held[changed.id] = _Valuer(changed, markets.get(changed.market))
+                await follow_held()
                 yield stamped(_present_position_event(event, markets, marks), position)
                 yield update()
     except HubError as exc:
