@@ -1,0 +1,238 @@
+"""What one price tick costs each private ``positions(user:)`` stream before GraphQL runs.
+
+    .venv/bin/python -m bench.positions_tick [--users 2000] [--ticks 50] [--profile]
+
+N streams (:func:`api.schema.perps.positions_stream`, the real code) run against a real
+:class:`api.hub.Hub` over the in-memory broadcast, with in-memory stand-ins for the history, the
+position book and the price store. User ``user-<i>`` holds the one BTC-PERP position the shared
+benchmark gives it (``../shared/bench/README.md``). Each tick is one price event handed to every
+stream's queue, as the hub's topic feed does, and the time is divided by N:
+
+- ``drive``: each stream's generator is stepped in turn to its next ``PositionsUpdate``, with no
+  task wake-up: the stream's own work per subscriber (decode, re-value, build the update);
+- ``tasks``: every stream is read by its own task, as a transport reads it; the time until every
+  task has its update, wake-ups included;
+- ``foreign``: a tick of ETH-PERP, which no user holds, with every stream in its own task: what a
+  market a subscriber does not hold costs it.
+
+Times are the process's CPU time (``time.process_time``), so other processes on a busy machine
+change them less than they change wall time. ``--profile`` runs ``drive`` under cProfile and
+prints the top functions. A measurement, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+from api.broadcast import Broadcast
+from api.clock import SystemClock
+from api.history import Cursor, Start
+from api.hub import Hub
+from api.schema.perps import positions_stream
+from domain import perps
+from domain.events import Event
+from domain.markets import Market, MarketCatalog
+from domain.perps_margin import new_account
+from domain.prices import PRICE_UPDATE, OraclePrice
+from domain.topics import positions_topic, price_topic
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+D = Decimal
+EPOCH = "0"
+
+
+def _market(id: str, tick: str, step: str, max_leverage: int, mmr: str) -> Market:
+    """As the migrations list it."""
+    return Market(id, id[:3], "USD", D(tick), D(step), D(step), D(max_leverage), D(mmr), D("0.015"))
+
+
+MARKETS = MarketCatalog(
+    [
+        _market("BTC-PERP", "0.1", "0.0001", 20, "0.03"),
+        _market("ETH-PERP", "0.01", "0.001", 20, "0.03"),
+        _market("SOL-PERP", "0.001", "0.01", 10, "0.05"),
+    ]
+)
+
+
+def bench_position(i: int) -> perps.Position:
+    """``user-<i>``'s position in the shared benchmark."""
+    size = D("0.01") * (1 + i % 5)
+    entry = D(100 + i % 7 - 3)
+    return perps.Position(
+        id=f"pos_{i}",
+        owner=f"user-{i}",
+        market="BTC-PERP",
+        side=perps.Side.LONG if i % 2 == 0 else perps.Side.SHORT,
+        size=size,
+        entry_price=entry,
+        collateral=size * entry / (5 + i % 16),
+        opened_at=datetime(2026, 12, 6, tzinfo=UTC),
+        revision=1,
+    )
+
+
+@dataclass
+class _History:
+    async def start(
+        self,
+        topics: Sequence[str],
+        after: Sequence[Cursor] | None,
+        snapshot: Callable[[], Awaitable[Any]],
+        *,
+        always_snapshot: bool = False,
+    ) -> Start[Any]:
+        return Start([Cursor(EPOCH, 0) for _ in topics], snapshot=await snapshot())
+
+
+class _Book:
+    async def open_positions(self, user: str) -> list[perps.Position]:
+        return [bench_position(int(user.removeprefix("user-")))]
+
+    async def margin_account(self, user: str) -> Any:
+        return new_account(user, D(10_000))
+
+
+class _Prices:
+    async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
+        return (OraclePrice(market, D(100), D("0.05"), datetime.now(UTC)), 1)
+
+
+def price_event(market: str, sequence: int, price: Decimal) -> Event:
+    now = datetime.now(UTC)
+    payload = OraclePrice(market, price, D("0.05"), now).to_payload()
+    return Event(price_topic(market), sequence, now, PRICE_UPDATE, payload)
+
+
+class Bench:
+    def __init__(self, hub: Hub, users: int) -> None:
+        self.hub = hub
+        services = SimpleNamespace(
+            hub=hub,
+            markets=MARKETS,
+            history=_History(),
+            book=_Book(),
+            prices=_Prices(),
+            clock=SystemClock(),
+        )
+        self.streams: list[AsyncIterator[Any]] = [
+            positions_stream(services, f"user-{i}")  # type: ignore[arg-type]
+            for i in range(users)
+        ]
+        self.sequence = {m.id: 1 for m in MARKETS}
+        self.price = D(100)
+
+    async def start(self) -> None:
+        for stream in self.streams:
+            await anext(stream)  # the snapshot's update
+
+    def tick(self, market: str = "BTC-PERP") -> None:
+        """One price event handed to every queue of its topic: what the hub's feed does."""
+        self.sequence[market] += 1
+        self.price += D("0.1")
+        event = price_event(market, self.sequence[market], self.price)
+        feed = self.hub._feeds.get(price_topic(market))
+        for queue in () if feed is None else feed.queues:
+            queue.put(event)
+
+    async def drive(self) -> float:
+        self.tick()
+        began = time.process_time()
+        for stream in self.streams:
+            await anext(stream)
+        return time.process_time() - began
+
+    def queued(self) -> int:
+        return self.hub.queued_events
+
+
+async def _read(stream: AsyncIterator[Any], arrived: Callable[[], None]) -> None:
+    async for _ in stream:
+        arrived()
+
+
+async def measure(users: int, ticks: int, profile: bool) -> None:
+    broadcast = Broadcast("memory://")
+    await broadcast.connect()
+    hub = Hub(broadcast, queue_size=64)
+    bench = Bench(hub, users)
+    await bench.start()
+    assert hub.topics[positions_topic("user-0")] == 1
+
+    drive = [await bench.drive() for _ in range(ticks)]
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(ticks):
+            await bench.drive()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+    remaining = 0
+    done = asyncio.Event()
+
+    def arrived() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            done.set()
+
+    readers = [asyncio.create_task(_read(s, arrived)) for s in bench.streams]
+    await asyncio.sleep(0.1)
+    tasks = []
+    for _ in range(ticks):
+        remaining = users
+        done.clear()
+        began = time.process_time()
+        bench.tick()
+        await done.wait()
+        tasks.append(time.process_time() - began)
+
+    foreign = []
+    for _ in range(ticks):
+        began = time.process_time()
+        bench.tick("ETH-PERP")
+        while bench.queued():  # noqa: ASYNC110  (the loop's turns are what is measured)
+            await asyncio.sleep(0)
+        foreign.append(time.process_time() - began)
+    assert remaining == 0  # a foreign tick sent nobody an update
+
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    await hub.close()
+    await broadcast.disconnect()
+
+    def per_user(seconds: list[float]) -> str:
+        micros = sorted(s / users * 1e6 for s in seconds)
+        return f"median {statistics.median(micros):7.2f} us  min {micros[0]:7.2f} us"
+
+    print(f"{users} streams, {ticks} ticks each; per subscriber per tick:")
+    print(f"  drive    {per_user(drive)}")
+    print(f"  tasks    {per_user(tasks)}")
+    print(f"  foreign  {per_user(foreign)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--ticks", type=int, default=50)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(measure(args.users, args.ticks, args.profile))
+
+
+if __name__ == "__main__":
+    main()
