@@ -1,15 +1,20 @@
-"""What one price tick costs each private ``positions(user:)`` stream before GraphQL runs.
+"""What one price tick costs each private ``positions(user:)`` (or ``liveDashboard``) stream
+before GraphQL runs.
 
     .venv/bin/python -m bench.positions_tick [--users 2000] [--ticks 50] [--profile]
+    .venv/bin/python -m bench.positions_tick --feed dashboard
 
-N streams (:func:`api.schema.perps.positions_stream`, the real code) run against a real
-:class:`api.hub.Hub` over the in-memory broadcast, with in-memory stand-ins for the history, the
-position book and the price store. User ``user-<i>`` holds the one BTC-PERP position the shared
-benchmark gives it (``../shared/bench/README.md``). Each tick is one price event handed to every
-stream's queue, as the hub's topic feed does, and the time is divided by N:
+N streams (:func:`api.schema.perps.positions_stream`, the real code; with ``--feed dashboard``
+:func:`api.schema.exchange.live_stream`) run against a real :class:`api.hub.Hub` over the
+in-memory broadcast, with in-memory stand-ins for the history, the position book, the paper
+exchange and the price store. User ``user-<i>`` holds the one BTC-PERP position the shared
+benchmark gives it (``../shared/bench/README.md``; on the paper exchange, a market order of that
+size at that entry). Each tick is one price event handed to every stream's queue, as the hub's
+topic feed does, and the time is divided by N:
 
-- ``drive``: each stream's generator is stepped in turn to its next ``PositionsUpdate``, with no
-  task wake-up: the stream's own work per subscriber (decode, re-value, build the update);
+- ``drive``: each stream's generator is stepped in turn to the updates the tick makes (positions;
+  the dashboard also sends its balance), with no task wake-up: the stream's own work per
+  subscriber (decode, re-value, build the updates);
 - ``tasks``: every stream is read by its own task, as a transport reads it; the time until every
   task has its update, wake-ups included;
 - ``foreign``: a tick of ETH-PERP, which no user holds, with every stream in its own task: what a
@@ -38,13 +43,15 @@ from api.broadcast import Broadcast
 from api.clock import SystemClock
 from api.history import Cursor, Start
 from api.hub import Hub
+from api.schema.exchange import live_stream
 from api.schema.perps import positions_stream
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog
+from domain.paper_exchange import OrderRequest, OrderSide, OrderType, PaperAccount
 from domain.perps_margin import new_account
 from domain.prices import PRICE_UPDATE, OraclePrice
-from domain.topics import positions_topic, price_topic
+from domain.topics import price_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -105,6 +112,24 @@ class _Book:
         return new_account(user, D(10_000))
 
 
+def bench_account(i: int) -> PaperAccount:
+    """``user-<i>``'s paper account: the same position, opened by a market order."""
+    position = bench_position(i)
+    account = PaperAccount(position.owner, MARKETS, initial_balance=D(10_000))
+    side = OrderSide.BUY if position.side is perps.Side.LONG else OrderSide.SELL
+    request = OrderRequest("BTC-PERP", side, OrderType.MARKET, position.size)
+    account.place_order(request, {"BTC-PERP": position.entry_price}, datetime.now(UTC))
+    return account
+
+
+class _Exchange:
+    async def account(self, owner: str) -> PaperAccount:
+        return bench_account(int(owner.removeprefix("user-")))
+
+    async def marks(self) -> dict[str, Decimal]:
+        return {"BTC-PERP": D(100)}
+
+
 class _Prices:
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return (OraclePrice(market, D(100), D("0.05"), datetime.now(UTC)), 1)
@@ -117,26 +142,33 @@ def price_event(market: str, sequence: int, price: Decimal) -> Event:
 
 
 class Bench:
-    def __init__(self, hub: Hub, users: int) -> None:
+    def __init__(self, hub: Hub, users: int, feed: str) -> None:
         self.hub = hub
-        services = SimpleNamespace(
+        services: Any = SimpleNamespace(
             hub=hub,
             markets=MARKETS,
             history=_History(),
             book=_Book(),
+            exchange=_Exchange(),
             prices=_Prices(),
             clock=SystemClock(),
         )
+        dashboard = feed == "dashboard"
+        stream = live_stream if dashboard else positions_stream
         self.streams: list[AsyncIterator[Any]] = [
-            positions_stream(services, f"user-{i}")  # type: ignore[arg-type]
-            for i in range(users)
+            stream(services, f"user-{i}") for i in range(users)
         ]
+        self.at_start = 3 if dashboard else 1
+        """What a stream sends at once: the positions; the dashboard's balance and orders too."""
+        self.per_tick = 2 if dashboard else 1
+        """What a tick makes a stream send: the positions; the dashboard's balance too."""
         self.sequence = {m.id: 1 for m in MARKETS}
         self.price = D(100)
 
     async def start(self) -> None:
         for stream in self.streams:
-            await anext(stream)  # the snapshot's update
+            for _ in range(self.at_start):
+                await anext(stream)
 
     def tick(self, market: str = "BTC-PERP") -> None:
         """One price event handed to every queue of its topic: what the hub's feed does."""
@@ -151,7 +183,8 @@ class Bench:
         self.tick()
         began = time.process_time()
         for stream in self.streams:
-            await anext(stream)
+            for _ in range(self.per_tick):
+                await anext(stream)
         return time.process_time() - began
 
     def queued(self) -> int:
@@ -163,13 +196,12 @@ async def _read(stream: AsyncIterator[Any], arrived: Callable[[], None]) -> None
         arrived()
 
 
-async def measure(users: int, ticks: int, profile: bool) -> None:
+async def measure(users: int, ticks: int, profile: bool, feed: str) -> None:
     broadcast = Broadcast("memory://")
     await broadcast.connect()
     hub = Hub(broadcast, queue_size=64)
-    bench = Bench(hub, users)
+    bench = Bench(hub, users, feed)
     await bench.start()
-    assert hub.topics[positions_topic("user-0")] == 1
 
     drive = [await bench.drive() for _ in range(ticks)]
     if profile:
@@ -193,7 +225,7 @@ async def measure(users: int, ticks: int, profile: bool) -> None:
     await asyncio.sleep(0.1)
     tasks = []
     for _ in range(ticks):
-        remaining = users
+        remaining = users * bench.per_tick
         done.clear()
         began = time.process_time()
         bench.tick()
@@ -219,7 +251,7 @@ async def measure(users: int, ticks: int, profile: bool) -> None:
         micros = sorted(s / users * 1e6 for s in seconds)
         return f"median {statistics.median(micros):7.2f} us  min {micros[0]:7.2f} us"
 
-    print(f"{users} streams, {ticks} ticks each; per subscriber per tick:")
+    print(f"{feed}: {users} streams, {ticks} ticks each; per subscriber per tick:")
     print(f"  drive    {per_user(drive)}")
     print(f"  tasks    {per_user(tasks)}")
     print(f"  foreign  {per_user(foreign)}")
@@ -229,9 +261,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--ticks", type=int, default=50)
+    parser.add_argument("--feed", choices=("positions", "dashboard"), default="positions")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    asyncio.run(measure(args.users, args.ticks, args.profile))
+    asyncio.run(measure(args.users, args.ticks, args.profile, args.feed))
 
 
 if __name__ == "__main__":
