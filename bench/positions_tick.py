@@ -15,10 +15,10 @@ topic feed does, and the time is divided by N:
 - ``drive``: each stream's generator is stepped in turn to the updates the tick makes (positions;
   the dashboard also sends its balance), with no task wake-up: the stream's own work per
   subscriber (decode, re-value, build the updates);
-- ``tasks``: every stream is read by its own task, as a transport reads it; the time until every
-  task has its update, wake-ups included;
-- ``foreign``: a tick of ETH-PERP, which no user holds, with every stream in its own task: what a
-  market a subscriber does not hold costs it.
+- ``stepped``: every stream is stepped from the hub's ``put`` as a fan-out group steps it
+  (:mod:`api.stepping`): the tick's whole synchronous pass, the hub's delivery included;
+- ``foreign``: a tick of ETH-PERP, which no user holds, stepped the same way: what a market a
+  subscriber does not hold costs it.
 
 Times are the process's CPU time (``time.process_time``), so other processes on a busy machine
 change them less than they change wall time. ``--profile`` runs ``drive`` under cProfile and
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import pstats
 import statistics
@@ -45,6 +46,7 @@ from api.history import Cursor, Start
 from api.hub import Hub
 from api.schema.exchange import live_stream
 from api.schema.perps import positions_stream
+from api.stepping import PARKED, Stepping
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog
@@ -54,7 +56,7 @@ from domain.prices import PRICE_UPDATE, OraclePrice
 from domain.topics import price_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 
 D = Decimal
 EPOCH = "0"
@@ -191,9 +193,39 @@ class Bench:
         return self.hub.queued_events
 
 
-async def _read(stream: AsyncIterator[Any], arrived: Callable[[], None]) -> None:
-    async for _ in stream:
-        arrived()
+class _Stepped:
+    """Steps a stream from the hub's ``put``, as a fan-out group does (:mod:`api.stepping`): the
+    stream parks on its hub wakeup, and the wakeup's ``set`` runs it to its next update."""
+
+    def __init__(self, stream: AsyncIterator[Any], arrived: Callable[[], None]) -> None:
+        self.stream = stream
+        self.arrived = arrived
+        self.step: Coroutine[Any, None, Any] | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        self.stepping = Stepping(self, asyncio.get_running_loop(), task)
+
+    def resume(self) -> None:
+        with self.stepping:
+            while True:
+                if self.step is None:
+                    self.step = self.stream.__anext__()  # type: ignore[assignment]
+                    assert self.step is not None
+                try:
+                    awaited = self.step.send(None)
+                except StopIteration:
+                    self.step = None
+                    self.arrived()
+                    continue
+                if awaited is not PARKED:
+                    raise RuntimeError("the stream awaited something other than a hub queue")
+                return
+
+    def close(self) -> None:
+        """End the stream where it is parked: it leaves the hub."""
+        assert self.step is not None
+        with contextlib.suppress(GeneratorExit):
+            self.step.throw(GeneratorExit())
 
 
 async def measure(users: int, ticks: int, profile: bool, feed: str) -> None:
@@ -212,38 +244,31 @@ async def measure(users: int, ticks: int, profile: bool, feed: str) -> None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
-    remaining = 0
-    done = asyncio.Event()
+    arrived = 0
 
-    def arrived() -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            done.set()
+    def count() -> None:
+        nonlocal arrived
+        arrived += 1
 
-    readers = [asyncio.create_task(_read(s, arrived)) for s in bench.streams]
-    await asyncio.sleep(0.1)
-    tasks = []
+    steppers = [_Stepped(stream, count) for stream in bench.streams]
+    for stepper in steppers:
+        stepper.resume()  # parks on its wakeup
+    stepped = []
     for _ in range(ticks):
-        remaining = users * bench.per_tick
-        done.clear()
         began = time.process_time()
         bench.tick()
-        await done.wait()
-        tasks.append(time.process_time() - began)
+        stepped.append(time.process_time() - began)
+    assert arrived == ticks * users * bench.per_tick, arrived
 
     foreign = []
     for _ in range(ticks):
         began = time.process_time()
         bench.tick("ETH-PERP")
-        while bench.queued():  # noqa: ASYNC110  (the loop's turns are what is measured)
-            await asyncio.sleep(0)
         foreign.append(time.process_time() - began)
-    assert remaining == 0  # a foreign tick sent nobody an update
+    assert arrived == ticks * users * bench.per_tick  # a foreign tick sent nobody an update
 
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
+    for stepper in steppers:
+        stepper.close()
     await hub.close()
     await broadcast.disconnect()
 
@@ -253,7 +278,7 @@ async def measure(users: int, ticks: int, profile: bool, feed: str) -> None:
 
     print(f"{feed}: {users} streams, {ticks} ticks each; per subscriber per tick:")
     print(f"  drive    {per_user(drive)}")
-    print(f"  tasks    {per_user(tasks)}")
+    print(f"  stepped  {per_user(stepped)}")
     print(f"  foreign  {per_user(foreign)}")
 
 
