@@ -518,6 +518,68 @@ class _Recorder:
         )
 
 
+class AccountValuer:
+    """One revision of an account, valued at price after price (a live dashboard re-values it on
+    every tick of a market it holds). What depends on the account alone is worked out once: each
+    position's leverage, margin and liquidation price (its view with no mark), the wallet and the
+    margin orders reserve. A price then costs each position its unrealized PnL, and the sums.
+    :meth:`positions` and :meth:`balance` give exactly what :meth:`PaperAccount.positions` and
+    :meth:`PaperAccount.balance` give (a property test holds them to it)."""
+
+    __slots__ = ("_fees", "_order_margin", "_realized", "_unmarked", "_wallet", "symbols")
+
+    def __init__(
+        self,
+        unmarked: list[PositionView],
+        wallet: Decimal,
+        realized: Decimal,
+        fees: Decimal,
+        order_margin: Decimal,
+    ) -> None:
+        self._unmarked = unmarked
+        self._wallet = wallet
+        self._realized = realized
+        self._fees = fees
+        self._order_margin = order_margin
+        self.symbols = frozenset(v.position.symbol for v in unmarked)
+        """The symbols of the open positions: the only prices the valuation depends on."""
+
+    def positions(self, prices: Mapping[str, Decimal]) -> list[PositionView]:
+        return [_at(view, _mark(prices, view.position.symbol)) for view in self._unmarked]
+
+    def balance(self, positions: list[PositionView]) -> Balance:
+        """The balance with ``positions`` (what :meth:`positions` gave at the same prices)."""
+        unrealized = margin = _ZERO
+        for view in positions:
+            unrealized += view.unrealized_pnl
+            margin += view.margin
+        net = self._wallet + unrealized
+        return Balance(
+            wallet_balance=self._wallet,
+            unrealized_pnl=unrealized,
+            realized_pnl=self._realized,
+            total_fees_paid=self._fees,
+            net_balance=net,
+            margin_used=margin,
+            order_margin=self._order_margin,
+            available_balance=net - margin - self._order_margin,
+        )
+
+
+def _at(unmarked: PositionView, mark: Decimal | None) -> PositionView:
+    """An open position's view without a mark, at ``mark``: only the unrealized PnL moves."""
+    if mark is None:
+        return unmarked
+    return PositionView(
+        unmarked.position,
+        unmarked.leverage,
+        mark,
+        unmarked.position.unrealized_pnl(mark),
+        unmarked.margin,
+        unmarked.liquidation_price,
+    )
+
+
 class PaperAccount:
     """One user's paper margin account. Not thread-safe: one writer at a time, the store's
     ``revision`` (bumped by every change) tells a writer it still holds the latest state."""
@@ -645,6 +707,17 @@ class PaperAccount:
             unrealized_pnl=_ZERO if mark is None else position.unrealized_pnl(mark),
             margin=self._margin(position, leverage),
             liquidation_price=liquidation,
+        )
+
+    def valuer(self) -> AccountValuer:
+        """This revision of the account, ready to be valued at price after price."""
+        views = [self.view(self._positions[s], {}) for s in sorted(self._positions)]
+        return AccountValuer(
+            views,
+            self._wallet_balance,
+            self._realized_pnl,
+            self._total_fees_paid,
+            self._order_margin(),
         )
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:

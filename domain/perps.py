@@ -25,7 +25,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -142,26 +142,76 @@ class Valuation:
 
 
 def mark_to_market(position: Position, mark: Decimal, market: Market) -> Valuation:
-    if mark <= 0:
-        raise ValueError("mark price must be positive")
     mmr = market.maintenance_margin_rate
-    notional = position.size * mark
-    upnl = position.signed_size * (mark - position.entry_price)
-    equity = position.collateral + upnl
-    requirement = notional * mmr
-    health = equity / requirement if requirement > 0 else None
-    margin_ratio = requirement / equity if equity > 0 else None
+    marked = _mark(
+        position.size, position.signed_size, position.entry_price, position.collateral, mmr, mark
+    )
     return Valuation(
         position=position,
         mark=mark,
-        notional=notional,
-        unrealized_pnl=upnl,
-        equity=equity,
-        maintenance_requirement=requirement,
-        health=health,
-        margin_ratio=margin_ratio,
+        notional=marked.notional,
+        unrealized_pnl=marked.unrealized_pnl,
+        equity=marked.equity,
+        maintenance_requirement=marked.maintenance_requirement,
+        health=marked.health,
+        margin_ratio=marked.margin_ratio,
         liquidation_price=liquidation_price(position, mmr),
-        liquidation_reward=notional * market.liquidation_fee_rate,
+        liquidation_reward=marked.notional * market.liquidation_fee_rate,
+    )
+
+
+class Marked(NamedTuple):
+    """What of a valuation the mark enters (see :class:`Valuation`)."""
+
+    notional: Decimal
+    unrealized_pnl: Decimal
+    equity: Decimal
+    maintenance_requirement: Decimal
+    health: Decimal | None
+    margin_ratio: Decimal | None
+
+
+class Exposure:
+    """A position ready to be marked price after price: what depends on the position and its
+    market's maintenance margin rate alone (the signed size, the liquidation price) is worked out
+    once, so that re-valuing it on every tick costs only the arithmetic the mark enters. Its
+    marks are :func:`mark_to_market`'s, digit for digit: both are :func:`_mark`."""
+
+    __slots__ = ("_collateral", "_entry", "_mmr", "_signed_size", "_size", "liquidation_price")
+
+    def __init__(self, position: Position, maintenance_margin_rate: Decimal) -> None:
+        self._size = position.size
+        self._signed_size = position.signed_size
+        self._entry = position.entry_price
+        self._collateral = position.collateral
+        self._mmr = maintenance_margin_rate
+        self.liquidation_price = liquidation_price(position, maintenance_margin_rate)
+
+    def mark(self, mark: Decimal) -> Marked:
+        return _mark(self._size, self._signed_size, self._entry, self._collateral, self._mmr, mark)
+
+
+def _mark(
+    size: Decimal,
+    signed_size: Decimal,
+    entry: Decimal,
+    collateral: Decimal,
+    mmr: Decimal,
+    mark: Decimal,
+) -> Marked:
+    if mark <= 0:
+        raise ValueError("mark price must be positive")
+    notional = size * mark
+    upnl = signed_size * (mark - entry)
+    equity = collateral + upnl
+    requirement = notional * mmr
+    return Marked(
+        notional,
+        upnl,
+        equity,
+        requirement,
+        equity / requirement if requirement > 0 else None,
+        requirement / equity if equity > 0 else None,
     )
 
 

@@ -25,9 +25,9 @@ from api.schema.resume import (
     parse_after,
     stamped,
 )
+from api.schema.streams import StreamWithPrices, decoded_price
 from domain import paper_exchange as model
-from domain.prices import OraclePrice
-from domain.topics import TopicKind, kind_of, live_topic, price_topic
+from domain.topics import live_topic
 
 if TYPE_CHECKING:
     from api.auth import Principal
@@ -81,6 +81,21 @@ class PaperBalance:
     available_balance: Decimal
 
     @classmethod
+    def of_balance(cls, b: model.Balance) -> PaperBalance:
+        """What :meth:`of` makes of ``b.to_payload()``, without the text in between."""
+        return cls(
+            currency=b.currency,
+            wallet_balance=b.wallet_balance,
+            unrealized_pnl=b.unrealized_pnl,
+            realized_pnl=b.realized_pnl,
+            total_fees_paid=b.total_fees_paid,
+            net_balance=b.net_balance,
+            margin_used=b.margin_used,
+            order_margin=b.order_margin,
+            available_balance=b.available_balance,
+        )
+
+    @classmethod
     def of(cls, p: dict[str, Any]) -> PaperBalance:
         return cls(
             currency=p["currency"],
@@ -109,6 +124,26 @@ class PaperPosition:
     liquidation_price: Decimal | None
     opened_at: datetime
     updated_at: datetime
+
+    @classmethod
+    def of_view(cls, v: model.PositionView) -> PaperPosition:
+        """What :meth:`of` makes of ``v.to_payload()``, without the text in between."""
+        p = v.position
+        side = p.side
+        return cls(
+            symbol=p.symbol,
+            side=None if side is None else PositionSide[side.name],
+            size=abs(p.size),
+            entry_price=p.entry_price,
+            mark_price=v.mark,
+            unrealized_pnl=v.unrealized_pnl,
+            realized_pnl=p.realized_pnl,
+            leverage=v.leverage,
+            margin=v.margin,
+            liquidation_price=v.liquidation_price,
+            opened_at=p.opened_at,
+            updated_at=p.updated_at,
+        )
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PaperPosition:
@@ -270,11 +305,11 @@ def _owner(principal: Principal, what: str) -> str:
 
 
 def _views(
-    account: model.PaperAccount, marks: dict[str, Decimal]
+    valuer: model.AccountValuer, marks: dict[str, Decimal]
 ) -> tuple[PaperBalance, list[PaperPosition]]:
-    balance = PaperBalance.of(account.balance(marks).to_payload())
-    positions = [PaperPosition.of(v.to_payload()) for v in account.positions(marks)]
-    return balance, positions
+    views = valuer.positions(marks)
+    balance = PaperBalance.of_balance(valuer.balance(views))
+    return balance, [PaperPosition.of_view(v) for v in views]
 
 
 def _open(account: model.PaperAccount) -> list[PaperOrder]:
@@ -286,38 +321,47 @@ async def live_stream(
 ) -> AsyncIterator[LiveDashboardEvent]:
     """Balance, positions and open orders at once; then each change of the account (orders,
     fills, positions, balance); and positions and balance again when a price they depend on
-    moves. Resumed (``after``): the order changes since the cursor, then balance and positions."""
+    moves. Resumed (``after``): the order changes since the cursor, then balance and positions.
+
+    As the positions stream does (``docs/perps.md``, "What a tick costs"), a tick is decoded once
+    for every stream, the account is valued from what its revision worked out once
+    (:class:`domain.paper_exchange.AccountValuer`), and only the prices of the symbols the
+    account holds are followed."""
     exchange = services.exchange
-    streams = [live_topic(owner)]
-    topics = streams + [price_topic(m.id) for m in services.markets]
+    topic = live_topic(owner)
     try:
-        async with services.hub.merge(topics) as merged:
+        async with StreamWithPrices(services.hub, [topic]) as feed:
             start = await services.history.start(
-                streams, after, lambda: exchange.account(owner), always_snapshot=True
+                [topic], after, lambda: exchange.account(owner), always_snapshot=True
             )
             account = start.snapshot
             assert account is not None
+            valuer = account.valuer()
+            await feed.follow(valuer.symbols)
             marks = await exchange.marks()
             now = services.clock.now()
-            position = StreamPosition(streams, start.origin)
+            position = StreamPosition([topic], start.origin)
             for event in start.replay:
                 position.advance(event)
                 yield stamped(_orders_update(event, account), position)
             if start.not_recovered is not None:
                 yield position.reset(start.not_recovered)
-            balance, positions = _views(account, marks)
+            balance, positions = _views(valuer, marks)
             yield stamped(BalanceUpdate(balance=balance, at=now), position)
             yield stamped(PaperPositionsUpdate(positions=positions, at=now), position)
             if not start.resumed:
                 orders = OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
                 yield stamped(orders, position)
-            async for event in merged:
-                if kind_of(event.topic) is TopicKind.PRICE:
-                    price = OraclePrice.from_payload(event.payload)
+            while True:
+                event = await feed.next()
+                if event.topic != topic:
+                    price = decoded_price(event)
                     if marks.get(price.market) == price.price:
                         continue
                     marks[price.market] = price.price
-                    new_balance, new_positions = _views(account, marks)
+                    if price.market not in valuer.symbols:
+                        continue  # left over from a symbol no longer held
+                    new_balance, new_positions = _views(valuer, marks)
                     if new_positions != positions:
                         positions = new_positions
                         update = PaperPositionsUpdate(positions=positions, at=event.published_at)
@@ -331,8 +375,16 @@ async def live_stream(
                 if not position.advance(event):
                     continue  # the start covered it
                 account = await exchange.account(owner)
+                valuer = account.valuer()
+                added = await feed.follow(valuer.symbols)
+                if added:
+                    # Not followed until now: their prices may have moved meanwhile.
+                    latest = await exchange.marks()
+                    for market in added:
+                        if market in latest and marks.get(market) != latest[market]:
+                            marks[market] = latest[market]
                 yield stamped(_orders_update(event, account), position)
-                balance, positions = _views(account, marks)
+                balance, positions = _views(valuer, marks)
                 at = event.published_at
                 yield stamped(PaperPositionsUpdate(positions=positions, at=at), position)
                 yield stamped(BalanceUpdate(balance=balance, at=at), position)
@@ -356,7 +408,7 @@ class ExchangeQuery:
         owner = _owner(info.context.principal, "paperAccount")
         exchange = info.context.services.exchange
         account = await exchange.account(owner)
-        balance, positions = _views(account, await exchange.marks())
+        balance, positions = _views(account.valuer(), await exchange.marks())
         return PaperAccount(
             balance=balance,
             positions=positions,

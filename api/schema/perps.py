@@ -30,6 +30,7 @@ from api.schema.resume import (
     parse_after,
     stamped,
 )
+from api.schema.streams import StreamWithPrices, decoded_price
 from domain import perps
 from domain import perps_margin as margin
 from domain.perps_engine import (
@@ -39,15 +40,11 @@ from domain.perps_engine import (
     POSITION_WARNING,
 )
 from domain.perps_trades import MAX_AMOUNT, TradeError
-from domain.prices import OraclePrice
 from domain.topics import (
-    TopicKind,
     funding_topic,
-    kind_of,
     liquidations_topic,
     market_stats_topic,
     positions_topic,
-    price_topic,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +52,7 @@ if TYPE_CHECKING:
     from api.history import Cursor
     from api.services import Services
     from domain.events import Event
-    from domain.markets import MarketCatalog
+    from domain.markets import Market, MarketCatalog
     from domain.perps_trades import Trade
 
 
@@ -140,33 +137,7 @@ class Position:
     def build(
         cls, position: perps.Position, markets: MarketCatalog, mark: Decimal | None
     ) -> Position:
-        market = markets.get(position.market)
-        valuation = None if mark is None else perps.mark_to_market(position, mark, market)
-        return cls(
-            id=strawberry.ID(position.id),
-            owner=position.owner,
-            market=position.market,
-            side=PositionSide(position.side.value),
-            size=position.size,
-            entry_price=position.entry_price,
-            collateral=position.collateral,
-            leverage=None if position.leverage is None else position.leverage.quantize(CENTS),
-            realized_pnl=position.realized_pnl,
-            opened_at=position.opened_at,
-            revision=position.revision,
-            mark_price=mark,
-            notional=None if valuation is None else valuation.notional,
-            unrealized_pnl=None if valuation is None else valuation.unrealized_pnl,
-            equity=None if valuation is None else valuation.equity,
-            maintenance_margin=None if valuation is None else valuation.maintenance_requirement,
-            health_factor=None if valuation is None else _ratio(valuation.health),
-            margin_ratio=None if valuation is None else _ratio(valuation.margin_ratio),
-            liquidation_price=_to_tick(
-                perps.liquidation_price(position, market.maintenance_margin_rate),
-                market.tick_size,
-                position.side,
-            ),
-        )
+        return _Valuer(position, markets.get(position.market)).at(mark)
 
 
 @strawberry.type(
@@ -463,6 +434,70 @@ def _to_tick(price: Decimal | None, tick: Decimal, side: perps.Side) -> Decimal 
     return (price / tick).to_integral_value(rounding) * tick
 
 
+class _Valuer:
+    """A position ready to be shown at any mark. What :class:`Position` shows that depends on the
+    position (one revision of it) and its market alone is built once: the positions stream keeps
+    one per position it holds and re-values it on every tick of its market, so a tick costs the
+    arithmetic the mark enters (:class:`domain.perps.Exposure`) and one :class:`Position`. The last
+    one is kept for its mark: a position whose market did not move costs nothing."""
+
+    __slots__ = ("_exposure", "_fixed", "_last", "_last_mark", "market", "position")
+
+    def __init__(self, position: perps.Position, market: Market) -> None:
+        self.position = position
+        self.market = position.market
+        self._exposure = perps.Exposure(position, market.maintenance_margin_rate)
+        leverage = position.leverage
+        self._fixed: dict[str, Any] = {
+            "id": strawberry.ID(position.id),
+            "owner": position.owner,
+            "market": position.market,
+            "side": PositionSide(position.side.value),
+            "size": position.size,
+            "entry_price": position.entry_price,
+            "collateral": position.collateral,
+            "leverage": None if leverage is None else leverage.quantize(CENTS),
+            "realized_pnl": position.realized_pnl,
+            "opened_at": position.opened_at,
+            "revision": position.revision,
+            "liquidation_price": _to_tick(
+                self._exposure.liquidation_price, market.tick_size, position.side
+            ),
+        }
+        self._last_mark: Decimal | None = None
+        self._last: Position | None = None
+
+    def at(self, mark: Decimal | None) -> Position:
+        # The same mark object, not an equal one: 100.0 and 100 are shown differently.
+        if self._last is not None and mark is self._last_mark:
+            return self._last
+        if mark is None:
+            view = Position(
+                **self._fixed,
+                mark_price=None,
+                notional=None,
+                unrealized_pnl=None,
+                equity=None,
+                maintenance_margin=None,
+                health_factor=None,
+                margin_ratio=None,
+            )
+        else:
+            marked = self._exposure.mark(mark)
+            view = Position(
+                **self._fixed,
+                mark_price=mark,
+                notional=marked.notional,
+                unrealized_pnl=marked.unrealized_pnl,
+                equity=marked.equity,
+                maintenance_margin=marked.maintenance_requirement,
+                health_factor=_ratio(marked.health),
+                margin_ratio=_ratio(marked.margin_ratio),
+            )
+        self._last_mark, self._last = mark, view
+        return view
+
+
 def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
@@ -537,39 +572,53 @@ async def positions_stream(
 
     Position events carry the position's revision: one the snapshot already covered is dropped,
     so nothing shows twice and nothing older follows something newer.
+
+    Every trader's stream re-values their positions on every tick, so a tick does per stream only
+    what differs between streams (``docs/perps.md``, "What a tick costs"): the price is decoded
+    once for all of them (:data:`api.schema.streams.decoded_price`), each position is re-valued
+    from what its revision already worked out (:class:`_Valuer`), and only the prices of the
+    markets the user holds are followed.
     """
     markets = services.markets
-    streams = [positions_topic(user)]
-    topics = streams + [price_topic(m.id) for m in markets]
+    topic = positions_topic(user)
     try:
-        async with services.hub.merge(topics) as merged:
+        async with StreamWithPrices(services.hub, [topic]) as feed:
             start = await services.history.start(
-                streams, after, lambda: services.book.open_positions(user), always_snapshot=True
+                [topic], after, lambda: services.book.open_positions(user), always_snapshot=True
             )
             assert start.snapshot is not None
-            held = {p.id: p for p in start.snapshot}
+            held = {p.id: _Valuer(p, markets.get(p.market)) for p in start.snapshot}
+            await feed.follow({v.market for v in held.values()})
             # Read after the snapshot: a trade in between is in both, and its event carries
             # the account with its revision, so the newest wins either way.
             account = await services.book.margin_account(user)
+            account_view = PerpsMarginAccount.build(account)
             marks = await _marks(services)
-            position = StreamPosition(streams, start.origin)
+            position = StreamPosition([topic], start.origin)
 
             def update() -> PositionsUpdate:
                 return PositionsUpdate(
                     user=user,
-                    positions=[
-                        Position.build(p, markets, marks.get(p.market)) for p in held.values()
-                    ],
-                    account=PerpsMarginAccount.build(account),
+                    positions=[v.at(marks.get(v.market)) for v in held.values()],
+                    account=account_view,
                     at=services.clock.now(),
                     cursor=position.text,
                 )
 
             def note_account(event: Event) -> None:
-                nonlocal account
+                nonlocal account, account_view
                 moved = event.payload.get("account")
                 if moved is not None and moved["revision"] > account.revision:
                     account = margin.MarginAccount.from_payload(moved)
+                    account_view = PerpsMarginAccount.build(account)
+
+            async def follow_held() -> None:
+                """Follow the markets held now; a market not followed until now may have moved
+                meanwhile, so its mark is read again."""
+                for market in await feed.follow({v.market for v in held.values()}):
+                    stored = await services.prices.latest(market)
+                    if stored is not None and marks.get(market) != stored[0].price:
+                        marks[market] = stored[0].price
 
             for event in start.replay:
                 position.advance(event)
@@ -580,19 +629,19 @@ async def positions_stream(
             yield update()
             pending: Event | None = None
             while True:
-                event = pending if pending is not None else await anext(merged)
+                event = pending if pending is not None else await feed.next()
                 pending = None
-                if kind_of(event.topic) is TopicKind.PRICE:
+                if event.topic != topic:
                     # Prices that arrived together (every market ticks at once) make one
                     # update, not one per market.
                     moved = False
                     tick: Event | None = event
-                    while tick is not None and kind_of(tick.topic) is TopicKind.PRICE:
-                        price = OraclePrice.from_payload(tick.payload)
+                    while tick is not None and tick.topic != topic:
+                        price = decoded_price(tick)
                         if marks.get(price.market) != price.price:
                             marks[price.market] = price.price
-                            moved = moved or any(p.market == price.market for p in held.values())
-                        tick = merged.poll()
+                            moved = moved or price.market in feed.markets
+                        tick = feed.poll()
                     pending = tick
                     if moved:
                         yield update()
@@ -610,10 +659,11 @@ async def positions_stream(
                     if current is None:
                         continue  # already gone in the snapshot
                     del held[changed.id]
-                elif current is not None and current.revision >= changed.revision:
+                elif current is not None and current.position.revision >= changed.revision:
                     continue  # the snapshot already showed it
                 else:
-                    held[changed.id] = changed
+                    held[changed.id] = _Valuer(changed, markets.get(changed.market))
+                await follow_held()
                 yield stamped(_present_position_event(event, markets, marks), position)
                 yield update()
     except HubError as exc:

@@ -229,7 +229,10 @@ async def test_a_stream_reader_that_stops_reading_is_closed_with_4008_and_others
     ):
         await fast.subscribe("p", POSITIONS)
         await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
-        await fast.next_data("p", "positions")
+        # A positions stream follows the prices of the markets its user holds: the baseline
+        # is taken once the simulator has opened the demo's three.
+        while len((await fast.next_data("p", "positions")).get("positions", [])) < 3:
+            pass
         baseline = await stats(http, server)
         rss_before = rss(server)
 
