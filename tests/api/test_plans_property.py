@@ -149,6 +149,10 @@ class Document(Drawing):
         """Name, type condition and selections of each named fragment drawn so far."""
         self.variables: dict[str, tuple[str, Any]] = {}
         """Each variable's definition and value (ABSENT: not sent)."""
+        self.selected: set[tuple[str, str]] = set()
+        """The object types and fields the document selects somewhere."""
+        self.named: set[str] = set()
+        """The object types the document names in a type condition."""
         self.text = self._operation(root)
 
     def __repr__(self) -> str:
@@ -209,12 +213,15 @@ class Document(Drawing):
         return "".join(f" @{name}(if: {self._condition()})" for name in chosen)
 
     def _condition(self) -> str:
-        kind = self.pick(["literal", "required", "defaulted"])
+        kind = self.pick(["literal", "required", "defaulted", "required with a default"])
         if kind == "literal":
             return str(self.pick(["true", "false"]))
         variable = f"b{len(self.variables)}"
         if kind == "required":
             self.variables[variable] = ("Boolean!", self.pick([True, False]))
+        elif kind == "required with a default":
+            value = self.pick([ABSENT, True, False])
+            self.variables[variable] = (f"Boolean! = {self.pick(['true', 'false'])}", value)
         else:
             # A nullable variable with a default may stand where Boolean! is expected; sent
             # as null, it is an execution error (graphql-core's, at the selection's field).
@@ -241,6 +248,8 @@ class Document(Drawing):
         if kind == "field":
             return self._field(type_, depth)
         condition: GraphQLCompositeType = self.pick(conditions(type_.name))
+        if is_object_type(condition):
+            self.named.add(condition.name)
         if kind == "inline":
             if self.one_in(5):  # no type condition: the enclosing type's
                 inner = self._selection_set(type_, depth, nesting + 1)
@@ -275,6 +284,7 @@ class Document(Drawing):
         ]
         key = self.pick(keys) if keys else f"{bare}_{next(self.names)}"
         self.keys[key] = (name, output)
+        self.selected.update((possible_type, name) for possible_type in possible(type_))
         alias = "" if key == name else f"{key}: "
         selection = f"{alias}{name}{self._directives()}"
         if name != "__typename" and is_composite_type(get_named_type(fields[name].type)):
@@ -344,17 +354,22 @@ WRONG_VALUES = (
     (),
     b"bytes",
     datetime(2026, 1, 1),  # naive
-    ValueError("an exception returned as a value"),
     Undefined,
 )
 """Values a field of this schema should not hold (some are right for some fields)."""
 WRONG = st.sampled_from(WRONG_VALUES)
+RETURNED = ValueError("an exception returned as a value")
 
 
 def python_name(type_: GraphQLObjectType, field: str) -> str:
     definition = type_.fields[field].extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
     name: str = definition.python_name
     return name
+
+
+def strawberry_class(type_: GraphQLObjectType) -> type:
+    cls: type = type_.extensions[GraphQLCoreConverter.DEFINITION_BACKREF].origin
+    return cls
 
 
 def has_resolver(type_: GraphQLObjectType, field: str) -> bool:
@@ -377,12 +392,15 @@ TEXTS = ("", "BTC-PERP", "alice", "trade", "ünïcode ✓", 'quote " and \\', "n
 
 
 class Event(Drawing):
-    """A random value of an output type: one event in three has faults (about one value in
-    ``fault_rate``), the others none, so that both errors and whole results are common."""
+    """A random value of an output type for a document: one event in four has no fault, the
+    others about one fault in ``fault_rate`` values, so both errors and whole results are
+    common. The fields the document selects are drawn (and made faulty); the others are left
+    null, as they are never read, and the union member is mostly one the document names."""
 
-    def __init__(self, draw: st.DrawFn) -> None:
+    def __init__(self, draw: st.DrawFn, document: Document) -> None:
         super().__init__(draw)
-        self.fault_rate = self.pick([0, 8, 30])
+        self.fault_rate = self.pick([0, 3, 6, 15])
+        self.document = document
 
     def value(self, type_: GraphQLOutputType) -> Any:
         if self.fault_rate and self.one_in(self.fault_rate):
@@ -403,14 +421,19 @@ class Event(Drawing):
         if is_object_type(type_):
             return self._object(type_)
         members_of = sorted(SCHEMA.get_possible_types(type_), key=lambda t: t.name)  # type: ignore[arg-type]
-        return self._object(self.pick(members_of))
+        named = [t for t in members_of if t.name in self.document.named]
+        return self._object(self.pick(named if named and not self.one_in(4) else members_of))
 
     def _fault(self) -> Any:
-        kind = self.pick(["null", "null", "wrong", "object"])
+        kind = self.pick(["null", "wrong", "returned", "object", "wrong", "class", "null"])
         if kind == "null":
             return None
         if kind == "wrong":
             return self.draw(WRONG)
+        if kind == "returned":  # graphql-core raises an exception a resolver returns
+            return self.pick([RETURNED, Undefined])
+        if kind == "class":  # a Strawberry type itself, not an instance of it
+            return strawberry_class(self.pick(OBJECT_TYPES))
         # Of a type other than the field's, or outside the union.
         return self._object(self.pick(OBJECT_TYPES), faults=False)
 
@@ -436,25 +459,30 @@ class Event(Drawing):
         raise AssertionError(f"no values for the scalar {name}")  # a new scalar: add it here
 
     def _object(self, type_: GraphQLObjectType, faults: bool = True) -> Any:
-        definition = type_.extensions[GraphQLCoreConverter.DEFINITION_BACKREF]
-        cls: type = definition.origin
-        names = sorted(type_.fields)
+        cls = strawberry_class(type_)
+        resolvers = any(has_resolver(type_, name) for name in type_.fields)
+        names = sorted(
+            name
+            for name in type_.fields
+            if resolvers or (type_.name, name) in self.document.selected
+        )
         raising = None
-        if faults and self.fault_rate and self.one_in(self.fault_rate):
+        if faults and names and self.fault_rate and self.one_in(self.fault_rate):
             raising = python_name(type_, self.pick(names))
             cls = unreadable(cls, raising)
         instance: Any = object.__new__(cls)
-        for name in names:
+        for name in type_.fields:
             attribute = python_name(type_, name)
-            if attribute != raising and not has_resolver(type_, name):  # resolvers run
-                field_type = type_.fields[name].type
-                instance.__dict__[attribute] = self.value(field_type) if faults else None
+            if attribute == raising or has_resolver(type_, name):  # resolvers run
+                continue
+            drawn = faults and name in names
+            instance.__dict__[attribute] = self.value(type_.fields[name].type) if drawn else None
         return instance
 
 
 @st.composite
-def events(draw: st.DrawFn, type_: GraphQLOutputType) -> Any:
-    return Event(draw).value(type_)
+def events(draw: st.DrawFn, type_: GraphQLOutputType, document: Document) -> Any:
+    return Event(draw, document).value(type_)
 
 
 # The comparison.
@@ -516,7 +544,9 @@ def compare(text: str, variables: dict[str, Any], event_list: list[Any]) -> None
 def test_the_plan_gives_graphql_cores_result(root: str, data: st.DataObject) -> None:
     document = data.draw(documents(root), label="document")
     field = SUBSCRIPTION.fields[root]  # type: ignore[union-attr]
-    event_list = data.draw(st.lists(events(field.type), min_size=1, max_size=3), label="events")
+    event_list = data.draw(
+        st.lists(events(field.type, document), min_size=1, max_size=3), label="events"
+    )
     compare(document.text, document.variable_values, event_list)
 
 
