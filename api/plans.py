@@ -44,6 +44,7 @@ from graphql import (
     GraphQLObjectType,
     InlineFragmentNode,
     OperationType,
+    TypeNameMetaFieldDef,
     VariableNode,
     located_error,
 )
@@ -160,7 +161,11 @@ class _Field:
         self.resolve = resolve
         if resolve is None:
             raise CannotPlan("a field without Strawberry's resolver")
-        if getattr(resolve, "_is_default", False) and definition is not None:
+        if field_def is TypeNameMetaFieldDef:
+            # graphql-core's resolver reads the parent type's name from a resolve info built
+            # for it: the plan knows that name.
+            self.read = _constant(parent.name)
+        elif getattr(resolve, "_is_default", False) and definition is not None:
             # Strawberry's resolver for a field without one: the config's default resolver
             # (getattr) on the field's Python name, called without arguments or info.
             default = definition.default_resolver
