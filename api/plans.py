@@ -15,11 +15,12 @@ An event then costs what its values cost.
 The result is graphql-core's, exactly: same data, same errors with the same messages, locations
 and paths, in the same order, null propagated to the same parent, the fields after a failed
 non-null field left unexecuted, as graphql-core leaves them (tests/api/test_plans_property.py
-compares the two on random documents and events for every subscription field of the schema). What a plan does not serve it hands back before it has
-called a resolver (:class:`CannotPlan`): an async resolver, an awaitable or async iterable
-returned where graphql-core would await it, middleware, ``@defer``/``@stream``, fragment
-arguments. graphql-core then executes that event as it always did; ``/metrics`` counts both
-outcomes by root field (``tradestream_subscription_plan_events_total``).
+compares the two on random documents and events for every subscription field of the schema).
+What a plan does not serve it hands back before it has called a resolver (:class:`CannotPlan`):
+an async resolver, an awaitable or async iterable returned where graphql-core would await it,
+middleware, ``@defer``/``@stream``, fragment arguments. graphql-core then executes that event
+as it always did; ``/metrics`` counts both outcomes by root field
+(``tradestream_subscription_plan_events_total``).
 
 Plans are cached per operation (the parsed document is cached by Strawberry's parser cache, so
 every subscriber of one document shares one) and per value of the variables that reach below the
