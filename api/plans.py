@@ -14,12 +14,13 @@ An event then costs what its values cost.
 
 The result is graphql-core's, exactly: same data, same errors with the same messages, locations
 and paths, in the same order, null propagated to the same parent, the fields after a failed
-non-null field left unexecuted, as graphql-core leaves them (tests/api/test_plans.py compares the
-two on random documents and values). What a plan does not serve it hands back before it has
-called a resolver (:class:`CannotPlan`): an async resolver, an awaitable or async iterable
-returned where graphql-core would await it, middleware, ``@defer``/``@stream``, fragment
-arguments. graphql-core then executes that event as it always did; ``/metrics`` counts both
-outcomes by root field (``tradestream_subscription_plan_events_total``).
+non-null field left unexecuted, as graphql-core leaves them (tests/api/test_plans_property.py
+compares the two on random documents and events for every subscription field of the schema).
+What a plan does not serve it hands back before it has called a resolver (:class:`CannotPlan`):
+an async resolver, an awaitable or async iterable returned where graphql-core would await it,
+middleware, ``@defer``/``@stream``, fragment arguments. graphql-core then executes that event
+as it always did; ``/metrics`` counts both outcomes by root field
+(``tradestream_subscription_plan_events_total``).
 
 Plans are cached per operation (the parsed document is cached by Strawberry's parser cache, so
 every subscriber of one document shares one) and per value of the variables that reach below the
@@ -179,7 +180,11 @@ class _Field:
         self.resolve = resolve
         if resolve is None:
             raise CannotPlan("a field without Strawberry's resolver")
-        if getattr(resolve, "_is_default", False) and definition is not None:
+        if field_def is TypeNameMetaFieldDef:
+            # graphql-core's resolver reads the parent type's name from a resolve info built
+            # for it: the plan knows that name.
+            self.read = _constant(parent.name)
+        elif getattr(resolve, "_is_default", False) and definition is not None:
             # Strawberry's resolver for a field without one: the config's default resolver
             # (getattr) on the field's Python name, called without arguments or info.
             default = definition.default_resolver

@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from tests.conftest import isolated_database, isolated_server
-from tests.support import GraphQLWS, ServerProcess, parse_multipart, token
+from tests.support import (
+    GraphQLWS,
+    Samples,
+    ServerProcess,
+    parse_multipart,
+    sample,
+    scrape,
+    token,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,6 +60,7 @@ PUBLISH_PRICE = (
     "mutation($m: String!, $p: Decimal!) { publishPrice(market: $m, price: $p) { sequence } }"
 )
 ORACLE = token("oracle", "service")
+PLAN_EVENTS = "tradestream_subscription_plan_events_total"
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +219,39 @@ async def test_a_position_goes_through_the_warning_and_liquidation_in_order(
 
     still = await call(perps_server, "{ positions { id } }", bearer=token("alice"))
     assert still == {"data": {"positions": []}}
+
+
+async def test_a_private_positions_stream_is_executed_by_its_compiled_plan(
+    perps_server: ServerProcess,
+) -> None:
+    """The signed-in user's own positions, re-valued on a price tick, come from the plan
+    (api/plans.py): /metrics counts every event as the plan's, none as graphql-core's."""
+
+    def executed(samples: Samples, executor: str) -> float:
+        return sample(samples, PLAN_EVENTS, field="positions", executor=executor)
+
+    await set_price(perps_server, "ETH-PERP", "3000")
+    await open_position(perps_server, "pam", "ETH-PERP", "SHORT", "2", "4")
+    before = await asyncio.to_thread(scrape, perps_server)
+    async with GraphQLWS.connect(perps_server.ws_url, token=token("pam")) as pam:
+        await pam.subscribe("p", POSITIONS)
+        first = await pam.next_data("p", "positions")
+        assert first["user"] == "pam"
+        assert D(first["positions"][0]["markPrice"]) == D(3000)
+        await set_price(perps_server, "ETH-PERP", "2950")
+
+        def marked(messages: list[dict[str, Any]]) -> bool:
+            return any(
+                u["positions"] and D(u["positions"][0]["markPrice"]) == D(2950)
+                for u in of(messages, "p", "positions")
+                if u["__typename"] == "PositionsUpdate"
+            )
+
+        update = of(await messages_until(pam, marked), "p", "positions")[-1]
+        assert D(update["positions"][0]["unrealizedPnl"]) == D(100)  # 2 short, 50 lower
+    after = await asyncio.to_thread(scrape, perps_server)
+    assert executed(after, "plan") >= executed(before, "plan") + 2
+    assert executed(after, "graphql_core") == executed(before, "graphql_core")
 
 
 async def test_trading_mutations_update_the_stream_and_refuse_bad_input(
