@@ -616,7 +616,13 @@ class _FastPath:
             lines.append(f"{pad} raise SLOW")
         else:
             lines.append(f"{pad}if isinstance({v}, Exception): raise SLOW")
-        sub = _FastPath(self.plan).compile(self.plan._subselection(object_type, field))
+        try:
+            selection = self.plan._subselection(object_type, field)
+        except GraphQLError:
+            # Its fields cannot be collected (a directive's variable that does not coerce):
+            # graphql-core fails the field when it gets there, and so does the interpreter.
+            return False
+        sub = _FastPath(self.plan).compile(selection)
         if sub is None:
             return False
         lines.append(f"{pad}{v} = {self._name('sub', sub)}({v})")
@@ -753,7 +759,9 @@ class _Plans:
             return entry[1]
         try:
             plan: Plan | None = Plan(executor, _root_field_name(operation))
-        except CannotPlan as reason:
+        except (CannotPlan, GraphQLError) as reason:
+            # GraphQLError: the root fields cannot be collected; graphql-core answers each
+            # event with that error.
             logger.debug("no plan for this subscription: %s", reason)
             plan = None
         # The operation is kept with its plan: its id is part of the key, so it must not be

@@ -240,3 +240,14 @@ def test_plans_are_bounded() -> None:
     for i in range(plans.size + 10):
         run(PlannedExecutionContext, f"subscription {{ events {{ title t{i}: count }} }}", EVENT)
     assert len(plans) == plans.size
+
+
+def test_a_directive_whose_variable_does_not_coerce_fails_its_field_as_in_graphql_core() -> None:
+    """`$b` is nullable with a default, sent as null: `@skip(if: $b)` cannot take it. graphql-core
+    fails the field whose subfields it collects; the plan must too (found by the property test:
+    the fast path collected the subfields while it was compiled, and the error escaped)."""
+    document = "subscription($b: Boolean = true) { events { title first { name @skip(if: $b) } } }"
+    data, errors = both(document, variables={"b": None})
+    assert data == {"events": {"title": "t", "first": None}}
+    assert [e["path"] for e in errors] == [["events", "first"]]
+    assert "Expected variable '$b'" in errors[0]["message"]
