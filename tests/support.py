@@ -168,7 +168,11 @@ class GraphQLWS:
         await self.ws.send(message if isinstance(message, str) else orjson.dumps(message).decode())
 
     async def receive(self, timeout: float = RECEIVE_TIMEOUT_S) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation that
+        # arrives as the message does (it returns the message instead), so a reader cancelled
+        # while messages stream in (tests/support.following) could read on for good.
+        async with asyncio.timeout(timeout):
+            raw = await self.ws.recv()
         message: dict[str, Any] = orjson.loads(raw)
         return message
 
@@ -193,7 +197,8 @@ class GraphQLWS:
         """Wait for the server to close the socket; return its close code and reason."""
         with contextlib.suppress(ConnectionClosed):
             for _ in range(MAX_SKIPPED):
-                await asyncio.wait_for(self.ws.recv(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.ws.recv()
         assert self.ws.close_code is not None
         return self.ws.close_code, self.ws.close_reason or ""
 
