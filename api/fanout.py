@@ -56,6 +56,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+LATEST_VALUE = DeliveryPolicy.LATEST_VALUE
+STREAM = DeliveryPolicy.STREAM
+"""The policies as module constants: an enum member read through its class costs a descriptor
+call, and these are read for every subscriber of every event."""
+
 _current_group: ContextVar[Group | None] = ContextVar("tradestream_group", default=None)
 
 
@@ -63,8 +68,8 @@ def note_topic(topic: str) -> None:
     """Tell the group executing in this task (if any) that it reads ``topic``: a stream topic makes
     the whole group follow the stream policy."""
     group = _current_group.get()
-    if group is not None and policy_of(topic) is DeliveryPolicy.STREAM:
-        group.policy = DeliveryPolicy.STREAM
+    if group is not None and policy_of(topic) is STREAM:
+        group.policy = STREAM
 
 
 def note_event(event: Event) -> None:
@@ -147,7 +152,7 @@ class RawSink:
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         message, frame = encoded.message(self.prefix)
-        key = self.id if policy is DeliveryPolicy.LATEST_VALUE else None
+        key = self.id if policy is LATEST_VALUE else None
         self.connection.write(message, key=key, frame=frame)
 
     def end(self, refusal: PreExecutionError | None) -> None:
@@ -194,7 +199,7 @@ class QueueSink:
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         if self._items and self._items[-1] is _END:
             return
-        if policy is DeliveryPolicy.LATEST_VALUE:
+        if policy is LATEST_VALUE:
             if self._items:
                 self.conflated += len(self._items)
                 counts.stream_conflated += len(self._items)
@@ -288,7 +293,7 @@ class Group:
         """When the newest event this execution read was published (:func:`note_event`), until
         a result is delivered."""
         self.members: dict[int, Member] = {}
-        self.policy = DeliveryPolicy.LATEST_VALUE
+        self.policy = LATEST_VALUE
         self.started = False
         self.last: Encoded | None = None
         self.refusal: PreExecutionError | None = None
@@ -303,7 +308,7 @@ class Group:
     def joinable(self) -> bool:
         if self.finished:
             return False
-        return not (self.started and self.policy is DeliveryPolicy.STREAM)
+        return not (self.started and self.policy is STREAM)
 
     def join(self, sink: Sink) -> Member:
         member = Member(self, sink)
@@ -376,7 +381,7 @@ class Group:
             )
             members = list(self.members.values())
             for member in members:
-                member.sink.deliver(encoded, DeliveryPolicy.STREAM)
+                member.sink.deliver(encoded, STREAM)
             self._count(len(members))
         finally:
             self.groups.forget(self)
@@ -394,13 +399,13 @@ class Group:
         """Encode ``result`` once and hand it to every member; False when the group must wait
         for its one member to take it before the next (see :meth:`_paced_by`)."""
         encoded = Encoded(result)
-        if self.policy is DeliveryPolicy.LATEST_VALUE:
+        if self.policy is LATEST_VALUE:
             self.last = encoded
         members = list(self.members.values())
         for member in members:
             member.sink.deliver(encoded, self.policy)
         self._count(len(members))
-        if len(members) == 1 and self.policy is DeliveryPolicy.STREAM:
+        if len(members) == 1 and self.policy is STREAM:
             sink = members[0].sink
             return not (isinstance(sink, QueueSink) and sink.full)
         return True
@@ -439,8 +444,9 @@ class Group:
         """Metrics of one result handed to ``delivered`` members: once per result, never per
         member, and timed once (at the end of the loop, so an upper bound for each member)."""
         counts.delivered[self.field] += delivered
-        if self.event_at is not None:
-            fanout_latency.observe(time.time() - self.event_at.timestamp(), delivered)
+        event_at = self.event_at
+        if event_at is not None:
+            fanout_latency.observe(time.time() - _timestamp(event_at), delivered)
             self.event_at = None
 
 
@@ -614,6 +620,18 @@ class _Stepper:
         :meth:`Group._done`)."""
         self.group = self.executor = self.source = self.task = None
         self.pending = self.handoff = self._stepping = None
+
+
+_last_timestamp: list[Any] = [None, 0.0]
+
+
+def _timestamp(at: datetime) -> float:
+    """``at.timestamp()``, remembered for the last ``at``: every group of one event reads the
+    very same datetime (the hub hands them one Event)."""
+    if _last_timestamp[0] is not at:
+        _last_timestamp[0] = at
+        _last_timestamp[1] = at.timestamp()
+    return float(_last_timestamp[1])
 
 
 class Groups:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+LATEST_VALUE = DeliveryPolicy.LATEST_VALUE
+STREAM = DeliveryPolicy.STREAM
+"""The policies as module constants: an enum member read through its class costs a descriptor
+call, and these are read for every subscriber of every event."""
+
 
 LATEST_VALUE_BACKLOG = 4
 """Latest-value events a reader may fall behind before the oldest are dropped: enough to ride out
@@ -109,11 +114,7 @@ class _SubscriberQueue:
     ) -> None:
         self.topic = topic
         self.policy = policy
-        self.capacity = (
-            min(capacity, LATEST_VALUE_BACKLOG)
-            if policy is DeliveryPolicy.LATEST_VALUE
-            else capacity
-        )
+        self.capacity = min(capacity, LATEST_VALUE_BACKLOG) if policy is LATEST_VALUE else capacity
         self._items: deque[Event] = deque()
         self._wakeup = wakeup or Wakeup()
         """Set when an event or an error arrives; several queues read together share one."""
@@ -127,7 +128,7 @@ class _SubscriberQueue:
         if self.error is not None:
             return
         if len(self._items) >= self.capacity:
-            if self.policy is DeliveryPolicy.STREAM:
+            if self.policy is STREAM:
                 counts.hub_lagged += 1
                 self.fail(SubscriberLaggedError(self.topic, self.capacity))
                 return
@@ -186,7 +187,7 @@ class _TopicFeed:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_sequence = 0
         self.history = history
-        self.stream = policy_of(topic) is DeliveryPolicy.STREAM
+        self.stream = policy_of(topic) is STREAM
         self.task = asyncio.create_task(self._pump(broadcast, previous), name=f"hub:{topic}")
 
     async def _pump(self, broadcast: Broadcast, previous: asyncio.Task[None] | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from api.hub import HubError
 from api.schema.errors import StreamEndedError
@@ -32,9 +32,28 @@ async def live(
     """
     try:
         async for event in hub.live(topic, snapshot):
-            yield present(event)
+            yield _presented(event, present)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
+
+
+_PRESENTED: dict[int, tuple[Event, Callable[[Event], Any], Any]] = {}
+PRESENTED = 64
+"""Events whose presentation is kept, as :data:`decoded_price` keeps decodings."""
+
+
+def _presented(event: Event, present: Callable[[Event], T]) -> T:
+    """``present(event)``, once for every subscriber of the event (the hub hands them all the
+    same :class:`Event`): 2,000 subscribers to one market with variables of their own are 2,000
+    executions, not 2,000 decodings. Presenters are pure and what they make is only read."""
+    kept = _PRESENTED.get(id(event))
+    if kept is not None and kept[0] is event and kept[1] is present:
+        return cast("T", kept[2])
+    value = present(event)
+    _PRESENTED[id(event)] = (event, present, value)
+    if len(_PRESENTED) > PRESENTED:
+        del _PRESENTED[next(iter(_PRESENTED))]
+    return value
 
 
 class StreamWithPrices:
