@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -40,6 +41,12 @@ STREAM = DeliveryPolicy.STREAM
 """The policies as module constants: an enum member read through its class costs a descriptor
 call, and these are read for every subscriber of every event."""
 
+
+DELIVERY_BATCH = 64
+DELIVERY_SLICE_S = 0.004
+"""An event's delivery to the subscriptions of its topic hands the loop back after every slice
+of this long (checked every DELIVERY_BATCH subscriptions): the project's bound on how long
+anything may hold the event loop is a few milliseconds."""
 
 LATEST_VALUE_BACKLOG = 4
 """Latest-value events a reader may fall behind before the oldest are dropped: enough to ride out
@@ -217,7 +224,7 @@ class _TopicFeed:
                             continue
                         if contiguous and event.sequence > self.last_sequence + 1:
                             await self._fill(before=event.sequence)
-                        self._deliver(event)
+                        await self._deliver(event)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -269,7 +276,7 @@ class _TopicFeed:
             if events[0].sequence != expected:
                 self._gap(expected)
             for event in events:
-                self._deliver(event)
+                await self._deliver(event)
             counts.gap_events_filled += len(events)
 
     def _gap(self, expected: int) -> None:
@@ -298,17 +305,30 @@ class _TopicFeed:
                 logger.exception("could not read the latest state of %r", self.topic)
                 return
             if current is not None:
-                self._deliver(current)
+                await self._deliver(current)
 
-    def _deliver(self, event: Event) -> None:
+    async def _deliver(self, event: Event) -> None:
         # Out-of-order or repeated events would show a subscriber an older state after a newer
         # one; the sequence makes them detectable, so they never reach a queue.
         if event.sequence <= self.last_sequence:
             return
         self.last_sequence = event.sequence
         # A copy: a put may run a subscriber's step (api/stepping.py), which may end it.
-        for queue in list(self.queues):
-            queue.put(event)
+        queues = list(self.queues)
+        if len(queues) <= DELIVERY_BATCH:
+            for queue in queues:
+                queue.put(event)
+            return
+        # A put may run a subscriber's whole step (its resolver, its plan, its write): thousands
+        # of them are tens of milliseconds. The loop is handed back every DELIVERY_SLICE_S, so
+        # requests (a mutation, a query, a price from an oracle) are answered meanwhile.
+        slice_end = time.perf_counter() + DELIVERY_SLICE_S
+        for start in range(0, len(queues), DELIVERY_BATCH):
+            for queue in queues[start : start + DELIVERY_BATCH]:
+                queue.put(event)
+            if time.perf_counter() > slice_end:
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + DELIVERY_SLICE_S
 
     def _fail(self, error: HubError) -> None:
         if not self.ready.done():

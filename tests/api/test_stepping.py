@@ -5,6 +5,7 @@ gets an event before any other task runs, without a task wake-up each; what a st
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator  # noqa: TC003  (Strawberry resolves it at run time)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from api import stepping
 from api.broadcast import Broadcast
 from api.envelope import encode_event
 from api.fanout import Encoded, Groups, Member
-from api.hub import LATEST_VALUE_BACKLOG, Hub
+from api.hub import DELIVERY_SLICE_S, LATEST_VALUE_BACKLOG, Hub
 from api.metrics import counts
 from api.plans import PlannedExecutionContext
 from domain.events import DeliveryPolicy, Event
@@ -34,6 +35,8 @@ class Services:
     sleeps: list[float] = field(default_factory=list)
     """Seconds to sleep (a real await, finished by the group's task) before the next event."""
     tasks_seen: list[asyncio.Task[Any] | None] = field(default_factory=list)
+    busy_s: float = 0.0
+    """Seconds of synchronous work each stream does per event (a resolver's computation)."""
 
 
 @strawberry.type
@@ -55,6 +58,10 @@ class Subscription:
         async with services.hub.subscribe(TOPIC) as events:
             async for event in events:
                 services.tasks_seen.append(asyncio.current_task())
+                if services.busy_s:
+                    spin_until = time.perf_counter() + services.busy_s
+                    while time.perf_counter() < spin_until:
+                        pass
                 if services.sleeps:
                     await asyncio.sleep(services.sleeps.pop())
                 if event.payload["price"] == "fail":
@@ -226,6 +233,38 @@ async def test_a_hub_behind_skips_to_the_newest_latest_values(services: Services
         sequences = [r["data"]["ticks"]["sequence"] for r in sink.results]
         assert sequences == [1, *range(11 - LATEST_VALUE_BACKLOG, 11)]
     assert counts.hub_conflated - conflated == (9 - LATEST_VALUE_BACKLOG) * 3
+    for _, member in members:
+        member.leave()
+    await until(lambda: len(groups) == 0)
+
+
+async def test_a_long_delivery_hands_the_loop_back(services: Services) -> None:
+    """An event for 300 streams that each compute 0.2 ms is 60 ms of steps: the hub hands the
+    loop back every few milliseconds meanwhile, so a bystander task keeps running."""
+    groups = Groups(queue_size=8)
+    members = [await join(groups, services, n) for n in range(300)]
+    await until(lambda: services.hub.topics.get(TOPIC) == 300)
+    await publish(services, event(1))
+    await until(lambda: all(sink.results for sink, _ in members))
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def bystander() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    watcher = asyncio.create_task(bystander())
+    services.busy_s = 0.0002
+    await publish(services, event(2))
+    await until(lambda: all(len(sink.results) == 2 for sink, _ in members))
+    done.set()
+    await watcher
+    services.busy_s = 0.0
+    assert max(gaps) < DELIVERY_SLICE_S + 0.02, f"the loop was held {max(gaps) * 1000:.0f} ms"
     for _, member in members:
         member.leave()
     await until(lambda: len(groups) == 0)
