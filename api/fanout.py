@@ -393,7 +393,13 @@ class Group:
 
     async def _publish(self, result: ExecutionResult) -> None:
         if not self._hand_out(result):
-            await self._paced_by(next(iter(self.members.values())).sink)
+            await self._paced()
+
+    async def _paced(self) -> None:
+        """Until the group's one member has room (none if it has left meanwhile)."""
+        member = next(iter(self.members.values()), None)
+        if member is not None:
+            await self._paced_by(member.sink)
 
     def _hand_out(self, result: ExecutionResult) -> bool:
         """Encode ``result`` once and hand it to every member; False when the group must wait
@@ -516,7 +522,7 @@ class _Stepper:
         if kind == "raise":
             raise what[1]
         if kind == "pace":
-            await group._paced_by(next(iter(group.members.values())).sink)
+            await group._paced()
             return True
         if kind == "await":
             try:

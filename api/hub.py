@@ -42,7 +42,7 @@ STREAM = DeliveryPolicy.STREAM
 call, and these are read for every subscriber of every event."""
 
 
-DELIVERY_BATCH = 64
+DELIVERY_BATCH = 16
 DELIVERY_SLICE_S = 0.004
 """An event's delivery to the subscriptions of its topic hands the loop back after every slice
 of this long (checked every DELIVERY_BATCH subscriptions): the project's bound on how long

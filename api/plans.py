@@ -572,8 +572,10 @@ class _FastPath:
         completion has no fast path."""
         pad = " " * depth
         if completion.non_null:
-            lines.append(f"{pad}if {v} is None: raise SLOW")
+            # (Undefined is null to graphql-core too; the interpreter says so.)
+            lines.append(f"{pad}if {v} is None or {v} is Undefined: raise SLOW")
         else:
+            lines.append(f"{pad}if {v} is Undefined: raise SLOW")
             lines.append(f"{pad}if {v} is not None:")
             depth += 1
             pad = " " * depth

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import pytest
 import strawberry
-from graphql import DocumentNode, ExecutionResult, parse
+from graphql import DocumentNode, ExecutionResult, Undefined, parse
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api.metrics import counts
@@ -251,3 +251,11 @@ def test_a_directive_whose_variable_does_not_coerce_fails_its_field_as_in_graphq
     assert data == {"events": {"title": "t", "first": None}}
     assert [e["path"] for e in errors] == [["events", "first"]]
     assert "Expected variable '$b'" in errors[0]["message"]
+
+
+def test_undefined_is_null_on_the_fast_path_too() -> None:
+    """graphql-core treats Undefined as null: a non-null field (here the root) holding it is an
+    error, even when every subfield is skipped (found by the property test)."""
+    data, errors = both("subscription { events { title @skip(if: true) } }", Undefined)
+    assert data is None
+    assert errors[0]["message"] == "Cannot return null for non-nullable field Subscription.events."
