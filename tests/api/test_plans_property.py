@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -534,11 +535,18 @@ def compare(text: str, variables: dict[str, Any], event_list: list[Any]) -> None
         assert counts.plan_hits.total() == hits + 1, "the plan did not execute the event"
 
 
+EXPLORE = os.environ.get("PLANS_PROPERTY_EXPLORE") == "1"
+"""Random examples on each run (``PLANS_PROPERTY_EXPLORE=1``, to hunt for differences, as two
+earlier runs found the two fixed in tests/api/test_plans.py); by default the same examples every
+run, so CI's verdict is the code's, not the draw's."""
+
+
 @pytest.mark.parametrize("root", FIELDS)
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
     database=None,
+    derandomize=not EXPLORE,
     # An event of the larger types (leaderboards of rows of trades) is a few hundred draws.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
