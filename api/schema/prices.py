@@ -13,7 +13,7 @@ from api.auth import Role
 from api.schema.context import Info  # noqa: TC001
 from api.schema.errors import ClientError, market_or_error
 from api.schema.permissions import limit_mutations, require_role
-from api.schema.streams import live
+from api.schema.streams import OncePerEvent, live
 from domain.events import Event
 from domain.perps_trades import MAX_AMOUNT
 from domain.price_feed import publish_price
@@ -161,4 +161,9 @@ class PriceSubscription:
         async def snapshot() -> Event | None:
             return _price_event(await services.prices.latest(market))
 
-        return live(services.hub, price_topic(market), snapshot, Price.from_event)
+        return live(services.hub, price_topic(market), snapshot, _presented)
+
+
+_presented = OncePerEvent(Price.from_event)
+"""A price as subscribers see it, made once per tick for all of them: 2,000 subscribers with
+variables of their own are 2,000 executions of one presented price, not 2,000 decodings."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from api.hub import HubError
 from api.schema.errors import StreamEndedError
@@ -32,28 +32,9 @@ async def live(
     """
     try:
         async for event in hub.live(topic, snapshot):
-            yield _presented(event, present)
+            yield present(event)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
-
-
-_PRESENTED: dict[int, tuple[Event, Callable[[Event], Any], Any]] = {}
-PRESENTED = 64
-"""Events whose presentation is kept, as :data:`decoded_price` keeps decodings."""
-
-
-def _presented(event: Event, present: Callable[[Event], T]) -> T:
-    """``present(event)``, once for every subscriber of the event (the hub hands them all the
-    same :class:`Event`): 2,000 subscribers to one market with variables of their own are 2,000
-    executions, not 2,000 decodings. Presenters are pure and what they make is only read."""
-    kept = _PRESENTED.get(id(event))
-    if kept is not None and kept[0] is event and kept[1] is present:
-        return cast("T", kept[2])
-    value = present(event)
-    _PRESENTED[id(event)] = (event, present, value)
-    if len(_PRESENTED) > PRESENTED:
-        del _PRESENTED[next(iter(_PRESENTED))]
-    return value
 
 
 class StreamWithPrices:
@@ -116,32 +97,39 @@ class StreamWithPrices:
         return self._backlog.pop(0) if self._backlog else await anext(self._merged)
 
 
-class _DecodedPrices:
-    """Each price event decoded once for every stream that reads it.
+class OncePerEvent(Generic[T]):
+    """``function(event)`` computed once for every subscriber of an event.
 
     The hub hands every subscriber of a topic the same :class:`Event` object, so the first
-    stream to read a tick decodes it and the others find it here by identity. The newest
-    :data:`DECODED_PRICES` events are kept (with their events, so an identity is never reused
-    while kept): a subscriber a few ticks behind still finds its tick, and memory stays bounded.
+    stream to read a tick computes it and the others find it here by identity. The newest
+    :data:`KEPT_EVENTS` events are kept (with their events, so an identity is never reused while
+    kept): a subscriber a few ticks behind still finds its tick, and memory stays bounded. The
+    function is pure, and what it makes is only read.
     """
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._kept: dict[int, tuple[Event, OraclePrice]] = {}
+    def __init__(self, function: Callable[[Event], T], size: int = 0) -> None:
+        self._function = function
+        self._size = size or KEPT_EVENTS
+        self._kept: dict[int, tuple[Event, T]] = {}
 
-    def __call__(self, event: Event) -> OraclePrice:
+    def __call__(self, event: Event) -> T:
         kept = self._kept.get(id(event))
         if kept is not None and kept[0] is event:
             return kept[1]
-        price = OraclePrice.from_payload(event.payload)
-        self._kept[id(event)] = (event, price)
+        value = self._function(event)
+        self._kept[id(event)] = (event, value)
         if len(self._kept) > self._size:
             del self._kept[next(iter(self._kept))]
-        return price
+        return value
 
 
-DECODED_PRICES = 64
-"""Price events whose decoding is kept (a few per market: readers may be a tick or two behind)."""
+KEPT_EVENTS = 64
+"""Events whose result is kept (a few per market: readers may be a tick or two behind)."""
 
-decoded_price = _DecodedPrices(DECODED_PRICES)
+
+def _decode_price(event: Event) -> OraclePrice:
+    return OraclePrice.from_payload(event.payload)
+
+
+decoded_price = OncePerEvent(_decode_price)
 """The :class:`OraclePrice` of a price event, decoded once for all its readers."""

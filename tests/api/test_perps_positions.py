@@ -25,7 +25,7 @@ from api.envelope import encode_event
 from api.history import Cursor, Start
 from api.hub import Hub
 from api.schema.perps import Position, _Valuer, positions_stream
-from api.schema.streams import _DecodedPrices
+from api.schema.streams import OncePerEvent
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog
@@ -196,7 +196,7 @@ def price_event(market_id: str, sequence: int, price: str) -> Event:
 
 
 def test_a_price_event_is_decoded_once_for_all_its_readers() -> None:
-    decoded = _DecodedPrices(2)
+    decoded = OncePerEvent(lambda e: OraclePrice.from_payload(e.payload), 2)
     event = price_event("BTC-PERP", 1, "100.5")
     first = decoded(event)
     assert first == OraclePrice.from_payload(event.payload)
