@@ -347,10 +347,7 @@ class Plan:
                 raise
             except Exception as raw:
                 field_path = Path(path, field.key, selection.name)
-                error = located_error(raw, field.nodes, field_path.as_list())
-                if field.completion.non_null and executor.error_propagation:
-                    raise error from None
-                executor.collected_errors.add(error, field_path)
+                _field_error(executor, raw, field, field.completion, field_path)
                 completed = None
             results[field.key] = completed
         return results
@@ -436,10 +433,7 @@ class Plan:
             except CannotPlan:
                 raise
             except Exception as raw:
-                error = located_error(raw, field.nodes, item_path.as_list())
-                if item_completion.non_null and executor.error_propagation:
-                    raise error from None
-                executor.collected_errors.add(error, item_path)
+                _field_error(executor, raw, field, item_completion, item_path)
                 append(None)
         return completed
 
@@ -632,6 +626,17 @@ class _FastPath:
 
 
 _MISSING = object()
+
+
+def _field_error(
+    executor: AnyExecutor, raw: Exception, field: _Field, completion: _Completion, path: Path
+) -> None:
+    """graphql-core's ``handle_field_error``: the error located at ``path``, raised on to the
+    parent where the position is non-null, else collected (the position is then null)."""
+    error = located_error(raw, field.nodes, path.as_list())
+    if completion.non_null and executor.error_propagation:
+        raise error from None
+    executor.collected_errors.add(error, path)
 
 
 def _memo_key(name: str, decider: Any, value: Any) -> tuple[str, type] | None:
