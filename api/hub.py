@@ -43,7 +43,7 @@ call, and these are read for every subscriber of every event."""
 
 
 DELIVERY_BATCH = 16
-DELIVERY_SLICE_S = 0.004
+DELIVERY_SLICE_S = 0.001
 """An event's delivery to the subscriptions of its topic hands the loop back after every slice
 of this long (checked every DELIVERY_BATCH subscriptions): the project's bound on how long
 anything may hold the event loop is a few milliseconds."""
@@ -215,16 +215,19 @@ class _TopicFeed:
                     if message == RECONNECTED:
                         await self._recover()
                         continue
-                    messages = [message] if self.stream else self._newest(upstream, message)
-                    for message in messages:
-                        try:
-                            event = decode_event(message)
-                        except MalformedEventError:
-                            logger.exception("dropped a malformed message on %r", self.topic)
+                    if self.stream:
+                        event = self._decode(message)
+                        if event is None:
                             continue
                         if contiguous and event.sequence > self.last_sequence + 1:
                             await self._fill(before=event.sequence)
                         await self._deliver(event)
+                        continue
+                    backlog = self._newest(upstream, message)
+                    while backlog:
+                        event = self._decode(backlog.pop(0))
+                        if event is not None:
+                            await self._deliver(event, upstream, backlog)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -239,10 +242,20 @@ class _TopicFeed:
         holds more than one: when the hub itself falls behind (its subscribers' steps take longer
         than the topic's interval), this is where the stale states are dropped. Stops at a
         reconnection marker or the end of the subscription, which keep their place."""
+        messages = [message, *self._waiting(upstream)]
+        skipped = len(messages) - LATEST_VALUE_BACKLOG
+        if skipped > 0:
+            counts.hub_conflated += skipped * len(self.queues)
+            del messages[:skipped]
+        return messages
+
+    @staticmethod
+    def _waiting(upstream: Any) -> list[str]:
+        """The messages waiting upstream, up to a reconnection marker or the end."""
         # broadcaster's Subscriber has no non-blocking get: its queue (an asyncio.Queue, of
         # which this is the only reader) is read directly.
         queue = upstream._queue
-        messages = [message]
+        messages: list[str] = []
         while not queue.empty():
             waiting = queue.get_nowait()
             if waiting is None or waiting.message == RECONNECTED:
@@ -252,11 +265,31 @@ class _TopicFeed:
                 queue._queue.appendleft(waiting)
                 break
             messages.append(waiting.message)
-        skipped = len(messages) - LATEST_VALUE_BACKLOG
-        if skipped > 0:
-            counts.hub_conflated += skipped * len(self.queues)
-            del messages[:skipped]
         return messages
+
+    def _decode(self, message: str) -> Event | None:
+        try:
+            return decode_event(message)
+        except MalformedEventError:
+            logger.exception("dropped a malformed message on %r", self.topic)
+            return None
+
+    def _newer(self, upstream: Any, backlog: list[str]) -> Event | None:
+        """The newest state of a latest-value topic waiting (in ``backlog`` or upstream) that is
+        newer than the one being delivered, the others skipped; None if there is none."""
+        backlog.extend(self._waiting(upstream))
+        while backlog:
+            event = self._decode(backlog.pop())
+            if event is None:
+                continue
+            skipped, subscribers = len(backlog), len(self.queues)
+            backlog.clear()
+            if event.sequence <= self.last_sequence:
+                return None
+            counts.hub_conflated += skipped * subscribers
+            self.last_sequence = event.sequence
+            return event
+        return None
 
     async def _fill(self, before: int | None = None) -> None:
         """Deliver the kept events after the last one delivered (up to ``before``); fail the
@@ -307,7 +340,20 @@ class _TopicFeed:
             if current is not None:
                 await self._deliver(current)
 
-    async def _deliver(self, event: Event) -> None:
+    async def _deliver(
+        self, event: Event, upstream: Any = None, backlog: list[str] | None = None
+    ) -> None:
+        """Put ``event`` in every queue of the topic.
+
+        With ``upstream`` and ``backlog`` (a latest-value topic's live events): a delivery long
+        enough to hand the loop back looks, each time it gets it back, for a newer state waiting;
+        if there is one, the queues not served yet get the newer state instead, and the delivery
+        goes on round to the ones served the older state (and any queue opened meanwhile). An
+        overloaded server thus hands each subscriber, at its turn, the newest state there is: how
+        old a state is when it reaches a subscriber stays within about the topic's interval,
+        however long one round over every subscriber takes; the rounds themselves are what the
+        overload costs.
+        """
         # Out-of-order or repeated events would show a subscriber an older state after a newer
         # one; the sequence makes them detectable, so they never reach a queue.
         if event.sequence <= self.last_sequence:
@@ -323,12 +369,29 @@ class _TopicFeed:
         # of them are tens of milliseconds. The loop is handed back every DELIVERY_SLICE_S, so
         # requests (a mutation, a query, a price from an oracle) are answered meanwhile.
         slice_end = time.perf_counter() + DELIVERY_SLICE_S
-        for start in range(0, len(queues), DELIVERY_BATCH):
-            for queue in queues[start : start + DELIVERY_BATCH]:
+        done = 0
+        while done < len(queues):
+            for queue in queues[done : done + DELIVERY_BATCH]:
                 queue.put(event)
+            done += DELIVERY_BATCH
             if time.perf_counter() > slice_end:
                 await asyncio.sleep(0)
                 slice_end = time.perf_counter() + DELIVERY_SLICE_S
+                if done >= len(queues) or backlog is None:
+                    continue
+                newer = self._newer(upstream, backlog)
+                if newer is not None:
+                    event = newer
+                    unserved = queues[done:]
+                    counts.hub_conflated += len(unserved)
+                    queues = self._round_from(unserved)
+                    done = 0
+
+    def _round_from(self, unserved: list[_SubscriberQueue]) -> list[_SubscriberQueue]:
+        """Every queue of the topic now, those of ``unserved`` (still open) first, in order."""
+        current = self.queues
+        first = set(unserved)
+        return [q for q in unserved if q in current] + [q for q in current if q not in first]
 
     def _fail(self, error: HubError) -> None:
         if not self.ready.done():

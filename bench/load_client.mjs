@@ -9,13 +9,14 @@
 //   VARS_MODE  same (default) | distinct: subscriber i sends {...VARS, "n": i}, an undeclared variable
 //              that GraphQL execution ignores but that makes every subscriber's variables different
 //   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client: `$i` in VARS becomes the
-//              subscriber's index (VARS='{"u":"user-$i"}'); FIELD's `ts` (seconds), `publishedAt`
-//              or `at` (ISO-8601) is the publish time latency is measured from
-//   MARK_CLOCK stream, for a stream that stamps its results with their own execution time: a
-//              market (BTC-PERP). One more socket subscribes to that market's priceUpdates and keeps
-//              when each price was published; a sampled result's latency is then measured from
-//              the publication of the price it shows (FIELD's first `positions` entry's
-//              `markPrice`), and FIELD's own time is reported as `stamp_p50_ms`, `stamp_p99_ms`
+//              subscriber's index (VARS='{"u":"user-$i"}'); FIELD's `ts` (seconds), `pricedAt`,
+//              `publishedAt` or `at` (ISO-8601), the first there is, is the publish time latency is
+//              measured from; when it is `pricedAt` (the publication of the prices a result is
+//              valued at), FIELD's `at` (when the result was made) is reported too, as
+//              `stamp_p50_ms`, `stamp_p99_ms`
+//   MARK_CLOCK stream: a market (BTC-PERP). One more socket subscribes to that market's
+//              priceUpdates and counts the prices it gets while counting (`prices_per_s`): below
+//              the rate when the server falls behind its own feed
 //   HOLD       idle: seconds to keep the sockets open at most (default 120; stdin closing or SIGTERM
 //              ends the hold earlier)
 //   soak (for `python -m bench.soak`): N connection slots for DUR seconds (up to 3600); each slot
@@ -89,18 +90,18 @@ function resultOf(message) {
 function publishTime(ev) {
   if (!ev) return null;
   if (typeof ev.ts === 'number') return ev.ts;
-  const text = typeof ev.publishedAt === 'string' ? ev.publishedAt : ev.at;
-  if (typeof text === 'string') { const t = Date.parse(text); return Number.isNaN(t) ? null : t / 1000; }
-  return null;
+  return isoTime(ev.pricedAt ?? ev.publishedAt ?? ev.at);
 }
 
-// MARK_CLOCK: when each price of the market was published, by price; a result showing a price is
-// matched, once the run is over, to that price's last publication before the result arrived.
+function isoTime(text) {
+  if (typeof text !== 'string') return null;
+  const t = Date.parse(text);
+  return Number.isNaN(t) ? null : t / 1000;
+}
+
+// MARK_CLOCK: the prices of the market a subscriber of its priceUpdates gets.
 const PRICE_CLOCK_QUERY = 'subscription($m:String!){ priceUpdates(market:$m){ price publishedAt } }';
-const published = new Map(); // Number(price) -> [publish time, s]
-const marked = []; // [Number(markPrice), receive time, s]
 let clockPrices = 0, clockCounted = 0; // prices the clock socket got: in all, while counting
-let unmatched = 0;
 
 function openPriceClock() {
   return new Promise((resolve) => {
@@ -119,30 +120,12 @@ function openPriceClock() {
         if (!p) return;
         clockPrices++;
         if (countingNow()) clockCounted++;
-        const key = Number(p.price);
-        if (!published.has(key)) published.set(key, []);
-        published.get(key).push(Date.parse(p.publishedAt) / 1000);
       }
     });
     ws.on('error', () => resolve(acked));
     ws.on('close', () => resolve(acked));
     setTimeout(() => resolve(acked), CONNECT_TIMEOUT_S * 1000);
   });
-}
-
-function markLatencies() {
-  const lat = [];
-  for (const [price, received] of marked) {
-    let best = null;
-    for (const t of published.get(price) || []) if (t <= received && (best === null || t > best)) best = t;
-    if (best === null) unmatched++; else lat.push(received - best);
-  }
-  return lat.sort((a, b) => a - b);
-}
-
-function markOf(ev) {
-  const first = ev && Array.isArray(ev.positions) ? ev.positions[0] : null;
-  return first && first.markPrice != null ? Number(first.markPrice) : null;
 }
 
 function percentile(sorted, q, scale) {
@@ -165,7 +148,7 @@ let countingNow = () => false;
 async function stream() {
   let counting = false, count = 0, ok = 0, failed = 0, errors = 0, completed = 0, closedLater = 0;
   const receiving = new Set();
-  const lat = [];
+  const lat = [], stamps = []; // s: from each sample's publishTime; from its `at` (pricedAt results)
   countingNow = () => counting;
   const clockOk = MARK_CLOCK ? await openPriceClock() : null;
   const open = (c) => new Promise((resolve) => {
@@ -185,7 +168,7 @@ async function stream() {
             const ev = resultOf(JSON.parse(s));
             const ts = publishTime(ev);
             if (ts) lat.push(now - ts);
-            if (MARK_CLOCK) { const mark = markOf(ev); if (mark !== null) marked.push([mark, now]); }
+            if (ev && typeof ev.pricedAt === 'string') { const at = isoTime(ev.at); if (at) stamps.push(now - at); }
           }
         }
         return;
@@ -206,18 +189,17 @@ async function stream() {
   counting = true; const t0 = Date.now(); await sleep(DUR * 1000); counting = false;
   const elapsed = (Date.now() - t0) / 1000;
   lat.sort((a, b) => a - b);
-  const measured = MARK_CLOCK ? markLatencies() : lat;
+  stamps.sort((a, b) => a - b);
   out({
     subscribers_ok: ok * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed, sub_errors: errors,
-    msgs_per_s: Math.round(count / elapsed), p50_ms: percentile(measured, 0.5, 1000), p99_ms: percentile(measured, 0.99, 1000),
+    msgs_per_s: Math.round(count / elapsed), p50_ms: percentile(lat, 0.5, 1000), p99_ms: percentile(lat, 0.99, 1000),
     // extensions over the shared client's line
-    receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: measured.length,
+    receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: lat.length,
     connect_s: Math.round(connectS * 100) / 100, seconds: Math.round(elapsed * 100) / 100,
     ...(MARK_CLOCK ? {
       mark_clock: MARK_CLOCK, mark_clock_subscribed: clockOk, prices: clockPrices, prices_per_s: Math.round(10 * clockCounted / elapsed) / 10,
-      distinct_prices: published.size, unmatched_samples: unmatched,
-      stamp_p50_ms: percentile(lat, 0.5, 1000), stamp_p99_ms: percentile(lat, 0.99, 1000),
     } : {}),
+    ...(stamps.length ? { stamp_p50_ms: percentile(stamps, 0.5, 1000), stamp_p99_ms: percentile(stamps, 0.99, 1000) } : {}),
   });
 }
 

@@ -41,8 +41,9 @@ CONCURRENCY = 8
 TOKEN_TTL = timedelta(hours=6)
 
 SUBSCRIPTION = (
-    "subscription($u: String!) { positions(user: $u) { ... on PositionsUpdate { user at positions "
-    "{ id side size entryPrice markPrice unrealizedPnl healthFactor liquidationPrice } } } }"
+    "subscription($u: String!) { positions(user: $u) { ... on PositionsUpdate { user at pricedAt "
+    "positions { id side size entryPrice markPrice unrealizedPnl healthFactor liquidationPrice } "
+    "} } }"
 )
 REFERENCE_SUBSCRIPTION = (
     "subscription($u:String!){ positions(user:$u){ user ts positions "

@@ -141,9 +141,9 @@ def positions_lines(r: Result) -> list[str]:
     if "prices_per_s" in line:
         lines.append(
             f"{r.label} BTC-PERP prices a second while measured: {line['prices_per_s']:g} "
-            f"(a socket on priceUpdates; latency from each price's publishedAt, "
-            f"{line.get('unmatched_samples', 0)} of {line.get('latency_samples', 0)} samples "
-            f"unmatched; from PositionsUpdate.at: p99 {_num(line.get('stamp_p99_ms'), 1)} ms)"
+            f"(a socket on priceUpdates; latency from PositionsUpdate.pricedAt, "
+            f"{line.get('latency_samples', 0)} samples; from PositionsUpdate.at: "
+            f"p99 {_num(line.get('stamp_p99_ms'), 1)} ms)"
         )
     lines += [f"{r.label} probe {probe_text(p)}" for p in r.probes]
     return lines

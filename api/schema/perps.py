@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from domain.events import Event
     from domain.markets import Market, MarketCatalog
     from domain.perps_trades import Trade
+    from domain.prices import OraclePrice
 
 
 PUBLIC_SUBSCRIPTIONS = ("liquidations", "marketStats")
@@ -170,7 +171,12 @@ class PositionsUpdate(Resumable):
     account: PerpsMarginAccount = strawberry.field(
         description="The user's perps margin account as the positions leave it."
     )
-    at: datetime
+    at: datetime = strawberry.field(description="When this update was made.")
+    priced_at: datetime | None = strawberry.field(
+        description="When the newest of the prices the positions are valued at was published "
+        "(its Price.publishedAt): how fresh the valuation is. Null while none of their markets "
+        "has a price."
+    )
 
 
 @strawberry.type
@@ -519,12 +525,16 @@ def _user_or_caller(principal: Principal, user: str | None) -> str:
 
 
 async def _marks(services: Services) -> dict[str, Decimal]:
-    marks = {}
+    return {market: price.price for market, price in (await _latest_prices(services)).items()}
+
+
+async def _latest_prices(services: Services) -> dict[str, OraclePrice]:
+    prices = {}
     for market in services.markets:
         stored = await services.prices.latest(market.id)
         if stored is not None:
-            marks[market.id] = stored[0].price
-    return marks
+            prices[market.id] = stored[0]
+    return prices
 
 
 def _check_limit(limit: int) -> None:
@@ -593,15 +603,20 @@ async def positions_stream(
             # the account with its revision, so the newest wins either way.
             account = await services.book.margin_account(user)
             account_view = PerpsMarginAccount.build(account)
-            marks = await _marks(services)
+            latest = await _latest_prices(services)
+            marks = {market: price.price for market, price in latest.items()}
+            published = {market: price.published_at for market, price in latest.items()}
+            """When each mark was published."""
             position = StreamPosition([topic], start.origin)
 
             def update() -> PositionsUpdate:
+                times = [published[v.market] for v in held.values() if v.market in published]
                 return PositionsUpdate(
                     user=user,
                     positions=[v.at(marks.get(v.market)) for v in held.values()],
                     account=account_view,
                     at=services.clock.now(),
+                    priced_at=max(times) if times else None,
                     cursor=position.text,
                 )
 
@@ -619,6 +634,7 @@ async def positions_stream(
                     stored = await services.prices.latest(market)
                     if stored is not None and marks.get(market) != stored[0].price:
                         marks[market] = stored[0].price
+                        published[market] = stored[0].published_at
 
             for event in start.replay:
                 position.advance(event)
@@ -640,6 +656,7 @@ async def positions_stream(
                         price = decoded_price(tick)
                         if marks.get(price.market) != price.price:
                             marks[price.market] = price.price
+                            published[price.market] = price.published_at
                             moved = moved or price.market in feed.markets
                         tick = feed.poll()
                     pending = tick

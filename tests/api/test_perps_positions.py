@@ -250,7 +250,11 @@ class FakeServices:
 
     async def latest(self, market_id: str) -> tuple[OraclePrice, int] | None:
         price = self.stored.get(market_id)
-        return None if price is None else (OraclePrice(market_id, price, D(1), _now()), 1)
+        return None if price is None else (OraclePrice(market_id, price, D(1), STORED_AT), 1)
+
+
+STORED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+"""When FakeServices' stored prices were published."""
 
 
 def _now() -> datetime:
@@ -295,6 +299,7 @@ async def test_a_stream_follows_the_prices_of_the_markets_its_user_holds(hub: Hu
 
     first = await next_event(stream)
     assert [p.mark_price for p in first.positions] == [D(100)]
+    assert first.priced_at == STORED_AT
     assert followed() == {price_topic("BTC-PERP")}
 
     async def publish(event: Event) -> None:
@@ -302,9 +307,11 @@ async def test_a_stream_follows_the_prices_of_the_markets_its_user_holds(hub: Hu
 
     # ETH is not held: its tick reaches no queue of the stream; BTC's does.
     await publish(price_event("ETH-PERP", 2, "3000"))
-    await publish(price_event("BTC-PERP", 2, "101"))
+    btc_tick = price_event("BTC-PERP", 2, "101")
+    await publish(btc_tick)
     moved = await next_event(stream)
     assert [p.mark_price for p in moved.positions] == [D(101)]
+    assert moved.priced_at == btc_tick.published_at
 
     # A position in a new market is marked at once, at the latest stored price, and its
     # market's ticks follow.
@@ -316,16 +323,21 @@ async def test_a_stream_follows_the_prices_of_the_markets_its_user_holds(hub: Hu
         "BTC-PERP": D(101),
         "SOL-PERP": D("150.5"),
     }
+    assert update.priced_at == btc_tick.published_at  # the newer of BTC's tick and SOL's stored
     assert followed() == {price_topic("BTC-PERP"), price_topic("SOL-PERP")}
-    await publish(price_event("SOL-PERP", 2, "151"))
+    sol_tick = price_event("SOL-PERP", 2, "151")
+    await publish(sol_tick)
     ticked = await next_event(stream)
     assert {p.market: p.mark_price for p in ticked.positions}["SOL-PERP"] == D(151)
+    assert ticked.priced_at == sol_tick.published_at
 
     # Closed: BTC's ticks are no longer followed.
     closed = alice_position("btc", "BTC-PERP", revision=2)
     await publish(position_event(POSITION_CLOSED, closed, 2))
     assert (await next_event(stream)).position.id == "btc"
-    assert [p.market for p in (await next_event(stream)).positions] == ["SOL-PERP"]
+    left = await next_event(stream)
+    assert [p.market for p in left.positions] == ["SOL-PERP"]
+    assert left.priced_at == sol_tick.published_at
     assert followed() == {price_topic("SOL-PERP")}
     await stream.aclose()  # type: ignore[attr-defined]
     assert followed() == set()
@@ -360,4 +372,16 @@ async def test_events_waiting_when_the_markets_change_are_not_lost(hub: Hub) -> 
     assert [p.id for p in seen[4].positions] == ["btc"]
     assert hub.topics.get(price_topic("ETH-PERP"), 0) == 0
     assert hub.queued_events == 0
+    await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_positions_without_a_price_are_priced_at_no_time(hub: Hub) -> None:
+    services = FakeServices(hub, [alice_position("btc", "BTC-PERP")])
+    stream = positions_stream(services, "alice")  # type: ignore[arg-type]
+    first = await next_event(stream)
+    assert [p.mark_price for p in first.positions] == [None]
+    assert first.priced_at is None
+    tick = price_event("BTC-PERP", 1, "100")
+    await hub.broadcast.publish(tick.topic, encode_event(tick))
+    assert (await next_event(stream)).priced_at == tick.published_at
     await stream.aclose()  # type: ignore[attr-defined]
