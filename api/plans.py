@@ -59,9 +59,16 @@ from graphql.execution.executor import CollectedErrors, Executor, invalid_return
 from graphql.execution.values import get_argument_values
 from graphql.language import Visitor, visit
 from graphql.pyutils import Path, Undefined, inspect, is_iterable
-from graphql.type import is_abstract_type, is_leaf_type, is_list_type, is_non_null_type
+from graphql.type import (
+    GraphQLID,
+    GraphQLString,
+    is_abstract_type,
+    is_leaf_type,
+    is_list_type,
+    is_non_null_type,
+)
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.schema.schema_converter import CustomGraphQLEnumType, GraphQLCoreConverter
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 from api.metrics import counts
@@ -575,10 +582,25 @@ class _FastPath:
             pad = " " * depth
         kind = completion.kind
         if kind is LEAF:
+            # A value of the class a leaf type takes as it is (a str of String or ID) or by one
+            # lookup (a member of a Strawberry enum) is completed here; any other goes through
+            # the type's own coercion.
+            known = _known_leaf_values(completion.type)
+            if known is None:
+                generic = pad
+            else:
+                cls, names = known
+                generic = pad + " "
+                lines.append(f"{pad}if {v}.__class__ is {self._name('cls', cls)}:")
+                if names is not None:
+                    lines.append(f"{pad} {v} = {self._name('names', names)}[{v}]")
+                else:
+                    lines.append(f"{pad} pass")
+                lines.append(f"{pad}else:")
             leaf = self._name("leaf", completion.leaf)
-            lines.append(f"{pad}if {v} is Undefined or isinstance({v}, Exception): raise SLOW")
-            lines.append(f"{pad}{v} = {leaf}({v})")
-            lines.append(f"{pad}if {v} is None or {v} is Undefined: raise SLOW")
+            lines.append(f"{generic}if isinstance({v}, Exception): raise SLOW")
+            lines.append(f"{generic}{v} = {leaf}({v})")
+            lines.append(f"{generic}if {v} is None or {v} is Undefined: raise SLOW")
             return True
         if kind is LIST:
             item = completion.item
@@ -626,6 +648,21 @@ class _FastPath:
 
 
 _MISSING = object()
+
+
+def _known_leaf_values(type_: Any) -> tuple[type, dict[Any, str] | None] | None:
+    """For a leaf type whose output coercion of a value of one class is known in advance: the
+    class, and what each of its values becomes (None: the value itself). String and ID keep a
+    str as it is (graphql-core's ``serialize_string``, ``serialize_id``); a Strawberry enum
+    makes each member of its class the name its own coercion gives it."""
+    if type_ is GraphQLString or type_ is GraphQLID:
+        return str, None
+    if isinstance(type_, CustomGraphQLEnumType) and type(type_).coerce_output_value is (
+        CustomGraphQLEnumType.coerce_output_value
+    ):
+        cls: Any = type_.wrapped_cls
+        return cls, {member: type_.coerce_output_value(member) for member in cls}
+    return None
 
 
 def _field_error(

@@ -4,6 +4,7 @@ cannot serve. The random comparison over the real schema is in test_plans_proper
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import inspect
 from collections.abc import AsyncIterator  # noqa: TC003  (Strawberry resolves it at run time)
@@ -45,6 +46,12 @@ class Other:
 Thing = Annotated[Leaf | Other, strawberry.union("Thing")]
 
 
+@strawberry.enum
+class Side(enum.Enum):
+    LONG = "long"
+    SHORT = "short"
+
+
 @strawberry.type
 class Event:
     title: str
@@ -54,6 +61,8 @@ class Event:
     must: Leaf
     thing: Thing | None
     count: int
+    side: Side = Side.LONG
+    ref: strawberry.ID = strawberry.ID("r1")
 
 
 @strawberry.type
@@ -259,3 +268,34 @@ def test_undefined_is_null_on_the_fast_path_too() -> None:
     data, errors = both("subscription { events { title @skip(if: true) } }", Undefined)
     assert data is None
     assert errors[0]["message"] == "Cannot return null for non-nullable field Subscription.events."
+
+
+class Text(str):
+    """A str of a class of its own."""
+
+
+def test_strings_ids_and_enum_members_are_completed_as_graphql_core_does() -> None:
+    """The fast path keeps a str of String or ID as it is and looks an enum member's name up;
+    any other value (a str subclass, a number, an enum's value in place of its member) goes
+    through the type's coercion, as in graphql-core."""
+    document = "subscription { events { title side ref count } }"
+    expected = {"events": {"title": "t", "side": "LONG", "ref": "r1", "count": 3}}
+    assert both(document) == (expected, [])
+    odd = Event(
+        title=Text("x"),
+        leaves=[],
+        strict=[],
+        first=None,
+        must=Leaf(name="m", size=1),
+        thing=None,
+        count=1,
+        side=Side.SHORT,
+        ref=7,  # type: ignore[arg-type]
+    )
+    assert both(document, odd) == (
+        {"events": {"title": "x", "side": "SHORT", "ref": "7", "count": 1}},
+        [],
+    )
+    # An enum's value in place of its member: graphql-core looks the value up too.
+    odd.side = "short"  # type: ignore[assignment]
+    assert both(document, odd)[0]["events"]["side"] == "SHORT"
