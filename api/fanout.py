@@ -40,7 +40,7 @@ from api import logs
 from api.connection import text_frame
 from api.metrics import counts, fanout_latency
 from api.plans import PlannedExecutionContext, planned_source
-from api.stepping import PARKED, Continue, Stepping
+from api.stepping import PARKED, Continue, Stepping, on_idle
 from domain.events import DeliveryPolicy
 from domain.topics import policy_of
 
@@ -62,6 +62,11 @@ STREAM = DeliveryPolicy.STREAM
 call, and these are read for every subscriber of every event."""
 
 _current_group: ContextVar[Group | None] = ContextVar("tradestream_group", default=None)
+
+MAX_STARTING = 64
+"""Subscriptions of this process that may be starting at once (:class:`Starts`)."""
+START_SLOT_S = 1.0
+"""The longest a start holds its slot."""
 
 
 def note_topic(topic: str) -> None:
@@ -251,6 +256,59 @@ def _lagged(capacity: int) -> ExecutionResult:
     return ExecutionResult(data=None, errors=[error])
 
 
+class Starts:
+    """Admission of subscription starts: at most ``limit`` at once, the others wait their turn.
+
+    A subscription's start (validation, its resolver's snapshot reads, its first result) is work
+    that no event paces: when thousands of clients subscribe at once (a deploy, a replica's
+    restart), every start is a task ready to run, each loop turn runs them all, and everything
+    else (delivering events to the subscriptions already running, answering a query or a
+    ``publishPrice``) waits seconds for its turn. With a bounded number starting at once, a turn
+    of the loop stays short and the rest is served between starts; the starts themselves take as
+    long as their work does, in order of arrival. A start holds its slot until its first result,
+    until it waits for an event (:data:`api.stepping.on_idle`), until it ends, or for
+    :data:`START_SLOT_S` at most.
+    """
+
+    def __init__(self, limit: int = MAX_STARTING, hold_s: float = START_SLOT_S) -> None:
+        self.limit = limit
+        self.hold_s = hold_s
+        self._semaphore: asyncio.Semaphore | None = None
+
+    @property
+    def starting(self) -> int:
+        """Starts holding a slot now."""
+        return 0 if self._semaphore is None else self.limit - self._semaphore._value
+
+    @property
+    def waiting(self) -> int:
+        """Starts waiting for a slot."""
+        waiters = None if self._semaphore is None else self._semaphore._waiters
+        return 0 if waiters is None else sum(not w.done() for w in waiters)
+
+    async def slot(self) -> Callable[[], None]:
+        """Wait for a slot; the function that gives it back (once, whoever calls it)."""
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        semaphore = self._semaphore
+        await semaphore.acquire()
+        timer: asyncio.TimerHandle | None = None
+
+        def release() -> None:
+            nonlocal timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+                semaphore.release()
+
+        timer = asyncio.get_running_loop().call_later(self.hold_s, release)
+        return release
+
+
+def _no_slot() -> None:
+    """The release of a start that has no slot (yet)."""
+
+
 class Member:
     """One subscriber of a group; counted as an open subscription of the group's field until it
     ends or leaves."""
@@ -352,10 +410,14 @@ class Group:
                 taken.append((executor, source))
 
         planned_source.set(take)
+        started = _no_slot
         try:
+            started = await self.groups.starts.slot()
+            on_idle.set(started)
             stream = await self._open_stream()
             async with contextlib.aclosing(stream):
                 async for result in stream:
+                    started()
                     if not self.started and isinstance(result, PreExecutionError):
                         # Validation or a resolver refusing before the first event: each member
                         # answers it as its own (an ``error`` message on graphql-transport-ws).
@@ -384,6 +446,8 @@ class Group:
                 member.sink.deliver(encoded, STREAM)
             self._count(len(members))
         finally:
+            started()
+            on_idle.set(None)
             self.groups.forget(self)
             for member in list(self.members.values()):
                 member.finish()
@@ -644,10 +708,15 @@ class Groups:
     """Every open group of this process, by key."""
 
     def __init__(
-        self, *, queue_size: int, field_of: Callable[[Hashable], str] = lambda key: "unknown"
+        self,
+        *,
+        queue_size: int,
+        field_of: Callable[[Hashable], str] = lambda key: "unknown",
+        starts: Starts | None = None,
     ) -> None:
         self.queue_size = queue_size
         self.field_of = field_of
+        self.starts = starts or Starts()
         """The root field of a key's subscription, for metrics."""
         self._by_key: dict[Hashable, Group] = {}
         """The group a new subscriber of each key joins."""

@@ -286,6 +286,16 @@ class Collector(_Collector):
             services.hub.queued_events,
         )
         yield _gauge("fanout_groups", "open shared executions", len(services.groups))
+        yield _gauge(
+            "subscription_starts",
+            "subscriptions starting now (at most MAX_STARTING; the others wait their turn)",
+            services.groups.starts.starting,
+        )
+        yield _gauge(
+            "subscription_starts_waiting",
+            "subscriptions waiting for their turn to start",
+            services.groups.starts.waiting,
+        )
         yield _counter(
             "publish_failures",
             "events the broadcast backend could not take (subscribers read them from storage)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -10,13 +11,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from api.auth import ANONYMOUS, Principal, Role
-from api.fanout import Encoded, Groups, QueueSink, SharedResult
+from api.fanout import Encoded, Groups, QueueSink, SharedResult, Starts
 from api.schema import share_key
 from api.schema.context import Context
+from api.stepping import Wakeup
 from domain.events import DeliveryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
 QUERY = 'subscription { priceUpdates(market: "BTC-PERP") { price } }'
 
@@ -151,3 +153,144 @@ async def test_the_last_member_to_leave_stops_the_execution() -> None:
     await b.aclose()
     await asyncio.wait_for(stopped.wait(), 2)
     assert len(groups) == 0
+
+
+# --- starts are admitted a few at a time --------------------------------------------------------
+
+
+def opener(generator: Callable[[], AsyncGenerator[Any, None]]) -> Callable[[], Awaitable[Any]]:
+    async def open_stream() -> AsyncGenerator[Any, None]:
+        return generator()
+
+    return open_stream
+
+
+async def test_many_starts_at_once_leave_the_loop_to_the_rest() -> None:
+    """200 subscriptions subscribe at once, each start four steps of 1 ms of work (validation,
+    snapshot reads): all ready together, one turn of the loop would run 200 ms of them. With 8
+    starting at once, a bystander waits for 8 steps at most, and every start gets its result."""
+    groups = Groups(queue_size=4, starts=Starts(limit=8))
+    peak = 0
+
+    async def starting() -> AsyncGenerator[Any, None]:
+        nonlocal peak
+        for _ in range(4):
+            peak = max(peak, groups.starts.starting)
+            spin_until = time.perf_counter() + 0.001
+            while time.perf_counter() < spin_until:
+                pass
+            await asyncio.sleep(0)
+        yield ExecutionResult(data={"started": True}, errors=None)
+        await asyncio.sleep(60)
+
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def bystander() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    watcher = asyncio.create_task(bystander())
+    streams = [groups.results(n, opener(starting)) for n in range(200)]
+    firsts = await asyncio.wait_for(asyncio.gather(*(anext(s) for s in streams)), 10)
+    done.set()
+    await watcher
+    assert all(data(first) == {"started": True} for first in firsts)
+    assert peak == 8
+    assert groups.starts.starting == 0, "a start gives its slot back with its first result"
+    assert max(gaps) < 0.04, f"the loop was held {max(gaps) * 1000:.0f} ms"
+    for stream in streams:
+        await stream.aclose()
+    assert len(groups) == 0
+
+
+async def test_a_start_waiting_for_an_event_gives_its_slot_back() -> None:
+    """A subscription that has nothing to show before its first event has finished starting
+    once it waits for one (a hub queue's wakeup): the next start does not wait for it."""
+    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=60))
+    event = Wakeup()
+
+    async def waiting() -> AsyncGenerator[Any, None]:
+        await event.wait()
+        yield ExecutionResult(data={"event": True}, errors=None)
+
+    async def at_once() -> AsyncGenerator[Any, None]:
+        yield ExecutionResult(data={"at once": True}, errors=None)
+
+    first, second = groups.results("a", opener(waiting)), groups.results("b", opener(at_once))
+    pending = asyncio.ensure_future(anext(first))
+    assert data(await asyncio.wait_for(anext(second), 2)) == {"at once": True}
+    event.set()
+    assert data(await asyncio.wait_for(pending, 2)) == {"event": True}
+    await first.aclose()
+    await second.aclose()
+    assert (len(groups), groups.starts.starting) == (0, 0)
+
+
+async def test_a_start_holds_its_slot_for_a_bounded_time() -> None:
+    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=0.05))
+
+    async def slow() -> AsyncGenerator[Any, None]:
+        await asyncio.sleep(60)  # not an event: a slow read, say
+        yield ExecutionResult(data={}, errors=None)  # pragma: no cover
+
+    async def at_once() -> AsyncGenerator[Any, None]:
+        yield ExecutionResult(data={"at once": True}, errors=None)
+
+    first, second = groups.results("a", opener(slow)), groups.results("b", opener(at_once))
+    pending = asyncio.ensure_future(anext(first))
+    began = time.perf_counter()
+    assert data(await asyncio.wait_for(anext(second), 2)) == {"at once": True}
+    assert time.perf_counter() - began >= 0.04
+    pending.cancel()
+    await second.aclose()
+    await asyncio.wait_for(until_empty(groups), 2)
+    assert groups.starts.starting == 0
+
+
+async def test_a_subscriber_gone_while_its_start_waits_for_a_slot_leaves_nothing() -> None:
+    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=60))
+    opened: list[str] = []
+
+    async def slow() -> AsyncGenerator[Any, None]:
+        opened.append("slow")
+        await asyncio.sleep(60)
+        yield ExecutionResult(data={}, errors=None)  # pragma: no cover
+
+    async def never() -> AsyncGenerator[Any, None]:
+        opened.append("never")  # pragma: no cover
+        yield ExecutionResult(data={}, errors=None)  # pragma: no cover
+
+    first = asyncio.ensure_future(anext(groups.results("a", opener(slow))))
+    waiting = asyncio.ensure_future(anext(groups.results("b", opener(never))))
+    await asyncio.sleep(0.01)
+    assert (len(groups), groups.starts.starting, groups.starts.waiting) == (2, 1, 1)
+    waiting.cancel()
+    await asyncio.wait_for(until(lambda: len(groups) == 1), 2)
+    assert (groups.starts.starting, groups.starts.waiting) == (1, 0)
+    first.cancel()
+    await asyncio.wait_for(until_empty(groups), 2)
+    assert opened == ["slow"]
+    assert groups.starts.starting == 0
+
+
+def data(result: Any) -> Any:
+    """A shared result's data (already-encoded JSON) as Python."""
+    return orjson.loads(orjson.dumps(result.data))
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll for state that no event signals (what the groups did meanwhile)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("still false after 2 s")
+
+
+async def until_empty(groups: Groups) -> None:
+    await until(lambda: len(groups) == 0)
