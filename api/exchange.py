@@ -63,14 +63,12 @@ class PaperExchange:
     async def marks(self) -> dict[str, Decimal]:
         """The latest fresh oracle price of every market (stale ones are left out)."""
         now = self.clock.now()
-        marks = {}
-        for market in self.markets:
-            stored = await self.prices.latest(market.id)
-            if stored is not None:
-                age = (now - stored[0].published_at).total_seconds()
-                if age <= self.price_max_age_s:
-                    marks[market.id] = stored[0].price
-        return marks
+        latest = await self.prices.latest_of([market.id for market in self.markets])
+        return {
+            market: price.price
+            for market, price in latest.items()
+            if (now - price.published_at).total_seconds() <= self.price_max_age_s
+        }
 
     async def account(self, owner: str) -> PaperAccount:
         """The owner's account as stored (a fresh one, not yet stored, if it has none)."""

@@ -9,6 +9,8 @@ from domain.markets import Market, MarketCatalog
 from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
 
@@ -61,6 +63,19 @@ class PgPriceRepository:
             return None
         price = OraclePrice(row["market"], row["price"], row["confidence"], row["published_at"])
         return price, row["sequence"]
+
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        rows = await self.pool.fetch(
+            """SELECT market, price, confidence, published_at
+               FROM latest_prices WHERE market = any($1::text[])""",
+            list(markets),
+        )
+        return {
+            row["market"]: OraclePrice(
+                row["market"], row["price"], row["confidence"], row["published_at"]
+            )
+            for row in rows
+        }
 
 
 async def numbered_event(

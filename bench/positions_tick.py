@@ -136,6 +136,9 @@ class _Prices:
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return (OraclePrice(market, D(100), D("0.05"), datetime.now(UTC)), 1)
 
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        return {m: OraclePrice(m, D(100), D("0.05"), datetime.now(UTC)) for m in markets}
+
 
 def price_event(market: str, sequence: int, price: Decimal) -> Event:
     now = datetime.now(UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
 
     from domain.events import Event
@@ -48,4 +49,8 @@ class PriceRepository(Protocol):
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         """The latest stored price of ``market`` and its event sequence, if any."""
+        ...
+
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        """The latest stored price of each of ``markets`` that has one, by market: one read."""
         ...

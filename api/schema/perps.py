@@ -529,12 +529,7 @@ async def _marks(services: Services) -> dict[str, Decimal]:
 
 
 async def _latest_prices(services: Services) -> dict[str, OraclePrice]:
-    prices = {}
-    for market in services.markets:
-        stored = await services.prices.latest(market.id)
-        if stored is not None:
-            prices[market.id] = stored[0]
-    return prices
+    return await services.prices.latest_of([market.id for market in services.markets])
 
 
 def _check_limit(limit: int) -> None:

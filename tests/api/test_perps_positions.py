@@ -252,6 +252,11 @@ class FakeServices:
         price = self.stored.get(market_id)
         return None if price is None else (OraclePrice(market_id, price, D(1), STORED_AT), 1)
 
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        return {
+            m: OraclePrice(m, self.stored[m], D(1), STORED_AT) for m in markets if m in self.stored
+        }
+
 
 STORED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 """When FakeServices' stored prices were published."""

@@ -63,5 +63,10 @@ async def test_a_price_never_replaces_a_newer_one(pool: asyncpg.Pool) -> None:
             await prices.save(older, base + 1)
             assert await prices.latest("SOL-PERP") == (newer, base + 2)
             assert await prices.latest("NOPE-PERP") is None
+            # Several markets in one read: those with a price, as latest() gives them.
+            btc = await prices.latest("BTC-PERP")
+            both = await prices.latest_of(["SOL-PERP", "NOPE-PERP", "BTC-PERP"])
+            assert both == {"SOL-PERP": newer} | ({"BTC-PERP": btc[0]} if btc else {})
+            assert await prices.latest_of([]) == {}
         finally:
             await transaction.rollback()

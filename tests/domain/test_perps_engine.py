@@ -31,7 +31,7 @@ from domain.topics import policy_of
 from tests.domain.factories import make_market
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from domain.markets import Market
     from domain.perps_engine import Announcement
@@ -116,6 +116,9 @@ class FakePrices:
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return self.stored.get(market)
+
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        return {m: self.stored[m][0] for m in markets if m in self.stored}
 
 
 class FakeBook:

@@ -23,7 +23,7 @@ from domain.topics import price_topic
 from tests.domain.factories import make_market
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from domain.markets import Market
 
@@ -101,6 +101,9 @@ class FakePriceRepository:
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return self.stored.get(market)
+
+    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
+        return {m: self.stored[m][0] for m in markets if m in self.stored}
 
 
 def make_feed(
