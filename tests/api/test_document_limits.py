@@ -133,11 +133,13 @@ SCHEMA = build_schema(LIMITS)
 async def test_random_documents_are_answered_in_bounded_time(source: str) -> None:
     """Through the real schema (parse, limits, graphql-core's rules, execution): a bound far
     above what a document takes here (milliseconds), far below what an expansion walked spread by
-    spread takes (2^14 spreads deep: seconds and more)."""
-    started = time.perf_counter()
+    spread takes (2^14 spreads deep: seconds and more). The process's CPU time, not the wall
+    clock: on a busy machine (the whole suite, CI's neighbours) waiting for a core is not the
+    document's cost, and a wall-clock bound failed there now and then (0.318 s of wall time)."""
+    started = time.process_time()
     result = await SCHEMA.execute(source)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.25, f"{elapsed:.3f} s"
+    elapsed = time.process_time() - started
+    assert elapsed < 0.25, f"{elapsed:.3f} s of CPU"
     document = parse(source)
     expected = refusals(document, 10, 8, 60)
     if expected:
