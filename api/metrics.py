@@ -287,13 +287,8 @@ class Collector(_Collector):
         )
         yield _gauge("fanout_groups", "open shared executions", len(services.groups))
         yield _gauge(
-            "subscription_starts",
-            "subscriptions starting now (at most MAX_STARTING; the others wait their turn)",
-            services.groups.starts.starting,
-        )
-        yield _gauge(
             "subscription_starts_waiting",
-            "subscriptions waiting for their turn to start",
+            "subscriptions waiting for their turn to start (STARTS_PER_TURN begin per loop turn)",
             services.groups.starts.waiting,
         )
         yield _counter(

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 from asyncio.tasks import _enter_task, _leave_task
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Generator
+    from collections.abc import Coroutine, Generator
 
 
 class Steppable(Protocol):
@@ -57,12 +56,6 @@ _stepping: list[Steppable | None] = [None]
 
 def current() -> Steppable | None:
     return _stepping[0]
-
-
-on_idle: ContextVar[Callable[[], None] | None] = ContextVar("tradestream_on_idle", default=None)
-"""Called (if set in the waiting task's context) when a task starts waiting for a hub event: the
-fan-out's start slot (:class:`api.fanout.Starts`) is released there, since a subscription
-waiting for events has finished starting."""
 
 
 class Stepping:
@@ -143,9 +136,6 @@ class Wakeup:
             return
         if self._event is None:
             self._event = asyncio.Event()
-        idle = on_idle.get()
-        if idle is not None:
-            idle()
         await self._event.wait()
 
 

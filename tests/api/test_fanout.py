@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,6 @@ from api.auth import ANONYMOUS, Principal, Role
 from api.fanout import Encoded, Groups, QueueSink, SharedResult, Starts
 from api.schema import share_key
 from api.schema.context import Context
-from api.stepping import Wakeup
 from domain.events import DeliveryPolicy
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ async def test_the_last_member_to_leave_stops_the_execution() -> None:
     assert len(groups) == 0
 
 
-# --- starts are admitted a few at a time --------------------------------------------------------
+# --- starts are admitted a few per turn of the loop --------------------------------------------
 
 
 def opener(generator: Callable[[], AsyncGenerator[Any, None]]) -> Callable[[], Awaitable[Any]]:
@@ -166,20 +166,18 @@ def opener(generator: Callable[[], AsyncGenerator[Any, None]]) -> Callable[[], A
 
 
 async def test_many_starts_at_once_leave_the_loop_to_the_rest() -> None:
-    """200 subscriptions subscribe at once, each start four steps of 1 ms of work (validation,
-    snapshot reads): all ready together, one turn of the loop would run 200 ms of them. With 8
-    starting at once, a bystander waits for 8 steps at most, and every start gets its result."""
-    groups = Groups(queue_size=4, starts=Starts(limit=8))
-    peak = 0
+    """200 subscriptions subscribe at once, each start 2 ms of work (validation, a resolver's
+    first step) and then a few waits: all ready together, one turn of the loop would run 400 ms
+    of first steps. With 8 admitted per turn, a bystander waits for 8 of them at most, and every
+    start gets its result."""
+    groups = Groups(queue_size=4, starts=Starts(per_turn=8))
 
     async def starting() -> AsyncGenerator[Any, None]:
-        nonlocal peak
-        for _ in range(4):
-            peak = max(peak, groups.starts.starting)
-            spin_until = time.perf_counter() + 0.001
-            while time.perf_counter() < spin_until:
-                pass
-            await asyncio.sleep(0)
+        spin_until = time.perf_counter() + 0.002
+        while time.perf_counter() < spin_until:
+            pass
+        for _ in range(3):
+            await asyncio.sleep(0)  # a read, say
         yield ExecutionResult(data={"started": True}, errors=None)
         await asyncio.sleep(60)
 
@@ -200,82 +198,61 @@ async def test_many_starts_at_once_leave_the_loop_to_the_rest() -> None:
     done.set()
     await watcher
     assert all(data(first) == {"started": True} for first in firsts)
-    assert peak == 8
-    assert groups.starts.starting == 0, "a start gives its slot back with its first result"
-    assert max(gaps) < 0.04, f"the loop was held {max(gaps) * 1000:.0f} ms"
+    assert groups.starts.waiting == 0
+    assert max(gaps) < 0.05, f"the loop was held {max(gaps) * 1000:.0f} ms"
     for stream in streams:
         await stream.aclose()
     assert len(groups) == 0
 
 
-async def test_a_start_waiting_for_an_event_gives_its_slot_back() -> None:
-    """A subscription that has nothing to show before its first event has finished starting
-    once it waits for one (a hub queue's wakeup): the next start does not wait for it."""
-    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=60))
-    event = Wakeup()
+async def test_starts_are_admitted_in_order_a_few_per_turn() -> None:
+    starts = Starts(per_turn=2)
+    admitted: list[int] = []
 
-    async def waiting() -> AsyncGenerator[Any, None]:
-        await event.wait()
-        yield ExecutionResult(data={"event": True}, errors=None)
+    async def start(n: int) -> None:
+        await starts.turn()
+        admitted.append(n)
 
-    async def at_once() -> AsyncGenerator[Any, None]:
-        yield ExecutionResult(data={"at once": True}, errors=None)
-
-    first, second = groups.results("a", opener(waiting)), groups.results("b", opener(at_once))
-    pending = asyncio.ensure_future(anext(first))
-    assert data(await asyncio.wait_for(anext(second), 2)) == {"at once": True}
-    event.set()
-    assert data(await asyncio.wait_for(pending, 2)) == {"event": True}
-    await first.aclose()
-    await second.aclose()
-    assert (len(groups), groups.starts.starting) == (0, 0)
+    tasks = [asyncio.ensure_future(start(n)) for n in range(7)]
+    turns: list[list[int]] = []
+    while len(admitted) < 6:
+        await asyncio.sleep(0)
+        turns.append(list(admitted))
+        if len(admitted) == 2:
+            tasks[4].cancel()  # gone while waiting: it takes no one's place
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert admitted == [0, 1, 2, 3, 5, 6]
+    assert all(len(b) - len(a) <= 2 for a, b in itertools.pairwise(turns))
+    assert starts.waiting == 0
 
 
-async def test_a_start_holds_its_slot_for_a_bounded_time() -> None:
-    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=0.05))
+class Gate(Starts):
+    """Admission held closed until the test opens it."""
 
-    async def slow() -> AsyncGenerator[Any, None]:
-        await asyncio.sleep(60)  # not an event: a slow read, say
-        yield ExecutionResult(data={}, errors=None)  # pragma: no cover
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = asyncio.Event()
 
-    async def at_once() -> AsyncGenerator[Any, None]:
-        yield ExecutionResult(data={"at once": True}, errors=None)
-
-    first, second = groups.results("a", opener(slow)), groups.results("b", opener(at_once))
-    pending = asyncio.ensure_future(anext(first))
-    began = time.perf_counter()
-    assert data(await asyncio.wait_for(anext(second), 2)) == {"at once": True}
-    assert time.perf_counter() - began >= 0.04
-    pending.cancel()
-    await second.aclose()
-    await asyncio.wait_for(until_empty(groups), 2)
-    assert groups.starts.starting == 0
+    async def turn(self) -> None:
+        await self.open.wait()
 
 
-async def test_a_subscriber_gone_while_its_start_waits_for_a_slot_leaves_nothing() -> None:
-    groups = Groups(queue_size=4, starts=Starts(limit=1, hold_s=60))
+async def test_a_subscriber_gone_while_its_start_waits_its_turn_leaves_nothing() -> None:
+    gate = Gate()
+    groups = Groups(queue_size=4, starts=gate)
     opened: list[str] = []
 
-    async def slow() -> AsyncGenerator[Any, None]:
-        opened.append("slow")
-        await asyncio.sleep(60)
+    async def stream() -> AsyncGenerator[Any, None]:
+        opened.append("opened")  # pragma: no cover
         yield ExecutionResult(data={}, errors=None)  # pragma: no cover
 
-    async def never() -> AsyncGenerator[Any, None]:
-        opened.append("never")  # pragma: no cover
-        yield ExecutionResult(data={}, errors=None)  # pragma: no cover
-
-    first = asyncio.ensure_future(anext(groups.results("a", opener(slow))))
-    waiting = asyncio.ensure_future(anext(groups.results("b", opener(never))))
-    await asyncio.sleep(0.01)
-    assert (len(groups), groups.starts.starting, groups.starts.waiting) == (2, 1, 1)
-    waiting.cancel()
-    await asyncio.wait_for(until(lambda: len(groups) == 1), 2)
-    assert (groups.starts.starting, groups.starts.waiting) == (1, 0)
+    first = asyncio.ensure_future(anext(groups.results("k", opener(stream))))
+    await until(lambda: len(groups) == 1)
     first.cancel()
-    await asyncio.wait_for(until_empty(groups), 2)
-    assert opened == ["slow"]
-    assert groups.starts.starting == 0
+    await until(lambda: len(groups) == 0)
+    gate.open.set()
+    await asyncio.sleep(0.01)
+    assert opened == []
 
 
 def data(result: Any) -> Any:
