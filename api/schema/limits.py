@@ -32,7 +32,7 @@ from strawberry.extensions import DisableIntrospection, MaxTokensLimiter, Schema
 from strawberry.schema.schema import validate_document
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Hashable
 
     from graphql import DocumentNode, Node, SelectionSetNode
 
@@ -195,26 +195,27 @@ class DocumentLimits(SchemaExtension):
             _VALID.remember(key, document)
 
 
-class _ValidDocuments:
-    """Documents found valid, by identity (Strawberry's parser cache hands every request of one
-    text the same parsed document): a client subscribing 2,000 times to one document, or 2,000
-    clients to theirs, have it validated once, not 2,000 times (a few milliseconds each for a
-    subscription document). Bounded as the parser cache is; each entry keeps its document, so an
-    identity is never reused while it is kept. Only valid documents are kept: an invalid one's
-    errors are made anew for each request."""
+class PassedDocuments:
+    """Documents that passed a check, by identity (Strawberry's parser cache hands every request
+    of one text the same parsed document): a client subscribing 2,000 times to one document, or
+    2,000 clients to theirs, have it checked once, not 2,000 times (validation: a few milliseconds
+    each for a subscription document). ``key`` starts with the document's ``id`` and holds what
+    else the check depends on. Bounded as the parser cache is; each entry keeps its document, so
+    an identity is never reused while it is kept. Only documents that passed are kept: a refused
+    one's errors are made anew for each request."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple[int, int, tuple[Any, ...]], DocumentNode] = OrderedDict()
+        self._kept: OrderedDict[Hashable, DocumentNode] = OrderedDict()
 
-    def passed(self, key: tuple[int, int, tuple[Any, ...]], document: DocumentNode) -> bool:
+    def passed(self, key: Hashable, document: DocumentNode) -> bool:
         kept = self._kept.get(key)
         if kept is not document:
             return False
         self._kept.move_to_end(key)
         return True
 
-    def remember(self, key: tuple[int, int, tuple[Any, ...]], document: DocumentNode) -> None:
+    def remember(self, key: Hashable, document: DocumentNode) -> None:
         self._kept[key] = document
         if len(self._kept) > self.size:
             self._kept.popitem(last=False)
@@ -223,7 +224,7 @@ class _ValidDocuments:
 VALID_DOCUMENTS = 256
 """Documents remembered as valid: as many as the parser cache keeps parsed."""
 
-_VALID = _ValidDocuments(VALID_DOCUMENTS)
+_VALID = PassedDocuments(VALID_DOCUMENTS)
 
 
 def extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:

@@ -17,6 +17,8 @@ import orjson
 from graphql import GraphQLError, StringValueNode, Visitor, visit
 from strawberry.extensions import SchemaExtension
 
+from api.schema.limits import VALID_DOCUMENTS, PassedDocuments
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -30,9 +32,7 @@ REASON = "a string cannot hold NUL (U+0000)"
 def nul_refusals(document: DocumentNode, variables: dict[str, Any] | None) -> list[GraphQLError]:
     """An error for each string literal of ``document`` and each variable of ``variables``
     that holds NUL; empty when none does."""
-    collector = _Literals()
-    visit(document, collector)
-    errors = collector.errors
+    errors = _literal_refusals(document)
     for name, value in (variables or {}).items():
         path = _where_nul(value)
         if path is not None:
@@ -44,6 +44,21 @@ def nul_refusals(document: DocumentNode, variables: dict[str, Any] | None) -> li
                 )
             )
     return errors
+
+
+_NUL_FREE = PassedDocuments(VALID_DOCUMENTS)
+"""Documents whose literals hold no NUL: every subscriber of a document has it walked once."""
+
+
+def _literal_refusals(document: DocumentNode) -> list[GraphQLError]:
+    key = id(document)
+    if _NUL_FREE.passed(key, document):
+        return []
+    collector = _Literals()
+    visit(document, collector)
+    if not collector.errors:
+        _NUL_FREE.remember(key, document)
+    return collector.errors
 
 
 class _Literals(Visitor):
