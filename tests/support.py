@@ -375,6 +375,30 @@ async def loop_watch(server: ServerProcess) -> AsyncIterator[dict[str, float]]:
             assert sequences == sorted(set(sequences)), sequences
 
 
+@contextlib.asynccontextmanager
+async def loop_gaps() -> AsyncIterator[list[float]]:
+    """While the body runs, a bystander task of this process takes every turn of its event loop
+    it can; the list gets the seconds between two of its turns (a step that held the loop shows
+    there)."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def bystander() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    watcher = asyncio.create_task(bystander())
+    try:
+        yield gaps
+    finally:
+        done.set()
+        await watcher
+
+
 async def delete_ingest_queues(broker: AbstractConnection, queue: str) -> None:
     """What a server consuming account snapshots from ``queue`` declares on the broker: the
     queue, its dead-letter queue and the dead-letter exchange."""

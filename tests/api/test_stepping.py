@@ -24,6 +24,7 @@ from api.metrics import counts
 from api.plans import PlannedExecutionContext
 from domain.events import DeliveryPolicy, Event
 from domain.topics import price_topic
+from tests.support import loop_gaps
 
 TOPIC = price_topic("BTC-PERP")
 TIMEOUT = 2.0
@@ -249,23 +250,10 @@ async def test_a_long_delivery_hands_the_loop_back(services: Services) -> None:
     await until(lambda: services.hub.topics.get(TOPIC) == 300)
     await publish(services, event(1))
     await until(lambda: all(sink.results for sink, _ in members))
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def bystander() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    watcher = asyncio.create_task(bystander())
     services.busy_s = 0.0002
-    await publish(services, event(2))
-    await until(lambda: all(len(sink.results) == 2 for sink, _ in members))
-    done.set()
-    await watcher
+    async with loop_gaps() as gaps:
+        await publish(services, event(2))
+        await until(lambda: all(len(sink.results) == 2 for sink, _ in members))
     services.busy_s = 0.0
     assert max(gaps) < DELIVERY_SLICE_S + 0.02, f"the loop was held {max(gaps) * 1000:.0f} ms"
     for _, member in members:
