@@ -714,8 +714,9 @@ class Groups:
     ) -> None:
         self.queue_size = queue_size
         self.field_of = field_of
-        self.starts = starts or Starts()
         """The root field of a key's subscription, for metrics."""
+        self.starts = starts or Starts()
+        """Admission of the groups' starts."""
         self._by_key: dict[Hashable, Group] = {}
         """The group a new subscriber of each key joins."""
         self._live: set[Group] = set()

@@ -600,8 +600,8 @@ async def positions_stream(
             account_view = PerpsMarginAccount.build(account)
             latest = await _latest_prices(services)
             marks = {market: price.price for market, price in latest.items()}
+            # When each mark was published: an update's pricedAt.
             published = {market: price.published_at for market, price in latest.items()}
-            """When each mark was published."""
             position = StreamPosition([topic], start.origin)
 
             def update() -> PositionsUpdate:
