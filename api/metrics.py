@@ -288,7 +288,7 @@ class Collector(_Collector):
         yield _gauge("fanout_groups", "open shared executions", len(services.groups))
         yield _gauge(
             "subscription_starts_waiting",
-            "subscriptions waiting for their turn to start (STARTS_PER_TURN begin per loop turn)",
+            "subscriptions and connection_inits waiting for their turn (STARTS_PER_TURN a turn)",
             services.groups.starts.waiting,
         )
         yield _counter(

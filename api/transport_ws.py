@@ -117,8 +117,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self._init_timer is not None:
             self._init_timer.cancel()
             self._init_timer = None
-        if not self.connection_init_received and not await self._authenticate(message):
-            return
+        if not self.connection_init_received:
+            # Verifying the token and acknowledging are a connection's start: admitted a few
+            # per turn of the loop, as subscriptions' starts are (api.fanout.Starts).
+            context = self.context
+            assert isinstance(context, Context)
+            await context.services.groups.starts.turn()
+            if not await self._authenticate(message):
+                return
         await super().handle_connection_init(message)
 
     async def _authenticate(self, message: ConnectionInitMessage) -> bool:
