@@ -83,6 +83,21 @@ def test_encoded_result_is_encoded_once_for_every_transport() -> None:
     assert orjson.loads(orjson.dumps({"data": encoded.result.data})) == {"data": {"n": 7}}
 
 
+def test_a_kept_result_gives_a_late_joiner_the_same_bytes() -> None:
+    """A group keeps its last result's payload alone (Encoded.keep): a late joiner's frame and
+    an SSE late joiner's result are rebuilt from it, the same as the whole result's."""
+    data = {"n": 7, "price": "65000.10", "nested": {"list": [1, None, "x"]}}
+    prefix = b'{"id":"1","type":"next","payload":'
+    whole = Encoded(ExecutionResult(data=data, errors=None))
+    kept = Encoded(ExecutionResult(data=data, errors=None))
+    kept.message(prefix)
+    kept.result  # noqa: B018  (built before keep(), dropped by it)
+    assert kept.keep() is kept
+    assert kept.message(prefix) == whole.message(prefix)
+    assert orjson.dumps(kept.result.data) == orjson.dumps(whole.result.data)
+    assert (kept.result.errors, kept.result.extensions) == (None, None)
+
+
 async def drain(results: AsyncGenerator[Any, None]) -> list[Any]:
     return [r async for r in results]
 
