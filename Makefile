@@ -40,7 +40,7 @@ lock: $(VENV)/.installed-dev
 	$(COMPILE) $(LOCK_ARGS) --output-file $(LOCK)
 	$(COMPILE) $(LOCK_ARGS) --extra dev --constraints $(LOCK) --output-file $(DEV_LOCK)
 
-# GraphiQL's browser builds into api/static/graphiql/vendor/, from the npm packages that
+# GraphiQL's browser builds into api/transport/static/graphiql/vendor/, from the npm packages that
 # tools/graphiql/package-lock.json pins (needs Node and npm; docs/operations.md: upgrading GraphiQL).
 graphiql-assets:
 	tools/graphiql/vendor.sh

@@ -13,47 +13,47 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import graphql_core_fix
 from api.auth import DEV_SECRET_FILE, TokenVerifier, development_secret
-from api.broadcast import Broadcast
-from api.clock import SystemClock
-from api.database import connect, create_pool
-from api.demo import routes as demo_routes
-from api.embedded_postgres import EmbeddedPostgres
-from api.exchange import PaperExchange
-from api.fanout import Groups
-from api.health import healthz, readyz, stats
-from api.history import PgHistory
-from api.hub import Hub
-from api.leader import Leadership
-from api.limits import (
+from api.feeds.marathons.boards import MarathonBoards
+from api.feeds.marathons.desk import MarathonDesk
+from api.feeds.marathons.ingest import SnapshotConsumer
+from api.feeds.marathons.store import PgMarathonStore
+from api.feeds.martingale.desk import MartingaleDesk
+from api.feeds.martingale.store import PgMartingaleStore
+from api.feeds.paper_exchange.desk import PaperExchange
+from api.feeds.perps.desk import PerpsDesk
+from api.feeds.perps.store import PgLatestEvents, PgPositionBook
+from api.feeds.portfolio.desk import PortfolioDesk
+from api.graphql import core_fix as graphql_core_fix
+from api.graphql.fanout import Groups
+from api.ops.health import healthz, readyz, stats
+from api.ops.logs import RequestId, connection_id, new_id
+from api.ops.metrics import metrics, registry
+from api.runtime.clock import SystemClock
+from api.runtime.leader import Leadership
+from api.runtime.services import Services
+from api.runtime.workers import Workers, start_cluster_workers, start_process_workers
+from api.schema import build_schema, share_key_field
+from api.settings import Settings
+from api.storage.database import connect, create_pool
+from api.storage.embedded_postgres import EmbeddedPostgres
+from api.storage.history import PgHistory
+from api.storage.migrate import migrate
+from api.storage.prices import PgPriceRepository, load_markets
+from api.streaming.broadcast import Broadcast
+from api.streaming.hub import Hub
+from api.streaming.publisher import BroadcastPublisher
+from api.transport.demo import routes as demo_routes
+from api.transport.limits import (
     CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_TRY_AGAIN_LATER,
     BodySizeLimit,
     CallerLimits,
     refuse_websocket,
 )
-from api.logs import RequestId, connection_id, new_id
-from api.marathon_boards import MarathonBoards
-from api.marathon_desk import MarathonDesk
-from api.marathon_store import PgMarathonStore
-from api.martingale_desk import MartingaleDesk
-from api.martingale_store import PgMartingaleStore
-from api.metrics import metrics, registry
-from api.migrations import migrate
-from api.perps_desk import PerpsDesk
-from api.perps_store import PgLatestEvents, PgPositionBook
-from api.portfolio import PortfolioDesk
-from api.publisher import BroadcastPublisher
-from api.rabbit import SnapshotConsumer
-from api.schema import build_schema, share_key_field
-from api.services import Services
-from api.settings import Settings
-from api.slots import SCOPE_KEY as SLOT_KEY
-from api.slots import Refusal, address_key
-from api.store import PgPriceRepository, load_markets
-from api.view import GraphQLView
-from api.workers import Workers, start_cluster_workers, start_process_workers
+from api.transport.slots import SCOPE_KEY as SLOT_KEY
+from api.transport.slots import Refusal, address_key
+from api.transport.view import GraphQLView
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -69,7 +69,7 @@ class App:
 
     Starlette serves HTTP and the lifespan. The GraphQL WebSocket endpoint is called directly,
     outside Starlette's middleware, so it receives the server's own ``send`` and the fan-out can
-    write frames to the socket without a task per message (:mod:`api.connection`).
+    write frames to the socket without a task per message (:mod:`api.streaming.connection`).
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -95,8 +95,8 @@ class App:
                 await self.http(scope, receive, send)
                 return
             # A connection slot under its address; the view moves it to its user if
-            # connection_init names one (api/slots.py). Inline, not a helper coroutine: each
-            # idle socket would keep one more suspended frame alive (about 400 bytes).
+            # connection_init names one (api/transport/slots.py). Inline, not a helper coroutine:
+            # each idle socket would keep one more suspended frame alive (about 400 bytes).
             slots = self.view.slots
             slot = slots.take(address_key(scope), "ws")
             if isinstance(slot, Refusal):

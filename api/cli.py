@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from api import logs
 from api.auth import Role
+from api.ops import logs
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _serve(host: str | None, port: int | None) -> int:
 
     from api.app import create_app
     from api.settings import Settings
-    from api.slots import raise_open_files_limit
+    from api.transport.slots import raise_open_files_limit
 
     try:
         settings = Settings()
@@ -92,7 +92,8 @@ def _serve(host: str | None, port: int | None) -> int:
     logger.info("open files: at most %d (hard limit %d)", soft, hard)
     app = create_app(settings)
     _tune_gc()
-    # While the documents thread parses or validates a long document (api/schema/limits.py), the
+    # While the documents thread parses or validates a long document
+    # (api/graphql/document_limits.py), the
     # event loop waits up to this long for the GIL at each step of serving anyone else.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     config = uvicorn.Config(
@@ -115,9 +116,9 @@ def _serve(host: str | None, port: int | None) -> int:
 
 def _ws_protocol() -> type[asyncio.Protocol] | str:
     """uvicorn's sans-io WebSocket protocol, with closed sockets dropped in bounded time
-    (api/ws_protocol.py); uvicorn's own if its layout has changed."""
+    (api/transport/ws_protocol.py); uvicorn's own if its layout has changed."""
     try:
-        from api.ws_protocol import WebSocketProtocol
+        from api.transport.ws_protocol import WebSocketProtocol
     except ImportError:
         return "websockets-sansio"
     return WebSocketProtocol
@@ -148,7 +149,7 @@ GC_THRESHOLD = 10_000
 
 
 class _DrainingServer(uvicorn.Server):
-    """Graceful shutdown (:mod:`api.shutdown`), on top of uvicorn's.
+    """Graceful shutdown (:mod:`api.transport.shutdown`), on top of uvicorn's.
 
     uvicorn waits for open HTTP responses before it shuts the app down, and an SSE or multipart
     subscription never ends by itself; so on the exit signal, end every subscription first (each

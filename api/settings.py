@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.history import parse_limits
+from api.storage.history import parse_limits
 
 if TYPE_CHECKING:
-    from api.history import HistoryLimit
+    from api.storage.history import HistoryLimit
     from domain.topics import TopicKind
 
 MIN_SECRET_BYTES = 32
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     log_format: Literal["text", "json"] = "text"
-    """``json``: every log line (ours and uvicorn's) is one JSON object (:mod:`api.logs`)."""
+    """``json``: every log line (ours and uvicorn's) is one JSON object (:mod:`api.ops.logs`)."""
 
     database_url: str | None = None
     """PostgreSQL to use; unset starts an embedded PostgreSQL under ``data_dir``."""
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     max_connections: int | None = Field(default=None, ge=1)
     """Long-lived connections one process holds: WebSockets, SSE and multipart responses. The
     next WebSocket is closed with 1013, the next stream answered 503. Unset: 20,000, or three
-    quarters of the open-files limit when that is lower (:mod:`api.slots`)."""
+    quarters of the open-files limit when that is lower (:mod:`api.transport.slots`)."""
     max_connections_per_client: int | None = Field(default=None, ge=1)
     """Of those, how many one client holds (a signed-in user, else an address); the next
     WebSocket is closed with 4029, the next stream answered 429. Unset: 200, or a quarter of

@@ -4,8 +4,9 @@ before GraphQL runs.
     .venv/bin/python -m bench.positions_tick [--users 2000] [--ticks 50] [--profile]
     .venv/bin/python -m bench.positions_tick --feed dashboard
 
-N streams (:func:`api.schema.perps.positions_stream`, the real code; with ``--feed dashboard``
-:func:`api.schema.exchange.live_stream`) run against a real :class:`api.hub.Hub` over the
+N streams (:func:`api.feeds.perps.schema.positions_stream`, the real code; with ``--feed dashboard``
+:func:`api.feeds.paper_exchange.schema.live_stream`) run against a real
+:class:`api.streaming.hub.Hub` over the
 in-memory broadcast, with in-memory stand-ins for the history, the position book, the paper
 exchange and the price store. User ``user-<i>`` holds the one BTC-PERP position the shared
 benchmark gives it (``../shared/bench/README.md``; on the paper exchange, a market order of that
@@ -16,7 +17,7 @@ topic feed does, and the time is divided by N:
   the dashboard also sends its balance), with no task wake-up: the stream's own work per
   subscriber (decode, re-value, build the updates);
 - ``stepped``: every stream is stepped from the hub's ``put`` as a fan-out group steps it
-  (:mod:`api.stepping`): the tick's whole synchronous pass, the hub's delivery included;
+  (:mod:`api.streaming.stepping`): the tick's whole synchronous pass, the hub's delivery included;
 - ``foreign``: a tick of ETH-PERP, which no user holds, stepped the same way: what a market a
   subscriber does not hold costs it.
 
@@ -40,13 +41,13 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from api.broadcast import Broadcast
-from api.clock import SystemClock
-from api.history import Cursor, Start
-from api.hub import Hub
-from api.schema.exchange import live_stream
-from api.schema.perps import positions_stream
-from api.stepping import PARKED, Stepping
+from api.feeds.paper_exchange.schema import live_stream
+from api.feeds.perps.schema import positions_stream
+from api.runtime.clock import SystemClock
+from api.storage.history import Cursor, Start
+from api.streaming.broadcast import Broadcast
+from api.streaming.hub import Hub
+from api.streaming.stepping import PARKED, Stepping
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog
@@ -197,7 +198,8 @@ class Bench:
 
 
 class _Stepped:
-    """Steps a stream from the hub's ``put``, as a fan-out group does (:mod:`api.stepping`): the
+    """Steps a stream from the hub's ``put``, as a fan-out group does
+    (:mod:`api.streaming.stepping`): the
     stream parks on its hub wakeup, and the wakeup's ``set`` runs it to its next update."""
 
     def __init__(self, stream: AsyncIterator[Any], arrived: Callable[[], None]) -> None:

@@ -1,7 +1,7 @@
 """The small protocols domain workers are written against.
 
-The server provides real adapters (:mod:`api.publisher`, :mod:`api.store`, :mod:`api.clock`); tests
-provide in-memory fakes.
+The server provides real adapters (:mod:`api.streaming.publisher`, :mod:`api.storage.prices`,
+:mod:`api.runtime.clock`); tests provide in-memory fakes.
 """
 
 from __future__ import annotations

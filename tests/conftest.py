@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from api.embedded_postgres import EmbeddedPostgres
+from api.storage.embedded_postgres import EmbeddedPostgres
 from tests.support import ServerProcess
 
 if TYPE_CHECKING:

@@ -50,7 +50,8 @@ def test_every_graphql_block_in_the_docs_validates_against_the_schema(
 PACKAGES = ("api", "domain")
 """Every module under these (nested packages included) has a row in docs/architecture.md."""
 PATH = re.compile(r"(?<![\w./-])((?:api|domain|tests|bench|examples|deploy|docs)/[\w./*-]*)")
-"""A repository path in a code span, such as ``api/schema/perps.py`` or ``api/migrations/*.sql``."""
+"""A repository path in a code span, such as ``api/feeds/perps/schema.py`` or
+``api/storage/migrations/*.sql``."""
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.DOTALL | re.MULTILINE)
 CODE_SPAN = re.compile(r"`([^`\n]+)`")
 LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from api.account_messages import (
+from api.feeds.marathons.messages import (
     EXAMPLE_MESSAGE,
     MAX_ERROR_CHARS,
     MAX_MESSAGE_BYTES,

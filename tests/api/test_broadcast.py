@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from api.broadcast import NOTIFY_MAX_BYTES, Broadcast, MessageTooLargeError
+from api.streaming.broadcast import NOTIFY_MAX_BYTES, Broadcast, MessageTooLargeError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -9,7 +9,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from api.connection import CLOSE_SLOW_CONSUMER, Connection, text_frame
+from api.streaming.connection import CLOSE_SLOW_CONSUMER, Connection, text_frame
 
 
 class StallingSend:

@@ -6,8 +6,8 @@ import asyncpg
 import pytest
 from asyncpg.exceptions import InternalClientError
 
-from api.database import connect, unavailable
 from api.settings import Settings
+from api.storage.database import connect, unavailable
 from tests.support import free_port
 
 

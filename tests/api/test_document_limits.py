@@ -1,4 +1,5 @@
-"""The document limits (api/schema/limits.py) measure a document as it expands, in time that does
+"""The document limits (api/graphql/document_limits.py) measure a document as it expands, in time
+that does
 not grow with the expansion: random documents of fragments, aliases and nesting are measured
 against a naive expansion, and run through the real schema within a time bound."""
 
@@ -20,8 +21,8 @@ from graphql import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.graphql.document_limits import Cost, DocumentCost, refusals
 from api.schema import build_schema
-from api.schema.limits import Cost, DocumentCost, refusals
 from api.settings import Settings
 
 CAP = 20_000

@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 import pytest
 
-from api.envelope import MalformedEventError, decode_event, encode_event
+from api.streaming.envelope import MalformedEventError, decode_event, encode_event
 from domain.events import Event
 
 EVENT = Event(

@@ -12,9 +12,9 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from api.auth import ANONYMOUS, Principal, Role
-from api.fanout import Encoded, Groups, QueueSink, SharedResult, Starts
+from api.graphql.context import Context
+from api.graphql.fanout import Encoded, Groups, QueueSink, SharedResult, Starts
 from api.schema import share_key
-from api.schema.context import Context
 from domain.events import DeliveryPolicy
 from tests.support import loop_gaps
 

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import weakref
 
-from api.workers import collect_garbage
+from api.runtime.workers import collect_garbage
 
 
 class Node:

@@ -1,4 +1,4 @@
-"""The subscription memo leak of graphql-core 3.3 (api/graphql_core_fix.py): each event's
+"""The subscription memo leak of graphql-core 3.3 (api/graphql/core_fix.py): each event's
 executor must not add to the subscription's memo."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from graphql import build_schema, parse
 from graphql.execution.executor import Executor
 
-from api import graphql_core_fix
+from api.graphql import core_fix as graphql_core_fix
 
 SCHEMA = build_schema(
     """

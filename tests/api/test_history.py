@@ -12,10 +12,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
-from api.broadcast import RECONNECTED, Broadcast
-from api.clock import SystemClock
-from api.envelope import encode_event
-from api.history import (
+from api.runtime.clock import SystemClock
+from api.storage.history import (
     DEFAULT_LIMIT,
     Cursor,
     HistoryLimit,
@@ -25,8 +23,10 @@ from api.history import (
     number_event,
     parse_limits,
 )
-from api.hub import Hub, StreamGapError
-from api.migrations import migrate
+from api.storage.migrate import migrate
+from api.streaming.broadcast import RECONNECTED, Broadcast
+from api.streaming.envelope import encode_event
+from api.streaming.hub import Hub, StreamGapError
 from domain.prices import OraclePrice
 from domain.topics import TopicKind, funding_topic, positions_topic, price_topic
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from api.broadcast import Broadcast
-from api.envelope import encode_event
-from api.hub import (
+from api.streaming.broadcast import Broadcast
+from api.streaming.envelope import encode_event
+from api.streaming.hub import (
     Hub,
     HubClosedError,
     SubscriberLaggedError,
@@ -168,7 +168,7 @@ async def test_malformed_message_dropped_next_delivered(
     hub: Hub, broadcast: Broadcast, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with hub.subscribe(BTC) as sub:
-        with caplog.at_level(logging.ERROR, logger="api.hub"):
+        with caplog.at_level(logging.ERROR, logger="api.streaming.hub"):
             await broadcast.publish(BTC, "this is not an event")
             await broadcast.publish(BTC, '{"topic": "price:BTC-PERP"}')
             await publish(broadcast, event(1))

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from api.marathon_boards import MarathonBoards
-from api.marathon_store import (
+from api.feeds.marathons.boards import MarathonBoards
+from api.feeds.marathons.store import (
     ACCOUNT_SNAPSHOT,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,

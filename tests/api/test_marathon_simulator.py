@@ -6,7 +6,7 @@ import contextlib
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from api.account_messages import parse_snapshot
+from api.feeds.marathons.messages import parse_snapshot
 from domain.marathon_simulator import DEMO_ACCOUNTS, FIRST_LOGIN, MarathonSimulator
 from tests.domain.test_perps_engine import ManualClock
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
-from api.clock import SystemClock
-from api.martingale_store import PgMartingaleStore
-from api.migrations import migrate
+from api.feeds.martingale.store import PgMartingaleStore
+from api.runtime.clock import SystemClock
+from api.storage.migrate import migrate
 from domain.martingale import Strategy, StrategyConfig
 
 if TYPE_CHECKING:

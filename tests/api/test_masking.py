@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from strawberry.types import ExecutionResult
 
-from api.fanout import Groups
+from api.graphql.context import Context
+from api.graphql.fanout import Groups
 from api.schema import build_schema
-from api.schema.context import Context
 from api.settings import Settings
 
 if TYPE_CHECKING:

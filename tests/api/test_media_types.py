@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
+from api.transport.media_types import GRAPHQL_RESPONSE_JSON, JSON, response_media_type
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.datastructures import State
 
-from api.metrics import LatencyHistogram, note_backend_reconnect, registry
+from api.ops.metrics import LatencyHistogram, note_backend_reconnect, registry
 
 
 def _value(name: str) -> float:

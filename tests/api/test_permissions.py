@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from api.auth import ANONYMOUS, Principal, Role
-from api.schema.permissions import (
+from api.graphql.permissions import (
     ForbiddenError,
     UnauthenticatedError,
     require_owner,

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.broadcast import Broadcast
-from api.envelope import encode_event
-from api.history import Cursor, Start
-from api.hub import Hub
-from api.schema.perps import Position, _Valuer, positions_stream
-from api.schema.streams import OncePerEvent
+from api.feeds.perps.schema import Position, _Valuer, positions_stream
+from api.graphql.streams import OncePerEvent
+from api.storage.history import Cursor, Start
+from api.streaming.broadcast import Broadcast
+from api.streaming.envelope import encode_event
+from api.streaming.hub import Hub
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog

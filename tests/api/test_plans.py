@@ -1,5 +1,5 @@
-"""Compiled subscription plans (api/plans.py) give graphql-core's results, and hand back what they
-cannot serve. The random comparison over the real schema is in test_plans_property.py."""
+"""Compiled subscription plans (api/graphql/plans.py) give graphql-core's results, and hand back
+what they cannot serve. The random comparison over the real schema is in test_plans_property.py."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import strawberry
 from graphql import DocumentNode, ExecutionResult, Undefined, parse
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from api.metrics import counts
-from api.plans import PlannedExecutionContext, plans
+from api.graphql.plans import PlannedExecutionContext, plans
+from api.ops.metrics import counts
 
 calls: list[str] = []
 

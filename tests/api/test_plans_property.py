@@ -1,5 +1,5 @@
-"""Compiled subscription plans (api/plans.py) give graphql-core's result for every subscription
-field of the real schema.
+"""Compiled subscription plans (api/graphql/plans.py) give graphql-core's result for every
+subscription field of the real schema.
 
 Random valid documents (fields at every level, aliases, one response key selected twice with
 different subselections, named and inline fragments on object, union and interface types, most
@@ -10,7 +10,7 @@ returned as values, attributes whose read raises), each event by graphql-core as
 runs it and by the plan.
 
 The plan must give what a subscriber would receive from graphql-core (the ``next`` payload as
-:mod:`api.fanout` encodes it: the same data, the same errors with their messages, locations,
+:mod:`api.graphql.fanout` encodes it: the same data, the same errors with their messages, locations,
 paths and extensions, in the same order), with each error's original error of the same class
 (:meth:`api.schema.Schema.process_errors` masks by it), and must have executed the event itself:
 nothing here is what a plan hands back to graphql-core (an awaitable, an async resolver), so a
@@ -48,8 +48,8 @@ from hypothesis import strategies as st
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from api.metrics import counts
-from api.plans import PlannedExecutionContext
+from api.graphql.plans import PlannedExecutionContext
+from api.ops.metrics import counts
 from api.schema import schema
 
 if TYPE_CHECKING:
@@ -493,7 +493,8 @@ def events(draw: st.DrawFn, type_: GraphQLOutputType, document: Document) -> Any
 
 def received(result: ExecutionResult) -> tuple[bytes, list[str | None]]:
     """What a subscriber receives of a result (the ``next`` payload, encoded as
-    :class:`api.fanout.Encoded` encodes it), and the class of each error's original error."""
+    :class:`api.graphql.fanout.Encoded` encodes it), and the class of each error's original
+    error."""
     body: dict[str, Any] = {"data": result.data}
     if result.errors:
         body["errors"] = [error.formatted for error in result.errors]

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import pytest
 
-from api.account_messages import EXAMPLE_MESSAGE
-from api.rabbit import QueueDeclarationError, SnapshotConsumer
+from api.feeds.marathons.ingest import QueueDeclarationError, SnapshotConsumer
+from api.feeds.marathons.messages import EXAMPLE_MESSAGE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -203,7 +203,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_next_one_arrives(
     recorder = Recorder()
     consumer = await started(consumers, rabbitmq_url, queue, recorder)
     bad = snapshot_body("secret-do-not-log")
-    with caplog.at_level(logging.WARNING, logger="api.rabbit"):
+    with caplog.at_level(logging.WARNING, logger="api.feeds.marathons.ingest"):
         await publish(channel, queue, b"not json at all")
         await publish(channel, queue, bad)
         await publish(channel, queue, snapshot_body(2))
@@ -216,7 +216,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_next_one_arrives(
     warnings = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "api.rabbit" and r.levelno == logging.WARNING
+        if r.name == "api.feeds.marathons.ingest" and r.levelno == logging.WARNING
     ]
     assert len(warnings) == 2
     assert "not JSON" in warnings[0]
@@ -247,14 +247,18 @@ async def test_a_handler_failure_is_retried(
 ) -> None:
     recorder = Recorder(fail_first=2)
     consumer = await started(consumers, rabbitmq_url, queue, recorder, retry_delay_s=0.05)
-    with caplog.at_level(logging.ERROR, logger="api.rabbit"):
+    with caplog.at_level(logging.ERROR, logger="api.feeds.marathons.ingest"):
         await publish(channel, queue, snapshot_body(42))
         await recorder.wait_for(1)
     assert [s.login for s in recorder.handled] == [42]
     assert recorder.calls == 3
     await consumer.stop()
     assert (consumer.processed, consumer.dead_lettered, consumer.failed) == (1, 0, 2)
-    failures = [r for r in caplog.records if r.name == "api.rabbit" and r.levelno >= logging.ERROR]
+    failures = [
+        r
+        for r in caplog.records
+        if r.name == "api.feeds.marathons.ingest" and r.levelno >= logging.ERROR
+    ]
     assert len(failures) == 2
     assert "login 42" in failures[0].getMessage()
     assert "requeueing it in 0.1 s" in failures[1].getMessage()  # the backoff doubled
@@ -418,7 +422,7 @@ async def test_an_existing_queue_with_other_arguments_is_reported(
     await channel.declare_queue(queue, durable=True)  # no dead-letter exchange
     consumer = SnapshotConsumer(rabbitmq_url, queue, Recorder())
     with (
-        caplog.at_level(logging.ERROR, logger="api.rabbit"),
+        caplog.at_level(logging.ERROR, logger="api.feeds.marathons.ingest"),
         pytest.raises(QueueDeclarationError) as caught,
     ):
         await consumer.start()
@@ -428,7 +432,7 @@ async def test_an_existing_queue_with_other_arguments_is_reported(
     logged = [
         r.getMessage()
         for r in caplog.records
-        if r.name == "api.rabbit" and r.levelno >= logging.ERROR
+        if r.name == "api.feeds.marathons.ingest" and r.levelno >= logging.ERROR
     ]
     assert any(queue in m and "x-dead-letter-exchange" in m for m in logged)
     assert not consumer.ready
@@ -474,14 +478,16 @@ async def test_run_keeps_trying_while_the_broker_cannot_be_reached(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     consumer = SnapshotConsumer("amqp://guest:guest@127.0.0.1:1/", "q", Recorder())
-    with caplog.at_level(logging.WARNING, logger="api.rabbit"):
+    with caplog.at_level(logging.WARNING, logger="api.feeds.marathons.ingest"):
         task = asyncio.create_task(consumer.run())
-        await eventually(_true(lambda: any(r.name == "api.rabbit" for r in caplog.records)))
+        await eventually(
+            _true(lambda: any(r.name == "api.feeds.marathons.ingest" for r in caplog.records))
+        )
         assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(task, WAIT_S)
-    logged = [r.getMessage() for r in caplog.records if r.name == "api.rabbit"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "api.feeds.marathons.ingest"]
     assert "cannot consume 'q' yet" in logged[0]
     assert "retrying in 1 s" in logged[0]
     assert not consumer.ready

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from graphql import build_schema, parse
 from graphql.execution.executor import Executor
 
-from api import graphql_core_fix
-from api.fanout import Groups, QueueSink
-from api.schema import limits
+from api.graphql import core_fix as graphql_core_fix
+from api.graphql import document_limits as limits
+from api.graphql.fanout import Groups, QueueSink
 from api.settings import Settings
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The schema's scalars (api/schema/scalars.py): what ``Decimal`` and ``Long`` read, and that every
+"""The schema's scalars (api/graphql/scalars.py): what ``Decimal`` and ``Long`` read, and that every
 refusal is short, coded and quick."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from graphql import GraphQLError
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.schema.scalars import (
+from api.graphql.scalars import (
     FRACTION_DIGITS,
     INTEGER_DIGITS,
     MAX_SAFE_INTEGER,

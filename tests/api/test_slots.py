@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from api.auth import ANONYMOUS, Principal, Role
-from api.slots import (
+from api.transport.slots import (
     ConnectionSlots,
     Refusal,
     address_key,

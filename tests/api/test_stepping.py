@@ -1,4 +1,5 @@
-"""Groups read their source streams in the hub's own pass (api/stepping.py): every group of a topic
+"""Groups read their source streams in the hub's own pass (api/streaming/stepping.py): every group
+of a topic
 gets an event before any other task runs, without a task wake-up each; what a step cannot finish
 (an await on something else, the end, a failure, a cancellation) the group's task finishes."""
 
@@ -15,13 +16,13 @@ import orjson
 import pytest
 import strawberry
 
-from api import stepping
-from api.broadcast import Broadcast
-from api.envelope import encode_event
-from api.fanout import Encoded, Groups, Member
-from api.hub import DELIVERY_SLICE_S, LATEST_VALUE_BACKLOG, Hub
-from api.metrics import counts
-from api.plans import PlannedExecutionContext
+from api.graphql.fanout import Encoded, Groups, Member
+from api.graphql.plans import PlannedExecutionContext
+from api.ops.metrics import counts
+from api.streaming import stepping
+from api.streaming.broadcast import Broadcast
+from api.streaming.envelope import encode_event
+from api.streaming.hub import DELIVERY_SLICE_S, LATEST_VALUE_BACKLOG, Hub
 from domain.events import DeliveryPolicy, Event
 from domain.topics import price_topic
 from tests.support import loop_gaps

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 import pytest
 
-from api.migrations import available, migrate
-from api.store import PgPriceRepository, load_markets
+from api.storage.migrate import available, migrate
+from api.storage.prices import PgPriceRepository, load_markets
 from domain.prices import OraclePrice
 
 if TYPE_CHECKING:

@@ -1,11 +1,11 @@
-"""The NUL check of a request's strings (api/schema/text.py), without a server; through the server
+"""The NUL check of a request's strings (api/graphql/text.py), without a server; through the server
 in tests/e2e/test_input_faults.py."""
 
 from __future__ import annotations
 
 from graphql import parse
 
-from api.schema import text
+from api.graphql import text
 
 
 def test_a_documents_literals_are_walked_once_and_a_refused_one_every_time() -> None:

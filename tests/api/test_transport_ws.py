@@ -1,5 +1,5 @@
-"""The graphql-transport-ws handler (api/transport_ws.py) without a server, where a server cannot
-show it; through the server, tests/e2e."""
+"""The graphql-transport-ws handler (api/transport/graphql_transport_ws.py) without a server, where
+a server cannot show it; through the server, tests/e2e."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 from strawberry.types.unset import UNSET
 
-from api.fanout import Groups, Starts
-from api.schema.context import Context
-from api.transport_ws import TransportWSHandler
+from api.graphql.context import Context
+from api.graphql.fanout import Groups, Starts
+from api.transport.graphql_transport_ws import TransportWSHandler
 
 
 class Gate(Starts):
@@ -46,8 +46,8 @@ class View:
 
 async def test_a_connection_init_is_acknowledged_in_its_turn() -> None:
     """Verifying a token and acknowledging are a connection's start: admitted as subscriptions'
-    starts are (api.fanout.Starts), so a reconnect storm's thousands of connection_init messages
-    spread over the loop's turns instead of all running in one."""
+    starts are (api.graphql.fanout.Starts), so a reconnect storm's thousands of connection_init
+    messages spread over the loop's turns instead of all running in one."""
     gate = Gate()
     services = SimpleNamespace(groups=Groups(queue_size=4, starts=gate))
     request = SimpleNamespace(headers={})  # the handshake, with no Authorization header

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from api.workers import Workers
+from api.runtime.workers import Workers
 
 if TYPE_CHECKING:
     import pytest

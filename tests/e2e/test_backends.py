@@ -13,7 +13,7 @@ import orjson
 import pytest
 from httpx_sse import aconnect_sse
 
-from api.broadcast import listen_connection_name
+from api.streaming.broadcast import listen_connection_name
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, price_sequences, price_sse
 
 if TYPE_CHECKING:

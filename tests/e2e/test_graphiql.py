@@ -1,4 +1,5 @@
-"""GraphiQL at ``/graphql`` (api/graphiql.py) in a real headless Chromium against a real server with
+"""GraphiQL at ``/graphql`` (api/transport/graphiql.py) in a real headless Chromium against a real
+server with
 simulated feeds, with every request to a host other than 127.0.0.1 refused: the page must load
 everything from this server, as it does on a machine with no route to a CDN.
 
@@ -19,7 +20,7 @@ import httpx
 import orjson
 import pytest
 
-from api.graphiql import (
+from api.transport.graphiql import (
     ASSETS_URL,
     CONTENT_SECURITY_POLICY,
     DEFAULT_DOCUMENT,

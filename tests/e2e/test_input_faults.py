@@ -45,7 +45,9 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield process
 
 
-REQUEST_LOGGERS = frozenset({"api.schema", "api.view", "api.transport_ws", "uvicorn.error"})
+REQUEST_LOGGERS = frozenset(
+    {"api.schema", "api.transport.view", "api.transport.graphql_transport_ws", "uvicorn.error"}
+)
 """Where a request's or a socket's own lines come from (workers log elsewhere)."""
 
 
@@ -454,7 +456,7 @@ async def test_a_time_that_does_not_exist_in_utc_is_refused_before_the_database(
 
 async def test_a_long_out_of_range_logs_no_traceback(server: ServerProcess) -> None:
     """Before: "Unexpected error." and a traceback. main answers INVALID_LONG now
-    (api/schema/scalars.py); here, that the log says no more than debug about it."""
+    (api/graphql/scalars.py); here, that the log says no more than debug about it."""
     variable = 'query($l: Long!) { accountRow(marathonId: "demo", login: $l) { rank } }'
     literal = '{ accountRow(marathonId: "demo", login: 9007199254740992) { rank } }'
     async with loop_watch(server), quiet_log(server) as log, httpx.AsyncClient(timeout=30) as http:

@@ -225,7 +225,7 @@ async def test_a_private_positions_stream_is_executed_by_its_compiled_plan(
     perps_server: ServerProcess,
 ) -> None:
     """The signed-in user's own positions, re-valued on a price tick, come from the plan
-    (api/plans.py): /metrics counts every event as the plan's, none as graphql-core's."""
+    (api/graphql/plans.py): /metrics counts every event as the plan's, none as graphql-core's."""
 
     def executed(samples: Samples, executor: str) -> float:
         return sample(samples, PLAN_EVENTS, field="positions", executor=executor)

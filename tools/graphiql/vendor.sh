@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # GraphiQL's browser builds, copied from the npm packages that package-lock.json pins into
-# api/static/graphiql/vendor/<package>/, each beside the package's LICENSE and package.json.
+# api/transport/static/graphiql/vendor/<package>/, each beside the package's LICENSE and package.json.
 # The server serves them from there (/static/graphiql/vendor/...), so GraphiQL loads nothing from
 # a CDN. `make graphiql-assets` runs this; docs/operations.md says how to upgrade GraphiQL.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="$here/../../api/static/graphiql/vendor"
+out="$here/../../api/transport/static/graphiql/vendor"
 modules="$here/node_modules"
 
 (cd "$here" && npm ci --ignore-scripts --no-audit --no-fund)

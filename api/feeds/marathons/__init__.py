@@ -1,0 +1,1 @@
+"""Trading marathons: competitions between MetaTrader accounts ranked live by profit percentage."""

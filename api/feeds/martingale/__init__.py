@@ -1,0 +1,1 @@
+"""Martingale strategies and the mining rounds they play."""

@@ -1,0 +1,512 @@
+"""The martingale feed: strategies' progress as mining rounds turn, the rounds themselves, and
+the mutations that start, stop and configure a strategy or settle a round."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import re
+from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from api.auth import Role
+from api.feeds.martingale.store import RoundError, StrategyNotFoundError, progress_payload
+from api.graphql.context import Info  # noqa: TC001
+from api.graphql.errors import ClientError, StreamEndedError
+from api.graphql.permissions import (
+    ForbiddenError,
+    limit_mutations,
+    require_role,
+    require_signed_in,
+)
+from api.graphql.resume import (
+    AFTER_DESCRIPTION,
+    Resumable,
+    StreamPosition,
+    StreamReset,
+    parse_after,
+    stamped,
+)
+from api.streaming.hub import HubError
+from domain import martingale as model
+from domain.mining_rounds import MiningRound, RoundResult
+from domain.topics import martingale_topic, rounds_topic
+
+if TYPE_CHECKING:
+    from api.auth import Principal
+    from api.runtime.services import Services
+    from api.storage.history import Cursor
+    from domain.events import Event
+
+PERCENT_PLACES = Decimal("0.01")
+_WALLET = re.compile(r"^\S{1,100}$")
+_CAMEL = {
+    "wallet_address": "walletAddress",
+    "base_amount": "baseAmountSol",
+    "multiplier": "multiplier",
+    "total_rounds": "totalRounds",
+    "stop_loss": "stopLossSol",
+    "take_profit": "takeProfitSol",
+    "budget": "budgetSol",
+}
+
+
+class StrategyConfigGraphQLError(ClientError):
+    code = "INVALID_STRATEGY"
+
+    def __init__(self, error: model.StrategyConfigError) -> None:
+        field = _CAMEL.get(error.field, error.field)
+        super().__init__(str(error), field=field)
+
+
+@strawberry.enum
+class StrategyStatus(enum.Enum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    STOPPED_OUT = "stopped_out"
+
+
+@strawberry.enum
+class RiskLevel(enum.Enum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+@strawberry.enum
+class ExitReason(enum.Enum):
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    ROUNDS_COMPLETED = "rounds_completed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    STOPPED_BY_OWNER = "stopped_by_owner"
+
+
+@strawberry.type(description="A strategy's progress, with the field names the seed system used.")
+class MartingaleProgress:
+    strategy_id: strawberry.ID
+    wallet_address: str
+    current_round: int = strawberry.field(description="Rounds played so far.")
+    total_rounds: int
+    progress_percentage: Decimal = strawberry.field(description="To two decimal places.")
+    current_amount_sol: Decimal = strawberry.field(
+        description="What the next round deploys (0 once the strategy has ended)."
+    )
+    total_deployed_sol: Decimal
+    total_rewards_sol: Decimal = strawberry.field(
+        description="Paid back by won rounds, stakes included."
+    )
+    total_loss_sol: Decimal = strawberry.field(description="Deployed in lost rounds.")
+    profit_loss_sol: Decimal = strawberry.field(description="Total rewards minus total deployed.")
+    status: StrategyStatus
+    exit_reason: ExitReason | None
+    win_rate_percentage: Decimal | None = strawberry.field(
+        description="To two decimal places; null before the first round."
+    )
+    risk_level: RiskLevel = strawberry.field(
+        description="HIGH when the remaining budget survives at most 1 more straight loss, "
+        "MEDIUM at most 3, else LOW (docs/martingale.md)."
+    )
+    losing_streak: int
+    last_round: int | None
+    base_amount_sol: Decimal
+    multiplier: Decimal
+    stop_loss_sol: Decimal | None
+    take_profit_sol: Decimal | None
+    budget_sol: Decimal | None
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> MartingaleProgress:
+        win_rate = p["winRatePercentage"]
+        return cls(
+            strategy_id=strawberry.ID(p["strategyId"]),
+            wallet_address=p["walletAddress"],
+            current_round=p["currentRound"],
+            total_rounds=p["totalRounds"],
+            progress_percentage=Decimal(p["progressPercentage"]).quantize(PERCENT_PLACES),
+            current_amount_sol=Decimal(p["currentAmountSol"]),
+            total_deployed_sol=Decimal(p["totalDeployedSol"]),
+            total_rewards_sol=Decimal(p["totalRewardsSol"]),
+            total_loss_sol=Decimal(p["totalLossSol"]),
+            profit_loss_sol=Decimal(p["profitLossSol"]),
+            status=StrategyStatus(p["status"]),
+            exit_reason=None if p["exitReason"] is None else ExitReason(p["exitReason"]),
+            win_rate_percentage=None
+            if win_rate is None
+            else Decimal(win_rate).quantize(PERCENT_PLACES),
+            risk_level=RiskLevel(p["riskLevel"]),
+            losing_streak=p["losingStreak"],
+            last_round=p["lastRound"],
+            base_amount_sol=Decimal(p["baseAmountSol"]),
+            multiplier=Decimal(p["multiplier"]),
+            stop_loss_sol=_decimal(p["stopLossSol"]),
+            take_profit_sol=_decimal(p["takeProfitSol"]),
+            budget_sol=_decimal(p["budgetSol"]),
+        )
+
+    @classmethod
+    def of(cls, strategy: model.Strategy) -> MartingaleProgress:
+        return cls.from_payload(progress_payload(strategy))
+
+
+@strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
+class MartingaleUpdate:
+    wallet_address: str | None
+    strategies: list[MartingaleProgress]
+    at: datetime
+
+
+@strawberry.type(description="A mining round.")
+class Round(Resumable):
+    number: int
+    starts_at: datetime
+    ends_at: datetime
+    settled_at: datetime | None
+    won: bool | None = strawberry.field(description="Null until the round is settled.")
+    reward_multiplier: Decimal | None = strawberry.field(
+        description="SOL paid back per SOL deployed on a win, stake included."
+    )
+
+    @classmethod
+    def of(cls, r: MiningRound) -> Round:
+        return cls(
+            number=r.number,
+            starts_at=r.starts_at,
+            ends_at=r.ends_at,
+            settled_at=r.settled_at,
+            won=None if r.result is None else r.result.won,
+            reward_multiplier=None if r.result is None else r.result.reward_multiplier,
+        )
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Round:
+        return cls(
+            number=p["number"],
+            starts_at=datetime.fromisoformat(p["startsAt"]),
+            ends_at=datetime.fromisoformat(p["endsAt"]),
+            settled_at=None if p["settledAt"] is None else datetime.fromisoformat(p["settledAt"]),
+            won=p["won"],
+            reward_multiplier=_decimal(p["rewardMultiplier"]),
+        )
+
+
+@strawberry.type(description="One round a strategy played.")
+class PlayedRound:
+    round_number: int
+    amount_sol: Decimal
+    won: bool
+    reward_sol: Decimal
+
+
+@strawberry.type(description="A strategy with its whole round history.")
+class StrategyDetail:
+    progress: MartingaleProgress
+    rounds: list[PlayedRound]
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _wallet_for(principal: Principal, wallet: str | None, what: str) -> str | None:
+    """The wallet a caller may read: users their own (their token's sub), admins any, or every
+    wallet (None) when they name none."""
+    require_signed_in(principal, what)
+    if principal.role is Role.ADMIN:
+        return wallet
+    if principal.role is not Role.USER:
+        raise ForbiddenError(f"{what} is for users and admins")
+    if wallet is not None and wallet != principal.sub:
+        raise ForbiddenError(f"{what} of {wallet!r} are not yours to see")
+    return principal.sub
+
+
+async def progress_stream(
+    services: Services, wallet: str | None
+) -> AsyncIterator[MartingaleUpdate]:
+    """The wallet's (or every) active strategies at once, then whenever a round turns or a
+    strategy changes, and at least every MARTINGALE_REFRESH_S even when nothing happened."""
+    refresh = services.settings.martingale_refresh_s
+    topic = martingale_topic(wallet)
+    try:
+        async with services.hub.subscribe(topic) as subscription:
+            yield await _current(services, wallet)
+            while True:
+                try:
+                    event = await asyncio.wait_for(anext(subscription), refresh)
+                except TimeoutError:
+                    yield await _current(services, wallet)
+                    continue
+                yield _update(event, wallet)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+async def _current(services: Services, wallet: str | None) -> MartingaleUpdate:
+    owned = await services.martingale_store.strategies(wallet, active_only=True)
+    return MartingaleUpdate(
+        wallet_address=wallet,
+        strategies=[MartingaleProgress.of(o.strategy) for o in owned],
+        at=services.clock.now(),
+    )
+
+
+def _update(event: Event, wallet: str | None) -> MartingaleUpdate:
+    return MartingaleUpdate(
+        wallet_address=wallet,
+        strategies=[MartingaleProgress.from_payload(p) for p in event.payload["strategies"]],
+        at=event.published_at,
+    )
+
+
+RoundEvent = Annotated[
+    Round | StreamReset,
+    strawberry.union("RoundEvent", description="What the rounds stream sends."),
+]
+
+
+async def rounds_stream(
+    services: Services, after: list[Cursor] | None = None
+) -> AsyncIterator[RoundEvent]:
+    """The current round at once, then each round event. Resumed (``after``): the round events
+    since the cursor instead of the current round."""
+    streams = [rounds_topic()]
+    try:
+        async with services.hub.subscribe(streams[0]) as subscription:
+            start = await services.history.start(
+                streams, after, services.martingale_store.latest_round
+            )
+            position = StreamPosition(streams, start.origin)
+            for event in start.replay:
+                position.advance(event)
+                yield stamped(Round.from_payload(event.payload), position)
+            if start.not_recovered is not None:
+                yield position.reset(start.not_recovered)
+            if start.snapshot is not None:
+                yield stamped(Round.of(start.snapshot), position)
+            async for event in subscription:
+                if position.advance(event):
+                    yield stamped(Round.from_payload(event.payload), position)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+@strawberry.type
+class MartingaleQuery:
+    @strawberry.field(
+        description="A wallet's strategies, active and ended (users: their own wallet; admins: "
+        "any, or every strategy when wallet is omitted)."
+    )
+    async def strategies(
+        self, info: Info, wallet: str | None = None, active_only: bool = False
+    ) -> list[MartingaleProgress]:
+        chosen = _wallet_for(info.context.principal, wallet, "strategies")
+        owned = await info.context.services.martingale_store.strategies(
+            chosen, active_only=active_only
+        )
+        return [MartingaleProgress.of(o.strategy) for o in owned]
+
+    @strawberry.field(description="One strategy and every round it played; null if unknown.")
+    async def strategy(self, info: Info, id: strawberry.ID) -> StrategyDetail | None:
+        principal = info.context.principal
+        require_signed_in(principal, "strategy")
+        owned = await info.context.services.martingale_store.strategy(str(id))
+        if owned is None or (principal.role is not Role.ADMIN and owned.owner != principal.sub):
+            return None  # someone else's strategy is as unknown as a missing one
+        return StrategyDetail(
+            progress=MartingaleProgress.of(owned.strategy),
+            rounds=[
+                PlayedRound(
+                    round_number=r.round_number, amount_sol=r.amount, won=r.won, reward_sol=r.reward
+                )
+                for r in owned.strategy.rounds
+            ],
+        )
+
+    @strawberry.field(description="Mining rounds, the newest first (public).")
+    async def rounds(self, info: Info, limit: int = 20, before: int | None = None) -> list[Round]:
+        if not 1 <= limit <= 500:
+            raise ClientError("limit must be between 1 and 500")
+        store = info.context.services.martingale_store
+        return [Round.of(r) for r in await store.rounds(limit, before)]
+
+
+@strawberry.type
+class MartingaleSubscription:
+    @strawberry.subscription(
+        description="The progress of every active strategy of a wallet (users: their own; "
+        "admins: any, or all when wallet is omitted): at once, then whenever a round turns or a "
+        "strategy changes, and at least every 60 s (MARTINGALE_REFRESH_S)."
+    )
+    async def martingale_progress(
+        self, info: Info, wallet: str | None = None
+    ) -> AsyncIterator[MartingaleUpdate]:
+        chosen = _wallet_for(info.context.principal, wallet, "martingaleProgress")
+        return progress_stream(info.context.services, chosen)
+
+    @strawberry.subscription(
+        description="The current round at once, then each round as it opens and as it is "
+        "settled (public)."
+    )
+    async def rounds(
+        self,
+        info: Info,
+        after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
+    ) -> AsyncIterator[RoundEvent]:
+        return rounds_stream(info.context.services, parse_after(after, 1))
+
+
+@strawberry.input
+class StartStrategyInput:
+    base_amount_sol: Decimal
+    multiplier: Decimal
+    total_rounds: int
+    stop_loss_sol: Decimal | None = None
+    take_profit_sol: Decimal | None = None
+    budget_sol: Decimal | None = None
+    wallet_address: str | None = strawberry.field(
+        default=None, description="Admins only; a user's strategies use the user's own wallet."
+    )
+
+
+@strawberry.input(description="Limits to change on a running strategy; omitted ones stay.")
+class ConfigureStrategyInput:
+    strategy_id: strawberry.ID
+    total_rounds: int | None = None
+    stop_loss_sol: Decimal | None = None
+    take_profit_sol: Decimal | None = None
+    budget_sol: Decimal | None = None
+
+
+@strawberry.input(description="A round's real outcome.")
+class SettleRoundInput:
+    round_number: int
+    won: bool
+    reward_multiplier: Decimal = strawberry.field(
+        default=Decimal(0), description="SOL paid back per SOL deployed on a win, stake included."
+    )
+
+
+def _config(make: Any) -> model.StrategyConfig:
+    try:
+        config: model.StrategyConfig = make()
+    except model.StrategyConfigError as exc:
+        raise StrategyConfigGraphQLError(exc) from None
+    return config
+
+
+def _owner_scope(principal: Principal) -> str | None:
+    """Whose strategies a caller may change: its own, or anyone's for admins (None)."""
+    return None if principal.role is Role.ADMIN else principal.sub
+
+
+@strawberry.type
+class MartingaleMutation:
+    @strawberry.mutation(description="Start a strategy; it plays from the next round.")
+    async def start_strategy(self, info: Info, input: StartStrategyInput) -> MartingaleProgress:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="startStrategy")
+        assert principal.sub is not None
+        wallet = principal.sub
+        if input.wallet_address is not None and input.wallet_address != principal.sub:
+            if principal.role is not Role.ADMIN:
+                raise ForbiddenError("a strategy uses your own wallet (your token's sub)")
+            wallet = input.wallet_address
+        if not _WALLET.match(wallet):
+            raise ClientError("a wallet address is 1 to 100 characters without spaces")
+        config = _config(
+            lambda: model.StrategyConfig(
+                wallet_address=wallet,
+                base_amount=input.base_amount_sol,
+                multiplier=input.multiplier,
+                total_rounds=input.total_rounds,
+                stop_loss=input.stop_loss_sol,
+                take_profit=input.take_profit_sol,
+                budget=input.budget_sol,
+            )
+        )
+        strategy = await info.context.services.martingale_desk.start(principal.sub, config)
+        return MartingaleProgress.of(strategy)
+
+    @strawberry.mutation(description="Stop one of your strategies.")
+    async def stop_strategy(self, info: Info, strategy_id: strawberry.ID) -> MartingaleProgress:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="stopStrategy")
+        return await _change(info, principal, str(strategy_id), lambda s: s.stop())
+
+    @strawberry.mutation(
+        description="Change a running strategy's limits (total rounds, stop-loss, take-profit, "
+        "budget); validated like startStrategy."
+    )
+    async def configure_strategy(
+        self, info: Info, input: ConfigureStrategyInput
+    ) -> MartingaleProgress:
+        principal = limit_mutations(info)
+        require_role(principal, Role.USER, Role.ADMIN, what="configureStrategy")
+
+        def configure(strategy: model.Strategy) -> model.Strategy:
+            if strategy.status is not model.StrategyStatus.ACTIVE:
+                raise model.StrategyNotActiveError(strategy.id, strategy.status)
+            old = strategy.config
+            config = _config(
+                lambda: dataclasses.replace(
+                    old,
+                    total_rounds=old.total_rounds
+                    if input.total_rounds is None
+                    else input.total_rounds,
+                    stop_loss=old.stop_loss if input.stop_loss_sol is None else input.stop_loss_sol,
+                    take_profit=old.take_profit
+                    if input.take_profit_sol is None
+                    else input.take_profit_sol,
+                    budget=old.budget if input.budget_sol is None else input.budget_sol,
+                )
+            )
+            if config.total_rounds <= len(strategy.rounds):
+                raise ClientError(
+                    f"totalRounds must be above the {len(strategy.rounds)} rounds already played",
+                    code="INVALID_STRATEGY",
+                    field="totalRounds",
+                )
+            return dataclasses.replace(strategy, config=config)
+
+        return await _change(info, principal, str(input.strategy_id), configure)
+
+    @strawberry.mutation(
+        description="For the service role: settle an ended round with its real outcome; every "
+        "strategy active in it is settled once, in one transaction."
+    )
+    async def settle_round(self, info: Info, input: SettleRoundInput) -> Round:
+        principal = limit_mutations(info)
+        require_role(principal, Role.SERVICE, what="settleRound")
+        services = info.context.services
+        try:
+            result = RoundResult(input.round_number, input.won, input.reward_multiplier)
+        except ValueError as exc:
+            raise ClientError(str(exc), code="INVALID_ROUND") from None
+        try:
+            await services.martingale_desk.settle_reported(result)
+        except RoundError as exc:
+            raise ClientError(str(exc), code=exc.code) from None
+        [settled] = await services.martingale_store.rounds(1, input.round_number + 1)
+        return Round.of(settled)
+
+
+async def _change(
+    info: Info, principal: Principal, strategy_id: str, change: Any
+) -> MartingaleProgress:
+    desk = info.context.services.martingale_desk
+    try:
+        strategy = await desk.change(strategy_id, _owner_scope(principal), change)
+    except StrategyNotFoundError:
+        raise ClientError(
+            f"you have no strategy {strategy_id!r}", code="UNKNOWN_STRATEGY"
+        ) from None
+    except model.StrategyNotActiveError as exc:
+        raise ClientError(str(exc), code="STRATEGY_NOT_ACTIVE") from None
+    return MartingaleProgress.of(strategy)

@@ -1,0 +1,348 @@
+"""PostgreSQL adapter of the martingale feed: mining rounds, strategies and the rounds each
+played. A round's settlement updates every strategy active in it in one transaction, which also
+numbers the events announcing it; the events are delivered after the commit.
+
+Events:
+    rounds               round.opened, round.settled   {round}
+    martingale:<wallet>  martingale.progress           {wallet, strategies: [progress]}
+    martingale           martingale.progress           {strategies: [progress]}  every active one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from api.storage.prices import numbered_event
+from domain.martingale import (
+    ExitReason,
+    PlayedRound,
+    Strategy,
+    StrategyConfig,
+    StrategyStatus,
+    progress,
+)
+from domain.mining_rounds import MiningRound, RoundResult, settle_round
+from domain.topics import martingale_topic, rounds_topic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from datetime import datetime
+
+    import asyncpg
+
+    from api.storage.prices import Connection
+    from domain.events import Event
+    from domain.ports import Clock
+
+
+ROUND_OPENED = "round.opened"
+ROUND_SETTLED = "round.settled"
+PROGRESS = "martingale.progress"
+
+
+class RoundError(ValueError):
+    """A settlement the round refuses; ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StrategyNotFoundError(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedStrategy:
+    strategy: Strategy
+    owner: str
+    first_round: int
+
+
+def round_payload(r: MiningRound) -> dict[str, Any]:
+    return {
+        "number": r.number,
+        "startsAt": r.starts_at.isoformat(),
+        "endsAt": r.ends_at.isoformat(),
+        "settledAt": None if r.settled_at is None else r.settled_at.isoformat(),
+        "won": None if r.result is None else r.result.won,
+        "rewardMultiplier": None if r.result is None else str(r.result.reward_multiplier),
+    }
+
+
+def progress_payload(strategy: Strategy) -> dict[str, Any]:
+    p = progress(strategy)
+    config = strategy.config
+    return {
+        "strategyId": p.strategy_id,
+        "walletAddress": p.wallet_address,
+        "currentRound": p.current_round,
+        "totalRounds": p.total_rounds,
+        "progressPercentage": str(p.progress_percentage),
+        "currentAmountSol": str(p.current_amount_sol),
+        "totalDeployedSol": str(p.total_deployed_sol),
+        "totalRewardsSol": str(p.total_rewards_sol),
+        "totalLossSol": str(p.total_loss_sol),
+        "profitLossSol": str(p.profit_loss_sol),
+        "status": p.status.value,
+        "exitReason": None if p.exit_reason is None else p.exit_reason.value,
+        "winRatePercentage": None if p.win_rate_percentage is None else str(p.win_rate_percentage),
+        "riskLevel": p.risk_level.value,
+        "losingStreak": p.losing_streak,
+        "lastRound": strategy.last_round,
+        "baseAmountSol": str(config.base_amount),
+        "multiplier": str(config.multiplier),
+        "stopLossSol": None if config.stop_loss is None else str(config.stop_loss),
+        "takeProfitSol": None if config.take_profit is None else str(config.take_profit),
+        "budgetSol": None if config.budget is None else str(config.budget),
+    }
+
+
+def _round(row: asyncpg.Record) -> MiningRound:
+    result = (
+        None
+        if row["won"] is None
+        else RoundResult(row["number"], row["won"], row["reward_multiplier"])
+    )
+    return MiningRound(row["number"], row["starts_at"], row["ends_at"], result, row["settled_at"])
+
+
+def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record]) -> OwnedStrategy:
+    config = StrategyConfig(
+        wallet_address=row["wallet_address"],
+        base_amount=row["base_amount"],
+        multiplier=row["multiplier"],
+        total_rounds=row["total_rounds"],
+        stop_loss=row["stop_loss"],
+        take_profit=row["take_profit"],
+        budget=row["budget"],
+    )
+    strategy = Strategy(
+        id=row["id"],
+        config=config,
+        status=StrategyStatus(row["status"]),
+        exit_reason=None if row["exit_reason"] is None else ExitReason(row["exit_reason"]),
+        last_round=row["last_round"],
+        rounds=tuple(
+            PlayedRound(r["round_number"], r["amount"], r["won"], r["reward"]) for r in rounds
+        ),
+        losing_streak=row["losing_streak"],
+        wins=row["wins"],
+        total_deployed=row["total_deployed"],
+        total_rewards=row["total_rewards"],
+        total_loss=row["total_loss"],
+    )
+    return OwnedStrategy(strategy, row["owner"], row["first_round"])
+
+
+class PgMartingaleStore:
+    def __init__(self, pool: asyncpg.Pool, clock: Clock) -> None:
+        self.pool = pool
+        self.clock = clock
+
+    # Rounds ----------------------------------------------------------------------------------
+
+    async def latest_round(self) -> MiningRound | None:
+        row = await self.pool.fetchrow("SELECT * FROM mining_rounds ORDER BY number DESC LIMIT 1")
+        return None if row is None else _round(row)
+
+    async def rounds(self, limit: int, before: int | None = None) -> list[MiningRound]:
+        rows = await self.pool.fetch(
+            """SELECT * FROM mining_rounds WHERE $2::bigint IS NULL OR number < $2
+               ORDER BY number DESC LIMIT $1""",
+            limit,
+            before,
+        )
+        return [_round(r) for r in rows]
+
+    async def open_round(self, number: int, starts_at: datetime, ends_at: datetime) -> list[Event]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """INSERT INTO mining_rounds (number, starts_at, ends_at) VALUES ($1, $2, $3)
+                   ON CONFLICT (number) DO NOTHING""",
+                number,
+                starts_at,
+                ends_at,
+            )
+            if status != "INSERT 0 1":
+                return []  # another process opened it
+            opened = MiningRound(number, starts_at, ends_at)
+            return [await self._number(conn, rounds_topic(), ROUND_OPENED, round_payload(opened))]
+
+    async def settle(self, result: RoundResult, at: datetime) -> list[Event]:
+        """Settle round ``result.round_number`` and every strategy active in it, once."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT * FROM mining_rounds WHERE number = $1 FOR UPDATE", result.round_number
+            )
+            if row is None:
+                raise RoundError("UNKNOWN_ROUND", f"there is no round {result.round_number}")
+            if row["settled_at"] is not None:
+                raise RoundError(
+                    "ROUND_ALREADY_SETTLED", f"round {result.round_number} is already settled"
+                )
+            if row["ends_at"] > at:
+                raise RoundError(
+                    "ROUND_NOT_ENDED", f"round {result.round_number} ends at {row['ends_at']}"
+                )
+            active = await self._load(
+                conn,
+                "status = 'active' AND first_round <= $1 FOR UPDATE",
+                result.round_number,
+            )
+            changed = settle_round((o.strategy for o in active), result)
+            for before, after in changed:
+                await self._save(conn, before, after, at)
+            await conn.execute(
+                """UPDATE mining_rounds SET settled_at = $2, won = $3, reward_multiplier = $4
+                   WHERE number = $1""",
+                result.round_number,
+                at,
+                result.won,
+                result.reward_multiplier,
+            )
+            settled = MiningRound(row["number"], row["starts_at"], row["ends_at"], result, at)
+            events = [
+                await self._number(conn, rounds_topic(), ROUND_SETTLED, round_payload(settled))
+            ]
+            wallets = {after.config.wallet_address for _, after in changed}
+            ended = {
+                after.id: after for _, after in changed if after.status is not StrategyStatus.ACTIVE
+            }
+            events += await self._progress_events(conn, wallets, ended)
+            return events
+
+    # Strategies --------------------------------------------------------------------------------
+
+    async def create(self, strategy: Strategy, owner: str) -> list[Event]:
+        config = strategy.config
+        now = self.clock.now()
+        async with self.pool.acquire() as conn, conn.transaction():
+            latest = await conn.fetchval("SELECT max(number) FROM mining_rounds")
+            await conn.execute(
+                """INSERT INTO martingale_strategies
+                       (id, owner, wallet_address, base_amount, multiplier, total_rounds,
+                        stop_loss, take_profit, budget, status, first_round, created_at,
+                        updated_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11)""",
+                strategy.id,
+                owner,
+                config.wallet_address,
+                config.base_amount,
+                config.multiplier,
+                config.total_rounds,
+                config.stop_loss,
+                config.take_profit,
+                config.budget,
+                (latest or 0) + 1,
+                now,
+            )
+            return await self._progress_events(conn, {config.wallet_address}, {})
+
+    async def change(
+        self, strategy_id: str, owner: str | None, change: Callable[[Strategy], Strategy]
+    ) -> tuple[Strategy, list[Event]]:
+        """Apply ``change`` to the stored strategy (``owner``'s, or anyone's for None)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            loaded = await self._load(conn, "id = $1 FOR UPDATE", strategy_id)
+            found = loaded[0] if loaded else None
+            if found is None or (owner is not None and found.owner != owner):
+                raise StrategyNotFoundError(strategy_id)
+            after = change(found.strategy)
+            await self._save(conn, found.strategy, after, self.clock.now())
+            ended = {} if after.status is StrategyStatus.ACTIVE else {after.id: after}
+            events = await self._progress_events(conn, {after.config.wallet_address}, ended)
+            return after, events
+
+    async def strategy(self, strategy_id: str) -> OwnedStrategy | None:
+        async with self.pool.acquire() as conn:
+            loaded = await self._load(conn, "id = $1", strategy_id)
+            return loaded[0] if loaded else None
+
+    async def strategies(self, wallet: str | None, *, active_only: bool) -> list[OwnedStrategy]:
+        where = "($1::text IS NULL OR wallet_address = $1)"
+        if active_only:
+            where += " AND status = 'active'"
+        async with self.pool.acquire() as conn:
+            return await self._load(conn, where + " ORDER BY created_at, id", wallet)
+
+    # Internals ---------------------------------------------------------------------------------
+
+    async def _load(self, conn: Connection, where: str, *args: object) -> list[OwnedStrategy]:
+        rows = await conn.fetch(f"SELECT * FROM martingale_strategies WHERE {where}", *args)
+        if not rows:
+            return []
+        played = await conn.fetch(
+            """SELECT * FROM martingale_rounds WHERE strategy_id = ANY($1::text[])
+               ORDER BY strategy_id, round_number""",
+            [r["id"] for r in rows],
+        )
+        # Two statements, two snapshots (outside a transaction, or in one at READ COMMITTED): a
+        # settlement may commit between them. Its rounds are past the strategy row's last_round:
+        # leaving them out keeps the strategy as the first statement saw it, whole.
+        by_strategy: dict[str, list[asyncpg.Record]] = {}
+        last_round = {row["id"]: row["last_round"] for row in rows}
+        for r in played:
+            last = last_round[r["strategy_id"]]
+            if last is not None and r["round_number"] <= last:
+                by_strategy.setdefault(r["strategy_id"], []).append(r)
+        return [_strategy(row, by_strategy.get(row["id"], [])) for row in rows]
+
+    async def _save(
+        self, conn: Connection, before: Strategy, after: Strategy, at: datetime
+    ) -> None:
+        config = after.config
+        await conn.execute(
+            """UPDATE martingale_strategies
+               SET status = $2, exit_reason = $3, last_round = $4, losing_streak = $5,
+                   wins = $6, total_deployed = $7, total_rewards = $8, total_loss = $9,
+                   total_rounds = $10, stop_loss = $11, take_profit = $12, budget = $13,
+                   updated_at = $14
+               WHERE id = $1""",
+            after.id,
+            after.status.value,
+            None if after.exit_reason is None else after.exit_reason.value,
+            after.last_round,
+            after.losing_streak,
+            after.wins,
+            after.total_deployed,
+            after.total_rewards,
+            after.total_loss,
+            config.total_rounds,
+            config.stop_loss,
+            config.take_profit,
+            config.budget,
+            at,
+        )
+        for played in after.rounds[len(before.rounds) :]:
+            await conn.execute(
+                """INSERT INTO martingale_rounds (strategy_id, round_number, amount, won, reward)
+                   VALUES ($1, $2, $3, $4, $5)""",
+                after.id,
+                played.round_number,
+                played.amount,
+                played.won,
+                played.reward,
+            )
+
+    async def _progress_events(
+        self, conn: Connection, wallets: set[str], ended: dict[str, Strategy]
+    ) -> list[Event]:
+        """The progress of each wallet's active strategies (and of those that just ended),
+        then of every active strategy."""
+        active = [o.strategy for o in await self._load(conn, "status = 'active' ORDER BY id")]
+        events = []
+        for wallet in sorted(wallets):
+            shown = [s for s in active if s.config.wallet_address == wallet]
+            shown += [s for s in ended.values() if s.config.wallet_address == wallet]
+            payload = {"wallet": wallet, "strategies": [progress_payload(s) for s in shown]}
+            events.append(await self._number(conn, martingale_topic(wallet), PROGRESS, payload))
+        everyone = {"strategies": [progress_payload(s) for s in [*active, *ended.values()]]}
+        events.append(await self._number(conn, martingale_topic(), PROGRESS, everyone))
+        return events
+
+    async def _number(
+        self, conn: Connection, topic: str, type: str, payload: dict[str, Any]
+    ) -> Event:
+        return await numbered_event(conn, self.clock, topic, type, payload)

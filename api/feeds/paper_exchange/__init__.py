@@ -1,0 +1,1 @@
+"""The exchange live dashboard over a paper trading account."""

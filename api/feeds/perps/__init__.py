@@ -1,0 +1,1 @@
+"""The perpetuals DEX: positions, liquidations, market stats and funding."""

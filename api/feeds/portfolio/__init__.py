@@ -1,0 +1,1 @@
+"""The portfolio dashboard: trades, trims, price alerts, portfolio value, conversions."""

@@ -1,0 +1,1 @@
+"""Oracle prices: markets, latest prices, live updates, and the loop workers follow them with."""

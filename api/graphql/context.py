@@ -1,0 +1,34 @@
+"""The GraphQL context: one per HTTP request or WebSocket connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from strawberry.types import Info as _Info
+
+from api.auth import ANONYMOUS, Principal
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.websockets import WebSocket
+
+    from api.runtime.services import Services
+    from api.streaming.connection import Connection
+
+
+@dataclass(slots=True)
+class Context:
+    services: Services
+    request: Request | WebSocket
+    response: Response | WebSocket | None = None
+    connection_params: dict[str, Any] = field(default_factory=dict)
+    """The ``connection_init`` payload on WebSockets (set by the protocol handler)."""
+    connection: Connection | None = None
+    """The WebSocket's outgoing side, when results can be written to it directly."""
+    principal: Principal = ANONYMOUS
+    """Who is calling: from the Authorization header (HTTP) or ``connection_init`` (WebSocket)."""
+
+
+Info = _Info[Context, None]

@@ -1,0 +1,118 @@
+"""Resumable subscriptions: the ``after`` argument, the ``cursor`` every event carries and the
+``StreamReset`` a client gets when what it missed can no longer be replayed.
+
+A subscription over stream topics (a user's positions, funding, rounds, a paper account, a
+dashboard) gives each event a cursor: where the stream stands right after that event. A client
+that reconnects passes its last cursor as ``after``; the server replays every event since, from
+the topics' history, then goes live, with no gap and no duplicate. See docs/resume.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, TypeVar
+
+import strawberry
+
+from api.graphql.errors import ClientError
+from api.storage.history import Cursor, InvalidCursorError, NotRecovered
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from domain.events import Event
+
+AFTER_DESCRIPTION = (
+    "Resume after this cursor (the `cursor` of the last event received): events since then are "
+    "sent first, then live ones. If they can no longer be replayed, a StreamReset comes first, "
+    "then the current state."
+)
+
+_SEPARATOR = "_"
+
+R = TypeVar("R", bound="Resumable")
+
+
+class InvalidCursorGraphQLError(ClientError):
+    code = "INVALID_CURSOR"
+
+
+@strawberry.interface(
+    description="An event of a resumable subscription: its cursor resumes right after it."
+)
+class Resumable:
+    cursor: str | None = strawberry.field(
+        default=None,
+        description="Pass it as `after` to resume the subscription right after this event. "
+        "Null outside a subscription.",
+    )
+
+
+@strawberry.enum(description="Why a resumed subscription could not replay what was missed.")
+class StreamResetReason(enum.Enum):
+    HISTORY_EXPIRED = strawberry.enum_value(
+        NotRecovered.HISTORY_EXPIRED.value,
+        description="The missed events are older than the history keeps (HISTORY_LIMITS).",
+    )
+    HISTORY_RESET = strawberry.enum_value(
+        NotRecovered.HISTORY_RESET.value,
+        description="The cursor belongs to an older numbering of the stream (the server's data "
+        "was reset) or to another subscription.",
+    )
+
+
+@strawberry.type(
+    description="What you missed can no longer be replayed: drop what you hold; the current "
+    "state follows."
+)
+class StreamReset(Resumable):
+    reason: StreamResetReason
+
+
+def parse_after(after: str | None, topics: int) -> list[Cursor] | None:
+    """The cursors of ``after`` (one per stream topic of the subscription), or a GraphQL error
+    for a string this server never gave out."""
+    if after is None:
+        return None
+    parts = after.split(_SEPARATOR, topics)  # no more than one part too many, however long
+    if len(parts) != topics:
+        raise InvalidCursorGraphQLError(
+            "after: not a cursor of this subscription (use the cursor of one of its events)"
+        )
+    try:
+        return [Cursor.parse(part) for part in parts]
+    except InvalidCursorError as exc:
+        raise InvalidCursorGraphQLError(f"after: {exc}") from None
+
+
+class StreamPosition:
+    """Where a subscription's stream topics stand: what its events' cursors say, and which live
+    events the start already covered."""
+
+    def __init__(self, topics: Sequence[str], cursors: Sequence[Cursor]) -> None:
+        self._cursors = dict(zip(topics, cursors, strict=True))
+        self._topics = list(topics)
+        self.text = self._format()
+
+    def advance(self, event: Event) -> bool:
+        """Take ``event`` into account; False if it was covered already (drop it)."""
+        cursor = self._cursors.get(event.topic)
+        if cursor is None:
+            return True  # a latest-value topic beside the streams
+        if event.sequence <= cursor.sequence:
+            return False
+        self._cursors[event.topic] = Cursor(cursor.epoch, event.sequence)
+        self.text = self._format()
+        return True
+
+    def _format(self) -> str:
+        return _SEPARATOR.join(str(self._cursors[topic]) for topic in self._topics)
+
+    def reset(self, reason: NotRecovered) -> StreamReset:
+        return StreamReset(reason=StreamResetReason(reason.value), cursor=self.text)
+
+
+def stamped(event: R, position: StreamPosition) -> R:
+    """``event`` with the cursor of where the stream now stands."""
+    event.cursor = position.text
+    return event

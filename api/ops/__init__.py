@@ -1,0 +1,1 @@
+"""Running the server in production: logs, metrics, health."""

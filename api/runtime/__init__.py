@@ -1,0 +1,1 @@
+"""What wires a process together: its services, workers, leader election and clock."""

@@ -1,0 +1,59 @@
+"""What resolvers and workers share in one process, built once by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from api.auth import TokenVerifier
+    from api.feeds.marathons.boards import MarathonBoards
+    from api.feeds.marathons.desk import MarathonDesk
+    from api.feeds.marathons.ingest import SnapshotConsumer
+    from api.feeds.marathons.store import PgMarathonStore
+    from api.feeds.martingale.desk import MartingaleDesk
+    from api.feeds.martingale.store import PgMartingaleStore
+    from api.feeds.paper_exchange.desk import PaperExchange
+    from api.feeds.perps.desk import PerpsDesk
+    from api.feeds.perps.store import PgLatestEvents, PgPositionBook
+    from api.feeds.portfolio.desk import PortfolioDesk
+    from api.graphql.fanout import Groups
+    from api.settings import Settings
+    from api.storage.history import PgHistory
+    from api.streaming.broadcast import Broadcast
+    from api.streaming.hub import Hub
+    from api.transport.limits import CallerLimits
+    from domain.markets import MarketCatalog
+    from domain.ports import Clock, PriceRepository, Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    dsn: str
+    """The PostgreSQL the pool connects to (for connections of their own, such as the leader's)."""
+    pool: asyncpg.Pool
+    broadcast: Broadcast
+    hub: Hub
+    history: PgHistory
+    groups: Groups
+    publisher: Publisher
+    clock: Clock
+    markets: MarketCatalog
+    prices: PriceRepository
+    verifier: TokenVerifier
+    latest: PgLatestEvents
+    book: PgPositionBook
+    desk: PerpsDesk
+    mutation_limits: CallerLimits
+    marathon_store: PgMarathonStore
+    marathon_desk: MarathonDesk
+    boards: MarathonBoards
+    martingale_store: PgMartingaleStore
+    martingale_desk: MartingaleDesk
+    exchange: PaperExchange
+    portfolio: PortfolioDesk
+    consumer: SnapshotConsumer | None
+    """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

@@ -1,0 +1,332 @@
+"""Topic history: how a subscriber resumes after a reconnect, and a process fills a gap.
+
+Every event of a stream topic is kept in ``topic_history`` by the statement that numbers it,
+inside the transaction that stores what it announces: history holds an event if and only if its
+change was stored, in sequence order with no holes. A pruner bounds it per topic kind by count and
+age. Latest-value topics keep no history: their newest state is the whole story
+(``latest_prices``, ``latest_events``).
+
+A subscriber's position in a topic is a :class:`Cursor`: the topic's *epoch* and a sequence. The
+epoch is drawn when the topic is first numbered; if numbering ever starts again (the database was
+rebuilt, the topic's row removed), the epoch changes and old cursors are answered with
+:attr:`NotRecovered.HISTORY_RESET`, never matched against unrelated numbers (Centrifugo's model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import orjson
+
+from domain.events import DeliveryPolicy, Event
+from domain.prices import PRICE_UPDATE
+from domain.topics import TopicKind, kind_of
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from datetime import datetime
+
+    import asyncpg
+
+    from api.storage.prices import Executor
+    from domain.ports import Clock
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimit:
+    """How much of a topic's history is kept: the newest ``max_events``, none older than
+    ``max_age_s``."""
+
+    max_events: int
+    max_age_s: float
+
+
+DEFAULT_LIMIT = HistoryLimit(max_events=1000, max_age_s=24 * 3600)
+DEFAULT_LIMITS: dict[TopicKind, HistoryLimit] = {
+    # The cluster-wide marathon feed carries every account snapshot (hundreds a second): enough
+    # for a process to ride out a broker blip; longer gaps rebuild the boards from the tables.
+    TopicKind.MARATHON_FEED: HistoryLimit(max_events=10_000, max_age_s=600),
+}
+
+STREAM_KINDS = tuple(kind for kind in TopicKind if kind.policy is DeliveryPolicy.STREAM)
+"""The kinds that keep history: every event matters, in order."""
+
+
+def parse_limits(text: str) -> dict[TopicKind, HistoryLimit]:
+    """``HISTORY_LIMITS``: ``kind=events/seconds`` pairs, comma-separated
+    (``positions=5000/86400,funding=100/604800``), over :data:`DEFAULT_LIMITS`."""
+    limits = {kind: DEFAULT_LIMITS.get(kind, DEFAULT_LIMIT) for kind in STREAM_KINDS}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"([a-z-]+)=(\d+)/(\d+(?:\.\d+)?)", item)
+        if match is None:
+            raise ValueError(f"{item!r}: expected kind=events/seconds, e.g. positions=1000/86400")
+        name, events, seconds = match.groups()
+        try:
+            kind = TopicKind(name)
+        except ValueError:
+            raise ValueError(f"{name!r} is not a topic kind") from None
+        if kind not in limits:
+            raise ValueError(f"{name!r} is a latest-value kind: it keeps only its newest state")
+        if int(events) < 1 or float(seconds) <= 0:
+            raise ValueError(f"{item!r}: keep at least one event for a positive time")
+        limits[kind] = HistoryLimit(int(events), float(seconds))
+    return limits
+
+
+class InvalidCursorError(ValueError):
+    """A resume cursor this server did not give out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position in a topic: after event ``sequence`` of numbering ``epoch``. Clients see it as
+    an opaque string (``str(cursor)``) and hand it back as ``after``."""
+
+    epoch: str
+    sequence: int
+
+    def __str__(self) -> str:
+        return f"{self.sequence}.{self.epoch}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        match = _CURSOR.fullmatch(text)
+        if match is None:
+            raise InvalidCursorError(f"{text[:40]!r} is not a cursor this server gave out")
+        return cls(match.group(2), int(match.group(1)))
+
+
+_CURSOR = re.compile(r"(0|[1-9][0-9]{0,17})\.([0-9a-f]{1,32})")
+
+
+class NotRecovered(enum.Enum):
+    """Why a resume could not replay what the client missed."""
+
+    HISTORY_EXPIRED = "HISTORY_EXPIRED"
+    """The events after the cursor are older than the history keeps."""
+    HISTORY_RESET = "HISTORY_RESET"
+    """The topic's numbering started again since the cursor was given out."""
+
+
+@dataclass(slots=True)
+class Start(Generic[T]):
+    """How a resumable subscription begins.
+
+    Resumed: ``replay`` holds every event after the client's cursors, in the order they were
+    published, and ``snapshot`` (when asked for) the state right after them. Otherwise
+    ``snapshot`` is the current state and ``not_recovered`` says why a resume failed, when one was
+    asked for. Either way ``cursors`` (one per topic) is where the stream stands afterwards: live
+    events at or before them are already covered.
+    """
+
+    cursors: list[Cursor]
+    snapshot: T | None = None
+    replay: list[Event] = field(default_factory=list)
+    not_recovered: NotRecovered | None = None
+    resumed_from: list[Cursor] | None = None
+    """The client's cursors, when resumed: where the replay starts."""
+
+    @property
+    def resumed(self) -> bool:
+        return self.resumed_from is not None
+
+    @property
+    def origin(self) -> list[Cursor]:
+        """Where the stream stands before the replay: the client's cursors when resumed, else
+        ``cursors`` (there is no replay)."""
+        return self.cursors if self.resumed_from is None else self.resumed_from
+
+
+SNAPSHOT_ATTEMPTS = 3
+"""Times a snapshot is read again when events were numbered while reading it."""
+
+
+async def number_event(
+    conn: Executor, clock: Clock, topic: str, type: str, payload: dict[str, Any]
+) -> Event:
+    """The next event of ``topic``, numbered on ``conn`` and, for a stream topic, recorded in its
+    history by the same statement. Inside a transaction, the event then exists if and only if the
+    transaction commits."""
+    at = clock.now()
+    if kind_of(topic).policy is DeliveryPolicy.STREAM:
+        sequence: int = await conn.fetchval(
+            """WITH numbered AS (
+                   INSERT INTO topic_sequences (topic, sequence) VALUES ($1, 1)
+                   ON CONFLICT (topic) DO UPDATE SET sequence = topic_sequences.sequence + 1
+                   RETURNING sequence)
+               INSERT INTO topic_history (topic, sequence, published_at, type, payload)
+               SELECT $1, sequence, $2, $3, $4::json FROM numbered
+               RETURNING sequence""",
+            topic,
+            at,
+            type,
+            orjson.dumps(payload).decode(),
+        )
+    else:
+        sequence = await conn.fetchval(
+            """INSERT INTO topic_sequences (topic, sequence) VALUES ($1, 1)
+               ON CONFLICT (topic) DO UPDATE SET sequence = topic_sequences.sequence + 1
+               RETURNING sequence""",
+            topic,
+        )
+    return Event(topic, sequence, at, type, payload)
+
+
+class PgHistory:
+    """Reads and prunes ``topic_history``; tells where a topic stands."""
+
+    def __init__(self, pool: asyncpg.Pool, limits: Mapping[TopicKind, HistoryLimit]) -> None:
+        self.pool = pool
+        self.limits = dict(limits)
+
+    async def position(self, topic: str) -> Cursor:
+        """Where ``topic`` stands now (sequence 0 before its first event)."""
+        row = await self.pool.fetchrow(
+            "SELECT sequence, epoch FROM topic_sequences WHERE topic = $1", topic
+        )
+        if row is None:
+            # Numbered from here on: its epoch is drawn now, so a cursor given out before the
+            # first event is already tied to it.
+            row = await self.pool.fetchrow(
+                """INSERT INTO topic_sequences (topic, sequence) VALUES ($1, 0)
+                   ON CONFLICT (topic) DO UPDATE SET topic = EXCLUDED.topic
+                   RETURNING sequence, epoch""",
+                topic,
+            )
+            assert row is not None
+        return Cursor(row["epoch"], row["sequence"])
+
+    async def since(self, topic: str, after: int, before: int | None = None) -> list[Event]:
+        """The kept events of ``topic`` after sequence ``after`` (and before ``before``), in
+        order; the first may be later than ``after + 1`` if older ones were pruned."""
+        limit = self.limits.get(kind_of(topic), DEFAULT_LIMIT).max_events
+        rows = await self.pool.fetch(
+            """SELECT sequence, published_at, type, payload::text AS payload
+               FROM topic_history
+               WHERE topic = $1 AND sequence > $2 AND ($3::bigint IS NULL OR sequence < $3)
+               ORDER BY sequence LIMIT $4""",
+            topic,
+            after,
+            before,
+            limit,
+        )
+        return [
+            Event(topic, r["sequence"], r["published_at"], r["type"], orjson.loads(r["payload"]))
+            for r in rows
+        ]
+
+    async def latest(self, topic: str) -> Event | None:
+        """The newest stored state of a latest-value topic, where one is stored."""
+        # Imported here: both stores number their events with this module.
+        from api.feeds.perps.store import PgLatestEvents
+        from api.storage.prices import PgPriceRepository
+
+        if kind_of(topic) is TopicKind.PRICE:
+            stored = await PgPriceRepository(self.pool).latest(topic.split(":", 1)[1])
+            if stored is None:
+                return None
+            price, sequence = stored
+            return Event(topic, sequence, price.published_at, PRICE_UPDATE, price.to_payload())
+        return await PgLatestEvents(self.pool).latest(topic)
+
+    async def start(
+        self,
+        topics: Sequence[str],
+        after: Sequence[Cursor] | None,
+        snapshot: Callable[[], Awaitable[T]],
+        *,
+        always_snapshot: bool = False,
+    ) -> Start[T]:
+        """Begin a subscription to stream ``topics``: replay what followed ``after`` (a cursor per
+        topic) if history still holds all of it, else read ``snapshot``; read it anyway with
+        ``always_snapshot`` (for a stream that keeps state), at exactly the replay's end. Call it
+        once subscribed to the topics, so nothing published meanwhile is missed (live events up
+        to the returned cursors are duplicates)."""
+        reason: NotRecovered | None = None
+        if after is not None:
+            current = [await self.position(topic) for topic in topics]
+            if len(after) != len(topics) or any(
+                a.epoch != c.epoch or a.sequence > c.sequence
+                for a, c in zip(after, current, strict=True)
+            ):
+                reason = NotRecovered.HISTORY_RESET
+            else:
+                value: T | None = None
+                if always_snapshot:
+                    value, current = await self.consistent(topics, snapshot)
+                replay: list[Event] = []
+                for topic, a, c in zip(topics, after, current, strict=True):
+                    if a.sequence == c.sequence:
+                        continue
+                    events = await self.since(topic, a.sequence, before=c.sequence + 1)
+                    if not events or (events[0].sequence, events[-1].sequence) != (
+                        a.sequence + 1,
+                        c.sequence,
+                    ):
+                        reason = NotRecovered.HISTORY_EXPIRED
+                        break
+                    replay += events
+                else:
+                    replay.sort(key=lambda e: e.published_at)  # stable: each topic keeps its order
+                    return Start(current, value, replay, resumed_from=list(after))
+                if always_snapshot:
+                    return Start(current, value, not_recovered=reason)
+        value, cursors = await self.consistent(topics, snapshot)
+        return Start(cursors, snapshot=value, not_recovered=reason)
+
+    async def consistent(
+        self, topics: Sequence[str], read: Callable[[], Awaitable[T]]
+    ) -> tuple[T, list[Cursor]]:
+        """``read()`` and the cursors it is exact at: read again while events of ``topics`` were
+        numbered meanwhile. Events are numbered inside the transactions that store their changes,
+        so unchanged sequences around the read mean the read saw exactly the events up to them.
+        After :data:`SNAPSHOT_ATTEMPTS` busy reads the cursors are those before the last read,
+        which may make a live event repeat what the read already showed."""
+        before = [await self.position(topic) for topic in topics]
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            value = await read()
+            after = [await self.position(topic) for topic in topics]
+            if after == before:
+                break
+            before = after
+        return value, before
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete history past each kind's limits; the number of events deleted."""
+        deleted = 0
+        for kind, limit in self.limits.items():
+            status = await self.pool.execute(
+                """DELETE FROM topic_history h USING topic_sequences s
+                   WHERE s.topic = h.topic
+                     AND (h.topic = $1 OR h.topic LIKE $1 || ':%')
+                     AND (h.sequence <= s.sequence - $2
+                          OR h.published_at < coalesce($4, now()) - make_interval(secs => $3))""",
+                kind.value,
+                limit.max_events,
+                limit.max_age_s,
+                now,
+            )
+            deleted += int(status.split()[-1])
+        return deleted
+
+    async def run_pruner(self, interval_s: float) -> None:
+        """Prune every ``interval_s`` until cancelled; a failed pass is logged, not fatal."""
+        while True:
+            try:
+                deleted = await self.prune()
+                if deleted:
+                    logger.info("pruned %d history events", deleted)
+            except Exception:
+                logger.exception("history pruning failed; trying again later")
+            await asyncio.sleep(interval_s)

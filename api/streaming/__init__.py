@@ -1,0 +1,2 @@
+"""Events between processes and to subscribers: the broadcast backend, the envelope, the
+publisher, the hub, stepping subscribers from the hub, and the outgoing side of a WebSocket."""

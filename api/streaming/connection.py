@@ -1,0 +1,297 @@
+"""The outgoing side of one WebSocket: every frame the server sends on it, in order, through one
+bounded queue.
+
+While the socket takes data, a frame is written at once and synchronously: the fan-out loop writes
+a whole group's frames without a task switch. When the client reads slower than the server sends,
+the transport pauses writing and frames wait here instead:
+
+- a frame with a ``key`` (a latest-value subscription's result, keyed by its operation id) replaces
+  the waiting frame with the same key: a slow client gets the newest state (conflation);
+- any other frame (stream events, protocol messages) waits in order; when what waits exceeds
+  ``max_pending_bytes``, the connection is closed with code 4008 rather than skip one.
+
+So a client that stops reading holds at most ``max_pending_bytes`` here plus the transport's
+write buffer (its high-water mark, 64 KiB), and never slows anyone else.
+
+Writing directly needs uvicorn's ``websockets-sansio`` protocol (the default with
+``uvicorn[standard]``); under any other server, frames go through the ASGI ``send`` from a
+writer task, with the same queue and policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from api.ops.metrics import counts
+
+try:
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+except ImportError:  # another uvicorn layout: every connection takes the ASGI path
+    WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from collections.abc import MutableMapping
+
+    from starlette.types import Send
+
+logger = logging.getLogger(__name__)
+
+CLOSE_SLOW_CONSUMER = 4008
+"""Close code for a client that fell too far behind a stream; graphql-ws reconnects on it."""
+CLOSE_GRACE_S = 5.0
+"""How long a closed slow consumer has to read its close frame before the socket is dropped."""
+
+
+class _Frame:
+    __slots__ = ("key", "payload")
+
+    def __init__(self, payload: bytes, key: str | None) -> None:
+        self.payload = payload
+        self.key = key
+
+
+class Connection:
+    # Slots and queues made only when needed: an idle subscribed connection should cost little.
+    __slots__ = (
+        "_by_key",
+        "_drained",
+        "_flusher",
+        "_handshake_released",
+        "_pending",
+        "_pending_bytes",
+        "_protocol",
+        "_send",
+        "_unkeyed_bytes",
+        "closed",
+        "conflated",
+        "max_pending_bytes",
+    )
+
+    def __init__(self, send: Send, *, max_pending_bytes: int) -> None:
+        protocol = getattr(send, "__self__", None)
+        direct = WebSocketsSansIOProtocol is not None and isinstance(
+            protocol, WebSocketsSansIOProtocol
+        )
+        self._protocol = protocol if direct else None
+        self._send = send
+        self.max_pending_bytes = max_pending_bytes
+        self._pending: deque[_Frame] | None = None
+        self._by_key: dict[str, _Frame] = {}
+        self._pending_bytes = 0
+        self._unkeyed_bytes = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._drained: asyncio.Event | None = None
+        self._handshake_released = False
+        self.closed = False
+        self.conflated = 0
+
+    @property
+    def direct(self) -> bool:
+        """Whether frames are written straight to the transport (the fast path)."""
+        return self._protocol is not None
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
+
+    def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
+        """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
+
+        ``frame`` is that frame already built (:func:`text_frame`), when the caller shares it
+        between connections.
+        """
+        if self.closed:
+            return
+        if not self._pending and self._write_now(payload, frame):
+            return
+        if self.closed:
+            return
+        protocol = self._protocol
+        if protocol is not None and (protocol.close_sent or protocol.disconnected):
+            # Closed while frames waited (the keepalive's time-out, say): none will go out.
+            self.closed = True
+            self._clear()
+            return
+        waiting = self._by_key.get(key) if key is not None else None
+        if waiting is not None:
+            self._pending_bytes += len(payload) - len(waiting.payload)
+            waiting.payload = payload
+            self.conflated += 1
+            counts.send_conflated += 1
+            return
+        waiting = _Frame(payload, key)
+        if self._pending is None:
+            self._pending = deque()
+        self._pending.append(waiting)
+        self._pending_bytes += len(payload)
+        if key is not None:
+            self._by_key[key] = waiting
+        else:
+            # Only frames that cannot be replaced count: keyed ones are one per operation.
+            self._unkeyed_bytes += len(payload)
+            if self._unkeyed_bytes > self.max_pending_bytes:
+                self._overflow()
+                return
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="connection-flush")
+
+    async def drained(self) -> None:
+        """Wait until nothing is queued: backpressure for senders that can wait."""
+        if not self._pending:
+            return
+        if self._drained is None:
+            self._drained = asyncio.Event()
+        await self._drained.wait()
+
+    async def close(self) -> None:
+        """Stop writing; frames still queued are dropped."""
+        self.closed = True
+        self._clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+    def _write_now(self, payload: bytes, frame: bytes | None = None) -> bool:
+        """Write at once if the socket takes data; False if it is paused (queue instead).
+
+        The hot path of the fan-out: it runs once per subscriber per event, so it reads plain
+        attributes only.
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return False
+        if protocol.close_sent or protocol.disconnected:
+            self.closed = True
+            self._clear()
+            return True
+        if not protocol.writable.is_set():
+            return False
+        if not self._handshake_released:
+            self._release_handshake(protocol)
+        if protocol.conn.extensions:  # per-message compression negotiated: let websockets frame
+            protocol.conn.send_text(payload)
+            protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        else:
+            protocol.transport.write(frame if frame is not None else text_frame(payload))
+        return True
+
+    def _release_handshake(self, protocol: WebSocketsSansIOProtocol) -> None:
+        """uvicorn keeps the handshake's request and response for the socket's life, and the
+        websockets parser's frame keeps the request too, though nothing reads either once the
+        socket is open: their headers are a few KB per connection. The ASGI scope keeps its own
+        copy of the request headers for the application."""
+        request = getattr(protocol, "request", None)
+        if request is not None:
+            request.headers.clear()
+        protocol.request = None  # type: ignore[assignment]
+        protocol.response = None  # type: ignore[assignment]
+        self._handshake_released = True
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending and not self.closed:
+                if self._protocol is not None:
+                    await self._protocol.writable.wait()
+                    if not self._pending or self.closed:
+                        break
+                    # The head frame may have been replaced by a newer result while we waited.
+                    if not self._write_now(self._pending[0].payload):
+                        continue
+                    if self.closed:
+                        break
+                    self._pop()
+                else:
+                    # Out of the queue before the send: a newer result for the same key must
+                    # queue anew, not replace a frame already on its way.
+                    payload = self._pop()
+                    await self._send({"type": "websocket.send", "text": payload.decode()})
+        except Exception as exc:  # the client went away mid-send
+            logger.debug("connection flush ended: %s", exc)
+            self.closed = True
+            self._clear()
+        finally:
+            self._flusher = None
+            if not self._pending:
+                self._release_waiters()
+
+    def _pop(self) -> bytes:
+        assert self._pending is not None
+        frame = self._pending.popleft()
+        if frame.key is not None and self._by_key.get(frame.key) is frame:
+            del self._by_key[frame.key]
+        self._pending_bytes -= len(frame.payload)
+        if frame.key is None:
+            self._unkeyed_bytes -= len(frame.payload)
+        if not self._pending:
+            self._pending = None
+            self._release_waiters()
+        return frame.payload
+
+    def _clear(self) -> None:
+        self._pending = None
+        self._by_key.clear()
+        self._pending_bytes = 0
+        self._unkeyed_bytes = 0
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        if self._drained is not None:
+            self._drained.set()
+            self._drained = None
+
+    def _overflow(self) -> None:
+        reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"
+        logger.info("closing a WebSocket: %s", reason)
+        counts.slow_consumer_closes += 1
+        self.closed = True
+        self._clear()
+        protocol = self._protocol
+        if protocol is None:
+            asyncio.create_task(self._send_close(reason))  # noqa: RUF006 (ends by itself)
+            return
+        if protocol.close_sent or protocol.disconnected:
+            return
+        # The client is not reading, so the close frame may never get out: write it past the
+        # pause anyway, and drop the socket if the client has not taken it in time.
+        protocol.conn.send_close(CLOSE_SLOW_CONSUMER, reason)
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        protocol.close_sent = True
+        asyncio.get_running_loop().call_later(CLOSE_GRACE_S, protocol.transport.abort)
+
+    async def _send_close(self, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._send(
+                {"type": "websocket.close", "code": CLOSE_SLOW_CONSUMER, "reason": reason}
+            )
+
+
+def text_frame(payload: bytes, *, tail: bytes = b"", head: bytes = b"") -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (server to client, RFC 6455 §5.2) holding
+    ``head + payload + tail``."""
+    n = len(head) + len(payload) + len(tail)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 65536:
+        header = _HEADER_16.pack(0x81, 126, n)
+    else:
+        header = _HEADER_64.pack(0x81, 127, n)
+    return b"".join((header, head, payload, tail))
+
+
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+
+
+def scope_connection(scope: MutableMapping[str, Any]) -> Connection | None:
+    """The connection the view stored in a WebSocket's ASGI scope."""
+    connection = scope.get(SCOPE_KEY)
+    return connection if isinstance(connection, Connection) else None
+
+
+SCOPE_KEY = "tradestream.connection"
