@@ -74,9 +74,13 @@ class PrivatePostgres:
     def _run(self, *args: str, timeout: float = 60.0) -> None:
         command = [str(self.bin / args[0]), *args[1:]]
         user = PG_USER if os.geteuid() == 0 else None
-        subprocess.run(
-            command, check=True, capture_output=True, timeout=timeout, user=user, cwd=self.directory
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, user=user, cwd=self.directory
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} exited {done.returncode}: {done.stdout}{done.stderr}"
+            )
 
     def _prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

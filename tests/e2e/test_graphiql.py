@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).parents[2]
 DOCS_SCREENSHOT = ROOT / "docs" / "graphiql.png"
-VENDOR = ROOT / "api" / "static" / "graphiql" / "vendor"
+VENDOR = ROOT / "api" / "transport" / "static" / "graphiql" / "vendor"
 WAIT_MS = 30_000
 LOCAL_HOST = "127.0.0.1"
 
@@ -296,7 +296,10 @@ async def test_the_page_loads_only_its_own_files_under_a_strict_content_security
             path,
             response.headers["content-type"],
         )
-        assert response.content == (ROOT / "api" / "static" / "graphiql" / path).read_bytes()
+        assert (
+            response.content
+            == (ROOT / "api" / "transport" / "static" / "graphiql" / path).read_bytes()
+        )
     # The GraphQL endpoint itself is as before: JSON, no page policy.
     assert query.status_code == 200
     assert query.headers["content-type"] == "application/json"
