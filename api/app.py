@@ -22,22 +22,23 @@ from api.feeds.martingale.desk import MartingaleDesk
 from api.feeds.martingale.store import PgMartingaleStore
 from api.feeds.paper_exchange.desk import PaperExchange
 from api.feeds.perps.desk import PerpsDesk
-from api.feeds.perps.store import PgLatestEvents, PgPositionBook
+from api.feeds.perps.store import PgPositionBook
 from api.feeds.portfolio.desk import PortfolioDesk
 from api.graphql import core_fix as graphql_core_fix
 from api.graphql.fanout import Groups
+from api.ops.exposition import metrics, registry
 from api.ops.health import healthz, readyz, stats
 from api.ops.logs import RequestId, connection_id, new_id
-from api.ops.metrics import metrics, registry
 from api.runtime.clock import SystemClock
 from api.runtime.leader import Leadership
 from api.runtime.services import Services
 from api.runtime.workers import Workers, start_cluster_workers, start_process_workers
-from api.schema import build_schema, share_key_field
+from api.schema import build_schema, schema
 from api.settings import Settings
 from api.storage.database import connect, create_pool
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.history import PgHistory
+from api.storage.latest import PgLatestEvents
 from api.storage.migrate import migrate
 from api.storage.prices import PgPriceRepository, load_markets
 from api.streaming.broadcast import Broadcast
@@ -218,7 +219,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         broadcast=broadcast,
         hub=hub,
         history=history,
-        groups=Groups(queue_size=settings.subscriber_queue_size, field_of=share_key_field),
+        groups=Groups(queue_size=settings.subscriber_queue_size, field_of=schema.share_key_field),
         publisher=publisher,
         clock=clock,
         markets=markets,

@@ -14,16 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from api.auth import Role
+from api.app import App, create_app
+from api.auth import Role, TokenVerifier, development_secret, mint, parse_ttl
 from api.ops import logs
+from api.schema import schema
+from api.settings import Settings
+from api.transport.slots import raise_open_files_limit
+from api.transport.ws_protocol import WebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import socket
     from types import FrameType
-
-    from api.app import App
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,18 +63,12 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(host: str | None, port: int | None) -> int:
     from pydantic import ValidationError
 
-    from api.app import create_app
-    from api.settings import Settings
-    from api.transport.slots import raise_open_files_limit
-
     try:
         settings = Settings()
     except ValidationError as exc:
         print(f"tradestream: invalid settings in the environment\n{exc}", file=sys.stderr)
         return 2
     if settings.jwt_key_configured:
-        from api.auth import TokenVerifier
-
         try:
             TokenVerifier.from_settings(settings)
         except (OSError, ValueError) as exc:
@@ -102,7 +99,8 @@ def _serve(host: str | None, port: int | None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         log_config=log_config,
-        ws=_ws_protocol(),
+        # uvicorn's sans-io protocol, with closed sockets dropped in bounded time.
+        ws=WebSocketProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         ws_ping_interval=settings.ws_ping_interval_s,
@@ -112,16 +110,6 @@ def _serve(host: str | None, port: int | None) -> int:
     )
     _DrainingServer(config, app, settings.shutdown_grace_s).run()
     return 0
-
-
-def _ws_protocol() -> type[asyncio.Protocol] | str:
-    """uvicorn's sans-io WebSocket protocol, with closed sockets dropped in bounded time
-    (api/transport/ws_protocol.py); uvicorn's own if its layout has changed."""
-    try:
-        from api.transport.ws_protocol import WebSocketProtocol
-    except ImportError:
-        return "websockets-sansio"
-    return WebSocketProtocol
 
 
 def _tune_gc() -> None:
@@ -207,9 +195,6 @@ class _DrainingServer(uvicorn.Server):
 def _token(sub: str, role: Role, ttl_text: str, private_key: str | None) -> int:
     from pydantic import ValidationError
 
-    from api.auth import development_secret, mint, parse_ttl
-    from api.settings import Settings
-
     try:
         settings = Settings()
         ttl = parse_ttl(ttl_text)
@@ -251,8 +236,6 @@ def _private_key(path: Path) -> tuple[Any, str]:
 
 
 def _export_schema(output: str) -> int:
-    from api.schema import schema
-
     sdl = schema.as_str() + "\n"
     if output == "-":
         sys.stdout.write(sdl)

@@ -3,24 +3,66 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.storage.history import parse_limits
-
-if TYPE_CHECKING:
-    from api.storage.history import HistoryLimit
-    from domain.topics import TopicKind
+from domain.events import DeliveryPolicy
+from domain.topics import TopicKind
 
 MIN_SECRET_BYTES = 32
 """HS256 wants a key as long as its hash (RFC 7518 §3.2)."""
 
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimit:
+    """How much of a topic's history is kept: the newest ``max_events``, none older than
+    ``max_age_s``."""
+
+    max_events: int
+    max_age_s: float
+
+
+DEFAULT_LIMIT = HistoryLimit(max_events=1000, max_age_s=24 * 3600)
+DEFAULT_LIMITS: dict[TopicKind, HistoryLimit] = {
+    # The cluster-wide marathon feed carries every account snapshot (hundreds a second): enough
+    # for a process to ride out a broker blip; longer gaps rebuild the boards from the tables.
+    TopicKind.MARATHON_FEED: HistoryLimit(max_events=10_000, max_age_s=600),
+}
+
+STREAM_KINDS = tuple(kind for kind in TopicKind if kind.policy is DeliveryPolicy.STREAM)
+"""The kinds that keep history: every event matters, in order."""
+
+
+def parse_limits(text: str) -> dict[TopicKind, HistoryLimit]:
+    """``HISTORY_LIMITS``: ``kind=events/seconds`` pairs, comma-separated
+    (``positions=5000/86400,funding=100/604800``), over :data:`DEFAULT_LIMITS`."""
+    limits = {kind: DEFAULT_LIMITS.get(kind, DEFAULT_LIMIT) for kind in STREAM_KINDS}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.fullmatch(r"([a-z-]+)=(\d+)/(\d+(?:\.\d+)?)", item)
+        if match is None:
+            raise ValueError(f"{item!r}: expected kind=events/seconds, e.g. positions=1000/86400")
+        name, events, seconds = match.groups()
+        try:
+            kind = TopicKind(name)
+        except ValueError:
+            raise ValueError(f"{name!r} is not a topic kind") from None
+        if kind not in limits:
+            raise ValueError(f"{name!r} is a latest-value kind: it keeps only its newest state")
+        if int(events) < 1 or float(seconds) <= 0:
+            raise ValueError(f"{item!r}: keep at least one event for a positive time")
+        limits[kind] = HistoryLimit(int(events), float(seconds))
+    return limits
 
 
 class Settings(BaseSettings):

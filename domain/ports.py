@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from datetime import datetime
+    from decimal import Decimal
 
     from domain.events import Event
+    from domain.paper_exchange import OrderRequest, PaperAccount, PlaceResult
     from domain.prices import OraclePrice
 
 
@@ -53,4 +55,20 @@ class PriceRepository(Protocol):
 
     async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
         """The latest stored price of each of ``markets`` that has one, by market: one read."""
+        ...
+
+
+class PaperTrading(Protocol):
+    """A paper exchange as another feed trades on it (the portfolio's trims sell through it)."""
+
+    async def marks(self) -> dict[str, Decimal]:
+        """The latest fresh price of every market."""
+        ...
+
+    async def account(self, owner: str) -> PaperAccount:
+        """The owner's account as stored."""
+        ...
+
+    async def place(self, owner: str, request: OrderRequest) -> PlaceResult:
+        """Place an order for the owner at the current prices."""
         ...

@@ -29,7 +29,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import orjson
@@ -41,16 +40,15 @@ from api.graphql.plans import PlannedExecutionContext, planned_source
 from api.ops import logs
 from api.ops.metrics import counts, fanout_latency
 from api.streaming.connection import text_frame
+from api.streaming.hub import reader
 from api.streaming.stepping import PARKED, Continue, Stepping
 from domain.events import DeliveryPolicy
-from domain.topics import policy_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Hashable
     from datetime import datetime
 
     from api.streaming.connection import Connection
-    from domain.events import Event
 
     Stream: TypeAlias = AsyncGenerator[Any, None]
     """What Strawberry's ``Schema.stream`` returns (results, or incremental-delivery frames)."""
@@ -62,26 +60,8 @@ STREAM = DeliveryPolicy.STREAM
 """The policies as module constants: an enum member read through its class costs a descriptor
 call, and these are read for every subscriber of every event."""
 
-_current_group: ContextVar[Group | None] = ContextVar("tradestream_group", default=None)
-
 STARTS_PER_TURN = 16
 """Subscription starts admitted per turn of the event loop (:class:`Starts`)."""
-
-
-def note_topic(topic: str) -> None:
-    """Tell the group executing in this task (if any) that it reads ``topic``: a stream topic makes
-    the whole group follow the stream policy."""
-    group = _current_group.get()
-    if group is not None and policy_of(topic) is STREAM:
-        group.policy = STREAM
-
-
-def note_event(event: Event) -> None:
-    """Tell the group executing in this task (if any) that it read ``event``: its next result
-    is timed from the event's publication (the fan-out latency metric)."""
-    group = _current_group.get()
-    if group is not None:
-        group.event_at = event.published_at
 
 
 class SharedResult(ExecutionResult):
@@ -373,8 +353,8 @@ class Group:
         self.field = groups.field_of(key)
         """The subscription's root field: the label of its metrics."""
         self.event_at: datetime | None = None
-        """When the newest event this execution read was published (:func:`note_event`), until
-        a result is delivered."""
+        """When the newest event this execution read was published
+        (:func:`api.streaming.hub.note_event`), until a result is delivered."""
         self.members: dict[int, Member] = {}
         self.policy = LATEST_VALUE
         self.started = False
@@ -424,7 +404,7 @@ class Group:
                 self.task.cancel()
 
     async def _pump(self) -> None:
-        _current_group.set(self)
+        reader.set(self)
         # The task was started by the first member's connection or request, but serves them all.
         logs.connection_id.set(None)
         logs.request_id.set(None)
@@ -472,7 +452,7 @@ class Group:
             for member in list(self.members.values()):
                 member.finish()
             # The task's context would keep this group (and the group its task): see _done.
-            _current_group.set(None)
+            reader.set(None)
             self.finished = True
 
     async def _publish(self, result: ExecutionResult) -> None:

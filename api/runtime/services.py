@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from api.feeds.martingale.store import PgMartingaleStore
     from api.feeds.paper_exchange.desk import PaperExchange
     from api.feeds.perps.desk import PerpsDesk
-    from api.feeds.perps.store import PgLatestEvents, PgPositionBook
+    from api.feeds.perps.store import PgPositionBook
     from api.feeds.portfolio.desk import PortfolioDesk
     from api.graphql.fanout import Groups
     from api.settings import Settings
     from api.storage.history import PgHistory
+    from api.storage.latest import PgLatestEvents
     from api.streaming.broadcast import Broadcast
     from api.streaming.hub import Hub
     from api.transport.limits import CallerLimits

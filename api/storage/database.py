@@ -21,7 +21,13 @@ from asyncpg import exceptions as pg
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from asyncpg.pool import PoolConnectionProxy
+
     from api.settings import Settings
+
+    Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
+    """A pool in the server; a connection inside a transaction where a caller needs one."""
+    Connection = asyncpg.Connection | PoolConnectionProxy
 
 UNAVAILABLE_MESSAGE = "The database is unavailable; retry later."
 

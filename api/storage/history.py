@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
+from api.settings import DEFAULT_LIMIT
+from api.storage.latest import PgLatestEvents
+from api.storage.prices import PgPriceRepository
 from domain.events import DeliveryPolicy, Event
 from domain.prices import PRICE_UPDATE
 from domain.topics import TopicKind, kind_of
@@ -33,55 +36,13 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from api.storage.prices import Executor
+    from api.settings import HistoryLimit
+    from api.storage.database import Executor
     from domain.ports import Clock
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryLimit:
-    """How much of a topic's history is kept: the newest ``max_events``, none older than
-    ``max_age_s``."""
-
-    max_events: int
-    max_age_s: float
-
-
-DEFAULT_LIMIT = HistoryLimit(max_events=1000, max_age_s=24 * 3600)
-DEFAULT_LIMITS: dict[TopicKind, HistoryLimit] = {
-    # The cluster-wide marathon feed carries every account snapshot (hundreds a second): enough
-    # for a process to ride out a broker blip; longer gaps rebuild the boards from the tables.
-    TopicKind.MARATHON_FEED: HistoryLimit(max_events=10_000, max_age_s=600),
-}
-
-STREAM_KINDS = tuple(kind for kind in TopicKind if kind.policy is DeliveryPolicy.STREAM)
-"""The kinds that keep history: every event matters, in order."""
-
-
-def parse_limits(text: str) -> dict[TopicKind, HistoryLimit]:
-    """``HISTORY_LIMITS``: ``kind=events/seconds`` pairs, comma-separated
-    (``positions=5000/86400,funding=100/604800``), over :data:`DEFAULT_LIMITS`."""
-    limits = {kind: DEFAULT_LIMITS.get(kind, DEFAULT_LIMIT) for kind in STREAM_KINDS}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        match = re.fullmatch(r"([a-z-]+)=(\d+)/(\d+(?:\.\d+)?)", item)
-        if match is None:
-            raise ValueError(f"{item!r}: expected kind=events/seconds, e.g. positions=1000/86400")
-        name, events, seconds = match.groups()
-        try:
-            kind = TopicKind(name)
-        except ValueError:
-            raise ValueError(f"{name!r} is not a topic kind") from None
-        if kind not in limits:
-            raise ValueError(f"{name!r} is a latest-value kind: it keeps only its newest state")
-        if int(events) < 1 or float(seconds) <= 0:
-            raise ValueError(f"{item!r}: keep at least one event for a positive time")
-        limits[kind] = HistoryLimit(int(events), float(seconds))
-    return limits
 
 
 class InvalidCursorError(ValueError):
@@ -156,8 +117,8 @@ async def number_event(
     conn: Executor, clock: Clock, topic: str, type: str, payload: dict[str, Any]
 ) -> Event:
     """The next event of ``topic``, numbered on ``conn`` and, for a stream topic, recorded in its
-    history by the same statement. Inside a transaction, the event then exists if and only if the
-    transaction commits."""
+    history by the same statement. Every store calls it inside the transaction that stores what
+    the event announces, so the event exists if and only if the change was stored."""
     at = clock.now()
     if kind_of(topic).policy is DeliveryPolicy.STREAM:
         sequence: int = await conn.fetchval(
@@ -228,10 +189,6 @@ class PgHistory:
 
     async def latest(self, topic: str) -> Event | None:
         """The newest stored state of a latest-value topic, where one is stored."""
-        # Imported here: both stores number their events with this module.
-        from api.feeds.perps.store import PgLatestEvents
-        from api.storage.prices import PgPriceRepository
-
         if kind_of(topic) is TopicKind.PRICE:
             stored = await PgPriceRepository(self.pool).latest(topic.split(":", 1)[1])
             if stored is None:

@@ -1,10 +1,9 @@
-"""PostgreSQL adapters for the domain's repositories."""
+"""The markets and the latest oracle price per market, in PostgreSQL."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from api.storage.history import number_event
 from domain.markets import Market, MarketCatalog
 from domain.prices import OraclePrice
 
@@ -12,14 +11,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import asyncpg
-    from asyncpg.pool import PoolConnectionProxy
 
-    from domain.events import Event
-    from domain.ports import Clock
-
-    Executor = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
-    """A pool in the server; a connection inside a transaction where a caller needs one."""
-    Connection = asyncpg.Connection | PoolConnectionProxy
+    from api.storage.database import Executor
 
 
 async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
@@ -76,12 +69,3 @@ class PgPriceRepository:
             )
             for row in rows
         }
-
-
-async def numbered_event(
-    conn: Connection, clock: Clock, topic: str, type: str, payload: dict[str, Any]
-) -> Event:
-    """The next event of ``topic``, numbered (and kept in the topic's history) on ``conn``:
-    inside the transaction that stores what it announces, so the event exists if and only if the
-    change was stored."""
-    return await number_event(conn, clock, topic, type, payload)

@@ -17,9 +17,9 @@ import contextlib
 import logging
 import time
 from collections import deque
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from api.graphql.fanout import note_event, note_topic
 from api.ops.metrics import counts
 from api.streaming.broadcast import RECONNECTED
 from api.streaming.envelope import MalformedEventError, decode_event
@@ -29,12 +29,44 @@ from domain.topics import policy_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from datetime import datetime
     from types import TracebackType
 
     from api.storage.history import Cursor
     from api.streaming.broadcast import Broadcast
 
 logger = logging.getLogger(__name__)
+
+
+class Reader(Protocol):
+    """Whoever reads the hub in the current task and wants to know what it read: a fan-out group
+    (:class:`api.graphql.fanout.Group`) executing a subscription's source."""
+
+    policy: DeliveryPolicy
+    """Set to the stream policy once the reader reads a stream topic."""
+    event_at: datetime | None
+    """When the newest event the reader read was published."""
+
+
+reader: ContextVar[Reader | None] = ContextVar("tradestream_reader", default=None)
+"""The :class:`Reader` of the current task, if any (set by the fan-out group around each step)."""
+
+
+def note_topic(topic: str) -> None:
+    """Tell the current reader (if any) that it reads ``topic``: a stream topic makes it follow
+    the stream policy."""
+    current = reader.get()
+    if current is not None and policy_of(topic) is DeliveryPolicy.STREAM:
+        current.policy = DeliveryPolicy.STREAM
+
+
+def note_event(event: Event) -> None:
+    """Tell the current reader (if any) that it read ``event``: its next result is timed from
+    the event's publication (the fan-out latency metric)."""
+    current = reader.get()
+    if current is not None:
+        current.event_at = event.published_at
+
 
 LATEST_VALUE = DeliveryPolicy.LATEST_VALUE
 STREAM = DeliveryPolicy.STREAM

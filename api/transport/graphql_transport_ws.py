@@ -1,12 +1,11 @@
 """graphql-transport-ws: Strawberry's protocol handler, with shared subscriptions joined directly.
 
-A subscription that can be shared (see :func:`api.schema.share_key`) joins its group right in
-``handle_subscribe``: no task, no stream, no Strawberry ``Operation`` per subscriber, just a
-:class:`api.graphql.fanout.RawSink` writing ready frames to the connection, and an entry in the
-handler's
-operation table so ids, limits and ``complete`` behave as for any other operation. Everything else
-(queries and mutations over the socket, operations that are not shared, every protocol rule and
-close code) is Strawberry's own handling.
+A subscription that can be shared (see :meth:`api.graphql.execution.Schema.share_key`) joins its
+group right in ``handle_subscribe``: no task, no stream, no Strawberry ``Operation`` per
+subscriber, just a :class:`api.graphql.fanout.RawSink` writing ready frames to the connection, and
+an entry in the handler's operation table so ids, limits and ``complete`` behave as for any other
+operation. Everything else (queries and mutations over the socket, operations that are not
+shared, every protocol rule and close code) is Strawberry's own handling.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import strawberry
 from graphql import GraphQLError
@@ -30,8 +29,9 @@ from strawberry.types.graphql import OperationType
 
 from api.auth import AuthenticationError, bearer_token
 from api.graphql.context import Context
+from api.graphql.execution import Schema
 from api.graphql.fanout import RawSink
-from api.schema import operation_type, share_key
+from api.graphql.sharing import operation_type
 from api.transport.limits import CLOSE_TOO_MANY_CONNECTIONS, TokenBucket
 from api.transport.shutdown import SHUTTING_DOWN_MESSAGE
 from api.transport.slots import Refusal, scope_slot, user_key
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from api.auth import Principal
     from api.graphql.fanout import Member
     from api.transport.shutdown import Shutdown
-    from api.transport.view import GraphQLView
 
 
 logger = logging.getLogger(__name__)
@@ -63,6 +62,12 @@ class _SharedOperation:
 
     def __init__(self, member: Member | None = None) -> None:
         self.member = member
+
+
+class _ShuttingDown(Protocol):
+    """What the handler needs of its view (:class:`api.transport.view.GraphQLView`)."""
+
+    shutdown: Shutdown
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -199,7 +204,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     @property
     def _shutdown(self) -> Shutdown:
-        return cast("GraphQLView", self.view).shutdown
+        return cast("_ShuttingDown", self.view).shutdown
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         # A query or mutation is awaited by the graceful shutdown until its answer is sent; a
@@ -243,16 +248,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         limit = self.max_subscriptions_per_connection
         if limit is not None and len(self.operations) >= limit:
             return False
-        key = share_key(query, variables, context, operation_name, self.root_value)
+        schema = self.schema
+        assert isinstance(schema, Schema)
+        key = schema.share_key(query, variables, context, operation_name, self.root_value)
         if key is None:
             return False
 
-        schema = self.schema
         root_value = self.root_value
 
         async def execute() -> StreamResult:
             return await strawberry.Schema.stream(
-                schema,  # type: ignore[arg-type]
+                schema,
                 query,
                 variable_values=variables,
                 context_value=context,

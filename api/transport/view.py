@@ -28,7 +28,7 @@ from strawberry.types.graphql import OperationType
 
 from api.auth import ANONYMOUS, AuthenticationError, bearer_token
 from api.graphql.context import Context
-from api.schema import operation_type
+from api.graphql.sharing import operation_type
 from api.streaming.connection import SCOPE_KEY, Connection, scope_connection
 from api.transport.graphiql import CONTENT_SECURITY_POLICY as GRAPHIQL_POLICY
 from api.transport.graphiql import graphiql_html
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
     from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 
-    from api.schema import Schema
+    from api.graphql.execution import Schema
     from api.settings import Settings
     from api.transport.slots import Transport
 

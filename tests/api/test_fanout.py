@@ -14,12 +14,14 @@ from strawberry.types.execution import PreExecutionError
 from api.auth import ANONYMOUS, Principal, Role
 from api.graphql.context import Context
 from api.graphql.fanout import Encoded, Groups, QueueSink, SharedResult, Starts
-from api.schema import share_key
+from api.schema import schema
 from domain.events import DeliveryPolicy
 from tests.support import loop_gaps
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
+
+share_key = schema.share_key
 
 QUERY = 'subscription { priceUpdates(market: "BTC-PERP") { price } }'
 

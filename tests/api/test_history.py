@@ -13,15 +13,13 @@ import asyncpg
 import pytest
 
 from api.runtime.clock import SystemClock
+from api.settings import DEFAULT_LIMIT, HistoryLimit, parse_limits
 from api.storage.history import (
-    DEFAULT_LIMIT,
     Cursor,
-    HistoryLimit,
     InvalidCursorError,
     NotRecovered,
     PgHistory,
     number_event,
-    parse_limits,
 )
 from api.storage.migrate import migrate
 from api.streaming.broadcast import RECONNECTED, Broadcast

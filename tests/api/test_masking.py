@@ -28,7 +28,7 @@ class _Services:
 async def test_faults_are_masked_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     schema = build_schema(Settings())
     context = Context(services=_Services(), request=None)  # type: ignore[arg-type]
-    with caplog.at_level(logging.ERROR, logger="api.schema"):
+    with caplog.at_level(logging.ERROR, logger="api.graphql.execution"):
         result = await schema.execute("{ markets { id } }", context_value=context)
     assert result.errors is not None
     [error] = result.errors
@@ -49,7 +49,7 @@ async def test_variables_that_do_not_coerce_are_the_clients_error_not_a_fault(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     schema = build_schema(Settings())
-    with caplog.at_level(logging.DEBUG, logger="api.schema"):
+    with caplog.at_level(logging.DEBUG, logger="api.graphql.execution"):
         result = await schema.execute(
             "query($m: String!) { price(market: $m) { price } }", variable_values={"m": 5}
         )
@@ -59,9 +59,9 @@ async def test_variables_that_do_not_coerce_are_the_clients_error_not_a_fault(
         error.message
         == "Variable '$m' has invalid value: String cannot represent a non string value: 5"
     )
-    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "api.schema"] == [
-        (logging.DEBUG, f"invalid request: {error.message}")
-    ]
+    assert [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name == "api.graphql.execution"
+    ] == [(logging.DEBUG, f"invalid request: {error.message}")]
 
 
 class _BrokenCatalog:

@@ -6,7 +6,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.datastructures import State
 
-from api.ops.metrics import LatencyHistogram, note_backend_reconnect, registry
+from api.ops.exposition import registry
+from api.ops.metrics import LatencyHistogram, note_backend_reconnect
 
 
 def _value(name: str) -> float:

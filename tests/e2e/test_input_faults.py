@@ -46,7 +46,12 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 REQUEST_LOGGERS = frozenset(
-    {"api.schema", "api.transport.view", "api.transport.graphql_transport_ws", "uvicorn.error"}
+    {
+        "api.graphql.execution",
+        "api.transport.view",
+        "api.transport.graphql_transport_ws",
+        "uvicorn.error",
+    }
 )
 """Where a request's or a socket's own lines come from (workers log elsewhere)."""
 

@@ -89,7 +89,11 @@ async def test_a_fault_while_serving_is_one_json_line_naming_the_connection_or_r
 
     json_server.stop()
     lines = log_lines(json_server)
-    faults = [line for line in lines if line["logger"] == "api.schema" and line["level"] == "ERROR"]
+    faults = [
+        line
+        for line in lines
+        if line["logger"] == "api.graphql.execution" and line["level"] == "ERROR"
+    ]
     assert len(faults) == 4, faults
     for fault in faults:
         assert MISSING_TABLE in fault["message"]

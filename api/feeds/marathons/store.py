@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.storage.prices import numbered_event
+from api.storage.history import number_event
 from domain.marathons import (
     EnrolledElsewhereError,
     Holding,
@@ -30,7 +30,7 @@ from domain.topics import marathon_feed_topic
 if TYPE_CHECKING:
     import asyncpg
 
-    from api.storage.prices import Connection
+    from api.storage.database import Connection
     from domain.events import Event
     from domain.marathons import AccountSnapshot, Enroller
     from domain.ports import Clock
@@ -303,4 +303,4 @@ class PgMarathonStore:
         return row["taken_at"], row["accounts"], orjson.loads(row["rows"])
 
     async def _number(self, conn: Connection, type: str, payload: dict[str, Any]) -> Event:
-        return await numbered_event(conn, self.clock, marathon_feed_topic(), type, payload)
+        return await number_event(conn, self.clock, marathon_feed_topic(), type, payload)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from api.storage.prices import numbered_event
+from api.storage.history import number_event
 from domain.martingale import (
     ExitReason,
     PlayedRound,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from api.storage.prices import Connection
+    from api.storage.database import Connection
     from domain.events import Event
     from domain.ports import Clock
 
@@ -345,4 +345,4 @@ class PgMartingaleStore:
     async def _number(
         self, conn: Connection, topic: str, type: str, payload: dict[str, Any]
     ) -> Event:
-        return await numbered_event(conn, self.clock, topic, type, payload)
+        return await number_event(conn, self.clock, topic, type, payload)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from api.feeds.prices.follower import follow_prices
-from api.storage.prices import numbered_event
+from api.storage.history import number_event
 from domain.paper_exchange import Changes, PaperAccount
 from domain.topics import live_topic
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from api.storage.prices import Connection
+    from api.storage.database import Connection
     from api.streaming.hub import Hub
     from domain.markets import MarketCatalog
     from domain.paper_exchange import OrderRequest, PlaceResult
@@ -137,7 +137,7 @@ class PaperExchange:
                     orjson.dumps(fill.to_payload()).decode(),
                     fill.at,
                 )
-            event = await numbered_event(
+            event = await number_event(
                 conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, changes_payload(changes)
             )
         await self.publisher.send(event)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from api.auth import Role
-from api.feeds.perps.schema import PositionSide
 from api.graphql.context import Info  # noqa: TC001
+from api.graphql.enums import PositionSide
 from api.graphql.errors import ClientError, StreamEndedError, market_or_error
 from api.graphql.permissions import limit_mutations, require_role
 from api.graphql.resume import (
@@ -132,7 +132,7 @@ class PaperPosition:
         side = p.side
         return cls(
             symbol=p.symbol,
-            side=None if side is None else PositionSide[side.name],
+            side=None if side is None else PositionSide.__members__[side.name],
             size=abs(p.size),
             entry_price=p.entry_price,
             mark_price=v.mark,
@@ -149,7 +149,7 @@ class PaperPosition:
     def of(cls, p: dict[str, Any]) -> PaperPosition:
         return cls(
             symbol=p["symbol"],
-            side=None if p["side"] is None else PositionSide[p["side"]],
+            side=None if p["side"] is None else PositionSide.__members__[p["side"]],
             size=Decimal(p["size"]),
             entry_price=Decimal(p["entryPrice"]),
             mark_price=_d(p["markPrice"]),

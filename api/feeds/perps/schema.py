@@ -14,6 +14,7 @@ import strawberry
 from api.auth import Role
 from api.feeds.perps.desk import IngestedChange, IngestKind
 from api.graphql.context import Info  # noqa: TC001
+from api.graphql.enums import PositionSide
 from api.graphql.errors import ClientError, StreamEndedError, market_or_error
 from api.graphql.permissions import (
     limit_mutations,
@@ -68,12 +69,6 @@ class TradeGraphQLError(ClientError):
 
     def __init__(self, error: TradeError) -> None:
         super().__init__(str(error), code=error.code)
-
-
-@strawberry.enum(description="Which way a position is exposed.")
-class PositionSide(enum.Enum):
-    LONG = "long"
-    SHORT = "short"
 
 
 @strawberry.type(description="A trade that changed a position.")

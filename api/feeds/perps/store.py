@@ -19,10 +19,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import orjson
-
-from api.storage.prices import numbered_event
-from domain.events import Event
+from api.storage.history import number_event
 from domain.perps import Position, Side
 from domain.perps_margin import (
     MarginAccount,
@@ -42,7 +39,8 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from api.storage.prices import Connection, Executor
+    from api.storage.database import Connection
+    from domain.events import Event
     from domain.markets import Market
     from domain.perps_engine import Announcement
     from domain.perps_trades import Fill, Trade
@@ -70,40 +68,6 @@ def _position(row: asyncpg.Record) -> Position:
 
 def _account(row: asyncpg.Record) -> MarginAccount:
     return MarginAccount(row["owner"], row["balance"], row["deposited"], row["revision"])
-
-
-class PgLatestEvents:
-    """The newest event per latest-value topic. A save never replaces a newer event."""
-
-    def __init__(self, pool: Executor) -> None:
-        self.pool = pool
-
-    async def save(self, event: Event) -> None:
-        await self.pool.execute(
-            """INSERT INTO latest_events (topic, sequence, type, payload, published_at)
-               VALUES ($1, $2, $3, $4::jsonb, $5)
-               ON CONFLICT (topic) DO UPDATE
-               SET sequence = EXCLUDED.sequence, type = EXCLUDED.type,
-                   payload = EXCLUDED.payload, published_at = EXCLUDED.published_at
-               WHERE latest_events.sequence < EXCLUDED.sequence""",
-            event.topic,
-            event.sequence,
-            event.type,
-            orjson.dumps(event.payload).decode(),
-            event.published_at,
-        )
-
-    async def latest(self, topic: str) -> Event | None:
-        row = await self.pool.fetchrow(
-            """SELECT sequence, type, payload::text AS payload, published_at
-               FROM latest_events WHERE topic = $1""",
-            topic,
-        )
-        if row is None:
-            return None
-        return Event(
-            topic, row["sequence"], row["published_at"], row["type"], orjson.loads(row["payload"])
-        )
 
 
 class PositionNotFoundError(LookupError):
@@ -484,9 +448,7 @@ class PgPositionBook:
         )
 
     async def _number(self, conn: Connection, announce: Announcement) -> Event:
-        return await numbered_event(
-            conn, self.clock, announce.topic, announce.type, announce.payload
-        )
+        return await number_event(conn, self.clock, announce.topic, announce.type, announce.payload)
 
 
 async def _update_position(conn: Connection, trade: Trade, *, status: str) -> bool:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from api.feeds.prices.follower import follow_prices
-from api.storage.prices import numbered_event
+from api.storage.history import number_event
 from domain import portfolio as model
 from domain.paper_exchange import OrderError, OrderRequest, OrderSide, OrderType
 from domain.topics import dashboard_topic
@@ -26,12 +26,11 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from api.feeds.paper_exchange.desk import PaperExchange
-    from api.storage.prices import Connection
+    from api.storage.database import Connection
     from api.streaming.hub import Hub
     from domain.events import Event
     from domain.markets import MarketCatalog
-    from domain.ports import Clock, Publisher
+    from domain.ports import Clock, PaperTrading, Publisher
 
 
 logger = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ class PortfolioDesk:
         pool: asyncpg.Pool,
         *,
         markets: MarketCatalog,
-        exchange: PaperExchange,
+        exchange: PaperTrading,
         publisher: Publisher,
         clock: Clock,
         initial_cash: Decimal,
@@ -389,4 +388,4 @@ class PortfolioDesk:
     async def _number(
         self, conn: Connection, owner: str, type: str, payload: dict[str, Any]
     ) -> Event:
-        return await numbered_event(conn, self.clock, dashboard_topic(owner), type, payload)
+        return await number_event(conn, self.clock, dashboard_topic(owner), type, payload)

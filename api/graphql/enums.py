@@ -1,0 +1,13 @@
+"""GraphQL enums of the domain's enums that more than one feed shows: each is declared once, in
+``domain/``, and named here as the schema shows it."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import strawberry
+
+from domain import perps
+
+strawberry.enum(perps.Side, name="PositionSide", description="Which way a position is exposed.")
+PositionSide: TypeAlias = perps.Side
