@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from domain.payloads import PayloadCodec
+
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
 
@@ -492,70 +494,24 @@ class Leaderboard:
         )
 
 
+SNAPSHOT = PayloadCodec(
+    AccountSnapshot,
+    keys={"open_positions": "positions", "pending_orders": "orders"},
+    fields=(
+        *("login", "balance", "equity", "profit", "margin", "free_margin", "credit"),
+        *("server_time", "open_positions", "pending_orders"),
+    ),
+)
+"""An account snapshot's payload (events and the stored latest snapshot)."""
+OPEN_TRADE = PayloadCodec(OpenTrade)
+PENDING_ORDER = PayloadCodec(PendingOrder)
+MARATHON = PayloadCodec(Marathon)
+
+
 def snapshot_to_payload(snapshot: AccountSnapshot) -> dict[str, Any]:
     """An account snapshot as JSON values (decimals as strings), for events."""
-    return {
-        "login": snapshot.login,
-        "balance": str(snapshot.balance),
-        "equity": str(snapshot.equity),
-        "profit": str(snapshot.profit),
-        "margin": str(snapshot.margin),
-        "freeMargin": str(snapshot.free_margin),
-        "credit": str(snapshot.credit),
-        "serverTime": snapshot.server_time.isoformat(),
-        "positions": [
-            {
-                "ticket": t.ticket,
-                "symbol": t.symbol,
-                "side": t.side.value,
-                "volume": str(t.volume),
-                "openPrice": str(t.open_price),
-                "profit": str(t.profit),
-            }
-            for t in snapshot.open_positions
-        ],
-        "orders": [
-            {
-                "ticket": o.ticket,
-                "symbol": o.symbol,
-                "type": o.type.value,
-                "volume": str(o.volume),
-                "price": str(o.price),
-            }
-            for o in snapshot.pending_orders
-        ],
-    }
+    return SNAPSHOT.encode(snapshot)
 
 
 def snapshot_from_payload(payload: dict[str, Any]) -> AccountSnapshot:
-    return AccountSnapshot(
-        login=int(payload["login"]),
-        balance=Decimal(payload["balance"]),
-        equity=Decimal(payload["equity"]),
-        profit=Decimal(payload["profit"]),
-        margin=Decimal(payload["margin"]),
-        free_margin=Decimal(payload["freeMargin"]),
-        credit=Decimal(payload["credit"]),
-        server_time=datetime.fromisoformat(payload["serverTime"]),
-        open_positions=tuple(
-            OpenTrade(
-                ticket=int(t["ticket"]),
-                symbol=t["symbol"],
-                side=TradeSide(t["side"]),
-                volume=Decimal(t["volume"]),
-                open_price=Decimal(t["openPrice"]),
-                profit=Decimal(t["profit"]),
-            )
-            for t in payload["positions"]
-        ),
-        pending_orders=tuple(
-            PendingOrder(
-                ticket=int(o["ticket"]),
-                symbol=o["symbol"],
-                type=OrderType(o["type"]),
-                volume=Decimal(o["volume"]),
-                price=Decimal(o["price"]),
-            )
-            for o in payload["orders"]
-        ),
-    )
+    return SNAPSHOT.decode(payload)

@@ -136,16 +136,17 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
 from domain.markets import UnknownMarketError
+from domain.payloads import PayloadCodec
 from domain.perps import Position, Side, liquidation_price
 from domain.perps_trades import MAX_AMOUNT, MONEY_PLACES, PRICE_PLACES, TradeError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
     from domain.markets import Market, MarketCatalog
 
@@ -178,10 +179,6 @@ def _text(value: Decimal) -> str:
 
 def _optional_text(value: Decimal | None) -> str | None:
     return None if value is None else _text(value)
-
-
-def _optional_decimal(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
 
 
 class OrderError(TradeError):
@@ -273,49 +270,22 @@ class Order:
         return self.status.is_open
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "clientOrderId": self.client_order_id,
-            "symbol": self.symbol,
-            "type": self.type.value,
-            "side": self.side.value,
-            "status": self.status.value,
-            "quantity": _text(self.quantity),
-            "price": _optional_text(self.price),
-            "filled": _text(self.filled),
-            "averagePrice": _optional_text(self.average_price),
-            "reduceOnly": self.reduce_only,
-            "parentId": self.parent_id,
-            "active": self.active,
-            "reservedMargin": _text(self.reserved_margin),
-            "takeProfit": _optional_text(self.take_profit),
-            "stopLoss": _optional_text(self.stop_loss),
-            "createdAt": self.created_at.isoformat(),
-            "updatedAt": self.updated_at.isoformat(),
-        }
+        return ORDER.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Order:
-        return cls(
-            id=payload["id"],
-            client_order_id=payload.get("clientOrderId"),
-            symbol=payload["symbol"],
-            type=OrderType(payload["type"]),
-            side=OrderSide(payload["side"]),
-            status=OrderStatus(payload["status"]),
-            quantity=Decimal(payload["quantity"]),
-            price=_optional_decimal(payload.get("price")),
-            filled=Decimal(payload.get("filled", "0")),
-            average_price=_optional_decimal(payload.get("averagePrice")),
-            reduce_only=bool(payload.get("reduceOnly", False)),
-            parent_id=payload.get("parentId"),
-            active=bool(payload.get("active", True)),
-            reserved_margin=Decimal(payload.get("reservedMargin", "0")),
-            take_profit=_optional_decimal(payload.get("takeProfit")),
-            stop_loss=_optional_decimal(payload.get("stopLoss")),
-            created_at=datetime.fromisoformat(payload["createdAt"]),
-            updated_at=datetime.fromisoformat(payload["updatedAt"]),
-        )
+        return ORDER.decode(payload)
+
+
+ORDER = PayloadCodec(
+    Order,
+    decimals="fixed",
+    fields=(
+        *("id", "client_order_id", "symbol", "type", "side", "status", "quantity", "price"),
+        *("filled", "average_price", "reduce_only", "parent_id", "active", "reserved_margin"),
+        *("take_profit", "stop_loss", "created_at", "updated_at"),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,32 +315,22 @@ class Fill:
         return self.quantity * self.side.sign
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "orderId": self.order_id,
-            "symbol": self.symbol,
-            "side": self.side.value,
-            "quantity": _text(self.quantity),
-            "price": _text(self.price),
-            "fee": _text(self.fee),
-            "pnl": _text(self.pnl),
-            "realizedPnl": _text(self.realized_pnl),
-            "at": self.at.isoformat(),
-        }
+        return FILL.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Fill:
-        return cls(
-            id=payload["id"],
-            order_id=payload["orderId"],
-            symbol=payload["symbol"],
-            side=OrderSide(payload["side"]),
-            quantity=Decimal(payload["quantity"]),
-            price=Decimal(payload["price"]),
-            fee=Decimal(payload["fee"]),
-            pnl=Decimal(payload["pnl"]),
-            at=datetime.fromisoformat(payload["at"]),
-        )
+        return FILL.decode(payload)
+
+
+FILL = PayloadCodec(
+    Fill,
+    decimals="fixed",
+    fields=(
+        *("id", "order_id", "symbol", "side", "quantity", "price", "fee", "pnl"),
+        *("realized_pnl", "at"),
+    ),
+)
+"""A fill's payload also carries what it settled, ``realizedPnl`` (a property: never read back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,25 +362,15 @@ class PaperPosition:
         return _down(self.size * (mark - self.entry_price))
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol,
-            "size": _text(self.size),
-            "entryPrice": _text(self.entry_price),
-            "realizedPnl": _text(self.realized_pnl),
-            "openedAt": self.opened_at.isoformat(),
-            "updatedAt": self.updated_at.isoformat(),
-        }
+        return PAPER_POSITION.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> PaperPosition:
-        return cls(
-            symbol=payload["symbol"],
-            size=Decimal(payload["size"]),
-            entry_price=Decimal(payload["entryPrice"]),
-            realized_pnl=Decimal(payload["realizedPnl"]),
-            opened_at=datetime.fromisoformat(payload["openedAt"]),
-            updated_at=datetime.fromisoformat(payload["updatedAt"]),
-        )
+        return PAPER_POSITION.decode(payload)
+
+
+PAPER_POSITION = PayloadCodec(PaperPosition, decimals="fixed")
+"""A stored position, its size signed (the dashboard's :class:`PositionView` shows it unsigned)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,17 +416,21 @@ class Balance:
     currency: str = CURRENCY
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "currency": self.currency,
-            "walletBalance": _text(self.wallet_balance),
-            "unrealizedPnl": _text(self.unrealized_pnl),
-            "realizedPnl": _text(self.realized_pnl),
-            "totalFeesPaid": _text(self.total_fees_paid),
-            "netBalance": _text(self.net_balance),
-            "marginUsed": _text(self.margin_used),
-            "orderMargin": _text(self.order_margin),
-            "availableBalance": _text(self.available_balance),
-        }
+        return BALANCE.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Balance:
+        return BALANCE.decode(payload)
+
+
+BALANCE = PayloadCodec(
+    Balance,
+    decimals="fixed",
+    fields=(
+        *("currency", "wallet_balance", "unrealized_pnl", "realized_pnl", "total_fees_paid"),
+        *("net_balance", "margin_used", "order_margin", "available_balance"),
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from domain.payloads import PayloadCodec
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from datetime import datetime
 
     from domain.markets import Market
 
@@ -86,34 +88,15 @@ class Position:
         return self.size * self.entry_price / self.collateral
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "market": self.market,
-            "side": self.side.value,
-            "size": str(self.size),
-            "entryPrice": str(self.entry_price),
-            "collateral": str(self.collateral),
-            "openedAt": None if self.opened_at is None else self.opened_at.isoformat(),
-            "realizedPnl": str(self.realized_pnl),
-            "revision": self.revision,
-        }
+        return POSITION.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Position:
-        opened_at = payload.get("openedAt")
-        return cls(
-            id=payload["id"],
-            owner=payload["owner"],
-            market=payload["market"],
-            side=Side(payload["side"]),
-            size=Decimal(payload["size"]),
-            entry_price=Decimal(payload["entryPrice"]),
-            collateral=Decimal(payload["collateral"]),
-            opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
-            realized_pnl=Decimal(payload.get("realizedPnl", "0")),
-            revision=int(payload.get("revision", 0)),
-        )
+        return POSITION.decode(payload)
+
+
+POSITION = PayloadCodec(Position)
+"""A position's payload (in every positions event, and stored as the position's state)."""
 
 
 @dataclass(frozen=True, slots=True)

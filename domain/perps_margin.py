@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from domain.payloads import PayloadCodec
 from domain.perps_trades import FillKind, TradeError
 
 if TYPE_CHECKING:
@@ -56,21 +57,14 @@ class MarginAccount:
     """Bumped by every movement."""
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "owner": self.owner,
-            "balance": str(self.balance),
-            "deposited": str(self.deposited),
-            "revision": self.revision,
-        }
+        return MARGIN_ACCOUNT.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> MarginAccount:
-        return cls(
-            payload["owner"],
-            Decimal(payload["balance"]),
-            Decimal(payload["deposited"]),
-            int(payload["revision"]),
-        )
+        return MARGIN_ACCOUNT.decode(payload)
+
+
+MARGIN_ACCOUNT = PayloadCodec(MarginAccount)
 
 
 def new_account(owner: str, initial_balance: Decimal) -> MarginAccount:

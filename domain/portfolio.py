@@ -111,6 +111,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from domain.payloads import PayloadCodec
 from domain.perps_trades import PRICE_PLACES
 
 if TYPE_CHECKING:
@@ -595,12 +596,8 @@ def convert(
 # --- events ---------------------------------------------------------------------------------------
 
 
-def _text(value: Decimal) -> str:
-    return f"{value:f}"
-
-
-def _optional_text(value: Decimal | None) -> str | None:
-    return None if value is None else _text(value)
+_AT = {"at": "timestamp"}
+"""Every event says when it happened as ``timestamp``."""
 
 
 class TradeAction(enum.Enum):
@@ -631,13 +628,14 @@ class PriceUpdate:
         return cls(asset, blockchain, price, change, at)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "asset": self.asset,
-            "blockchain": self.blockchain,
-            "price": _text(self.price),
-            "change24h": _optional_text(self.change_24h),
-            "timestamp": self.at.isoformat(),
-        }
+        return PRICE_UPDATE.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PriceUpdate:
+        return PRICE_UPDATE.decode(payload)
+
+
+PRICE_UPDATE = PayloadCodec(PriceUpdate, decimals="fixed", keys=_AT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,14 +649,14 @@ class TradeExecuted:
     at: datetime
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "tradeId": self.trade_id,
-            "asset": self.asset,
-            "action": self.action.value,
-            "amount": _text(self.amount),
-            "price": _text(self.price),
-            "timestamp": self.at.isoformat(),
-        }
+        return TRADE_EXECUTED.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TradeExecuted:
+        return TRADE_EXECUTED.decode(payload)
+
+
+TRADE_EXECUTED = PayloadCodec(TradeExecuted, decimals="fixed", keys=_AT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,15 +683,14 @@ class TrimExecuted:
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "trimId": self.trim_id,
-            "asset": self.asset,
-            "amountSold": _text(self.amount_sold),
-            "price": _text(self.price),
-            "profitRealized": _text(self.profit_realized),
-            "reasoning": self.reasoning,
-            "timestamp": self.at.isoformat(),
-        }
+        return TRIM_EXECUTED.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> TrimExecuted:
+        return TRIM_EXECUTED.decode(payload)
+
+
+TRIM_EXECUTED = PayloadCodec(TrimExecuted, decimals="fixed", keys=_AT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -721,15 +718,14 @@ class BenchmarkTriggered:
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "benchmarkId": self.benchmark_id,
-            "asset": self.asset,
-            "targetPrice": _text(self.target_price),
-            "currentPrice": _text(self.current_price),
-            "action": self.action,
-            "direction": self.direction.value,
-            "timestamp": self.at.isoformat(),
-        }
+        return BENCHMARK_TRIGGERED.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> BenchmarkTriggered:
+        return BENCHMARK_TRIGGERED.decode(payload)
+
+
+BENCHMARK_TRIGGERED = PayloadCodec(BenchmarkTriggered, decimals="fixed", keys=_AT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,12 +746,14 @@ class PortfolioUpdate:
         return cls(value, change.percent, change.absolute, at)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "totalValueUsd": _text(self.total_value_usd),
-            "change24h": _optional_text(self.change_24h),
-            "change24hUsd": _optional_text(self.change_24h_usd),
-            "timestamp": self.at.isoformat(),
-        }
+        return PORTFOLIO_UPDATE.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PortfolioUpdate:
+        return PORTFOLIO_UPDATE.decode(payload)
+
+
+PORTFOLIO_UPDATE = PayloadCodec(PortfolioUpdate, decimals="fixed", keys=_AT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -782,12 +780,11 @@ class ConversionCompleted:
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "conversionId": self.conversion_id,
-            "fromAsset": self.from_asset,
-            "toAsset": self.to_asset,
-            "fromAmount": _text(self.from_amount),
-            "toAmount": _text(self.to_amount),
-            "feeUsd": _text(self.fee_usd),
-            "timestamp": self.at.isoformat(),
-        }
+        return CONVERSION_COMPLETED.encode(self)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> ConversionCompleted:
+        return CONVERSION_COMPLETED.decode(payload)
+
+
+CONVERSION_COMPLETED = PayloadCodec(ConversionCompleted, decimals="fixed", keys=_AT)

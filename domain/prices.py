@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import ROUND_HALF_EVEN, ROUND_UP, Decimal
 from typing import TYPE_CHECKING, Any
 
+from domain.payloads import PayloadCodec
+
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from domain.markets import Market
 
 PRICE_UPDATE = "PriceUpdate"
@@ -27,21 +30,15 @@ class OraclePrice:
     published_at: datetime
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "market": self.market,
-            "price": str(self.price),
-            "confidence": str(self.confidence),
-            "published_at": self.published_at.isoformat(),
-        }
+        return ORACLE_PRICE.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> OraclePrice:
-        return cls(
-            market=payload["market"],
-            price=Decimal(payload["price"]),
-            confidence=Decimal(payload["confidence"]),
-            published_at=datetime.fromisoformat(payload["published_at"]),
-        )
+        return ORACLE_PRICE.decode(payload)
+
+
+ORACLE_PRICE = PayloadCodec(OraclePrice, keys={"published_at": "published_at"})
+"""A price event's payload; its one key not in camelCase is the oldest of all."""
 
 
 DEFAULT_START_PRICES: dict[str, Decimal] = {

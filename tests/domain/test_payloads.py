@@ -9,8 +9,10 @@ golden JSON is read back too and must give the same object.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ import pytest
 
 from domain import marathons, paper_exchange, perps, perps_margin, portfolio, prices
 from domain.markets import MarketCatalog
+from domain.payloads import PayloadCodec, camel
 from domain.perps_engine import candidate_payload, liquidated_announcement, trade_announcement
 from domain.perps_trades import Fill as PerpsFill
 from domain.perps_trades import FillKind, Trade
@@ -396,6 +399,7 @@ case(
         '1","totalFeesPaid":"0.25","netBalance":"998.5","marginUsed":"10","orderMargin":"0","avai'
         'lableBalance":"988.500000"}'
     ),
+    paper_exchange.Balance.from_payload,
 )
 case(
     "PaperAccount",
@@ -413,6 +417,7 @@ case(
         '{"asset":"BTC","blockchain":"bitcoin","price":"1000","change24h":"0.00000001","timestamp'
         '":"2024-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.PriceUpdate.from_payload,
 )
 case(
     "portfolio PriceUpdate without a change",
@@ -422,6 +427,7 @@ case(
         '{"asset":"SOL","blockchain":"solana","price":"150.10","change24h":null,"timestamp":"2024'
         '-03-01T14:00:00+02:00"}'
     ),
+    portfolio.PriceUpdate.from_payload,
 )
 case(
     "TradeExecuted",
@@ -431,6 +437,7 @@ case(
         '{"tradeId":"t-1","asset":"ETH","action":"SELL","amount":"0.00000001","price":"1000","tim'
         'estamp":"2024-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.TradeExecuted.from_payload,
 )
 case(
     "TrimExecuted",
@@ -440,6 +447,7 @@ case(
         '{"trimId":"trim-1","asset":"BTC","amountSold":"0.00000001","price":"1000","profitRealize'
         'd":"12.50","reasoning":"why","timestamp":"2024-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.TrimExecuted.from_payload,
 )
 case(
     "BenchmarkTriggered",
@@ -451,6 +459,7 @@ case(
         '{"benchmarkId":"b-1","asset":"BTC","targetPrice":"1000","currentPrice":"0.00000001","act'
         'ion":"SELL","direction":"down","timestamp":"2024-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.BenchmarkTriggered.from_payload,
 )
 case(
     "PortfolioUpdate",
@@ -460,6 +469,7 @@ case(
         '{"totalValueUsd":"1000","change24h":"0.00000001","change24hUsd":"-3.50","timestamp":"202'
         '4-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.PortfolioUpdate.from_payload,
 )
 case(
     "PortfolioUpdate without a change",
@@ -469,6 +479,7 @@ case(
         '{"totalValueUsd":"0","change24h":null,"change24hUsd":null,"timestamp":"2024-03-01T14:00:'
         '00+02:00"}'
     ),
+    portfolio.PortfolioUpdate.from_payload,
 )
 case(
     "ConversionCompleted",
@@ -478,6 +489,7 @@ case(
         '{"conversionId":"c-1","fromAsset":"BTC","toAsset":"ETH","fromAmount":"0.00000001","toAmo'
         'unt":"1000","feeUsd":"0.10","timestamp":"2024-03-01T12:30:15.123456+00:00"}'
     ),
+    portfolio.ConversionCompleted.from_payload,
 )
 case(
     "marathon AccountSnapshot",
@@ -516,3 +528,85 @@ def test_golden_payload_reads_back(name: str) -> None:
     case = CASES[name]
     assert case.decode is not None
     assert case.decode(orjson.loads(case.golden)) == case.make()
+
+
+# --- the codec --------------------------------------------------------------------------------
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class Inner:
+    when: date
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Outer:
+    name_of_it: str
+    inner: Inner
+    items: tuple[Inner, ...]
+    listed: list[int]
+    colour: Colour | None
+    change_24h: Decimal = Decimal(0)
+    maybe: Decimal | None = None
+    count: int = 7
+
+    @property
+    def doubled(self) -> int:
+        return self.count * 2
+
+
+OUTER = PayloadCodec(
+    Outer, decimals="fixed", fields=(*(f.name for f in dataclasses.fields(Outer)), "doubled")
+)
+INNER = PayloadCodec(Inner, keys={"when": "on"})
+
+
+def test_camel() -> None:
+    assert camel("entry_price") == "entryPrice"
+    assert camel("change_24h_usd") == "change24hUsd"
+    assert camel("id") == "id"
+
+
+def test_codec_round_trip_with_nesting_properties_and_keys() -> None:
+    outer = Outer(
+        "x", Inner(date(2024, 1, 2), ROUND), (Inner(date(2024, 1, 3), TINY),), [1, 2], None
+    )
+    payload = OUTER.encode(outer)
+    assert orjson.dumps(payload).decode() == (
+        '{"nameOfIt":"x","inner":{"on":"2024-01-02","amount":"1E+3"},'
+        '"items":[{"on":"2024-01-03","amount":"1E-8"}],"listed":[1,2],"colour":null,'
+        '"change24h":"0","maybe":null,"count":7,"doubled":14}'
+    )
+    assert OUTER.decode(payload) == outer
+
+
+def test_an_absent_key_gives_the_default() -> None:
+    payload = {
+        "nameOfIt": "x",
+        "inner": {"on": "2024-01-02", "amount": "1"},
+        "items": [],
+        "listed": [],
+        "colour": "red",
+    }
+    assert OUTER.decode(payload) == Outer(
+        "x", Inner(date(2024, 1, 2), Decimal(1)), (), [], Colour.RED
+    )
+    with pytest.raises(KeyError):
+        OUTER.decode({"nameOfIt": "x"})
+
+
+def test_a_codec_refuses_what_it_cannot_write() -> None:
+    @dataclass(frozen=True)
+    class Odd:
+        value: set[int]
+
+    with pytest.raises(TypeError, match="no payload format"):
+        PayloadCodec(Odd).encode(Odd({1}))
+    with pytest.raises(TypeError, match="lacks value"):
+        PayloadCodec(Odd, fields=()).decode({})
+    with pytest.raises(TypeError, match="not a dataclass"):
+        PayloadCodec(int)

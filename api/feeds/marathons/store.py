@@ -9,14 +9,13 @@ tables and kept current from that topic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from api.storage.history import number_event
 from domain.marathons import (
+    MARATHON,
     EnrolledElsewhereError,
     Holding,
     Marathon,
@@ -25,9 +24,13 @@ from domain.marathons import (
     snapshot_from_payload,
     snapshot_to_payload,
 )
+from domain.payloads import PayloadCodec
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
+    from datetime import datetime
+    from decimal import Decimal
+
     import asyncpg
 
     from api.storage.database import Connection
@@ -53,48 +56,22 @@ class Participant:
     registered_at: datetime
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "marathonId": self.marathon_id,
-            "login": self.login,
-            "participant": self.participant,
-            "initialBalance": None if self.initial_balance is None else str(self.initial_balance),
-            "initialExplicit": self.initial_explicit,
-            "registeredAt": self.registered_at.isoformat(),
-        }
+        return PARTICIPANT.encode(self)
+
+
+PARTICIPANT = PayloadCodec(Participant)
 
 
 def marathon_payload(marathon: Marathon) -> dict[str, Any]:
-    return {
-        "id": marathon.id,
-        "name": marathon.name,
-        "startsAt": marathon.starts_at.isoformat(),
-        "endsAt": marathon.ends_at.isoformat(),
-        "public": marathon.public,
-        "organiser": marathon.organiser,
-    }
+    return MARATHON.encode(marathon)
 
 
 def marathon_from_payload(payload: dict[str, Any]) -> Marathon:
-    return Marathon(
-        id=payload["id"],
-        name=payload["name"],
-        starts_at=datetime.fromisoformat(payload["startsAt"]),
-        ends_at=datetime.fromisoformat(payload["endsAt"]),
-        public=payload["public"],
-        organiser=payload["organiser"],
-    )
+    return MARATHON.decode(payload)
 
 
 def participant_from_payload(payload: dict[str, Any]) -> Participant:
-    initial = payload["initialBalance"]
-    return Participant(
-        marathon_id=payload["marathonId"],
-        login=int(payload["login"]),
-        participant=payload["participant"],
-        initial_balance=None if initial is None else Decimal(initial),
-        initial_explicit=bool(payload["initialExplicit"]),
-        registered_at=datetime.fromisoformat(payload["registeredAt"]),
-    )
+    return PARTICIPANT.decode(payload)
 
 
 def _participant(row: asyncpg.Record) -> Participant:

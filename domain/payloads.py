@@ -1,0 +1,257 @@
+"""One camelCase codec for event payloads: a frozen dataclass to the JSON values an event carries,
+and back, read off the dataclass's type hints.
+
+An event payload is defined once, as a dataclass in the domain module it belongs to; a
+:class:`PayloadCodec` made for it is its wire format, used by the publisher (``encode``) and by
+every reader (``decode``, the schema included). The format is the one the project has always
+written, byte for byte (``tests/domain/test_payloads.py`` pins it):
+
+    key        the attribute in camelCase (``entry_price`` -> ``entryPrice``, ``change_24h`` ->
+               ``change24h``), or what ``keys`` says for it
+    Decimal    ``str(value)`` (``decimals="str"``: ``1E+3``) or fixed point (``decimals="fixed"``:
+               ``1000``), per codec
+    datetime   ``isoformat()``; a date likewise
+    Enum       its value
+    dataclass  its own payload (the codec registered for its class, else one made alike)
+    tuple/list a list of the items' payloads
+    X | None   null, or X's payload
+    str, int, bool, float  as they are
+
+``fields`` names the attributes in payload order (the dataclass's order if not given); a name may
+be a property, which is encoded (its return annotation gives its type) and never decoded. On
+decode a key that is absent gives the field's default (a field without one needs its key), so a
+payload written before a field existed still reads. Encoders and decoders are generated Python
+functions, as fast as the hand-written ones they replace (made on first use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+T = TypeVar("T")
+
+DecimalText = Literal["str", "fixed"]
+
+_MISSING = object()
+_CODECS: dict[type, PayloadCodec[Any]] = {}
+
+
+def camel(name: str) -> str:
+    """``entry_price`` -> ``entryPrice``; ``change_24h_usd`` -> ``change24hUsd``."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+class PayloadCodec(Generic[T]):
+    """The wire format of one payload dataclass (rules in the module docstring)."""
+
+    encode: Callable[[T], dict[str, Any]]
+    """The payload of an instance: a new dict of JSON values."""
+    decode: Callable[[dict[str, Any]], T]
+    """The instance a payload describes."""
+
+    def __init__(
+        self,
+        cls: type[T],
+        *,
+        decimals: DecimalText = "str",
+        keys: Mapping[str, str] | None = None,
+        fields: Sequence[str] | None = None,
+        types: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} is not a dataclass")
+        self.cls = cls
+        self.decimals: DecimalText = decimals
+        self._keys = dict(keys or {})
+        self._names = (
+            tuple(fields) if fields is not None else tuple(f.name for f in dataclasses.fields(cls))
+        )
+        self._types = dict(types or {})
+        self.encode = self._first_encode
+        self.decode = self._first_decode
+        _CODECS[cls] = self
+
+    def key(self, name: str) -> str:
+        """The payload key of an attribute."""
+        return self._keys.get(name) or camel(name)
+
+    def _first_encode(self, value: T) -> dict[str, Any]:
+        encode: Callable[[T], dict[str, Any]] = self._generate(encoding=True)
+        self.encode = encode
+        return encode(value)
+
+    def _first_decode(self, payload: dict[str, Any]) -> T:
+        decode: Callable[[dict[str, Any]], T] = self._generate(encoding=False)
+        self.decode = decode
+        return decode(payload)
+
+    # --- generation -----------------------------------------------------------------------------
+
+    def _hints(self) -> dict[str, Any]:
+        namespace = {"Decimal": Decimal, "datetime": datetime, "date": date, **self._types}
+        hints = typing.get_type_hints(self.cls, localns=namespace)
+        for name in self._names:
+            if name not in hints:
+                attribute = getattr(self.cls, name, None)
+                if not isinstance(attribute, property) or attribute.fget is None:
+                    raise TypeError(f"{self.cls.__name__}.{name} is neither a field nor a property")
+                hints[name] = typing.get_type_hints(attribute.fget, localns=namespace)["return"]
+        return hints
+
+    def _generate(self, *, encoding: bool) -> Callable[..., Any]:
+        writer = _Writer(self)
+        hints = self._hints()
+        if encoding:
+            items = ", ".join(
+                f"{self.key(n)!r}: {writer.encode(f'o.{n}', hints[n])}" for n in self._names
+            )
+            source = f"def encode(o):\n    return {{{items}}}\n"
+            return writer.compile(source, "encode")
+        names = set(self._names)
+        arguments = []
+        for field in dataclasses.fields(self.cls):  # type: ignore[arg-type]
+            if not field.init:
+                continue
+            default = _default(field)
+            if field.name not in names:
+                if default is _MISSING:
+                    raise TypeError(f"{self.cls.__name__}'s payload lacks {field.name}")
+                arguments.append(writer.constant(default))
+                continue
+            key = self.key(field.name)
+            hint = hints[field.name]
+            if default is _MISSING:
+                value = writer.decode(f"p[{key!r}]", hint)
+            elif default is None and _optional(hint):
+                value = writer.decode(f"p.get({key!r})", hint)
+            else:
+                d = writer.constant(default)
+                t = writer.temporary()
+                read = writer.decode(t, hint)
+                value = f"({d} if ({t} := p.get({key!r}, {d})) is {d} else {read})"
+            arguments.append(value)
+        source = f"def decode(p):\n    return cls({', '.join(arguments)})\n"
+        return writer.compile(source, "decode")
+
+
+def codec_of(cls: type[T], decimals: DecimalText = "str") -> PayloadCodec[T]:
+    """The codec registered for ``cls``, else a new one with the defaults."""
+    found = _CODECS.get(cls)
+    return found if found is not None else PayloadCodec(cls, decimals=decimals)
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return _MISSING
+
+
+def _optional(hint: Any) -> bool:
+    return _origin(hint) is types.UnionType and type(None) in typing.get_args(hint)
+
+
+def _origin(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    return types.UnionType if origin is typing.Union else origin
+
+
+class _Writer:
+    """Writes one generated function: its source and the names it uses."""
+
+    def __init__(self, codec: PayloadCodec[Any]) -> None:
+        self._codec = codec
+        self._namespace: dict[str, Any] = {
+            "cls": codec.cls,
+            "Decimal": Decimal,
+            "fromisoformat": datetime.fromisoformat,
+            "date_fromisoformat": date.fromisoformat,
+            "format": format,
+        }
+        self._count = 0
+
+    def compile(self, source: str, name: str) -> Callable[..., Any]:
+        code = compile(source, f"<payload {name} of {self._codec.cls.__qualname__}>", "exec")
+        exec(code, self._namespace)  # the source is made above from type hints only
+        function: Callable[..., Any] = self._namespace[name]
+        return function
+
+    def constant(self, value: Any) -> str:
+        self._count += 1
+        name = f"c{self._count}"
+        self._namespace[name] = value
+        return name
+
+    def temporary(self) -> str:
+        self._count += 1
+        return f"t{self._count}"
+
+    def encode(self, expr: str, hint: Any) -> str:
+        if _optional(hint):
+            inner = _without_none(hint)
+            t = self.temporary()
+            return f"(None if ({t} := {expr}) is None else {self.encode(t, inner)})"
+        if hint is Decimal:
+            return f"str({expr})" if self._codec.decimals == "str" else f'format({expr}, "f")'
+        if hint is datetime or hint is date:
+            return f"{expr}.isoformat()"
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return f"{expr}.value"
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            nested = codec_of(hint, self._codec.decimals)
+            return f"{self.constant(nested)}.encode({expr})"
+        if _origin(hint) in (tuple, list):
+            t = self.temporary()
+            return f"[{self.encode(t, _item(hint))} for {t} in {expr}]"
+        if hint in (str, int, bool, float, Any):
+            return expr
+        raise TypeError(f"no payload format for {hint!r} in {self._codec.cls.__name__}")
+
+    def decode(self, expr: str, hint: Any) -> str:
+        if _optional(hint):
+            inner = _without_none(hint)
+            t = self.temporary()
+            return f"(None if ({t} := {expr}) is None else {self.decode(t, inner)})"
+        if hint is Decimal:
+            return f"Decimal({expr})"
+        if hint is datetime:
+            return f"fromisoformat({expr})"
+        if hint is date:
+            return f"date_fromisoformat({expr})"
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return f"{self.constant(hint)}({expr})"
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            nested = codec_of(hint, self._codec.decimals)
+            return f"{self.constant(nested)}.decode({expr})"
+        if _origin(hint) in (tuple, list):
+            t = self.temporary()
+            items = f"{self.decode(t, _item(hint))} for {t} in {expr}"
+            return f"[{items}]" if _origin(hint) is list else f"tuple([{items}])"
+        if hint in (str, int, bool, float, Any):
+            return expr
+        raise TypeError(f"no payload format for {hint!r} in {self._codec.cls.__name__}")
+
+
+def _without_none(hint: Any) -> Any:
+    rest = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(rest) != 1:
+        raise TypeError(f"no payload format for {hint!r}")
+    return rest[0]
+
+
+def _item(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if _origin(hint) is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+        raise TypeError(f"no payload format for {hint!r}: only tuple[X, ...]")
+    return args[0]
