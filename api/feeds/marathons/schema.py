@@ -4,13 +4,12 @@ ranked by profit percentage, each account's row, and the organisers' and collect
 from __future__ import annotations
 
 import asyncio
-import enum
 import re
 import secrets
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import strawberry
 
@@ -87,20 +86,12 @@ class MarathonType:
         )
 
 
-@strawberry.enum
-class TradeSide(enum.Enum):
-    BUY = "buy"
-    SELL = "sell"
+strawberry.enum(model.TradeSide, name="TradeSide")
+TradeSide: TypeAlias = model.TradeSide
 
 
-@strawberry.enum
-class PendingOrderType(enum.Enum):
-    BUY_LIMIT = "buy_limit"
-    SELL_LIMIT = "sell_limit"
-    BUY_STOP = "buy_stop"
-    SELL_STOP = "sell_stop"
-    BUY_STOP_LIMIT = "buy_stop_limit"
-    SELL_STOP_LIMIT = "sell_stop_limit"
+strawberry.enum(model.OrderType, name="PendingOrderType")
+PendingOrderType: TypeAlias = model.OrderType
 
 
 @strawberry.type(description="An open position of a MetaTrader account.")

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import re
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 
@@ -64,28 +63,16 @@ class StrategyConfigGraphQLError(ClientError):
         super().__init__(str(error), field=field)
 
 
-@strawberry.enum
-class StrategyStatus(enum.Enum):
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    STOPPED_OUT = "stopped_out"
+strawberry.enum(model.StrategyStatus, name="StrategyStatus")
+StrategyStatus: TypeAlias = model.StrategyStatus
 
 
-@strawberry.enum
-class RiskLevel(enum.Enum):
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
+strawberry.enum(model.RiskLevel, name="RiskLevel")
+RiskLevel: TypeAlias = model.RiskLevel
 
 
-@strawberry.enum
-class ExitReason(enum.Enum):
-    STOP_LOSS = "stop_loss"
-    TAKE_PROFIT = "take_profit"
-    ROUNDS_COMPLETED = "rounds_completed"
-    BUDGET_EXHAUSTED = "budget_exhausted"
-    STOPPED_BY_OWNER = "stopped_by_owner"
+strawberry.enum(model.ExitReason, name="ExitReason")
+ExitReason: TypeAlias = model.ExitReason
 
 
 @strawberry.type(description="A strategy's progress, with the field names the seed system used.")

@@ -3,11 +3,10 @@ the simulated prices, order placement with take-profit and stop-loss, and the li
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 
@@ -41,27 +40,16 @@ class OrderGraphQLError(ClientError):
         super().__init__(str(error), code=error.code)
 
 
-@strawberry.enum
-class OrderSide(enum.Enum):
-    BUY = "BUY"
-    SELL = "SELL"
+strawberry.enum(model.OrderSide, name="OrderSide")
+OrderSide: TypeAlias = model.OrderSide
 
 
-@strawberry.enum
-class OrderType(enum.Enum):
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-    TAKE_PROFIT = "TAKE_PROFIT"
-    STOP_LOSS = "STOP_LOSS"
+strawberry.enum(model.OrderType, name="OrderType")
+OrderType: TypeAlias = model.OrderType
 
 
-@strawberry.enum
-class OrderStatus(enum.Enum):
-    NEW = "NEW"
-    PARTIALLY_FILLED = "PARTIALLY_FILLED"
-    FILLED = "FILLED"
-    CANCELED = "CANCELED"
-    REJECTED = "REJECTED"
+strawberry.enum(model.OrderStatus, name="OrderStatus")
+OrderStatus: TypeAlias = model.OrderStatus
 
 
 def _d(value: str | None) -> Decimal | None:

@@ -4,12 +4,11 @@ holdings and conversions."""
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 
@@ -49,10 +48,8 @@ def _t(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-@strawberry.enum
-class AlertDirection(enum.Enum):
-    UP = "up"
-    DOWN = "down"
+strawberry.enum(model.Direction, name="AlertDirection")
+AlertDirection: TypeAlias = model.Direction
 
 
 @strawberry.type
