@@ -506,6 +506,15 @@ SNAPSHOT = PayloadCodec(
 OPEN_TRADE = PayloadCodec(OpenTrade)
 PENDING_ORDER = PayloadCodec(PendingOrder)
 MARATHON = PayloadCodec(Marathon)
+STORED_ROW = PayloadCodec(
+    LeaderboardRow,
+    fields=(
+        *("rank", "login", "profit", "profit_percentage", "equity", "balance", "margin"),
+        *("free_margin", "open_positions_count", "pending_orders_count", "updated_at"),
+    ),
+)
+"""A row of a stored leaderboard: the figures, the counts, no positions or orders (encoded only:
+the schema reads it back as its own row type)."""
 
 
 def snapshot_to_payload(snapshot: AccountSnapshot) -> dict[str, Any]:

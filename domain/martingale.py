@@ -101,6 +101,8 @@ import enum
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from domain.payloads import PayloadCodec
+
 LAMPORT = Decimal("1e-9")
 """The smallest amount of SOL; every amount is a whole number of them."""
 MAX_AMOUNT = Decimal(1_000_000_000)
@@ -514,6 +516,26 @@ class Progress:
     risk_level: RiskLevel
     losing_streak: int
     exit_reason: ExitReason | None
+    last_round: int | None
+    """The last round settled (or refused in advance)."""
+    base_amount_sol: Decimal
+    multiplier: Decimal
+    stop_loss_sol: Decimal | None
+    take_profit_sol: Decimal | None
+    budget_sol: Decimal | None
+
+
+STRATEGY_PROGRESS = PayloadCodec(
+    Progress,
+    fields=(
+        *("strategy_id", "wallet_address", "current_round", "total_rounds", "progress_percentage"),
+        *("current_amount_sol", "total_deployed_sol", "total_rewards_sol", "total_loss_sol"),
+        *("profit_loss_sol", "status", "exit_reason", "win_rate_percentage", "risk_level"),
+        *("losing_streak", "last_round", "base_amount_sol", "multiplier", "stop_loss_sol"),
+        *("take_profit_sol", "budget_sol"),
+    ),
+)
+"""A strategy's progress as the martingale events carry it (one per strategy)."""
 
 
 def progress(strategy: Strategy) -> Progress:
@@ -536,4 +558,10 @@ def progress(strategy: Strategy) -> Progress:
         risk_level=risk_level(strategy),
         losing_streak=strategy.losing_streak,
         exit_reason=strategy.exit_reason,
+        last_round=strategy.last_round,
+        base_amount_sol=config.base_amount,
+        multiplier=config.multiplier,
+        stop_loss_sol=config.stop_loss,
+        take_profit_sol=config.take_profit,
+        budget_sol=config.budget,
     )

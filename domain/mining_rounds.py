@@ -20,6 +20,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING
 
 from domain.martingale import LAMPORT, AlreadySettledError, RoundOutcome, StrategyStatus
+from domain.payloads import PayloadCodec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,6 +38,34 @@ class MiningRound:
     ends_at: datetime
     result: RoundResult | None = None
     settled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundState:
+    """A round as its events carry it: the result's fields beside the round's, null until it is
+    settled."""
+
+    number: int
+    starts_at: datetime
+    ends_at: datetime
+    settled_at: datetime | None
+    won: bool | None
+    reward_multiplier: Decimal | None
+
+    @classmethod
+    def of(cls, r: MiningRound) -> RoundState:
+        result = r.result
+        return cls(
+            r.number,
+            r.starts_at,
+            r.ends_at,
+            r.settled_at,
+            None if result is None else result.won,
+            None if result is None else result.reward_multiplier,
+        )
+
+
+ROUND = PayloadCodec(RoundState)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -146,7 +147,6 @@ from domain.perps_trades import MAX_AMOUNT, MONEY_PLACES, PRICE_PLACES, TradeErr
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from datetime import datetime
 
     from domain.markets import Market, MarketCatalog
 
@@ -401,6 +401,29 @@ class PositionView:
             "openedAt": p.opened_at.isoformat(),
             "updatedAt": p.updated_at.isoformat(),
         }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> PositionView:
+        """The view :meth:`to_payload` shows (the dashboard's own shape: the position's fields
+        beside the view's, its size unsigned beside its side's name)."""
+        size = Decimal(payload["size"])
+        position = PaperPosition(
+            payload["symbol"],
+            -size if payload["side"] == Side.SHORT.name else size,
+            Decimal(payload["entryPrice"]),
+            Decimal(payload["realizedPnl"]),
+            datetime.fromisoformat(payload["openedAt"]),
+            datetime.fromisoformat(payload["updatedAt"]),
+        )
+        mark, liquidation = payload["markPrice"], payload["liquidationPrice"]
+        return cls(
+            position,
+            Decimal(payload["leverage"]),
+            None if mark is None else Decimal(mark),
+            Decimal(payload["unrealizedPnl"]),
+            Decimal(payload["margin"]),
+            None if liquidation is None else Decimal(liquidation),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,9 +22,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from domain.payloads import PayloadCodec
 from domain.perps import (
     FundingAccumulator,
     LiquidationWatch,
+    Side,
     Signal,
     Valuation,
     funding_payment,
@@ -33,7 +35,7 @@ from domain.perps import (
     open_interest,
     ranked_candidates,
 )
-from domain.perps_trades import liquidate_position
+from domain.perps_trades import FillKind, liquidate_position
 from domain.topics import (
     funding_topic,
     liquidations_topic,
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from domain.events import Event
     from domain.markets import Market, MarketCatalog
     from domain.perps import Position
-    from domain.perps_trades import Trade
+    from domain.perps_trades import Fill, Trade
     from domain.ports import Clock, PriceRepository, Publisher
 
 logger = logging.getLogger(__name__)
@@ -125,22 +127,96 @@ class EngineSettings:
     funding_interval_s: float = 3600.0
 
 
-def candidate_payload(valuation: Valuation) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Candidate:
     """A liquidation candidate as the public sees it: no owner, only the position id."""
-    p = valuation.position
-    return {
-        "positionId": p.id,
-        "market": p.market,
-        "side": p.side.value,
-        "size": str(p.size),
-        "markPrice": str(valuation.mark),
-        "notional": str(valuation.notional),
-        "healthFactor": str(valuation.health),
-        "liquidationPrice": None
-        if valuation.liquidation_price is None
-        else str(valuation.liquidation_price),
-        "potentialReward": str(valuation.liquidation_reward),
-    }
+
+    position_id: str
+    market: str
+    side: Side
+    size: Decimal
+    mark_price: Decimal
+    notional: Decimal
+    health_factor: Decimal
+    liquidation_price: Decimal | None
+    potential_reward: Decimal
+
+    @classmethod
+    def of(cls, valuation: Valuation) -> Candidate:
+        p = valuation.position
+        assert valuation.health is not None, "a candidate has a health factor"
+        return cls(
+            p.id,
+            p.market,
+            p.side,
+            p.size,
+            valuation.mark,
+            valuation.notional,
+            valuation.health,
+            valuation.liquidation_price,
+            valuation.liquidation_reward,
+        )
+
+
+CANDIDATE = PayloadCodec(Candidate, types={"Side": Side})
+"""One of a liquidations event's ``candidates``."""
+
+
+@dataclass(frozen=True, slots=True)
+class TradeFill:
+    """A trade's fill as a positions event carries it (``fill``): what the owner sees of it."""
+
+    kind: FillKind
+    size: Decimal
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    at: datetime
+
+    @classmethod
+    def of(cls, fill: Fill) -> TradeFill:
+        return cls(fill.kind, fill.size, fill.price, fill.fee, fill.realized_pnl, fill.at)
+
+
+TRADE_FILL = PayloadCodec(TradeFill, types={"FillKind": FillKind})
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStats:
+    """A market-stats event's payload."""
+
+    market: str
+    index_price: Decimal | None
+    mark_price: Decimal | None
+    open_interest_long: Decimal
+    open_interest_short: Decimal
+    volume_24h: Decimal
+    funding_rate: Decimal | None
+    last_funding_at: datetime | None
+    next_funding_at: datetime
+
+
+MARKET_STATS = PayloadCodec(MarketStats)
+
+
+@dataclass(frozen=True, slots=True)
+class FundingSettled:
+    """A funding event's payload: one market's funding settled for an interval."""
+
+    market: str
+    rate: Decimal
+    mark_price: Decimal
+    index_price: Decimal
+    settled_at: datetime
+    next_funding_at: datetime
+    positions_charged: int
+
+
+FUNDING = PayloadCodec(FundingSettled)
+
+
+def candidate_payload(valuation: Valuation) -> dict[str, Any]:
+    return CANDIDATE.encode(Candidate.of(valuation))
 
 
 def position_announcement(type: str, position: Position, **extra: Any) -> Announcement:
@@ -150,18 +226,10 @@ def position_announcement(type: str, position: Position, **extra: Any) -> Announ
 
 
 def trade_announcement(type: str, trade: Trade) -> Announcement:
-    fill = trade.fill
     return position_announcement(
         type,
         trade.position,
-        fill={
-            "kind": fill.kind.value,
-            "size": str(fill.size),
-            "price": str(fill.price),
-            "fee": str(fill.fee),
-            "realizedPnl": str(fill.realized_pnl),
-            "at": fill.at.isoformat(),
-        },
+        fill=TRADE_FILL.encode(TradeFill.of(trade.fill)),
         returned=str(trade.returned),
     )
 
@@ -332,17 +400,19 @@ class PerpsEngine:
         await self._publish_latest(
             market_stats_topic(market.id),
             MARKET_STATS_UPDATED,
-            {
-                "market": market.id,
-                "indexPrice": None if index is None else str(index),
-                "markPrice": None if mark is None else str(mark),
-                "openInterestLong": str(interest.long),
-                "openInterestShort": str(interest.short),
-                "volume24h": str(volumes.get(market.id, Decimal(0))),
-                "fundingRate": None if last is None else str(last[0]),
-                "lastFundingAt": None if last is None else last[1].isoformat(),
-                "nextFundingAt": self._next_funding[market.id].isoformat(),
-            },
+            MARKET_STATS.encode(
+                MarketStats(
+                    market=market.id,
+                    index_price=index,
+                    mark_price=mark,
+                    open_interest_long=interest.long,
+                    open_interest_short=interest.short,
+                    volume_24h=volumes.get(market.id, Decimal(0)),
+                    funding_rate=None if last is None else last[0],
+                    last_funding_at=None if last is None else last[1],
+                    next_funding_at=self._next_funding[market.id],
+                )
+            ),
         )
 
     async def _settle_funding(
@@ -368,15 +438,11 @@ class PerpsEngine:
         event = await self.publisher.prepare(
             funding_topic(market.id),
             FUNDING_SETTLED,
-            {
-                "market": market.id,
-                "rate": str(rate),
-                "markPrice": str(mark),
-                "indexPrice": str(index),
-                "settledAt": now.isoformat(),
-                "nextFundingAt": self._next_funding[market.id].isoformat(),
-                "positionsCharged": len(events),
-            },
+            FUNDING.encode(
+                FundingSettled(
+                    market.id, rate, mark, index, now, self._next_funding[market.id], len(events)
+                )
+            ),
         )
         await self.publisher.send(event)
 

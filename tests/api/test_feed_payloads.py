@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
+from api.feeds.marathons.schema import stored_row
 from api.feeds.marathons.store import (
     Participant,
     marathon_from_payload,
@@ -17,7 +18,7 @@ from api.feeds.marathons.store import (
     participant_from_payload,
 )
 from api.feeds.martingale.store import progress_payload, round_payload
-from domain.marathons import Marathon
+from domain.marathons import LeaderboardRow, Marathon, OpenTrade, TradeSide
 from domain.martingale import RoundOutcome, Strategy, StrategyConfig
 from domain.mining_rounds import MiningRound, RoundResult
 
@@ -36,6 +37,27 @@ def strategy(**config: Any) -> Strategy:
         "total_rounds": 3,
     }
     return Strategy("s-1", StrategyConfig(**(values | config)), last_round=4)
+
+
+def row(percentage: Decimal | None) -> LeaderboardRow:
+    trade = OpenTrade(5, "EURUSD", TradeSide.BUY, Decimal("0.1"), Decimal("1.085"), Decimal(2))
+    return LeaderboardRow(
+        rank=2,
+        login=1001,
+        profit=Decimal("1E+1"),
+        profit_percentage=percentage,
+        initial_balance=Decimal("1000"),
+        equity=Decimal("1010.00"),
+        balance=Decimal("1008"),
+        credit=Decimal("0"),
+        margin=Decimal("0.00000001"),
+        free_margin=Decimal("1000"),
+        margin_level=None,
+        open_positions=(trade,),
+        pending_orders=(),
+        registered_at=AT,
+        updated_at=LATER,
+    )
 
 
 def played() -> Strategy:
@@ -78,6 +100,24 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
         lambda: Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT),
         Participant.to_payload,
         '{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E+3","initialExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}',
+    ),
+    "stored leaderboard row": (
+        lambda: row(Decimal("1.0000")),
+        stored_row,
+        (
+            '{"rank":2,"login":1001,"profit":"1E+1","profitPercentage":"1.0000","equity":"1010.00","b'
+            'alance":"1008","margin":"1E-8","freeMargin":"1000","openPositionsCount":1,"pendingOrders'
+            'Count":0,"updatedAt":"2024-03-01T12:31:15.123456+00:00"}'
+        ),
+    ),
+    "stored leaderboard row without a percentage": (
+        lambda: row(None),
+        stored_row,
+        (
+            '{"rank":2,"login":1001,"profit":"1E+1","profitPercentage":null,"equity":"1010.00","balan'
+            'ce":"1008","margin":"1E-8","freeMargin":"1000","openPositionsCount":1,"pendingOrdersCoun'
+            't":0,"updatedAt":"2024-03-01T12:31:15.123456+00:00"}'
+        ),
     ),
     "participant, derived initial balance": (
         lambda: Participant("m-1", 1001, "alice", None, False, AT),

@@ -347,6 +347,12 @@ def test_progress_of_loss_loss_win_loss() -> None:
         risk_level=LOW,
         losing_streak=1,
         exit_reason=None,
+        last_round=4,
+        base_amount_sol=D(10),
+        multiplier=D(2),
+        stop_loss_sol=None,
+        take_profit_sol=None,
+        budget_sol=None,
     )
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from domain import marathons, paper_exchange, perps, perps_margin, portfolio, prices
+from domain import marathons, paper_exchange, perps, perps_engine, perps_margin, portfolio, prices
 from domain.markets import MarketCatalog
 from domain.payloads import PayloadCodec, camel
 from domain.perps_engine import candidate_payload, liquidated_announcement, trade_announcement
@@ -294,6 +294,54 @@ case(
         'e":"65000.0","fee":"1E-8","realizedPnl":"-3","at":"2024-03-01T12:35:15.123456+00:00"},"r'
         'eturned":"2.50","reward":"1.5"}'
     ),
+)
+case(
+    "market stats",
+    lambda: perps_engine.MarketStats(
+        "BTC-PERP",
+        Decimal("65000.10"),
+        ROUND,
+        Decimal("1.5"),
+        Decimal("0E-8"),
+        Decimal("12345.678"),
+        Decimal("0.0000125"),
+        AT,
+        LATER,
+    ),
+    perps_engine.MARKET_STATS.encode,
+    (
+        '{"market":"BTC-PERP","indexPrice":"65000.10","markPrice":"1E+3","openInterestLong":"1.5"'
+        ',"openInterestShort":"0E-8","volume24h":"12345.678","fundingRate":"0.0000125","lastFundi'
+        'ngAt":"2024-03-01T12:30:15.123456+00:00","nextFundingAt":"2024-03-01T12:35:15.123456+00:'
+        '00"}'
+    ),
+    perps_engine.MARKET_STATS.decode,
+)
+case(
+    "market stats before any price or funding",
+    lambda: perps_engine.MarketStats(
+        "BTC-PERP", None, None, Decimal(0), Decimal(0), Decimal(0), None, None, LATER
+    ),
+    perps_engine.MARKET_STATS.encode,
+    (
+        '{"market":"BTC-PERP","indexPrice":null,"markPrice":null,"openInterestLong":"0","openInte'
+        'restShort":"0","volume24h":"0","fundingRate":null,"lastFundingAt":null,"nextFundingAt":"'
+        '2024-03-01T12:35:15.123456+00:00"}'
+    ),
+    perps_engine.MARKET_STATS.decode,
+)
+case(
+    "funding settled",
+    lambda: perps_engine.FundingSettled(
+        "ETH-PERP", Decimal("-0.0000125"), Decimal("65000.5"), ROUND, AT, LATER, 3
+    ),
+    perps_engine.FUNDING.encode,
+    (
+        '{"market":"ETH-PERP","rate":"-0.0000125","markPrice":"65000.5","indexPrice":"1E+3","sett'
+        'ledAt":"2024-03-01T12:30:15.123456+00:00","nextFundingAt":"2024-03-01T12:35:15.123456+00'
+        ':00","positionsCharged":3}'
+    ),
+    perps_engine.FUNDING.decode,
 )
 case(
     "paper Order",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from api.storage.history import number_event
 from domain.martingale import (
+    STRATEGY_PROGRESS,
     ExitReason,
     PlayedRound,
     Strategy,
@@ -22,7 +23,7 @@ from domain.martingale import (
     StrategyStatus,
     progress,
 )
-from domain.mining_rounds import MiningRound, RoundResult, settle_round
+from domain.mining_rounds import ROUND, MiningRound, RoundResult, RoundState, settle_round
 from domain.topics import martingale_topic, rounds_topic
 
 if TYPE_CHECKING:
@@ -61,42 +62,11 @@ class OwnedStrategy:
 
 
 def round_payload(r: MiningRound) -> dict[str, Any]:
-    return {
-        "number": r.number,
-        "startsAt": r.starts_at.isoformat(),
-        "endsAt": r.ends_at.isoformat(),
-        "settledAt": None if r.settled_at is None else r.settled_at.isoformat(),
-        "won": None if r.result is None else r.result.won,
-        "rewardMultiplier": None if r.result is None else str(r.result.reward_multiplier),
-    }
+    return ROUND.encode(RoundState.of(r))
 
 
 def progress_payload(strategy: Strategy) -> dict[str, Any]:
-    p = progress(strategy)
-    config = strategy.config
-    return {
-        "strategyId": p.strategy_id,
-        "walletAddress": p.wallet_address,
-        "currentRound": p.current_round,
-        "totalRounds": p.total_rounds,
-        "progressPercentage": str(p.progress_percentage),
-        "currentAmountSol": str(p.current_amount_sol),
-        "totalDeployedSol": str(p.total_deployed_sol),
-        "totalRewardsSol": str(p.total_rewards_sol),
-        "totalLossSol": str(p.total_loss_sol),
-        "profitLossSol": str(p.profit_loss_sol),
-        "status": p.status.value,
-        "exitReason": None if p.exit_reason is None else p.exit_reason.value,
-        "winRatePercentage": None if p.win_rate_percentage is None else str(p.win_rate_percentage),
-        "riskLevel": p.risk_level.value,
-        "losingStreak": p.losing_streak,
-        "lastRound": strategy.last_round,
-        "baseAmountSol": str(config.base_amount),
-        "multiplier": str(config.multiplier),
-        "stopLossSol": None if config.stop_loss is None else str(config.stop_loss),
-        "takeProfitSol": None if config.take_profit is None else str(config.take_profit),
-        "budgetSol": None if config.budget is None else str(config.budget),
-    }
+    return STRATEGY_PROGRESS.encode(progress(strategy))
 
 
 def _round(row: asyncpg.Record) -> MiningRound:
