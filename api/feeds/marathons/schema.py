@@ -156,7 +156,7 @@ class LeaderboardRow:
                 OpenTrade(
                     ticket=Long(t.ticket),
                     symbol=t.symbol,
-                    side=TradeSide(t.side.value),
+                    side=t.side,
                     volume=t.volume,
                     open_price=t.open_price,
                     profit=t.profit,
@@ -167,7 +167,7 @@ class LeaderboardRow:
                 PendingOrder(
                     ticket=Long(o.ticket),
                     symbol=o.symbol,
-                    type=PendingOrderType(o.type.value),
+                    type=o.type,
                     volume=o.volume,
                     price=o.price,
                 )
@@ -220,36 +220,16 @@ class StoredLeaderboard:
 
 
 def stored_row(row: model.LeaderboardRow) -> dict[str, Any]:
-    return {
-        "rank": row.rank,
-        "login": row.login,
-        "profit": str(row.profit),
-        "profitPercentage": None if row.profit_percentage is None else str(row.profit_percentage),
-        "equity": str(row.equity),
-        "balance": str(row.balance),
-        "margin": str(row.margin),
-        "freeMargin": str(row.free_margin),
-        "openPositionsCount": row.open_positions_count,
-        "pendingOrdersCount": row.pending_orders_count,
-        "updatedAt": row.updated_at.isoformat(),
-    }
+    return model.STORED_ROW.encode(row)
 
 
 def _stored_row(p: dict[str, Any]) -> StoredLeaderboardRow:
-    percentage = p["profitPercentage"]
-    return StoredLeaderboardRow(
-        rank=p["rank"],
-        login=Long(p["login"]),
-        profit=Decimal(p["profit"]),
-        profit_percentage=None if percentage is None else _percent(Decimal(percentage)),
-        equity=Decimal(p["equity"]),
-        balance=Decimal(p["balance"]),
-        margin=Decimal(p["margin"]),
-        free_margin=Decimal(p["freeMargin"]),
-        open_positions_count=p["openPositionsCount"],
-        pending_orders_count=p["pendingOrdersCount"],
-        updated_at=datetime.fromisoformat(p["updatedAt"]),
-    )
+    row = _read_stored_row(p)
+    row.profit_percentage = _percent(row.profit_percentage)
+    return row
+
+
+_read_stored_row = model.STORED_ROW.reader(StoredLeaderboardRow)
 
 
 def _percent(value: Decimal | None) -> Decimal | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 import strawberry
 
 from api.auth import Role
-from api.feeds.martingale.store import RoundError, StrategyNotFoundError, progress_payload
+from api.feeds.martingale.store import RoundError, StrategyNotFoundError
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, StreamEndedError
 from api.graphql.permissions import (
@@ -33,7 +33,7 @@ from api.graphql.resume import (
 )
 from api.streaming.hub import HubError
 from domain import martingale as model
-from domain.mining_rounds import MiningRound, RoundResult
+from domain.mining_rounds import ROUND, MiningRound, RoundResult
 from domain.topics import martingale_topic, rounds_topic
 
 if TYPE_CHECKING:
@@ -110,36 +110,38 @@ class MartingaleProgress:
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> MartingaleProgress:
-        win_rate = p["winRatePercentage"]
-        return cls(
-            strategy_id=strawberry.ID(p["strategyId"]),
-            wallet_address=p["walletAddress"],
-            current_round=p["currentRound"],
-            total_rounds=p["totalRounds"],
-            progress_percentage=Decimal(p["progressPercentage"]).quantize(PERCENT_PLACES),
-            current_amount_sol=Decimal(p["currentAmountSol"]),
-            total_deployed_sol=Decimal(p["totalDeployedSol"]),
-            total_rewards_sol=Decimal(p["totalRewardsSol"]),
-            total_loss_sol=Decimal(p["totalLossSol"]),
-            profit_loss_sol=Decimal(p["profitLossSol"]),
-            status=StrategyStatus(p["status"]),
-            exit_reason=None if p["exitReason"] is None else ExitReason(p["exitReason"]),
-            win_rate_percentage=None
-            if win_rate is None
-            else Decimal(win_rate).quantize(PERCENT_PLACES),
-            risk_level=RiskLevel(p["riskLevel"]),
-            losing_streak=p["losingStreak"],
-            last_round=p["lastRound"],
-            base_amount_sol=Decimal(p["baseAmountSol"]),
-            multiplier=Decimal(p["multiplier"]),
-            stop_loss_sol=_decimal(p["stopLossSol"]),
-            take_profit_sol=_decimal(p["takeProfitSol"]),
-            budget_sol=_decimal(p["budgetSol"]),
-        )
+        return cls.of_progress(model.STRATEGY_PROGRESS.decode(p))
 
     @classmethod
     def of(cls, strategy: model.Strategy) -> MartingaleProgress:
-        return cls.from_payload(progress_payload(strategy))
+        return cls.of_progress(model.progress(strategy))
+
+    @classmethod
+    def of_progress(cls, p: model.Progress) -> MartingaleProgress:
+        win_rate = p.win_rate_percentage
+        return cls(
+            strategy_id=strawberry.ID(p.strategy_id),
+            wallet_address=p.wallet_address,
+            current_round=p.current_round,
+            total_rounds=p.total_rounds,
+            progress_percentage=p.progress_percentage.quantize(PERCENT_PLACES),
+            current_amount_sol=p.current_amount_sol,
+            total_deployed_sol=p.total_deployed_sol,
+            total_rewards_sol=p.total_rewards_sol,
+            total_loss_sol=p.total_loss_sol,
+            profit_loss_sol=p.profit_loss_sol,
+            status=p.status,
+            exit_reason=p.exit_reason,
+            win_rate_percentage=None if win_rate is None else win_rate.quantize(PERCENT_PLACES),
+            risk_level=p.risk_level,
+            losing_streak=p.losing_streak,
+            last_round=p.last_round,
+            base_amount_sol=p.base_amount_sol,
+            multiplier=p.multiplier,
+            stop_loss_sol=p.stop_loss_sol,
+            take_profit_sol=p.take_profit_sol,
+            budget_sol=p.budget_sol,
+        )
 
 
 @strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
@@ -173,14 +175,7 @@ class Round(Resumable):
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> Round:
-        return cls(
-            number=p["number"],
-            starts_at=datetime.fromisoformat(p["startsAt"]),
-            ends_at=datetime.fromisoformat(p["endsAt"]),
-            settled_at=None if p["settledAt"] is None else datetime.fromisoformat(p["settledAt"]),
-            won=p["won"],
-            reward_multiplier=_decimal(p["rewardMultiplier"]),
-        )
+        return _read_round(p)
 
 
 @strawberry.type(description="One round a strategy played.")
@@ -197,8 +192,8 @@ class StrategyDetail:
     rounds: list[PlayedRound]
 
 
-def _decimal(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
+_read_round = ROUND.reader(Round)
+"""A round event's payload as the schema shows it (read once per subscriber)."""
 
 
 def _wallet_for(principal: Principal, wallet: str | None, what: str) -> str | None:

@@ -52,10 +52,6 @@ strawberry.enum(model.OrderStatus, name="OrderStatus")
 OrderStatus: TypeAlias = model.OrderStatus
 
 
-def _d(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
 @strawberry.type(description="A paper account's money, in USD.")
 class PaperBalance:
     currency: str
@@ -85,17 +81,7 @@ class PaperBalance:
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PaperBalance:
-        return cls(
-            currency=p["currency"],
-            wallet_balance=Decimal(p["walletBalance"]),
-            unrealized_pnl=Decimal(p["unrealizedPnl"]),
-            realized_pnl=Decimal(p["realizedPnl"]),
-            total_fees_paid=Decimal(p["totalFeesPaid"]),
-            net_balance=Decimal(p["netBalance"]),
-            margin_used=Decimal(p["marginUsed"]),
-            order_margin=Decimal(p["orderMargin"]),
-            available_balance=Decimal(p["availableBalance"]),
-        )
+        return cls.of_balance(model.BALANCE.decode(p))
 
 
 @strawberry.type(description="A position of the paper account in one symbol.")
@@ -135,20 +121,7 @@ class PaperPosition:
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PaperPosition:
-        return cls(
-            symbol=p["symbol"],
-            side=None if p["side"] is None else PositionSide.__members__[p["side"]],
-            size=Decimal(p["size"]),
-            entry_price=Decimal(p["entryPrice"]),
-            mark_price=_d(p["markPrice"]),
-            unrealized_pnl=Decimal(p["unrealizedPnl"]),
-            realized_pnl=Decimal(p["realizedPnl"]),
-            leverage=Decimal(p["leverage"]),
-            margin=Decimal(p["margin"]),
-            liquidation_price=_d(p["liquidationPrice"]),
-            opened_at=datetime.fromisoformat(p["openedAt"]),
-            updated_at=datetime.fromisoformat(p["updatedAt"]),
-        )
+        return cls.of_view(model.PositionView.from_payload(p))
 
 
 @strawberry.type(description="An order of the paper account.")
@@ -175,25 +148,7 @@ class PaperOrder:
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PaperOrder:
-        return cls(
-            id=strawberry.ID(p["id"]),
-            client_order_id=p["clientOrderId"],
-            symbol=p["symbol"],
-            type=OrderType(p["type"]),
-            side=OrderSide(p["side"]),
-            status=OrderStatus(p["status"]),
-            quantity=Decimal(p["quantity"]),
-            price=_d(p["price"]),
-            filled=Decimal(p["filled"]),
-            average_price=_d(p["averagePrice"]),
-            reduce_only=p["reduceOnly"],
-            parent_id=None if p["parentId"] is None else strawberry.ID(p["parentId"]),
-            active=p["active"],
-            take_profit=_d(p["takeProfit"]),
-            stop_loss=_d(p["stopLoss"]),
-            created_at=datetime.fromisoformat(p["createdAt"]),
-            updated_at=datetime.fromisoformat(p["updatedAt"]),
-        )
+        return _read_order(p)
 
 
 @strawberry.type(description="A fill of the paper account.")
@@ -210,17 +165,13 @@ class PaperFill:
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PaperFill:
-        return cls(
-            id=strawberry.ID(p["id"]),
-            order_id=strawberry.ID(p["orderId"]),
-            symbol=p["symbol"],
-            side=OrderSide(p["side"]),
-            quantity=Decimal(p["quantity"]),
-            price=Decimal(p["price"]),
-            fee=Decimal(p["fee"]),
-            realized_pnl=Decimal(p["realizedPnl"]),
-            at=datetime.fromisoformat(p["at"]),
-        )
+        return _read_fill(p)
+
+
+_read_order = model.ORDER.reader(PaperOrder)
+_read_fill = model.FILL.reader(PaperFill)
+"""An order's and a fill's payload as the schema shows them, made in one step: a live dashboard
+reads every order and fill event."""
 
 
 @strawberry.type(description="The signed-in user's paper trading account.")

@@ -33,6 +33,7 @@ from api.graphql.resume import (
 from api.graphql.streams import StreamWithPrices, decoded_price
 from api.streaming.hub import HubError
 from domain import perps
+from domain import perps_engine as engine
 from domain import perps_margin as margin
 from domain.perps_engine import (
     POSITION_CLOSED,
@@ -84,13 +85,14 @@ class Fill:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Fill:
+        f = engine.TRADE_FILL.decode(payload)
         return cls(
-            kind=payload["kind"],
-            size=Decimal(payload["size"]),
-            price=Decimal(payload["price"]),
-            fee=Decimal(payload["fee"]),
-            realized_pnl=Decimal(payload["realizedPnl"]),
-            at=datetime.fromisoformat(payload["at"]),
+            kind=f.kind.value,
+            size=f.size,
+            price=f.price,
+            fee=f.fee,
+            realized_pnl=f.realized_pnl,
+            at=f.at,
         )
 
 
@@ -247,19 +249,19 @@ class LiquidationCandidate:
 
     @classmethod
     def from_payload(cls, p: dict[str, Any], markets: MarketCatalog) -> LiquidationCandidate:
-        side = perps.Side(p["side"])
+        c = engine.CANDIDATE.decode(p)
         return cls(
-            position_id=strawberry.ID(p["positionId"]),
-            market=p["market"],
-            side=PositionSide(side.value),
-            size=Decimal(p["size"]),
-            mark_price=Decimal(p["markPrice"]),
-            notional=Decimal(p["notional"]),
-            health_factor=Decimal(p["healthFactor"]).quantize(RATIO_PLACES),
+            position_id=strawberry.ID(c.position_id),
+            market=c.market,
+            side=c.side,
+            size=c.size,
+            mark_price=c.mark_price,
+            notional=c.notional,
+            health_factor=c.health_factor.quantize(RATIO_PLACES),
             liquidation_price=_to_tick(
-                _decimal(p["liquidationPrice"]), markets.get(p["market"]).tick_size, side
+                c.liquidation_price, markets.get(c.market).tick_size, c.side
             ),
-            potential_reward=Decimal(p["potentialReward"]),
+            potential_reward=c.potential_reward,
         )
 
 
@@ -307,17 +309,17 @@ class MarketStats(Resumable):
 
     @classmethod
     def from_event(cls, event: Event) -> MarketStats:
-        p = event.payload
+        s = engine.MARKET_STATS.decode(event.payload)
         return cls(
-            market=p["market"],
-            index_price=_decimal(p["indexPrice"]),
-            mark_price=_decimal(p["markPrice"]),
-            open_interest_long=Decimal(p["openInterestLong"]),
-            open_interest_short=Decimal(p["openInterestShort"]),
-            volume_24h=Decimal(p["volume24h"]),
-            funding_rate=_decimal(p["fundingRate"]),
-            last_funding_at=_time(p["lastFundingAt"]),
-            next_funding_at=datetime.fromisoformat(p["nextFundingAt"]),
+            market=s.market,
+            index_price=s.index_price,
+            mark_price=s.mark_price,
+            open_interest_long=s.open_interest_long,
+            open_interest_short=s.open_interest_short,
+            volume_24h=s.volume_24h,
+            funding_rate=s.funding_rate,
+            last_funding_at=s.last_funding_at,
+            next_funding_at=s.next_funding_at,
             updated_at=event.published_at,
             sequence=event.sequence,
         )
@@ -335,15 +337,15 @@ class FundingRateChanged(Resumable):
 
     @classmethod
     def from_event(cls, event: Event) -> FundingRateChanged:
-        p = event.payload
+        f = engine.FUNDING.decode(event.payload)
         return cls(
-            market=p["market"],
-            rate=Decimal(p["rate"]),
-            mark_price=Decimal(p["markPrice"]),
-            index_price=Decimal(p["indexPrice"]),
-            settled_at=datetime.fromisoformat(p["settledAt"]),
-            next_funding_at=datetime.fromisoformat(p["nextFundingAt"]),
-            positions_charged=p["positionsCharged"],
+            market=f.market,
+            rate=f.rate,
+            mark_price=f.mark_price,
+            index_price=f.index_price,
+            settled_at=f.settled_at,
+            next_funding_at=f.next_funding_at,
+            positions_charged=f.positions_charged,
         )
 
 
@@ -497,14 +499,6 @@ class _Valuer:
             )
         self._last_mark, self._last = mark, view
         return view
-
-
-def _decimal(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
 
 
 def _user_or_caller(principal: Principal, user: str | None) -> str:

@@ -26,6 +26,7 @@ from api.graphql.resume import (
     stamped,
 )
 from api.streaming.hub import HubError
+from domain import paper_exchange as paper
 from domain import portfolio as model
 from domain.prices import OraclePrice
 from domain.topics import TopicKind, dashboard_topic, kind_of, live_topic, price_topic
@@ -38,14 +39,6 @@ if TYPE_CHECKING:
     from domain.paper_exchange import PaperAccount
 
 REFERENCE_REFRESH_S = 60.0
-
-
-def _d(value: str | None) -> Decimal | None:
-    return None if value is None else Decimal(value)
-
-
-def _t(value: str) -> datetime:
-    return datetime.fromisoformat(value)
 
 
 strawberry.enum(model.Direction, name="AlertDirection")
@@ -86,15 +79,7 @@ class TrimExecuted(Resumable):
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> TrimExecuted:
-        return cls(
-            trim_id=strawberry.ID(p["trimId"]),
-            asset=p["asset"],
-            amount_sold=Decimal(p["amountSold"]),
-            price=Decimal(p["price"]),
-            profit_realized=Decimal(p["profitRealized"]),
-            reasoning=p["reasoning"],
-            timestamp=_t(p["timestamp"]),
-        )
+        return _read_trim(p)
 
 
 @strawberry.type(description="A price alert was reached.")
@@ -109,15 +94,7 @@ class BenchmarkTriggered(Resumable):
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> BenchmarkTriggered:
-        return cls(
-            benchmark_id=strawberry.ID(p["benchmarkId"]),
-            asset=p["asset"],
-            target_price=Decimal(p["targetPrice"]),
-            current_price=Decimal(p["currentPrice"]),
-            action=p["action"],
-            direction=AlertDirection(p["direction"]),
-            timestamp=_t(p["timestamp"]),
-        )
+        return _read_benchmark(p)
 
 
 @strawberry.type(
@@ -131,12 +108,7 @@ class PortfolioUpdate(Resumable):
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> PortfolioUpdate:
-        return cls(
-            total_value_usd=Decimal(p["totalValueUsd"]),
-            change24h=_d(p["change24h"]),
-            change24h_usd=_d(p["change24hUsd"]),
-            timestamp=_t(p["timestamp"]),
-        )
+        return _read_update(p)
 
 
 @strawberry.type
@@ -151,15 +123,16 @@ class ConversionCompleted(Resumable):
 
     @classmethod
     def of(cls, p: dict[str, Any]) -> ConversionCompleted:
-        return cls(
-            conversion_id=strawberry.ID(p["conversionId"]),
-            from_asset=p["fromAsset"],
-            to_asset=p["toAsset"],
-            from_amount=Decimal(p["fromAmount"]),
-            to_amount=Decimal(p["toAmount"]),
-            fee_usd=Decimal(p["feeUsd"]),
-            timestamp=_t(p["timestamp"]),
-        )
+        return _read_conversion(p)
+
+
+_read_trim = model.TRIM_EXECUTED.reader(TrimExecuted, timestamp="at")
+_read_benchmark = model.BENCHMARK_TRIGGERED.reader(BenchmarkTriggered, timestamp="at")
+_read_update = model.PORTFOLIO_UPDATE.reader(
+    PortfolioUpdate, change24h="change_24h", change24h_usd="change_24h_usd", timestamp="at"
+)
+_read_conversion = model.CONVERSION_COMPLETED.reader(ConversionCompleted, timestamp="at")
+"""Each dashboard event's payload as the schema shows it, made in one step."""
 
 
 DashboardUpdate = Annotated[
@@ -368,14 +341,15 @@ async def dashboard_stream(
         raise StreamEndedError(exc) from exc
 
 
-def _trade(fill: dict[str, Any]) -> TradeExecuted:
+def _trade(payload: dict[str, Any]) -> TradeExecuted:
+    fill = paper.FILL.decode(payload)
     return TradeExecuted(
-        trade_id=strawberry.ID(fill["id"]),
-        asset=fill["symbol"],
-        action=fill["side"],
-        amount=Decimal(fill["quantity"]),
-        price=Decimal(fill["price"]),
-        timestamp=_t(fill["at"]),
+        trade_id=strawberry.ID(fill.id),
+        asset=fill.symbol,
+        action=fill.side.value,
+        amount=fill.quantity,
+        price=fill.price,
+        timestamp=fill.at,
     )
 
 
