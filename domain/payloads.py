@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -78,6 +78,8 @@ class PayloadCodec(Generic[T]):
             tuple(fields) if fields is not None else tuple(f.name for f in dataclasses.fields(cls))
         )
         self._types = dict(types or {})
+        self._encoder: Callable[[T], dict[str, Any]] | None = None
+        self._decoder: Callable[[dict[str, Any]], T] | None = None
         self.encode = self._first_encode
         self.decode = self._first_decode
         if all(f.name in self._names for f in dataclasses.fields(cls) if f.init):
@@ -88,21 +90,27 @@ class PayloadCodec(Generic[T]):
         return self._keys.get(name) or camel(name)
 
     def _first_encode(self, value: T) -> dict[str, Any]:
-        encode: Callable[[T], dict[str, Any]] = self._generate(encoding=True)
-        self.encode = encode
+        encode = self._encoder
+        if encode is None:  # the first call: generate it (a caller may hold on to this method)
+            encode = self._encoder = self.encode = self._generate(encoding=True)
         return encode(value)
 
     def _first_decode(self, payload: dict[str, Any]) -> T:
-        decode: Callable[[dict[str, Any]], T] = self._generate(encoding=False)
-        self.decode = decode
+        decode = self._decoder
+        if decode is None:
+            decode = self._decoder = self.decode = self._generate(encoding=False)
         return decode(payload)
 
-    def reader(self, target: type[S], **names: str) -> Callable[[dict[str, Any]], S]:
+    def reader(
+        self, target: type[S], *, as_is: Collection[str] = (), **names: str
+    ) -> Callable[[dict[str, Any]], S]:
         """A function that makes a ``target`` (another dataclass: the schema's type of this
         payload) straight from a payload, each of its fields read as this codec reads the field
-        of the same name (``names`` maps a target field to an attribute named otherwise). A
-        target field this payload lacks keeps its default. One step instead of two (the payload
-        to this dataclass, that to the target), for readers a payload reaches many times."""
+        of the same name (``names`` maps a target field to an attribute named otherwise), or
+        taken as the JSON value it is for a target field in ``as_is`` (an enum shown as its
+        value). A target field this payload lacks keeps its default. One step instead of two
+        (the payload to this dataclass, that to the target), for readers a payload reaches many
+        times."""
         writer = _Writer(self, target)
         hints = self._hints()
         encoded = set(self._names)
@@ -115,7 +123,10 @@ class PayloadCodec(Generic[T]):
                 if _default(field) is _MISSING:
                     raise TypeError(f"{self.cls.__name__}'s payload lacks {target.__name__}.{name}")
                 continue
-            arguments.append(f"{field.name}={writer.decode(f'p[{self.key(name)!r}]', hints[name])}")
+            value = f"p[{self.key(name)!r}]"
+            if field.name not in as_is:
+                value = writer.decode(value, hints[name])
+            arguments.append(f"{field.name}={value}")
         source = f"def read(p):\n    return cls({', '.join(arguments)})\n"
         read: Callable[[dict[str, Any]], S] = writer.compile(source, "read")
         return read
@@ -159,6 +170,8 @@ class PayloadCodec(Generic[T]):
                 value = writer.decode(f"p[{key!r}]", hint)
             elif default is None and _optional(hint):
                 value = writer.decode(f"p.get({key!r})", hint)
+            elif _reads_itself(hint):
+                value = writer.decode(f"p.get({key!r}, {writer.constant(default)})", hint)
             else:
                 d = writer.constant(default)
                 t = writer.temporary()
@@ -181,6 +194,14 @@ def _default(field: dataclasses.Field[Any]) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return _MISSING
+
+
+def _reads_itself(hint: Any) -> bool:
+    """Whether reading a value of this type as if it were its payload gives it back (a default
+    may then stand in for an absent key without a test)."""
+    if hint in (str, int, bool, float, Decimal):
+        return True
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
 
 
 def _optional(hint: Any) -> bool:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 from api.graphql.errors import StreamEndedError
 from api.streaming.hub import HubError
-from domain.prices import OraclePrice
+from domain.prices import ORACLE_PRICE, OraclePrice
 from domain.topics import price_topic
 
 if TYPE_CHECKING:
@@ -128,7 +128,7 @@ KEPT_EVENTS = 64
 
 
 def _decode_price(event: Event) -> OraclePrice:
-    return OraclePrice.from_payload(event.payload)
+    return ORACLE_PRICE.decode(event.payload)
 
 
 decoded_price = OncePerEvent(_decode_price)

@@ -658,3 +658,23 @@ def test_a_codec_refuses_what_it_cannot_write() -> None:
         PayloadCodec(Odd, fields=()).decode({})
     with pytest.raises(TypeError, match="not a dataclass"):
         PayloadCodec(int)
+
+
+def test_a_codec_is_generated_once_even_for_a_caller_holding_the_first_method(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    codec = PayloadCodec(Inner)
+    made: list[bool] = []
+    generate = PayloadCodec._generate
+
+    def counted(self: PayloadCodec[Any], *, encoding: bool) -> Any:
+        made.append(encoding)
+        return generate(self, encoding=encoding)
+
+    monkeypatch.setattr(PayloadCodec, "_generate", counted)
+    decode, encode = codec.decode, codec.encode
+    inner = Inner(date(2024, 1, 2), TINY)
+    for _ in range(3):
+        assert decode(encode(inner)) == inner
+        assert codec.decode(codec.encode(inner)) == inner
+    assert made == [True, False]

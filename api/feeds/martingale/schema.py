@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 import strawberry
 
 from api.auth import Role
-from api.feeds.martingale.store import RoundError, StrategyNotFoundError
+from api.feeds.martingale.store import RoundError, StrategyNotFoundError, progress_payload
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, StreamEndedError
 from api.graphql.permissions import (
@@ -110,38 +110,15 @@ class MartingaleProgress:
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> MartingaleProgress:
-        return cls.of_progress(model.STRATEGY_PROGRESS.decode(p))
+        shown = _read_progress(p)
+        shown.progress_percentage = shown.progress_percentage.quantize(PERCENT_PLACES)
+        win_rate = shown.win_rate_percentage
+        shown.win_rate_percentage = None if win_rate is None else win_rate.quantize(PERCENT_PLACES)
+        return shown
 
     @classmethod
     def of(cls, strategy: model.Strategy) -> MartingaleProgress:
-        return cls.of_progress(model.progress(strategy))
-
-    @classmethod
-    def of_progress(cls, p: model.Progress) -> MartingaleProgress:
-        win_rate = p.win_rate_percentage
-        return cls(
-            strategy_id=strawberry.ID(p.strategy_id),
-            wallet_address=p.wallet_address,
-            current_round=p.current_round,
-            total_rounds=p.total_rounds,
-            progress_percentage=p.progress_percentage.quantize(PERCENT_PLACES),
-            current_amount_sol=p.current_amount_sol,
-            total_deployed_sol=p.total_deployed_sol,
-            total_rewards_sol=p.total_rewards_sol,
-            total_loss_sol=p.total_loss_sol,
-            profit_loss_sol=p.profit_loss_sol,
-            status=p.status,
-            exit_reason=p.exit_reason,
-            win_rate_percentage=None if win_rate is None else win_rate.quantize(PERCENT_PLACES),
-            risk_level=p.risk_level,
-            losing_streak=p.losing_streak,
-            last_round=p.last_round,
-            base_amount_sol=p.base_amount_sol,
-            multiplier=p.multiplier,
-            stop_loss_sol=p.stop_loss_sol,
-            take_profit_sol=p.take_profit_sol,
-            budget_sol=p.budget_sol,
-        )
+        return cls.from_payload(progress_payload(strategy))
 
 
 @strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
@@ -192,6 +169,7 @@ class StrategyDetail:
     rounds: list[PlayedRound]
 
 
+_read_progress = model.STRATEGY_PROGRESS.reader(MartingaleProgress, wallet_address="wallet_address")
 _read_round = ROUND.reader(Round)
 """A round event's payload as the schema shows it (read once per subscriber)."""
 

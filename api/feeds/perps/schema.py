@@ -85,15 +85,11 @@ class Fill:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Fill:
-        f = engine.TRADE_FILL.decode(payload)
-        return cls(
-            kind=f.kind.value,
-            size=f.size,
-            price=f.price,
-            fee=f.fee,
-            realized_pnl=f.realized_pnl,
-            at=f.at,
-        )
+        return _read_fill(payload)
+
+
+_read_fill = engine.TRADE_FILL.reader(Fill, as_is=("kind",))
+"""A fill as a positions event carries it, its kind shown as its text."""
 
 
 @strawberry.type(
