@@ -678,3 +678,25 @@ def test_a_codec_is_generated_once_even_for_a_caller_holding_the_first_method(
         assert decode(encode(inner)) == inner
         assert codec.decode(codec.encode(inner)) == inner
     assert made == [True, False]
+
+
+@dataclass
+class Shown:
+    """A schema type of Outer's payload: some fields, one named otherwise, one its own."""
+
+    name_of_it: str
+    colour: str | None
+    twice: int
+    change: Decimal
+    note: str = "kept"
+
+
+def test_a_reader_makes_another_type_straight_from_a_payload() -> None:
+    read = OUTER.reader(Shown, as_is=("colour",), twice="doubled", change="change_24h")
+    outer = Outer("x", Inner(date(2024, 1, 2), TINY), (), [], Colour.RED, Decimal("2.5"), count=4)
+    assert read(OUTER.encode(outer)) == Shown("x", "red", 8, Decimal("2.5"))
+
+
+def test_a_reader_needs_every_field_without_a_default() -> None:
+    with pytest.raises(TypeError, match=r"lacks Shown\.twice"):
+        OUTER.reader(Shown)
