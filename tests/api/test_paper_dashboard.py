@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feeds.paper_exchange.schema import PaperBalance, PaperPosition, _views
+from api.feeds.paper_exchange.types import PaperBalance, PaperPosition, _views
 from domain.markets import Market, MarketCatalog
 from domain.paper_exchange import OrderError, OrderRequest, OrderSide, OrderType, PaperAccount
 

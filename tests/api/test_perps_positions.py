@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feeds.perps.schema import Position, _Valuer, positions_stream
+from api.feeds.perps.stream import positions_stream
+from api.feeds.perps.types import Position, _Valuer
 from api.graphql.streams import OncePerEvent
 from api.storage.history import Cursor, Start
 from api.streaming.broadcast import Broadcast
