@@ -42,16 +42,17 @@ prices = st.builds(
 
 @st.composite
 def accounts(draw: st.DrawFn) -> PaperAccount:
-    """An account after a few market and limit orders, some at a leverage of their own."""
+    """An account after a few market and limit orders, at a default leverage of its own."""
     account = PaperAccount(
-        "alice", MARKETS, initial_balance=D(draw(st.sampled_from([10**4, 10**8])))
+        "alice",
+        MARKETS,
+        initial_balance=D(draw(st.sampled_from([10**4, 10**8]))),
+        default_leverage=D(draw(st.integers(1, 20))),
     )
     for _ in range(draw(st.integers(0, 6))):
         symbol = draw(st.sampled_from(SYMBOLS))
         mark = draw(prices)
         try:
-            if draw(st.booleans()):
-                account.set_leverage(symbol, D(draw(st.integers(1, 20))), {symbol: mark}, AT)
             limit = draw(st.booleans())
             request = OrderRequest(
                 symbol,
