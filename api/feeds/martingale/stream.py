@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from api.feeds.martingale.types import MartingaleProgress, MartingaleUpdate, Round, RoundEvent
 from api.graphql.errors import StreamEndedError
-from api.graphql.resume import StreamPosition, stamped
+from api.graphql.resume import resume, stamped
 from api.streaming.hub import HubError
 from domain.topics import martingale_topic, rounds_topic
 
@@ -64,17 +64,16 @@ async def rounds_stream(
     streams = [rounds_topic()]
     try:
         async with services.hub.subscribe(streams[0]) as subscription:
-            start = await services.history.start(
-                streams, after, services.martingale_store.latest_round
+            resumption = await resume(
+                services.history, streams, after, services.martingale_store.latest_round
             )
-            position = StreamPosition(streams, start.origin)
-            for event in start.replay:
-                position.advance(event)
-                yield stamped(Round.from_payload(event.payload), position)
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
-            if start.snapshot is not None:
-                yield stamped(Round.of(start.snapshot), position)
+            position = resumption.position
+            current = resumption.snapshot
+            for item in resumption.opening(
+                lambda event: [Round.from_payload(event.payload)],
+                lambda: [] if current is None else [Round.of(current)],
+            ):
+                yield item
             async for event in subscription:
                 if position.advance(event):
                     yield stamped(Round.from_payload(event.payload), position)

@@ -16,7 +16,7 @@ from api.feeds.paper_exchange.types import (
     _views,
 )
 from api.graphql.errors import StreamEndedError
-from api.graphql.resume import StreamPosition, stamped
+from api.graphql.resume import resume, stamped
 from api.graphql.streams import StreamWithPrices, decoded_price
 from api.streaming.hub import HubError
 from domain.topics import live_topic
@@ -43,27 +43,34 @@ async def live_stream(
     topic = live_topic(owner)
     try:
         async with StreamWithPrices(services.hub, [topic]) as feed:
-            start = await services.history.start(
-                [topic], after, lambda: exchange.account(owner), always_snapshot=True
+            resumption = await resume(
+                services.history,
+                [topic],
+                after,
+                lambda: exchange.account(owner),
+                always_snapshot=True,
             )
-            account = start.snapshot
-            assert account is not None
+            snapshot = resumption.snapshot
+            assert snapshot is not None
+            account = snapshot
             valuer = account.valuer()
             await feed.follow(valuer.symbols)
             marks = await exchange.marks()
             now = services.clock.now()
-            position = StreamPosition([topic], start.origin)
-            for event in start.replay:
-                position.advance(event)
-                yield stamped(_orders_update(event, account), position)
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
+            position = resumption.position
             balance, positions = _views(valuer, marks)
-            yield stamped(BalanceUpdate(balance=balance, at=now), position)
-            yield stamped(PaperPositionsUpdate(positions=positions, at=now), position)
-            if not start.resumed:
-                orders = OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
-                yield stamped(orders, position)
+            current: list[LiveDashboardEvent] = [
+                BalanceUpdate(balance=balance, at=now),
+                PaperPositionsUpdate(positions=positions, at=now),
+            ]
+            if not resumption.resumed:
+                current.append(
+                    OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
+                )
+            for item in resumption.opening(
+                lambda event: [_orders_update(event, snapshot)], lambda: current
+            ):
+                yield item
             while True:
                 event = await feed.next()
                 if event.topic != topic:

@@ -27,7 +27,7 @@ from api.feeds.perps.types import (
     _Valuer,
 )
 from api.graphql.errors import StreamEndedError
-from api.graphql.resume import StreamPosition, stamped
+from api.graphql.resume import resume, stamped
 from api.graphql.streams import StreamWithPrices, decoded_price
 from api.streaming.hub import HubError
 from domain import perps
@@ -98,11 +98,15 @@ async def positions_stream(
     topic = positions_topic(user)
     try:
         async with StreamWithPrices(services.hub, [topic]) as feed:
-            start = await services.history.start(
-                [topic], after, lambda: services.book.open_positions(user), always_snapshot=True
+            resumption = await resume(
+                services.history,
+                [topic],
+                after,
+                lambda: services.book.open_positions(user),
+                always_snapshot=True,
             )
-            assert start.snapshot is not None
-            held = {p.id: _Valuer(p, markets.get(p.market)) for p in start.snapshot}
+            assert resumption.snapshot is not None
+            held = {p.id: _Valuer(p, markets.get(p.market)) for p in resumption.snapshot}
             await feed.follow({v.market for v in held.values()})
             # Read after the snapshot: a trade in between is in both, and its event carries
             # the account with its revision, so the newest wins either way.
@@ -112,7 +116,7 @@ async def positions_stream(
             marks = {market: price.price for market, price in latest.items()}
             # When each mark was published: an update's pricedAt.
             published = {market: price.published_at for market, price in latest.items()}
-            position = StreamPosition([topic], start.origin)
+            position = resumption.position
 
             def update() -> PositionsUpdate:
                 times = [published[v.market] for v in held.values() if v.market in published]
@@ -141,13 +145,12 @@ async def positions_stream(
                         marks[market] = stored[0].price
                         published[market] = stored[0].published_at
 
-            for event in start.replay:
-                position.advance(event)
+            def replayed(event: Event) -> list[PositionEvent]:
                 note_account(event)
-                yield stamped(_present_position_event(event, markets, marks), position)
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
-            yield update()
+                return [_present_position_event(event, markets, marks)]
+
+            for item in resumption.opening(replayed, lambda: [update()]):
+                yield item
             pending: Event | None = None
             while True:
                 event = pending if pending is not None else await feed.next()
@@ -201,20 +204,21 @@ async def market_stats_stream(
     streams = [funding_topic(market)]
     try:
         async with services.hub.merge([stats_topic, *streams]) as merged:
-            start = await services.history.start(
-                streams, after, lambda: services.latest.latest(stats_topic), always_snapshot=True
+            resumption = await resume(
+                services.history,
+                streams,
+                after,
+                lambda: services.latest.latest(stats_topic),
+                always_snapshot=True,
             )
-            position = StreamPosition(streams, start.origin)
-            for event in start.replay:
-                position.advance(event)
-                yield stamped(FundingRateChanged.from_event(event), position)
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
-            last = 0
-            current = start.snapshot
-            if current is not None:
-                last = current.sequence
-                yield stamped(MarketStats.from_event(current), position)
+            position = resumption.position
+            current = resumption.snapshot
+            last = 0 if current is None else current.sequence
+            for item in resumption.opening(
+                lambda event: [FundingRateChanged.from_event(event)],
+                lambda: [] if current is None else [MarketStats.from_event(current)],
+            ):
+                yield item
             async for event in merged:
                 if event.topic != stats_topic:
                     if position.advance(event):

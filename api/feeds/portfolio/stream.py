@@ -21,7 +21,7 @@ from api.feeds.portfolio.types import (
     _Valuer,
 )
 from api.graphql.errors import StreamEndedError
-from api.graphql.resume import StreamPosition, stamped
+from api.graphql.resume import resume, stamped
 from api.streaming.hub import HubError
 from domain import portfolio as model
 from domain.prices import OraclePrice
@@ -63,28 +63,27 @@ async def dashboard_stream(
     valuer = _Valuer(services, owner)
 
     def value() -> PortfolioUpdate | None:
+        """The portfolio's value, if it moved enough to be sent."""
         update = valuer.update()
         if update is None or not gate.offer(update.total_value_usd):
             return None
-        return stamped(PortfolioUpdate.of(update.to_payload()), position)
+        return PortfolioUpdate.of(update.to_payload())
 
     def happened(event: Event) -> list[DashboardUpdate]:
         if kind_of(event.topic) is TopicKind.LIVE:
-            return [stamped(_trade(fill), position) for fill in event.payload["fills"]]
-        return [stamped(_dashboard_event(event), position)]
+            return [_trade(fill) for fill in event.payload["fills"]]
+        return [_dashboard_event(event)]
 
     try:
         async with services.hub.merge(topics) as merged:
-            start = await services.history.start(streams, after, valuer.load, always_snapshot=True)
-            position = StreamPosition(streams, start.origin)
-            for event in start.replay:
-                position.advance(event)
-                for update in happened(event):
-                    yield update
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
-            if (first := value()) is not None:
-                yield first
+            resumption = await resume(
+                services.history, streams, after, valuer.load, always_snapshot=True
+            )
+            position = resumption.position
+            for item in resumption.opening(
+                happened, lambda: [] if (first := value()) is None else [first]
+            ):
+                yield item
             async for event in merged:
                 kind = kind_of(event.topic)
                 if kind is TopicKind.PRICE:
@@ -96,13 +95,13 @@ async def dashboard_stream(
                     continue  # the start covered it
                 else:
                     for update in happened(event):
-                        yield update
+                        yield stamped(update, position)
                     if kind is TopicKind.LIVE:
                         valuer.account = await services.exchange.account(owner)
                     elif event.type == model.ConversionCompleted.event_type:
                         valuer.holdings = await services.portfolio.portfolio(owner)
                 if (moved := value()) is not None:
-                    yield moved
+                    yield stamped(moved, position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
