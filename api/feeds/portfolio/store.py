@@ -145,9 +145,11 @@ class PgPortfolioStore:
         return status == "DELETE 1"
 
     async def observe_alerts(self, asset: str, price: Decimal, now: datetime) -> list[Event]:
-        """The next price of ``asset``, to its armed alerts: each one it fires (the domain's
-        :class:`domain.portfolio.AlertWatch` decides) is stored and its ``BenchmarkTriggered``
-        numbered in the transaction that moves the asset's last seen price on: exactly once.
+        """The next price of ``asset``, to its armed alerts: the domain's
+        :class:`domain.portfolio.AlertWatch`, restored from the alerts that saw the last price
+        and that price, says which it fires; each is stored as it stands after firing (a
+        once-alert disarmed) and its ``BenchmarkTriggered`` numbered in the transaction that
+        moves the asset's last seen price on: exactly once.
 
         Without an armed alert on the asset nothing is read or written (one indexed lookup per
         price). The last seen price then goes stale, which changes nothing: an alert created
@@ -181,35 +183,20 @@ class PgPortfolioStore:
                 asset,
                 last["seen_at"],
             )
-            for row in rows:
-                alert = _alert(row)
-                if not alert.crosses(previous, price):
-                    continue
-                if alert.once:
-                    await conn.execute(
-                        "UPDATE price_alerts SET armed = false, triggered_at = $2 WHERE id = $1",
-                        alert.id,
-                        now,
-                    )
-                    alert = model.PriceAlert(
-                        alert.id,
-                        alert.asset,
-                        alert.target_price,
-                        alert.direction,
-                        alert.action,
-                        alert.once,
-                        armed=False,
-                    )
-                else:
-                    await conn.execute(
-                        "UPDATE price_alerts SET triggered_at = $2 WHERE id = $1", alert.id, now
-                    )
-                triggered = model.BenchmarkTriggered.of(
-                    model.AlertTrigger(alert, previous, price), now
+            watch = model.AlertWatch([_alert(row) for row in rows], {asset: previous})
+            owners = {row["id"]: row["owner"] for row in rows}
+            for trigger in watch.observe(asset, price):
+                alert = trigger.alert  # as it stands after firing: a once-alert disarmed
+                await conn.execute(
+                    "UPDATE price_alerts SET armed = $2, triggered_at = $3 WHERE id = $1",
+                    alert.id,
+                    alert.armed,
+                    now,
                 )
+                triggered = model.BenchmarkTriggered.of(trigger, now)
                 events.append(
                     await self._number(
-                        conn, row["owner"], triggered.event_type, triggered.to_payload()
+                        conn, owners[alert.id], triggered.event_type, triggered.to_payload()
                     )
                 )
         return events
