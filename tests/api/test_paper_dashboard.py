@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feeds.paper_exchange.types import PaperBalance, PaperPosition, _views
+from api.feeds.paper_exchange.types import PaperBalance, PaperPosition, account_views
 from domain.markets import Market, MarketCatalog
 from domain.paper_exchange import OrderError, OrderRequest, OrderSide, OrderType, PaperAccount
 
@@ -103,7 +103,7 @@ def test_an_account_is_valued_as_its_own_methods_value_it(
         assert exact(astuple(valuer.balance(positions))) == exact(
             astuple(account.balance(prices_now))
         )
-        balance, shown = _views(valuer, prices_now)
+        balance, shown = account_views(valuer, prices_now)
         before = PaperBalance.of(account.balance(prices_now).to_payload())
         assert wire(balance) == wire(before)
         assert [wire(p) for p in shown] == [

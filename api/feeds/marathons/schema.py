@@ -22,7 +22,7 @@ from api.feeds.marathons.types import (
     LeaderboardRow,
     PendingOrderType,
     TradeSide,
-    _percent,
+    percent_shown,
 )
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError
@@ -118,7 +118,7 @@ def _stored_row(p: dict[str, Any]) -> StoredLeaderboardRow:
         rank=p["rank"],
         login=Long(p["login"]),
         profit=Decimal(p["profit"]),
-        profit_percentage=None if percentage is None else _percent(Decimal(percentage)),
+        profit_percentage=None if percentage is None else percent_shown(Decimal(percentage)),
         equity=Decimal(p["equity"]),
         balance=Decimal(p["balance"]),
         margin=Decimal(p["margin"]),

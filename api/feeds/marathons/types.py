@@ -85,14 +85,14 @@ class LeaderboardRow:
             rank=row.rank,
             login=Long(row.login),
             profit=row.profit,
-            profit_percentage=_percent(row.profit_percentage),
+            profit_percentage=percent_shown(row.profit_percentage),
             initial_balance=row.initial_balance,
             equity=row.equity,
             balance=row.balance,
             credit=row.credit,
             margin=row.margin,
             free_margin=row.free_margin,
-            margin_level=_percent(row.margin_level),
+            margin_level=percent_shown(row.margin_level),
             open_positions=[
                 OpenTrade(
                     ticket=Long(t.ticket),
@@ -153,5 +153,5 @@ def stored_row(row: model.LeaderboardRow) -> dict[str, Any]:
     }
 
 
-def _percent(value: Decimal | None) -> Decimal | None:
+def percent_shown(value: Decimal | None) -> Decimal | None:
     return None if value is None else value.quantize(PERCENT_PLACES)

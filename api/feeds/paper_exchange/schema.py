@@ -19,8 +19,8 @@ from api.feeds.paper_exchange.types import (
     PaperFill,
     PaperOrder,
     PaperPosition,
-    _open,
-    _views,
+    account_views,
+    open_orders_of,
 )
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
@@ -87,11 +87,11 @@ class ExchangeQuery:
         owner = _owner(info.context.principal, "paperAccount")
         exchange = info.context.services.exchange
         account = await exchange.account(owner)
-        balance, positions = _views(account.valuer(), await exchange.marks())
+        balance, positions = account_views(account.valuer(), await exchange.marks())
         return PaperAccount(
             balance=balance,
             positions=positions,
-            open_orders=_open(account),
+            open_orders=open_orders_of(account),
             order_history=[PaperOrder.of(o.to_payload()) for o in account.order_history(limit=100)],
             fills=[PaperFill.of(f) for f in await exchange.fills(owner, 100)],
         )

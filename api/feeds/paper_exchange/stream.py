@@ -12,8 +12,8 @@ from api.feeds.paper_exchange.types import (
     PaperFill,
     PaperOrder,
     PaperPositionsUpdate,
-    _open,
-    _views,
+    account_views,
+    open_orders_of,
 )
 from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
@@ -58,14 +58,14 @@ async def live_stream(
             marks = await exchange.marks()
             now = services.clock.now()
             position = resumption.position
-            balance, positions = _views(valuer, marks)
+            balance, positions = account_views(valuer, marks)
             current: list[LiveDashboardEvent] = [
                 BalanceUpdate(balance=balance, at=now),
                 PaperPositionsUpdate(positions=positions, at=now),
             ]
             if not resumption.resumed:
                 current.append(
-                    OrdersUpdate(changed=[], fills=[], open_orders=_open(account), at=now)
+                    OrdersUpdate(changed=[], fills=[], open_orders=open_orders_of(account), at=now)
                 )
             for item in resumption.opening(
                 lambda event: [_orders_update(event, snapshot)], lambda: current
@@ -80,7 +80,7 @@ async def live_stream(
                     marks[price.market] = price.price
                     if price.market not in valuer.symbols:
                         continue  # left over from a symbol no longer held
-                    new_balance, new_positions = _views(valuer, marks)
+                    new_balance, new_positions = account_views(valuer, marks)
                     if new_positions != positions:
                         positions = new_positions
                         update = PaperPositionsUpdate(positions=positions, at=event.published_at)
@@ -103,7 +103,7 @@ async def live_stream(
                         if market in latest and marks.get(market) != latest[market]:
                             marks[market] = latest[market]
                 yield stamped(_orders_update(event, account), position)
-                balance, positions = _views(valuer, marks)
+                balance, positions = account_views(valuer, marks)
                 at = event.published_at
                 yield stamped(PaperPositionsUpdate(positions=positions, at=at), position)
                 yield stamped(BalanceUpdate(balance=balance, at=at), position)
@@ -115,6 +115,6 @@ def _orders_update(event: Event, account: model.PaperAccount) -> OrdersUpdate:
     return OrdersUpdate(
         changed=[PaperOrder.of(o) for o in event.payload["orders"]],
         fills=[PaperFill.of(f) for f in event.payload["fills"]],
-        open_orders=_open(account),
+        open_orders=open_orders_of(account),
         at=event.published_at,
     )

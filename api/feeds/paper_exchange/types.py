@@ -237,7 +237,7 @@ LiveDashboardEvent = Annotated[
 ]
 
 
-def _views(
+def account_views(
     valuer: model.AccountValuer, marks: dict[str, Decimal]
 ) -> tuple[PaperBalance, list[PaperPosition]]:
     views = valuer.positions(marks)
@@ -245,5 +245,5 @@ def _views(
     return balance, [PaperPosition.of_view(v) for v in views]
 
 
-def _open(account: model.PaperAccount) -> list[PaperOrder]:
+def open_orders_of(account: model.PaperAccount) -> list[PaperOrder]:
     return [PaperOrder.of(o.to_payload()) for o in account.open_orders()]

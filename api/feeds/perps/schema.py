@@ -22,7 +22,7 @@ from api.feeds.perps.types import (
     PerpsMarginAccount,
     Position,
     PositionEvent,
-    _latest_prices,
+    latest_prices,
 )
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.enums import PositionSide
@@ -130,7 +130,7 @@ def _user_or_caller(principal: Principal, user: str | None) -> str:
 
 
 async def _marks(services: Services) -> dict[str, Decimal]:
-    return {market: price.price for market, price in (await _latest_prices(services)).items()}
+    return {market: price.price for market, price in (await latest_prices(services)).items()}
 
 
 def _check_limit(limit: int) -> None:

@@ -23,8 +23,8 @@ from api.feeds.perps.types import (
     PositionModified,
     PositionOpened,
     PositionsUpdate,
-    _latest_prices,
-    _Valuer,
+    PositionValuer,
+    latest_prices,
 )
 from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
@@ -91,7 +91,7 @@ async def positions_stream(
     Every trader's stream re-values their positions on every tick, so a tick does per stream only
     what differs between streams (``docs/perps.md``, "What a tick costs"): the price is decoded
     once for all of them (:data:`api.graphql.streams.decoded_price`), each position is re-valued
-    from what its revision already worked out (:class:`_Valuer`), and only the prices of the
+    from what its revision already worked out (:class:`PositionValuer`), and only the prices of the
     markets the user holds are followed.
     """
     markets = services.markets
@@ -106,13 +106,13 @@ async def positions_stream(
                 always_snapshot=True,
             )
             assert resumption.snapshot is not None
-            held = {p.id: _Valuer(p, markets.get(p.market)) for p in resumption.snapshot}
+            held = {p.id: PositionValuer(p, markets.get(p.market)) for p in resumption.snapshot}
             await feed.follow({v.market for v in held.values()})
             # Read after the snapshot: a trade in between is in both, and its event carries
             # the account with its revision, so the newest wins either way.
             account = await services.book.margin_account(user)
             account_view = PerpsMarginAccount.build(account)
-            latest = await _latest_prices(services)
+            latest = await latest_prices(services)
             marks = {market: price.price for market, price in latest.items()}
             # When each mark was published: an update's pricedAt.
             published = {market: price.published_at for market, price in latest.items()}
@@ -187,7 +187,7 @@ async def positions_stream(
                 elif current is not None and current.position.revision >= changed.revision:
                     continue  # the snapshot already showed it
                 else:
-                    held[changed.id] = _Valuer(changed, markets.get(changed.market))
+                    held[changed.id] = PositionValuer(changed, markets.get(changed.market))
                 await follow_held()
                 yield stamped(_present_position_event(event, markets, marks), position)
                 yield update()

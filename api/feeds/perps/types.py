@@ -1,6 +1,6 @@
-"""The perpetuals feed's GraphQL types that its root fields and its streams both show: positions
-(valued by ``_Valuer``), fills, the margin account, the positions stream's events, liquidation
-candidates, market stats and funding settlements."""
+"""The perpetuals feed's GraphQL types that its root fields and its streams both show:
+positions (valued by ``PositionValuer``), fills, the margin account, the positions stream's
+events, liquidation candidates, market stats and funding settlements."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Position:
     def build(
         cls, position: perps.Position, markets: MarketCatalog, mark: Decimal | None
     ) -> Position:
-        return _Valuer(position, markets.get(position.market)).at(mark)
+        return PositionValuer(position, markets.get(position.market)).at(mark)
 
 
 @strawberry.type(
@@ -324,7 +324,7 @@ def _to_tick(price: Decimal | None, tick: Decimal, side: perps.Side) -> Decimal 
     return (price / tick).to_integral_value(rounding) * tick
 
 
-class _Valuer:
+class PositionValuer:
     """A position ready to be shown at any mark. What :class:`Position` shows that depends on the
     position (one revision of it) and its market alone is built once: the positions stream keeps
     one per position it holds and re-values it on every tick of its market, so a tick costs the
@@ -396,5 +396,5 @@ def _time(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-async def _latest_prices(services: Services) -> dict[str, OraclePrice]:
+async def latest_prices(services: Services) -> dict[str, OraclePrice]:
     return await services.prices.latest_of([market.id for market in services.markets])

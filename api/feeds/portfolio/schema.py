@@ -14,7 +14,12 @@ import strawberry
 from api.auth import Role
 from api.feeds.portfolio.desk import CASH, asset_of
 from api.feeds.portfolio.stream import dashboard_stream
-from api.feeds.portfolio.types import AlertDirection, ConversionCompleted, DashboardUpdate, _Valuer
+from api.feeds.portfolio.types import (
+    AlertDirection,
+    ConversionCompleted,
+    DashboardUpdate,
+    PortfolioValuer,
+)
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
 from api.graphql.permissions import limit_mutations, require_role
@@ -102,7 +107,7 @@ class PortfolioQuery:
     async def portfolio(self, info: Info) -> Portfolio:
         services = info.context.services
         owner = _owner(info.context.principal, "portfolio")
-        valuer = _Valuer(services, owner)
+        valuer = PortfolioValuer(services, owner)
         await valuer.load()
         update = valuer.update()
         assert valuer.account is not None

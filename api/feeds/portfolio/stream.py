@@ -14,11 +14,11 @@ from api.feeds.portfolio.types import (
     ConversionCompleted,
     DashboardUpdate,
     PortfolioUpdate,
+    PortfolioValuer,
     PriceUpdate,
     TradeExecuted,
     TrimExecuted,
-    _t,
-    _Valuer,
+    parse_time,
 )
 from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
@@ -60,7 +60,7 @@ async def dashboard_stream(
     streams = [dashboard_topic(owner), live_topic(owner)]
     topics = streams + [price_topic(m.id) for m in services.markets]
     gate = model.PortfolioUpdateGate(services.settings.portfolio_update_threshold_percent)
-    valuer = _Valuer(services, owner)
+    valuer = PortfolioValuer(services, owner)
 
     def value() -> PortfolioUpdate | None:
         """The portfolio's value, if it moved enough to be sent."""
@@ -113,7 +113,7 @@ def _trade(fill: dict[str, Any]) -> TradeExecuted:
         action=fill["side"],
         amount=Decimal(fill["quantity"]),
         price=Decimal(fill["price"]),
-        timestamp=_t(fill["at"]),
+        timestamp=parse_time(fill["at"]),
     )
 
 

@@ -1,5 +1,5 @@
 """The portfolio dashboard's GraphQL types that its root fields and its stream both show: the
-dashboard's events, and the portfolio valued at the latest prices (``_Valuer``)."""
+dashboard's events, and the portfolio valued at the latest prices (``PortfolioValuer``)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _d(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
-def _t(value: str) -> datetime:
+def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
@@ -78,7 +78,7 @@ class TrimExecuted(Resumable):
             price=Decimal(p["price"]),
             profit_realized=Decimal(p["profitRealized"]),
             reasoning=p["reasoning"],
-            timestamp=_t(p["timestamp"]),
+            timestamp=parse_time(p["timestamp"]),
         )
 
 
@@ -101,7 +101,7 @@ class BenchmarkTriggered(Resumable):
             current_price=Decimal(p["currentPrice"]),
             action=p["action"],
             direction=AlertDirection(p["direction"]),
-            timestamp=_t(p["timestamp"]),
+            timestamp=parse_time(p["timestamp"]),
         )
 
 
@@ -120,7 +120,7 @@ class PortfolioUpdate(Resumable):
             total_value_usd=Decimal(p["totalValueUsd"]),
             change24h=_d(p["change24h"]),
             change24h_usd=_d(p["change24hUsd"]),
-            timestamp=_t(p["timestamp"]),
+            timestamp=parse_time(p["timestamp"]),
         )
 
 
@@ -143,7 +143,7 @@ class ConversionCompleted(Resumable):
             from_amount=Decimal(p["fromAmount"]),
             to_amount=Decimal(p["toAmount"]),
             fee_usd=Decimal(p["feeUsd"]),
-            timestamp=_t(p["timestamp"]),
+            timestamp=parse_time(p["timestamp"]),
         )
 
 
@@ -159,7 +159,7 @@ DashboardUpdate = Annotated[
 ]
 
 
-class _Valuer:
+class PortfolioValuer:
     """A user's portfolio value from their holdings, paper account and the latest prices; its
     24 h change assumes today's holdings were held all day (price moves only)."""
 
