@@ -8,9 +8,12 @@ the topics' history, then goes live, with no gap and no duplicate. See docs/resu
 
 Every resumable stream begins the same way, with :func:`resume`: read where its stream topics
 stand (the replay since ``after``, or the snapshot), then :meth:`Resumption.opening` sends the
-replayed events, a :class:`StreamReset` when they could not be replayed, and the current state.
-Its live loop is its own (each merges other sources: prices, a stats topic); it drops the live
-events the start covered with ``resumption.position.advance(event)``, at no extra cost per event.
+replayed events and a :class:`StreamReset` when they could not be replayed; the stream sends its
+current state (``stamped``) and goes live. Its live loop is its own (each merges other sources:
+prices, a stats topic); it drops the live events the start covered with
+``resumption.position.advance(event)``, at no extra cost per event. (The current state is the
+stream's to send: handing the positions stream's ``update`` to a helper would make it a closure
+cell, which its every tick then pays for.)
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ AFTER_DESCRIPTION = (
 _SEPARATOR = "_"
 
 R = TypeVar("R", bound="Resumable")
-S = TypeVar("S", bound="Resumable")
 T = TypeVar("T")
 
 
@@ -148,15 +150,11 @@ class Resumption(Generic[T]):
         """True when every event since ``after`` is replayed (no reset)."""
         return self._start.resumed
 
-    def opening(
-        self,
-        replayed: Callable[[Event], Iterable[R]],
-        current: Callable[[], Iterable[S]],
-    ) -> Iterator[R | S | StreamReset]:
-        """What the stream sends before going live, each with its cursor: ``replayed(event)`` for
-        every replayed event (called in order, so it may keep state), a :class:`StreamReset` when
-        what was missed could not be replayed, then ``current()``, the state the live events
-        follow."""
+    def opening(self, replayed: Callable[[Event], Iterable[R]]) -> Iterator[R | StreamReset]:
+        """What the stream sends before its current state, each with its cursor:
+        ``replayed(event)`` for every replayed event (called in order, so it may keep state),
+        then a :class:`StreamReset` when what was missed could not be replayed. The stream then
+        sends its current state, stamped, and goes live."""
         position = self.position
         for event in self._start.replay:
             position.advance(event)
@@ -164,8 +162,6 @@ class Resumption(Generic[T]):
                 yield stamped(item, position)
         if self._start.not_recovered is not None:
             yield position.reset(self._start.not_recovered)
-        for now in current():
-            yield stamped(now, position)
 
 
 async def resume(

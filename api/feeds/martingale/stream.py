@@ -69,11 +69,10 @@ async def rounds_stream(
             )
             position = resumption.position
             current = resumption.snapshot
-            for item in resumption.opening(
-                lambda event: [Round.from_payload(event.payload)],
-                lambda: [] if current is None else [Round.of(current)],
-            ):
+            for item in resumption.opening(lambda event: [Round.from_payload(event.payload)]):
                 yield item
+            if current is not None:
+                yield stamped(Round.of(current), position)
             async for event in subscription:
                 if position.advance(event):
                     yield stamped(Round.from_payload(event.payload), position)

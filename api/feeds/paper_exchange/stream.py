@@ -58,19 +58,16 @@ async def live_stream(
             marks = await exchange.marks()
             now = services.clock.now()
             position = resumption.position
-            balance, positions = account_views(valuer, marks)
-            current: list[LiveDashboardEvent] = [
-                BalanceUpdate(balance=balance, at=now),
-                PaperPositionsUpdate(positions=positions, at=now),
-            ]
-            if not resumption.resumed:
-                current.append(
-                    OrdersUpdate(changed=[], fills=[], open_orders=open_orders_of(account), at=now)
-                )
-            for item in resumption.opening(
-                lambda event: [_orders_update(event, snapshot)], lambda: current
-            ):
+            for item in resumption.opening(lambda event: [_orders_update(event, snapshot)]):
                 yield item
+            balance, positions = account_views(valuer, marks)
+            yield stamped(BalanceUpdate(balance=balance, at=now), position)
+            yield stamped(PaperPositionsUpdate(positions=positions, at=now), position)
+            if not resumption.resumed:
+                orders = OrdersUpdate(
+                    changed=[], fills=[], open_orders=open_orders_of(account), at=now
+                )
+                yield stamped(orders, position)
             while True:
                 event = await feed.next()
                 if event.topic != topic:

@@ -149,8 +149,9 @@ async def positions_stream(
                 note_account(event)
                 return [_present_position_event(event, markets, marks)]
 
-            for item in resumption.opening(replayed, lambda: [update()]):
+            for item in resumption.opening(replayed):
                 yield item
+            yield update()
             pending: Event | None = None
             while True:
                 event = pending if pending is not None else await feed.next()
@@ -214,11 +215,10 @@ async def market_stats_stream(
             position = resumption.position
             current = resumption.snapshot
             last = 0 if current is None else current.sequence
-            for item in resumption.opening(
-                lambda event: [FundingRateChanged.from_event(event)],
-                lambda: [] if current is None else [MarketStats.from_event(current)],
-            ):
+            for item in resumption.opening(lambda event: [FundingRateChanged.from_event(event)]):
                 yield item
+            if current is not None:
+                yield stamped(MarketStats.from_event(current), position)
             async for event in merged:
                 if event.topic != stats_topic:
                     if position.advance(event):

@@ -80,10 +80,10 @@ async def dashboard_stream(
                 services.history, streams, after, valuer.load, always_snapshot=True
             )
             position = resumption.position
-            for item in resumption.opening(
-                happened, lambda: [] if (first := value()) is None else [first]
-            ):
+            for item in resumption.opening(happened):
                 yield item
+            if (first := value()) is not None:
+                yield stamped(first, position)
             async for event in merged:
                 kind = kind_of(event.topic)
                 if kind is TopicKind.PRICE:
