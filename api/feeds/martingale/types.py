@@ -1,0 +1,162 @@
+"""The martingale feed's GraphQL types that its root fields and its streams both show: a
+strategy's progress and its updates, mining rounds, and their enums."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+
+from api.feeds.martingale.store import progress_payload
+from api.graphql.resume import Resumable, StreamReset
+
+if TYPE_CHECKING:
+    from domain import martingale as model
+    from domain.mining_rounds import MiningRound
+
+PERCENT_PLACES = Decimal("0.01")
+
+
+@strawberry.enum
+class StrategyStatus(enum.Enum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    STOPPED_OUT = "stopped_out"
+
+
+@strawberry.enum
+class RiskLevel(enum.Enum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+@strawberry.enum
+class ExitReason(enum.Enum):
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    ROUNDS_COMPLETED = "rounds_completed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    STOPPED_BY_OWNER = "stopped_by_owner"
+
+
+@strawberry.type(description="A strategy's progress, with the field names the seed system used.")
+class MartingaleProgress:
+    strategy_id: strawberry.ID
+    wallet_address: str
+    current_round: int = strawberry.field(description="Rounds played so far.")
+    total_rounds: int
+    progress_percentage: Decimal = strawberry.field(description="To two decimal places.")
+    current_amount_sol: Decimal = strawberry.field(
+        description="What the next round deploys (0 once the strategy has ended)."
+    )
+    total_deployed_sol: Decimal
+    total_rewards_sol: Decimal = strawberry.field(
+        description="Paid back by won rounds, stakes included."
+    )
+    total_loss_sol: Decimal = strawberry.field(description="Deployed in lost rounds.")
+    profit_loss_sol: Decimal = strawberry.field(description="Total rewards minus total deployed.")
+    status: StrategyStatus
+    exit_reason: ExitReason | None
+    win_rate_percentage: Decimal | None = strawberry.field(
+        description="To two decimal places; null before the first round."
+    )
+    risk_level: RiskLevel = strawberry.field(
+        description="HIGH when the remaining budget survives at most 1 more straight loss, "
+        "MEDIUM at most 3, else LOW (docs/martingale.md)."
+    )
+    losing_streak: int
+    last_round: int | None
+    base_amount_sol: Decimal
+    multiplier: Decimal
+    stop_loss_sol: Decimal | None
+    take_profit_sol: Decimal | None
+    budget_sol: Decimal | None
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> MartingaleProgress:
+        win_rate = p["winRatePercentage"]
+        return cls(
+            strategy_id=strawberry.ID(p["strategyId"]),
+            wallet_address=p["walletAddress"],
+            current_round=p["currentRound"],
+            total_rounds=p["totalRounds"],
+            progress_percentage=Decimal(p["progressPercentage"]).quantize(PERCENT_PLACES),
+            current_amount_sol=Decimal(p["currentAmountSol"]),
+            total_deployed_sol=Decimal(p["totalDeployedSol"]),
+            total_rewards_sol=Decimal(p["totalRewardsSol"]),
+            total_loss_sol=Decimal(p["totalLossSol"]),
+            profit_loss_sol=Decimal(p["profitLossSol"]),
+            status=StrategyStatus(p["status"]),
+            exit_reason=None if p["exitReason"] is None else ExitReason(p["exitReason"]),
+            win_rate_percentage=None
+            if win_rate is None
+            else Decimal(win_rate).quantize(PERCENT_PLACES),
+            risk_level=RiskLevel(p["riskLevel"]),
+            losing_streak=p["losingStreak"],
+            last_round=p["lastRound"],
+            base_amount_sol=Decimal(p["baseAmountSol"]),
+            multiplier=Decimal(p["multiplier"]),
+            stop_loss_sol=_decimal(p["stopLossSol"]),
+            take_profit_sol=_decimal(p["takeProfitSol"]),
+            budget_sol=_decimal(p["budgetSol"]),
+        )
+
+    @classmethod
+    def of(cls, strategy: model.Strategy) -> MartingaleProgress:
+        return cls.from_payload(progress_payload(strategy))
+
+
+@strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
+class MartingaleUpdate:
+    wallet_address: str | None
+    strategies: list[MartingaleProgress]
+    at: datetime
+
+
+@strawberry.type(description="A mining round.")
+class Round(Resumable):
+    number: int
+    starts_at: datetime
+    ends_at: datetime
+    settled_at: datetime | None
+    won: bool | None = strawberry.field(description="Null until the round is settled.")
+    reward_multiplier: Decimal | None = strawberry.field(
+        description="SOL paid back per SOL deployed on a win, stake included."
+    )
+
+    @classmethod
+    def of(cls, r: MiningRound) -> Round:
+        return cls(
+            number=r.number,
+            starts_at=r.starts_at,
+            ends_at=r.ends_at,
+            settled_at=r.settled_at,
+            won=None if r.result is None else r.result.won,
+            reward_multiplier=None if r.result is None else r.result.reward_multiplier,
+        )
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any]) -> Round:
+        return cls(
+            number=p["number"],
+            starts_at=datetime.fromisoformat(p["startsAt"]),
+            ends_at=datetime.fromisoformat(p["endsAt"]),
+            settled_at=None if p["settledAt"] is None else datetime.fromisoformat(p["settledAt"]),
+            won=p["won"],
+            reward_multiplier=_decimal(p["rewardMultiplier"]),
+        )
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+RoundEvent = Annotated[
+    Round | StreamReset,
+    strawberry.union("RoundEvent", description="What the rounds stream sends."),
+]
