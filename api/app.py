@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -21,9 +22,11 @@ from api.feeds.marathons.store import PgMarathonStore
 from api.feeds.martingale.desk import MartingaleDesk
 from api.feeds.martingale.store import PgMartingaleStore
 from api.feeds.paper_exchange.desk import PaperExchange
+from api.feeds.paper_exchange.store import PgPaperAccounts
 from api.feeds.perps.desk import PerpsDesk
 from api.feeds.perps.store import PgPositionBook
-from api.feeds.portfolio.desk import PortfolioDesk
+from api.feeds.portfolio.desk import CASH, PortfolioDesk
+from api.feeds.portfolio.store import PgPortfolioStore
 from api.graphql import core_fix as graphql_core_fix
 from api.graphql.fanout import Groups
 from api.ops.exposition import metrics, registry
@@ -55,6 +58,7 @@ from api.transport.limits import (
 from api.transport.slots import SCOPE_KEY as SLOT_KEY
 from api.transport.slots import Refusal, address_key
 from api.transport.view import GraphQLView
+from domain.portfolio import Holding
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -198,13 +202,14 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     marathon_desk = MarathonDesk(marathon_store, publisher)
     martingale_store = PgMartingaleStore(pool, clock)
     exchange = PaperExchange(
-        pool,
+        PgPaperAccounts(
+            pool, clock, markets=markets, initial_balance=settings.paper_initial_balance
+        ),
         markets=markets,
         prices=prices,
         publisher=publisher,
         clock=clock,
         price_max_age_s=settings.price_max_age_s,
-        initial_balance=settings.paper_initial_balance,
     )
     consumer = (
         None
@@ -242,12 +247,15 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         martingale_desk=MartingaleDesk(martingale_store, publisher, clock),
         exchange=exchange,
         portfolio=PortfolioDesk(
-            pool,
+            PgPortfolioStore(
+                pool,
+                clock,
+                initial=Holding(CASH, settings.portfolio_initial_cash, Decimal(1)),
+            ),
             markets=markets,
             exchange=exchange,
             publisher=publisher,
             clock=clock,
-            initial_cash=settings.portfolio_initial_cash,
             conversion_fee_rate=settings.conversion_fee_rate,
         ),
         consumer=consumer,

@@ -4,8 +4,8 @@ before GraphQL runs.
     .venv/bin/python -m bench.positions_tick [--users 2000] [--ticks 50] [--profile]
     .venv/bin/python -m bench.positions_tick --feed dashboard
 
-N streams (:func:`api.feeds.perps.schema.positions_stream`, the real code; with ``--feed dashboard``
-:func:`api.feeds.paper_exchange.schema.live_stream`) run against a real
+N streams (:func:`api.feeds.perps.stream.positions_stream`, the real code; with ``--feed dashboard``
+:func:`api.feeds.paper_exchange.stream.live_stream`) run against a real
 :class:`api.streaming.hub.Hub` over the
 in-memory broadcast, with in-memory stand-ins for the history, the position book, the paper
 exchange and the price store. User ``user-<i>`` holds the one BTC-PERP position the shared
@@ -41,8 +41,8 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from api.feeds.paper_exchange.schema import live_stream
-from api.feeds.perps.schema import positions_stream
+from api.feeds.paper_exchange.stream import live_stream
+from api.feeds.perps.stream import positions_stream
 from api.runtime.clock import SystemClock
 from api.storage.history import Cursor, Start
 from api.streaming.broadcast import Broadcast

@@ -21,8 +21,8 @@ At a map of mark prices (``../shared/DOMAIN.md``):
     realized PnL      = sum over fills of (PnL - fee)       (fees go to realized, DOMAIN.md)
     total fees paid   = sum over fills of fee
 
-Leverage is chosen per symbol (:meth:`PaperAccount.set_leverage`, 1 to the market's maximum); a
-symbol never set uses the account's default (DEFAULT_LEVERAGE) capped at the market's maximum. A
+A symbol's leverage is the account's default (DEFAULT_LEVERAGE) capped at the market's maximum,
+unless the account's payload chose one for it (``leverage``, 1 to the market's maximum). A
 position's liquidation price is the isolated view of ``domain.perps`` (collateral
 ``|size| * entry / leverage``: long ``entry * (1 - 1/L) / (1 - MMR)``, short
 ``entry * (1 + 1/L) / (1 + MMR)``), kept to PRICE_PLACES and rounded against the trader (a long's
@@ -115,8 +115,6 @@ other validation, so a retry is recognised even if the original could not be pla
 balance since spent). A request that was refused used up nothing: the same id may be retried.
 
 Cancel: ORDER_NOT_FOUND for an id the account does not have, ORDER_NOT_OPEN for a final order.
-Leverage: INVALID_LEVERAGE outside 1 to the market's maximum; INSUFFICIENT_BALANCE if lowering it
-raises the margin used past the available balance.
 
 Payloads. ``to_payload`` gives JSON-friendly dicts: decimals as fixed-point strings, camelCase keys
 with the live dashboard's names (``../shared/DESIGN.md``): balance ``walletBalance``,
@@ -609,7 +607,7 @@ class PaperAccount:
         return self._revision
 
     def leverage(self, symbol: str) -> Decimal:
-        """The symbol's leverage: set by the owner, else the default capped at the maximum."""
+        """The symbol's leverage: as its payload chose, else the default capped at the maximum."""
         chosen = self._leverage.get(symbol)
         if chosen is not None:
             return chosen
@@ -869,35 +867,6 @@ class PaperAccount:
         if changes:
             self._revision += 1
         return changes
-
-    def set_leverage(
-        self, symbol: str, leverage: Decimal, prices: Mapping[str, Decimal], now: datetime
-    ) -> Changes:
-        """Choose ``symbol``'s leverage; an open position is re-margined at it at once."""
-        market = self._order_market(symbol)
-        if not leverage.is_finite() or not _ONE <= leverage <= market.max_leverage:
-            raise OrderError(
-                "INVALID_LEVERAGE",
-                f"leverage must be between 1 and {market.max_leverage} on {market.id}",
-            )
-        position = self._positions.get(symbol)
-        if position is not None:
-            old = self._margin(position, self.leverage(symbol))
-            new = self._margin(position, leverage)
-            available = self.balance(prices).available_balance
-            if new > old and new - old > available:
-                raise OrderError(
-                    "INSUFFICIENT_BALANCE",
-                    f"{_text(leverage)}x leverage needs {_text(new - old)} USD more margin; "
-                    f"{_text(available)} USD is available",
-                )
-        self._leverage[symbol] = leverage
-        self._revision += 1
-        if position is None:
-            return Changes()
-        touched = replace(position, updated_at=now)
-        self._positions[symbol] = touched
-        return Changes(positions=(touched,))
 
     # --- persistence ----------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ the transports) do not import each other. No module imports a project module ins
 an import there would hide a cycle. Imports under ``TYPE_CHECKING`` follow the same rules, with
 one exception: :class:`api.runtime.services.Services`, the container every resolver and worker
 receives, may be named in annotations anywhere.
+
+The tests keep one rule of their own: no module under ``tests/`` imports a test module
+(``test_*``); what several tests share lives in a support module (``tests/support.py``,
+``tests/e2e/support.py``, ``tests/domain/fakes.py``, ``tests/domain/factories.py``) or a
+``conftest.py``.
 """
 
 from __future__ import annotations
@@ -177,3 +182,57 @@ def test_the_rules_catch_a_violation(tmp_path: Path) -> None:
     finally:
         MODULES.pop("api.storage._probe", None)
         MODULES.pop("api.transport._probe", None)
+
+
+def _test_module_imports(source: str) -> list[str]:
+    """``line: module`` for every import of a ``test_*`` module (or of a name ``test_*`` from one),
+    at any depth of the module."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = [
+                module
+                if module.rpartition(".")[2].startswith("test_")
+                else f"{module}.{alias.name}"
+                for alias in node.names
+            ]
+        else:
+            continue
+        found += [
+            f"{node.lineno}: {name}"
+            for name in dict.fromkeys(names)
+            if name.rpartition(".")[2].startswith("test_")
+        ]
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    """A test module imported by another runs its module-level code twice under two names and
+    hides what it shares among its tests; shared helpers live in support modules."""
+    found = {
+        str(path.relative_to(ROOT)): imports
+        for path in sorted(ROOT.glob("tests/**/*.py"))
+        if (imports := _test_module_imports(path.read_text()))
+    }
+    assert len(list(ROOT.glob("tests/**/test_*.py"))) > 50, "the walk found too few test modules"
+    assert found == {}
+
+
+def test_the_test_import_rule_catches_each_form() -> None:
+    assert _test_module_imports(
+        "from tests.e2e.test_perps import call\n"
+        "import tests.domain.test_perps_engine\n"
+        "from tests.e2e import test_marathons\n"
+        "from .test_exchange import PLACE\n"
+        "def f():\n    from tests.api.test_hub import x\n"
+        "from tests.e2e.support import call\n"
+    ) == [
+        "1: tests.e2e.test_perps",
+        "2: tests.domain.test_perps_engine",
+        "3: tests.e2e.test_marathons",
+        "4: .test_exchange",
+        "6: tests.api.test_hub",
+    ]

@@ -393,7 +393,7 @@ class Group:
         # them), so a group holding its done task would be freed by the cyclic collector only.
         # An execution that lived through a collection of the middle generation is then in the
         # oldest one, which the server's collector thresholds (api/cli.py) almost never collect:
-        # a few KB per execution, for good (tests/api/test_reference_cycles.py).
+        # a few KB per execution, for good (tests/api/graphql/test_reference_cycles.py).
         if self.task is task:
             self.task = None
 

@@ -14,8 +14,9 @@ An event then costs what its values cost.
 
 The result is graphql-core's, exactly: same data, same errors with the same messages, locations
 and paths, in the same order, null propagated to the same parent, the fields after a failed
-non-null field left unexecuted, as graphql-core leaves them (tests/api/test_plans_property.py
-compares the two on random documents and events for every subscription field of the schema).
+non-null field left unexecuted, as graphql-core leaves them
+(tests/api/graphql/test_plans_property.py compares the two on random documents and events for
+every subscription field of the schema).
 What a plan does not serve it hands back before it has called a resolver (:class:`CannotPlan`):
 an async resolver, an awaitable or async iterable returned where graphql-core would await it,
 middleware, ``@defer``/``@stream``, fragment arguments. graphql-core then executes that event

@@ -5,12 +5,21 @@ A subscription over stream topics (a user's positions, funding, rounds, a paper 
 dashboard) gives each event a cursor: where the stream stands right after that event. A client
 that reconnects passes its last cursor as ``after``; the server replays every event since, from
 the topics' history, then goes live, with no gap and no duplicate. See docs/resume.md.
+
+Every resumable stream begins the same way, with :func:`resume`: read where its stream topics
+stand (the replay since ``after``, or the snapshot), then :meth:`Resumption.opening` sends the
+replayed events and a :class:`StreamReset` when they could not be replayed; the stream sends its
+current state (``stamped``) and goes live. Its live loop is its own (each merges other sources:
+prices, a stats topic); it drops the live events the start covered with
+``resumption.position.advance(event)``, at no extra cost per event. (The current state is the
+stream's to send: handing the positions stream's ``update`` to a helper would make it a closure
+cell, which its every tick then pays for.)
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import strawberry
 
@@ -18,8 +27,9 @@ from api.graphql.errors import ClientError
 from api.storage.history import Cursor, InvalidCursorError, NotRecovered
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
+    from api.storage.history import PgHistory, Start
     from domain.events import Event
 
 AFTER_DESCRIPTION = (
@@ -31,6 +41,7 @@ AFTER_DESCRIPTION = (
 _SEPARATOR = "_"
 
 R = TypeVar("R", bound="Resumable")
+T = TypeVar("T")
 
 
 class InvalidCursorGraphQLError(ClientError):
@@ -116,3 +127,54 @@ def stamped(event: R, position: StreamPosition) -> R:
     """``event`` with the cursor of where the stream now stands."""
     event.cursor = position.text
     return event
+
+
+class Resumption(Generic[T]):
+    """How one resumable stream began (:func:`resume`): the state it starts from, what it
+    replays, and where it stands (``position``, which its live loop advances)."""
+
+    __slots__ = ("_start", "position")
+
+    def __init__(self, start: Start[T], position: StreamPosition) -> None:
+        self._start = start
+        self.position = position
+
+    @property
+    def snapshot(self) -> T | None:
+        """The state right after the replay (always read with ``always_snapshot``), else the
+        current state when not resumed; None when resumed without one."""
+        return self._start.snapshot
+
+    @property
+    def resumed(self) -> bool:
+        """True when every event since ``after`` is replayed (no reset)."""
+        return self._start.resumed
+
+    def opening(self, replayed: Callable[[Event], Iterable[R]]) -> Iterator[R | StreamReset]:
+        """What the stream sends before its current state, each with its cursor:
+        ``replayed(event)`` for every replayed event (called in order, so it may keep state),
+        then a :class:`StreamReset` when what was missed could not be replayed. The stream then
+        sends its current state, stamped, and goes live."""
+        position = self.position
+        for event in self._start.replay:
+            position.advance(event)
+            for item in replayed(event):
+                yield stamped(item, position)
+        if self._start.not_recovered is not None:
+            yield position.reset(self._start.not_recovered)
+
+
+async def resume(
+    history: PgHistory,
+    streams: Sequence[str],
+    after: Sequence[Cursor] | None,
+    snapshot: Callable[[], Awaitable[T]],
+    *,
+    always_snapshot: bool = False,
+) -> Resumption[T]:
+    """Begin a resumable stream over the stream topics ``streams``, once subscribed to them (so
+    nothing published meanwhile is missed): the events since ``after`` if the history still holds
+    them all, else ``snapshot()``; ``snapshot()`` anyway with ``always_snapshot`` (a stream that
+    keeps state), read at exactly the replay's end (:meth:`PgHistory.start`)."""
+    start = await history.start(streams, after, snapshot, always_snapshot=always_snapshot)
+    return Resumption(start, StreamPosition(streams, start.origin))

@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from api.feeds.marathons.messages import parse_snapshot
-from api.feeds.marathons.schema import stored_row
 from api.feeds.marathons.store import MarathonExistsError
+from api.feeds.marathons.types import stored_row
 from domain.marathon_simulator import MarathonSimulator
 from domain.marathons import SYSTEM
 from domain.martingale import StrategyConfig

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from api.feeds.marathons.schema import stored_row
 from api.feeds.marathons.store import (
     Participant,
     marathon_from_payload,
     marathon_payload,
     participant_from_payload,
 )
+from api.feeds.marathons.types import stored_row
 from api.feeds.martingale.store import progress_payload, round_payload
 from domain.marathons import LeaderboardRow, Marathon, OpenTrade, TradeSide
 from domain.martingale import RoundOutcome, Strategy, StrategyConfig

@@ -372,52 +372,9 @@ def test_liquidation_price_matches_domain_md_check_values() -> None:
 
 
 def test_one_x_long_has_no_liquidation_price() -> None:
-    account = new_account("100000")
-    account.set_leverage("BTC-PERP", D(1), {}, AT)
+    account = PaperAccount("alice", MARKETS, initial_balance=D(100000), default_leverage=D(1))
     market(account, BUY, "1", "50000")
     assert account.positions({})[0].liquidation_price is None
-
-
-def test_set_leverage_remargins_the_position() -> None:
-    account = new_account()
-    market(account, BUY, "1", "50000")
-    changes = account.set_leverage("BTC-PERP", D(20), {"BTC-PERP": D(50000)}, LATER)
-    (position,) = changes.positions
-    assert position.updated_at == LATER
-    balance = account.balance({"BTC-PERP": D(50000)})
-    assert balance.margin_used == D(2500)
-    assert account.leverage("BTC-PERP") == D(20)
-    assert account.positions({})[0].to_payload()["leverage"] == "20"
-    # Lowering it to 1x needs 47,500 more than the 7,475 available.
-    with pytest.raises(OrderError) as error:
-        account.set_leverage("BTC-PERP", D(1), {"BTC-PERP": D(50000)}, LATER)
-    assert error.value.code == "INSUFFICIENT_BALANCE"
-    assert str(error.value) == (
-        "1x leverage needs 47500.000000 USD more margin; 7475.000000 USD is available"
-    )
-    assert account.leverage("BTC-PERP") == D(20)
-
-
-def test_set_leverage_without_a_position_changes_the_next_order_margin() -> None:
-    account = new_account()
-    assert account.set_leverage("ETH-PERP", D(2), {}, AT) == Changes()
-    market(account, BUY, "1", "3000", symbol="ETH-PERP")
-    assert account.balance({}).margin_used == D(1500)
-
-
-@pytest.mark.parametrize("leverage", ["0.5", "0", "21", "NaN", "sNaN", "Infinity"])
-def test_set_leverage_refuses_out_of_range(leverage: str) -> None:
-    account = new_account()
-    with pytest.raises(OrderError) as error:
-        account.set_leverage("BTC-PERP", D(leverage), {}, AT)
-    assert error.value.code == "INVALID_LEVERAGE"
-    assert str(error.value) == "leverage must be between 1 and 20 on BTC-PERP"
-
-
-def test_set_leverage_refuses_unknown_symbol() -> None:
-    with pytest.raises(OrderError) as error:
-        new_account().set_leverage("DOGE-PERP", D(2), {}, AT)
-    assert error.value.code == "UNKNOWN_SYMBOL"
 
 
 # --- limit orders -------------------------------------------------------------------------------
@@ -1112,8 +1069,7 @@ def test_decimals_are_fixed_point_in_payloads() -> None:
 
 
 def test_an_account_survives_a_round_trip_through_its_payload() -> None:
-    account = new_account("100000")
-    account.set_leverage("ETH-PERP", D(5), {}, AT)
+    account = PaperAccount("alice", MARKETS, initial_balance=D(100000), default_leverage=D(5))
     market(account, BUY, "1", "50000", tp="55000", sl="48000", client_id="a")
     limit(account, SELL, "2", "3100", "3000", symbol="ETH-PERP", sl="3200")
     market(account, SELL, "1", "3000", symbol="ETH-PERP")

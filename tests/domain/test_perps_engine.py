@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +29,10 @@ from domain.perps_engine import (
 from domain.prices import OraclePrice
 from domain.topics import policy_of
 from tests.domain.factories import make_market
+from tests.domain.fakes import START, FakePrices, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from domain.markets import Market
     from domain.perps_engine import Announcement
@@ -40,31 +41,9 @@ if TYPE_CHECKING:
 D = Decimal
 BTC = make_market("BTC-PERP", "0.1")
 ETH = make_market("ETH-PERP", "0.01")
-START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 # --- fakes --------------------------------------------------------------------------------------
-
-
-class ManualClock:
-    """Wall and monotonic time that move together, only when a test advances them."""
-
-    def __init__(self) -> None:
-        self.wall = START
-        self.mono = 100.0
-
-    def now(self) -> datetime:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += timedelta(seconds=seconds)
-        self.mono += seconds
-
-    async def sleep(self, seconds: float) -> None:
-        pass
 
 
 class Sequences:
@@ -105,20 +84,6 @@ class FakeLatestEvents:
 
     async def latest(self, topic: str) -> Event | None:
         return self.by_topic.get(topic)
-
-
-class FakePrices:
-    def __init__(self) -> None:
-        self.stored: dict[str, tuple[OraclePrice, int]] = {}
-
-    async def save(self, price: OraclePrice, sequence: int) -> None:
-        self.stored[price.market] = (price, sequence)
-
-    async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
-        return self.stored.get(market)
-
-    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
-        return {m: self.stored[m][0] for m in markets if m in self.stored}
 
 
 class FakeBook:

@@ -18,7 +18,7 @@ from domain.perps_simulator import (
 from domain.perps_trades import Trade, TradeError, close_position, open_position
 from domain.prices import OraclePrice
 from tests.domain.factories import make_market
-from tests.domain.test_perps_engine import FakePrices, ManualClock
+from tests.domain.fakes import FakePrices, ManualClock
 
 if TYPE_CHECKING:
     from domain.perps import Position, Side

@@ -11,7 +11,7 @@ import pytest
 from domain.martingale import Strategy, StrategyConfig, StrategyStatus
 from domain.mining_rounds import MiningRound, RoundResult, SimulatedOutcomes, settle_round
 from domain.round_clock import RoundClock
-from tests.domain.test_perps_engine import ManualClock
+from tests.domain.fakes import ManualClock
 
 D = Decimal
 CONFIG = StrategyConfig(wallet_address="w", base_amount=D(1), multiplier=D(2), total_rounds=3)

@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import isolated_server
-from tests.e2e.test_perps import ENGINE, call, error_code, messages_until, set_price
+from tests.e2e.support import ENGINE, ORDER, PLACE, call, error_code, messages_until, set_price
 from tests.support import GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 D = Decimal
-ORDER = (
-    "id clientOrderId symbol type side status quantity price filled averagePrice reduceOnly "
-    "parentId active"
-)
 LIVE = (
     "subscription { liveDashboard { __typename "
     "... on BalanceUpdate { balance { walletBalance unrealizedPnl realizedPnl totalFeesPaid "
@@ -28,10 +24,6 @@ LIVE = (
     "unrealizedPnl leverage liquidationPrice } } "
     "... on OrdersUpdate { changed { " + ORDER + " } fills { orderId price fee realizedPnl } "
     "openOrders { id type } } } }"
-)
-PLACE = (
-    "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { duplicate order { " + ORDER + " } "
-    "children { " + ORDER + " } } }"
 )
 
 

@@ -19,8 +19,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.e2e.test_marathons import SETTINGS as MARATHON_SETTINGS
-from tests.e2e.test_marathons import add, create, wire
+from tests.e2e.support import SETTINGS as MARATHON_SETTINGS
+from tests.e2e.support import add, create, wire
 from tests.private_services import RABBITMQ_SERVER, PrivatePostgres, PrivateRabbit
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
 

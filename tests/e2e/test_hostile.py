@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from tests.e2e.test_perps import call
+from tests.e2e.support import call
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:

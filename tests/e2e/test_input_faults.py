@@ -21,7 +21,7 @@ import jwt
 import pytest
 
 from tests.conftest import FEED_HZ, isolated_server
-from tests.e2e.test_perps import change
+from tests.e2e.support import change
 from tests.support import (
     PRICE_SUBSCRIPTION,
     TEST_JWT_SECRET,

@@ -13,18 +13,19 @@ import orjson
 import pytest
 
 from tests.conftest import isolated_server
-from tests.e2e.test_marathons import (
+from tests.e2e.support import (
     ACCOUNT,
     ADD,
     CREATE,
     LEADERBOARD,
     add,
+    call,
     create,
+    error_code,
     ingest,
     marathon_input,
     snapshot,
 )
-from tests.e2e.test_perps import call, error_code
 from tests.support import GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:

@@ -12,39 +12,34 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import httpx
-import orjson
 import pytest
 
 from tests.conftest import isolated_database, isolated_server
-from tests.e2e.test_perps import call, error_code, messages_until
+from tests.e2e.support import (
+    ACCOUNT,
+    ADD,
+    COLLECTOR,
+    CREATE,
+    INGEST,
+    LEADERBOARD,
+    NOW,
+    SETTINGS,
+    add,
+    call,
+    create,
+    create_marathon,
+    error_code,
+    ingest,
+    marathon_input,
+    messages_until,
+    snapshot,
+    wire,
+)
 from tests.support import GraphQLWS, ServerProcess, delete_ingest_queues, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-SETTINGS = {
-    "SIMULATED_FEEDS": "false",
-    "LEADERBOARD_MAX_HZ": "20",
-    "LEADERBOARD_SNAPSHOT_INTERVAL_S": "0.5",
-}
-COLLECTOR = token("collector", "service")
-ROW = "rank login profit profitPercentage equity balance openPositionsCount"
-LEADERBOARD = (
-    "subscription($m: ID!, $top: Int) { marathonLeaderboard(marathonId: $m, top: $top) { "
-    "accounts rows { " + ROW + " } } }"
-)
-ACCOUNT = (
-    "subscription($m: ID!, $l: Long!) { accountUpdates(marathonId: $m, login: $l) { "
-    "login row { " + ROW + " } } }"
-)
-CREATE = (
-    "mutation($i: CreateMarathonInput!) { createMarathon(input: $i) { id name public "
-    "organiser running } }"
-)
-ADD = "mutation($i: AddParticipantInput!) { addParticipant(input: $i) }"
-INGEST = "mutation($i: AccountSnapshotInput!) { ingestAccountSnapshot(input: $i) { login stored } }"
-NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -55,74 +50,6 @@ def marathon_server(
         database_url, SETTINGS, tmp_path_factory.mktemp("marathon") / "server.log"
     ) as process:
         yield process
-
-
-def snapshot(
-    login: int, balance: str, equity: str, profit: str = "0", at: int = 0
-) -> dict[str, Any]:
-    return {
-        "login": login,
-        "balance": balance,
-        "equity": equity,
-        "profit": profit,
-        "margin": "100",
-        "freeMargin": str(float(equity) - 100),
-        "serverTime": (NOW + timedelta(seconds=at)).isoformat(),
-        "positions": [
-            {
-                "ticket": 5_000_000_001 + login,
-                "symbol": "EURUSD",
-                "type": "BUY",
-                "volume": "0.10",
-                "priceOpen": "1.0850",
-                "profit": profit,
-            }
-        ]
-        if profit != "0"
-        else [],
-    }
-
-
-def marathon_input(name: str, public: bool) -> dict[str, Any]:
-    return {
-        "name": name,
-        "startsAt": (NOW - timedelta(days=1)).isoformat(),
-        "endsAt": (NOW + timedelta(days=1)).isoformat(),
-        "public": public,
-    }
-
-
-async def create_marathon(
-    server: ServerProcess, name: str, organiser: str, public: bool
-) -> dict[str, Any]:
-    """A marathon organised by the user ``organiser``, with the id the server generates."""
-    body = await call(server, CREATE, {"i": marathon_input(name, public)}, token(organiser))
-    assert "errors" not in body, body
-    marathon: dict[str, Any] = body["data"]["createMarathon"]
-    return marathon
-
-
-async def create(server: ServerProcess, name: str, organiser: str, public: bool) -> str:
-    """The new marathon's generated id."""
-    marathon_id: str = (await create_marathon(server, name, organiser, public))["id"]
-    return marathon_id
-
-
-async def add(server: ServerProcess, marathon: str, login: int, user: str, organiser: str) -> None:
-    body = await call(
-        server,
-        ADD,
-        {"i": {"marathonId": marathon, "login": login, "participant": user}},
-        token(organiser),
-    )
-    assert body == {"data": {"addParticipant": True}}, body
-
-
-async def ingest(server: ServerProcess, snap: dict[str, Any]) -> bool:
-    body = await call(server, INGEST, {"i": snap}, COLLECTOR)
-    assert "errors" not in body, body
-    stored: bool = body["data"]["ingestAccountSnapshot"]["stored"]
-    return stored
 
 
 async def test_ranks_move_as_snapshots_arrive(marathon_server: ServerProcess) -> None:
@@ -325,21 +252,6 @@ async def test_leaderboards_survive_a_restart(database_url: str, tmp_path: Path)
         {"rank": 1, "login": 4002, "profitPercentage": "20.0000"},
         {"rank": 2, "login": 4001, "profitPercentage": "5.0000"},
     ]
-
-
-def wire(login: int, balance: str, equity: str, at: int, profit: str = "0") -> bytes:
-    """A collector's RabbitMQ message (docs/marathon-ingest.md)."""
-    return orjson.dumps(
-        {
-            "login": login,
-            "balance": balance,
-            "equity": equity,
-            "profit": profit,
-            "margin": "0",
-            "free_margin": equity,
-            "server_time": (NOW + timedelta(seconds=at)).isoformat(),
-        }
-    )
 
 
 async def test_snapshots_from_rabbitmq_move_the_leaderboard(

@@ -14,7 +14,7 @@ import pytest
 from domain.martingale import Strategy, StrategyConfig, progress
 from domain.mining_rounds import SimulatedOutcomes, settle_round
 from tests.conftest import isolated_database
-from tests.e2e.test_perps import call, error_code, messages_until
+from tests.e2e.support import call, error_code, messages_until
 from tests.support import GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from httpx_sse import aconnect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import isolated_database, isolated_server
-from tests.e2e.test_marathons import wire
+from tests.e2e.support import wire
 from tests.support import (
     PRICE_SUBSCRIPTION,
     GraphQLWS,

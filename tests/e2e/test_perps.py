@@ -5,7 +5,6 @@ and who may see what."""
 from __future__ import annotations
 
 import asyncio
-import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,21 @@ import httpx
 import pytest
 
 from tests.conftest import isolated_database, isolated_server
+from tests.e2e.support import (
+    ENGINE,
+    MODIFY,
+    OPEN,
+    ORACLE,
+    POSITION,
+    PUBLISH_PRICE,
+    call,
+    change,
+    error_code,
+    messages_until,
+    of,
+    open_position,
+    set_price,
+)
 from tests.support import (
     GraphQLWS,
     Samples,
@@ -28,17 +42,6 @@ if TYPE_CHECKING:
 
 D = Decimal
 
-ENGINE = {
-    "SIMULATED_FEEDS": "false",  # the tests are the oracle: prices move only when they say so
-    "PERPS_ENGINE_INTERVAL_S": "0.1",
-    "LIQUIDATION_DELAY_S": "0.5",
-    "PRICE_MAX_AGE_S": "600",
-}
-
-POSITION = (
-    "id owner market side size entryPrice collateral leverage markPrice unrealizedPnl "
-    "healthFactor liquidationPrice revision"
-)
 POSITIONS = (
     "subscription($u: String) { positions(user: $u) { __typename "
     "... on PositionsUpdate { user positions { ...P } } "
@@ -53,13 +56,7 @@ CANDIDATES = (
     "subscription { liquidations { sequence candidates { positionId market side size "
     "healthFactor potentialReward } } }"
 )
-OPEN = "mutation($i: OpenPositionInput!) { openPosition(input: $i) { " + POSITION + " } }"
 CLOSE = "mutation($id: ID!) { closePosition(positionId: $id) { returned position { id } } }"
-MODIFY = "mutation($i: ModifyPositionInput!) { modifyPosition(input: $i) { " + POSITION + " } }"
-PUBLISH_PRICE = (
-    "mutation($m: String!, $p: Decimal!) { publishPrice(market: $m, price: $p) { sequence } }"
-)
-ORACLE = token("oracle", "service")
 PLAN_EVENTS = "tradestream_subscription_plan_events_total"
 
 
@@ -74,64 +71,6 @@ def perps_server(
         tmp_path_factory.mktemp("perps") / "server.log",
     ) as process:
         yield process
-
-
-async def call(
-    server: ServerProcess,
-    query: str,
-    variables: dict[str, Any] | None = None,
-    bearer: str | None = None,
-) -> dict[str, Any]:
-    headers = {} if bearer is None else {"authorization": f"Bearer {bearer}"}
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(
-            server.url, json={"query": query, "variables": variables or {}}, headers=headers
-        )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def set_price(server: ServerProcess, market: str, price: str) -> None:
-    body = await call(server, PUBLISH_PRICE, {"m": market, "p": price}, ORACLE)
-    assert "errors" not in body, body
-
-
-async def open_position(
-    server: ServerProcess, user: str, market: str, side: str, size: str, leverage: str
-) -> dict[str, Any]:
-    body = await call(
-        server,
-        OPEN,
-        {"i": {"market": market, "side": side, "size": size, "leverage": leverage}},
-        token(user),
-    )
-    assert "errors" not in body, body
-    position: dict[str, Any] = body["data"]["openPosition"]
-    return position
-
-
-def error_code(body: dict[str, Any]) -> str:
-    [error] = body["errors"]
-    code: str = error["extensions"]["code"]
-    return code
-
-
-async def messages_until(
-    client: GraphQLWS, done: Any, timeout: float = 15.0
-) -> list[dict[str, Any]]:
-    """Every message received until ``done(messages)`` holds."""
-    received: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while not done(received):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"timed out; received {received}"
-        received.append(await client.receive(remaining))
-    return received
-
-
-def of(messages: list[dict[str, Any]], id: str, field: str) -> list[dict[str, Any]]:
-    return [m["payload"]["data"][field] for m in messages if m.get("id") == id]
 
 
 async def test_a_position_goes_through_the_warning_and_liquidation_in_order(
@@ -357,25 +296,6 @@ INGEST = (
     "mutation($i: PositionChangeInput!) { ingestPositionChange(input: $i) { stored "
     "position { id owner size revision } } }"
 )
-
-
-def change(
-    external_id: str, kind: str, position_id: str, owner: str, size: str = "10"
-) -> dict[str, Any]:
-    return {
-        "externalId": external_id,
-        "kind": kind.upper(),
-        "positionId": position_id,
-        "owner": owner,
-        "market": "SOL-PERP",
-        "side": "LONG",
-        "size": size,
-        "entryPrice": "150",
-        "collateral": "300",
-        "fillSize": size,
-        "fillPrice": "150",
-        "at": "2026-11-21T10:00:00+00:00",
-    }
 
 
 async def test_an_indexer_ingests_each_change_once(perps_server: ServerProcess) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import isolated_database, isolated_server
-from tests.e2e.test_perps import (
+from tests.e2e.support import (
     ENGINE,
     POSITION,
     call,

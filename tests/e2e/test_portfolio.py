@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import isolated_server
-from tests.e2e.test_exchange import PLACE
-from tests.e2e.test_perps import ENGINE, call, error_code, messages_until, set_price
+from tests.e2e.support import ENGINE, PLACE, call, error_code, messages_until, set_price
 from tests.support import GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import isolated_database
-from tests.e2e.test_perps import open_position
+from tests.e2e.support import open_position
 from tests.private_services import REDIS_SERVER, PrivateRedis
 from tests.support import PRICE_SUBSCRIPTION, GraphQLWS, ServerProcess, token
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import isolated_database, isolated_server
-from tests.e2e.test_perps import ENGINE, MODIFY, call, messages_until, open_position, set_price
+from tests.e2e.support import ENGINE, MODIFY, call, messages_until, open_position, set_price
 from tests.support import GraphQLWS, ServerProcess, parse_multipart, token
 
 if TYPE_CHECKING:

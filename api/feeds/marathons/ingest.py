@@ -56,9 +56,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUEUE = "socket_data"
-"""The queue the seed system's collectors publish to."""
-
 _SETTLE_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError)
 """What acknowledging can raise when the channel the message came on is gone."""
 

@@ -9,30 +9,33 @@ import secrets
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
 from api.auth import Role
 from api.feeds.marathons.store import MarathonExistsError
-from api.graphql.context import Info  # noqa: TC001
-from api.graphql.errors import ClientError, StreamEndedError
-from api.graphql.permissions import (
-    ForbiddenError,
-    limit_mutations,
-    require_role,
+from api.feeds.marathons.stream import account_stream, leaderboard_stream
+from api.feeds.marathons.types import (
+    AccountUpdate,
+    Leaderboard,
+    LeaderboardRow,
+    PendingOrderType,
+    TradeSide,
+    percent_shown,
 )
+from api.graphql.context import Info  # noqa: TC001
+from api.graphql.errors import ClientError
+from api.graphql.permissions import ForbiddenError, limit_mutations, require_role
 from api.graphql.scalars import Long
-from api.streaming.hub import HubError
 from domain import marathons as model
 
 if TYPE_CHECKING:
     from api.auth import Principal
-    from api.feeds.marathons.boards import MarathonBoards, Notifier
+    from api.feeds.marathons.boards import MarathonBoards
     from api.runtime.services import Services
 
-PERCENT_PLACES = Decimal("0.0001")
-"""Profit percentages are shown to four decimal places (ranked exactly)."""
+
 BOARDS_READY_TIMEOUT_S = 10.0
 
 
@@ -86,116 +89,6 @@ class MarathonType:
         )
 
 
-strawberry.enum(model.TradeSide, name="TradeSide")
-TradeSide: TypeAlias = model.TradeSide
-
-
-strawberry.enum(model.OrderType, name="PendingOrderType")
-PendingOrderType: TypeAlias = model.OrderType
-
-
-@strawberry.type(description="An open position of a MetaTrader account.")
-class OpenTrade:
-    ticket: Long
-    symbol: str
-    side: TradeSide
-    volume: Decimal
-    open_price: Decimal
-    profit: Decimal = strawberry.field(description="Floating profit, in the account currency.")
-
-
-@strawberry.type(description="A pending order of a MetaTrader account.")
-class PendingOrder:
-    ticket: Long
-    symbol: str
-    type: PendingOrderType
-    volume: Decimal
-    price: Decimal
-
-
-@strawberry.type(description="An account's place in a marathon.")
-class LeaderboardRow:
-    rank: int
-    login: Long
-    profit: Decimal = strawberry.field(description="Equity minus the initial balance.")
-    profit_percentage: Decimal | None = strawberry.field(
-        description="Profit over the initial balance, in percent, to four places; null when the "
-        "initial balance is not positive (ranked after every account that has one)."
-    )
-    initial_balance: Decimal
-    equity: Decimal
-    balance: Decimal
-    credit: Decimal
-    margin: Decimal
-    free_margin: Decimal
-    margin_level: Decimal | None = strawberry.field(
-        description="Equity / margin x 100, in percent."
-    )
-    open_positions: list[OpenTrade]
-    pending_orders: list[PendingOrder]
-    open_positions_count: int
-    pending_orders_count: int
-    registered_at: datetime
-    updated_at: datetime = strawberry.field(description="Server time of the shown snapshot.")
-
-    @classmethod
-    def build(cls, row: model.LeaderboardRow) -> LeaderboardRow:
-        return cls(
-            rank=row.rank,
-            login=Long(row.login),
-            profit=row.profit,
-            profit_percentage=_percent(row.profit_percentage),
-            initial_balance=row.initial_balance,
-            equity=row.equity,
-            balance=row.balance,
-            credit=row.credit,
-            margin=row.margin,
-            free_margin=row.free_margin,
-            margin_level=_percent(row.margin_level),
-            open_positions=[
-                OpenTrade(
-                    ticket=Long(t.ticket),
-                    symbol=t.symbol,
-                    side=t.side,
-                    volume=t.volume,
-                    open_price=t.open_price,
-                    profit=t.profit,
-                )
-                for t in row.open_positions
-            ],
-            pending_orders=[
-                PendingOrder(
-                    ticket=Long(o.ticket),
-                    symbol=o.symbol,
-                    type=o.type,
-                    volume=o.volume,
-                    price=o.price,
-                )
-                for o in row.pending_orders
-            ],
-            open_positions_count=row.open_positions_count,
-            pending_orders_count=row.pending_orders_count,
-            registered_at=row.registered_at,
-            updated_at=row.updated_at,
-        )
-
-
-@strawberry.type(description="The top of a marathon's leaderboard.")
-class Leaderboard:
-    marathon_id: strawberry.ID
-    accounts: int = strawberry.field(description="Accounts ranked in all.")
-    rows: list[LeaderboardRow]
-
-
-@strawberry.type(description="One account's row, with its rank in the marathon.")
-class AccountUpdate:
-    marathon_id: strawberry.ID
-    login: Long
-    row: LeaderboardRow | None = strawberry.field(
-        description="Null until the account's first snapshot."
-    )
-
-
 @strawberry.type(description="A row of a stored leaderboard (no positions or orders).")
 class StoredLeaderboardRow:
     rank: int
@@ -219,21 +112,13 @@ class StoredLeaderboard:
     rows: list[StoredLeaderboardRow]
 
 
-def stored_row(row: model.LeaderboardRow) -> dict[str, Any]:
-    return model.STORED_ROW.encode(row)
-
-
 def _stored_row(p: dict[str, Any]) -> StoredLeaderboardRow:
     row = _read_stored_row(p)
-    row.profit_percentage = _percent(row.profit_percentage)
+    row.profit_percentage = percent_shown(row.profit_percentage)
     return row
 
 
 _read_stored_row = model.STORED_ROW.reader(StoredLeaderboardRow)
-
-
-def _percent(value: Decimal | None) -> Decimal | None:
-    return None if value is None else value.quantize(PERCENT_PLACES)
 
 
 async def _boards(services: Services) -> MarathonBoards:
@@ -281,62 +166,6 @@ def _check_top(top: int, services: Services) -> None:
     most = services.settings.leaderboard_top_max
     if not 1 <= top <= most:
         raise ClientError(f"top must be between 1 and {most}")
-
-
-async def leaderboard_stream(
-    services: Services, boards: MarathonBoards, marathon_id: str, top: int
-) -> AsyncIterator[Leaderboard]:
-    """The top rows at once, then again whenever they change, at most LEADERBOARD_MAX_HZ a
-    second: changes in between are conflated (the newest top is what is sent)."""
-    notifier = boards.notifier(marathon_id)
-    interval = 1.0 / services.settings.leaderboard_max_hz
-    last: list[model.LeaderboardRow] | None = None
-    while True:
-        seen = notifier.version
-        board = boards.boards.get(marathon_id)
-        rows = [] if board is None else board.top(top)
-        if rows != last:
-            last = rows
-            yield Leaderboard(
-                marathon_id=strawberry.ID(marathon_id),
-                accounts=0 if board is None else len(board),
-                rows=[LeaderboardRow.build(r) for r in rows],
-            )
-        await asyncio.sleep(interval)
-        await _changed(notifier, seen)
-
-
-async def account_stream(
-    services: Services, boards: MarathonBoards, marathon_id: str, login: int
-) -> AsyncIterator[AccountUpdate]:
-    """The account's row at once, then whenever it changes (its figures, or its rank because
-    others moved), at most LEADERBOARD_MAX_HZ a second."""
-    notifier = boards.notifier(marathon_id)
-    interval = 1.0 / services.settings.leaderboard_max_hz
-    first = True
-    last: model.LeaderboardRow | None = None
-    while True:
-        seen = notifier.version
-        board = boards.boards.get(marathon_id)
-        row = None if board is None else board.row(login)
-        if first or row != last:
-            first, last = False, row
-            yield AccountUpdate(
-                marathon_id=strawberry.ID(marathon_id),
-                login=Long(login),
-                row=None if row is None else LeaderboardRow.build(row),
-            )
-        await asyncio.sleep(interval)
-        await _changed(notifier, seen)
-
-
-async def _changed(notifier: Notifier, seen: int) -> None:
-    """Until the board moves past ``seen``; the stream ends, as a hub subscription would, when
-    the boards stop following the feed (SHUTTING_DOWN)."""
-    try:
-        await notifier.wait(seen)
-    except HubError as exc:
-        raise StreamEndedError(exc) from exc
 
 
 def _member(boards: MarathonBoards, marathon_id: str, login: int) -> None:
@@ -504,6 +333,8 @@ class IngestSnapshotResult:
 
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 GENERATED_ID_ATTEMPTS = 3
 """A generated id has 80 random bits; should one be taken (an admin chose it), draw again."""
 

@@ -3,47 +3,32 @@ the mutations that start, stop and configure a strategy or settle a round."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
-from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
 from api.auth import Role
-from api.feeds.martingale.store import RoundError, StrategyNotFoundError, progress_payload
+from api.feeds.martingale.store import RoundError, StrategyNotFoundError
+from api.feeds.martingale.stream import progress_stream, rounds_stream
+from api.feeds.martingale.types import MartingaleProgress, MartingaleUpdate, Round, RoundEvent
 from api.graphql.context import Info  # noqa: TC001
-from api.graphql.errors import ClientError, StreamEndedError
-from api.graphql.permissions import (
-    ForbiddenError,
-    limit_mutations,
-    require_role,
-    require_signed_in,
-)
-from api.graphql.resume import (
-    AFTER_DESCRIPTION,
-    Resumable,
-    StreamPosition,
-    StreamReset,
-    parse_after,
-    stamped,
-)
-from api.streaming.hub import HubError
+from api.graphql.errors import ClientError
+from api.graphql.permissions import ForbiddenError, limit_mutations, require_role, require_signed_in
+from api.graphql.resume import AFTER_DESCRIPTION, parse_after
 from domain import martingale as model
-from domain.mining_rounds import ROUND, MiningRound, RoundResult
-from domain.topics import martingale_topic, rounds_topic
+from domain.mining_rounds import RoundResult
 
 if TYPE_CHECKING:
     from api.auth import Principal
-    from api.runtime.services import Services
-    from api.storage.history import Cursor
-    from domain.events import Event
 
-PERCENT_PLACES = Decimal("0.01")
+
 _WALLET = re.compile(r"^\S{1,100}$")
+
+
 _CAMEL = {
     "wallet_address": "walletAddress",
     "base_amount": "baseAmountSol",
@@ -63,98 +48,6 @@ class StrategyConfigGraphQLError(ClientError):
         super().__init__(str(error), field=field)
 
 
-strawberry.enum(model.StrategyStatus, name="StrategyStatus")
-StrategyStatus: TypeAlias = model.StrategyStatus
-
-
-strawberry.enum(model.RiskLevel, name="RiskLevel")
-RiskLevel: TypeAlias = model.RiskLevel
-
-
-strawberry.enum(model.ExitReason, name="ExitReason")
-ExitReason: TypeAlias = model.ExitReason
-
-
-@strawberry.type(description="A strategy's progress, with the field names the seed system used.")
-class MartingaleProgress:
-    strategy_id: strawberry.ID
-    wallet_address: str
-    current_round: int = strawberry.field(description="Rounds played so far.")
-    total_rounds: int
-    progress_percentage: Decimal = strawberry.field(description="To two decimal places.")
-    current_amount_sol: Decimal = strawberry.field(
-        description="What the next round deploys (0 once the strategy has ended)."
-    )
-    total_deployed_sol: Decimal
-    total_rewards_sol: Decimal = strawberry.field(
-        description="Paid back by won rounds, stakes included."
-    )
-    total_loss_sol: Decimal = strawberry.field(description="Deployed in lost rounds.")
-    profit_loss_sol: Decimal = strawberry.field(description="Total rewards minus total deployed.")
-    status: StrategyStatus
-    exit_reason: ExitReason | None
-    win_rate_percentage: Decimal | None = strawberry.field(
-        description="To two decimal places; null before the first round."
-    )
-    risk_level: RiskLevel = strawberry.field(
-        description="HIGH when the remaining budget survives at most 1 more straight loss, "
-        "MEDIUM at most 3, else LOW (docs/martingale.md)."
-    )
-    losing_streak: int
-    last_round: int | None
-    base_amount_sol: Decimal
-    multiplier: Decimal
-    stop_loss_sol: Decimal | None
-    take_profit_sol: Decimal | None
-    budget_sol: Decimal | None
-
-    @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> MartingaleProgress:
-        shown = _read_progress(p)
-        shown.progress_percentage = shown.progress_percentage.quantize(PERCENT_PLACES)
-        win_rate = shown.win_rate_percentage
-        shown.win_rate_percentage = None if win_rate is None else win_rate.quantize(PERCENT_PLACES)
-        return shown
-
-    @classmethod
-    def of(cls, strategy: model.Strategy) -> MartingaleProgress:
-        return cls.from_payload(progress_payload(strategy))
-
-
-@strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
-class MartingaleUpdate:
-    wallet_address: str | None
-    strategies: list[MartingaleProgress]
-    at: datetime
-
-
-@strawberry.type(description="A mining round.")
-class Round(Resumable):
-    number: int
-    starts_at: datetime
-    ends_at: datetime
-    settled_at: datetime | None
-    won: bool | None = strawberry.field(description="Null until the round is settled.")
-    reward_multiplier: Decimal | None = strawberry.field(
-        description="SOL paid back per SOL deployed on a win, stake included."
-    )
-
-    @classmethod
-    def of(cls, r: MiningRound) -> Round:
-        return cls(
-            number=r.number,
-            starts_at=r.starts_at,
-            ends_at=r.ends_at,
-            settled_at=r.settled_at,
-            won=None if r.result is None else r.result.won,
-            reward_multiplier=None if r.result is None else r.result.reward_multiplier,
-        )
-
-    @classmethod
-    def from_payload(cls, p: dict[str, Any]) -> Round:
-        return _read_round(p)
-
-
 @strawberry.type(description="One round a strategy played.")
 class PlayedRound:
     round_number: int
@@ -169,11 +62,6 @@ class StrategyDetail:
     rounds: list[PlayedRound]
 
 
-_read_progress = model.STRATEGY_PROGRESS.reader(MartingaleProgress, wallet_address="wallet_address")
-_read_round = ROUND.reader(Round)
-"""A round event's payload as the schema shows it (read once per subscriber)."""
-
-
 def _wallet_for(principal: Principal, wallet: str | None, what: str) -> str | None:
     """The wallet a caller may read: users their own (their token's sub), admins any, or every
     wallet (None) when they name none."""
@@ -185,76 +73,6 @@ def _wallet_for(principal: Principal, wallet: str | None, what: str) -> str | No
     if wallet is not None and wallet != principal.sub:
         raise ForbiddenError(f"{what} of {wallet!r} are not yours to see")
     return principal.sub
-
-
-async def progress_stream(
-    services: Services, wallet: str | None
-) -> AsyncIterator[MartingaleUpdate]:
-    """The wallet's (or every) active strategies at once, then whenever a round turns or a
-    strategy changes, and at least every MARTINGALE_REFRESH_S even when nothing happened."""
-    refresh = services.settings.martingale_refresh_s
-    topic = martingale_topic(wallet)
-    try:
-        async with services.hub.subscribe(topic) as subscription:
-            yield await _current(services, wallet)
-            while True:
-                try:
-                    event = await asyncio.wait_for(anext(subscription), refresh)
-                except TimeoutError:
-                    yield await _current(services, wallet)
-                    continue
-                yield _update(event, wallet)
-    except HubError as exc:
-        raise StreamEndedError(exc) from exc
-
-
-async def _current(services: Services, wallet: str | None) -> MartingaleUpdate:
-    owned = await services.martingale_store.strategies(wallet, active_only=True)
-    return MartingaleUpdate(
-        wallet_address=wallet,
-        strategies=[MartingaleProgress.of(o.strategy) for o in owned],
-        at=services.clock.now(),
-    )
-
-
-def _update(event: Event, wallet: str | None) -> MartingaleUpdate:
-    return MartingaleUpdate(
-        wallet_address=wallet,
-        strategies=[MartingaleProgress.from_payload(p) for p in event.payload["strategies"]],
-        at=event.published_at,
-    )
-
-
-RoundEvent = Annotated[
-    Round | StreamReset,
-    strawberry.union("RoundEvent", description="What the rounds stream sends."),
-]
-
-
-async def rounds_stream(
-    services: Services, after: list[Cursor] | None = None
-) -> AsyncIterator[RoundEvent]:
-    """The current round at once, then each round event. Resumed (``after``): the round events
-    since the cursor instead of the current round."""
-    streams = [rounds_topic()]
-    try:
-        async with services.hub.subscribe(streams[0]) as subscription:
-            start = await services.history.start(
-                streams, after, services.martingale_store.latest_round
-            )
-            position = StreamPosition(streams, start.origin)
-            for event in start.replay:
-                position.advance(event)
-                yield stamped(Round.from_payload(event.payload), position)
-            if start.not_recovered is not None:
-                yield position.reset(start.not_recovered)
-            if start.snapshot is not None:
-                yield stamped(Round.of(start.snapshot), position)
-            async for event in subscription:
-                if position.advance(event):
-                    yield stamped(Round.from_payload(event.payload), position)
-    except HubError as exc:
-        raise StreamEndedError(exc) from exc
 
 
 @strawberry.type

@@ -1,5 +1,6 @@
-"""The paper exchange's adapter: each account is one document in PostgreSQL, changed under a row
-lock; every change is stored with its fills and announced on ``live:<owner>`` in one transaction.
+"""The paper exchange's desk: what ``placeOrder``, ``cancelOrder`` and its price worker do to an
+account, stored and numbered by :class:`api.feeds.paper_exchange.store.PgPaperAccounts`, then
+announced on ``live:<owner>``.
 
 Orders fill at the latest oracle prices. A worker (:meth:`PaperExchange.follow_prices`) hands
 each new price to the accounts whose open orders it can fill or trigger.
@@ -9,56 +10,36 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from api.feeds.prices.follower import follow_prices
-from api.storage.history import number_event
-from domain.paper_exchange import Changes, PaperAccount
-from domain.topics import live_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from decimal import Decimal
 
-    import asyncpg
-
-    from api.storage.database import Connection
+    from api.feeds.paper_exchange.store import PgPaperAccounts
     from api.streaming.hub import Hub
     from domain.markets import MarketCatalog
-    from domain.paper_exchange import OrderRequest, PlaceResult
+    from domain.paper_exchange import Changes, OrderRequest, PaperAccount, PlaceResult
     from domain.ports import Clock, PriceRepository, Publisher
-
-
-ACCOUNT_CHANGED = "account.changed"
-
-
-def changes_payload(changes: Changes) -> dict[str, Any]:
-    return {
-        "orders": [o.to_payload() for o in changes.orders],
-        "fills": [f.to_payload() for f in changes.fills],
-        "positions": [p.to_payload() for p in changes.positions],
-    }
 
 
 class PaperExchange:
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        store: PgPaperAccounts,
         *,
         markets: MarketCatalog,
         prices: PriceRepository,
         publisher: Publisher,
         clock: Clock,
         price_max_age_s: float,
-        initial_balance: Decimal,
     ) -> None:
-        self.pool = pool
+        self.store = store
         self.markets = markets
         self.prices = prices
         self.publisher = publisher
         self.clock = clock
         self.price_max_age_s = price_max_age_s
-        self.initial_balance = initial_balance
 
     async def marks(self) -> dict[str, Decimal]:
         """The latest fresh oracle price of every market (stale ones are left out)."""
@@ -72,19 +53,10 @@ class PaperExchange:
 
     async def account(self, owner: str) -> PaperAccount:
         """The owner's account as stored (a fresh one, not yet stored, if it has none)."""
-        payload = await self.pool.fetchval(
-            "SELECT payload::text FROM paper_accounts WHERE owner = $1", owner
-        )
-        return self._account(owner, payload)
+        return await self.store.account(owner)
 
     async def fills(self, owner: str, limit: int) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            """SELECT payload::text AS payload FROM paper_fills WHERE owner = $1
-               ORDER BY at DESC, id DESC LIMIT $2""",
-            owner,
-            limit,
-        )
-        return [orjson.loads(r["payload"]) for r in rows]
+        return await self.store.fills(owner, limit)
 
     async def place(self, owner: str, request: OrderRequest) -> PlaceResult:
         marks = await self.marks()
@@ -104,13 +76,10 @@ class PaperExchange:
 
     async def on_price(self, symbol: str, price: Decimal) -> int:
         """Hand a new price to every account it can fill or trigger; how many changed."""
-        owners = await self.pool.fetch(
-            "SELECT owner FROM paper_accounts WHERE watch_symbols @> ARRAY[$1::text]", symbol
-        )
         changed = 0
-        for row in owners:
+        for owner in await self.store.watching(symbol):
             changes = await self._change(
-                row["owner"], lambda a: a.on_price(symbol, price, self.clock.now())
+                owner, lambda a: a.on_price(symbol, price, self.clock.now())
             )
             changed += bool(changes)
         return changed
@@ -120,64 +89,7 @@ class PaperExchange:
         await follow_prices(hub, self.markets, self.clock, self.on_price, worker="paper exchange")
 
     async def _change(self, owner: str, change: Callable[[PaperAccount], Changes]) -> Changes:
-        async with self.pool.acquire() as conn, conn.transaction():
-            payload = await self._locked(conn, owner)
-            account = self._account(owner, payload)
-            changes = change(account)  # an OrderError leaves everything as it was
-            if not changes:
-                return changes
-            await self._save(conn, account)
-            for fill in changes.fills:
-                await conn.execute(
-                    """INSERT INTO paper_fills (owner, id, order_id, payload, at)
-                       VALUES ($1, $2, $3, $4::jsonb, $5)""",
-                    owner,
-                    fill.id,
-                    fill.order_id,
-                    orjson.dumps(fill.to_payload()).decode(),
-                    fill.at,
-                )
-            event = await number_event(
-                conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, changes_payload(changes)
-            )
-        await self.publisher.send(event)
+        changes, event = await self.store.change(owner, change)
+        if event is not None:
+            await self.publisher.send(event)
         return changes
-
-    async def _locked(self, conn: Connection, owner: str) -> str:
-        """The owner's stored account, locked until the transaction ends; a new owner's fresh
-        account is stored first. Concurrent first operations of one owner (eight orders at
-        once) all wait on the one row: ``ON CONFLICT DO NOTHING`` waits for the transaction
-        that inserted it, and the next statement then sees its row."""
-        select = "SELECT payload::text FROM paper_accounts WHERE owner = $1 FOR UPDATE"
-        payload: str | None = await conn.fetchval(select, owner)
-        if payload is None:
-            fresh = self._account(owner, None)
-            await conn.execute(
-                """INSERT INTO paper_accounts (owner, payload, watch_symbols, revision, updated_at)
-                   VALUES ($1, $2::jsonb, '{}', $3, $4) ON CONFLICT (owner) DO NOTHING""",
-                owner,
-                orjson.dumps(fresh.to_payload()).decode(),
-                fresh.revision,
-                self.clock.now(),
-            )
-            payload = await conn.fetchval(select, owner)
-            assert payload is not None
-        return payload
-
-    async def _save(self, conn: Connection, account: PaperAccount) -> None:
-        watch = sorted({o.symbol for o in account.open_orders()})
-        await conn.execute(
-            """UPDATE paper_accounts SET payload = $2::jsonb, watch_symbols = $3,
-                   revision = $4, updated_at = $5
-               WHERE owner = $1""",
-            account.owner,
-            orjson.dumps(account.to_payload()).decode(),
-            watch,
-            account.revision,
-            self.clock.now(),
-        )
-
-    def _account(self, owner: str, payload: str | None) -> PaperAccount:
-        if payload is None:
-            return PaperAccount(owner, self.markets, initial_balance=self.initial_balance)
-        return PaperAccount.from_payload(orjson.loads(payload), self.markets)

@@ -367,12 +367,6 @@ class PgPositionBook:
             announce.payload["position"] = stored.to_payload()
             return await self._number(conn, announce)
 
-    async def owner_of(self, position_id: str) -> str | None:
-        owner: str | None = await self.pool.fetchval(
-            "SELECT owner FROM perp_positions WHERE id = $1", position_id
-        )
-        return owner
-
     async def top_up(self, owner: str, floor: Decimal) -> MarginAccount:
         """Deposit what brings the owner's free balance back up to ``floor`` (the simulated
         traders' funding; no mutation deposits)."""

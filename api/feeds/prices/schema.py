@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import strawberry
 
 from api.auth import Role
+from api.feeds.prices.stream import price_stream
+from api.feeds.prices.types import Price, price_event
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
 from api.graphql.permissions import limit_mutations, require_role
-from api.graphql.streams import OncePerEvent, live
-from domain.events import Event
 from domain.perps_trades import MAX_AMOUNT
 from domain.price_feed import publish_price
-from domain.prices import PRICE_UPDATE, OraclePrice
-from domain.topics import price_topic
+from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
     from domain.markets import Market as MarketModel
@@ -68,42 +66,6 @@ class Market:
         )
 
 
-@strawberry.type(
-    description="An oracle price: the true price lies within price ± confidence. "
-    "Decimals are strings, to keep every digit."
-)
-class Price:
-    market: str
-    price: Decimal
-    confidence: Decimal
-    published_at: datetime
-    sequence: int = strawberry.field(
-        description="Position of this price in its market's stream: 1, 2, 3, ... without gaps "
-        "on the publishing side. A subscriber may skip values (prices are conflated: a slow "
-        "client gets the newest) but never sees one go backwards."
-    )
-
-    @classmethod
-    def from_event(cls, event: Event) -> Price:
-        price = OraclePrice.from_payload(event.payload)
-        return cls(
-            market=price.market,
-            price=price.price,
-            confidence=price.confidence,
-            published_at=price.published_at,
-            sequence=event.sequence,
-        )
-
-
-def _price_event(stored: tuple[OraclePrice, int] | None) -> Event | None:
-    if stored is None:
-        return None
-    price, sequence = stored
-    return Event(
-        price_topic(price.market), sequence, price.published_at, PRICE_UPDATE, price.to_payload()
-    )
-
-
 @strawberry.type
 class PriceQuery:
     @strawberry.field(description="Every market this server quotes.")
@@ -118,7 +80,7 @@ class PriceQuery:
     async def price(self, info: Info, market: str) -> Price | None:
         services = info.context.services
         market_or_error(services.markets, market)
-        event = _price_event(await services.prices.latest(market))
+        event = price_event(await services.prices.latest(market))
         return None if event is None else Price.from_event(event)
 
 
@@ -157,13 +119,4 @@ class PriceSubscription:
     async def price_updates(self, info: Info, market: str) -> AsyncIterator[Price]:
         services = info.context.services
         market_or_error(services.markets, market)
-
-        async def snapshot() -> Event | None:
-            return _price_event(await services.prices.latest(market))
-
-        return live(services.hub, price_topic(market), snapshot, _presented)
-
-
-_presented = OncePerEvent(Price.from_event)
-"""A price as subscribers see it, made once per tick for all of them: 2,000 subscribers with
-variables of their own are 2,000 executions of one presented price, not 2,000 decodings."""
+        return price_stream(services, market)

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feeds.paper_exchange.schema import PaperBalance, PaperPosition, _views
+from api.feeds.paper_exchange.types import PaperBalance, PaperPosition, account_views
 from domain.markets import Market, MarketCatalog
 from domain.paper_exchange import OrderError, OrderRequest, OrderSide, OrderType, PaperAccount
 
@@ -42,16 +42,17 @@ prices = st.builds(
 
 @st.composite
 def accounts(draw: st.DrawFn) -> PaperAccount:
-    """An account after a few market and limit orders, some at a leverage of their own."""
+    """An account after a few market and limit orders, at a default leverage of its own."""
     account = PaperAccount(
-        "alice", MARKETS, initial_balance=D(draw(st.sampled_from([10**4, 10**8])))
+        "alice",
+        MARKETS,
+        initial_balance=D(draw(st.sampled_from([10**4, 10**8]))),
+        default_leverage=D(draw(st.integers(1, 20))),
     )
     for _ in range(draw(st.integers(0, 6))):
         symbol = draw(st.sampled_from(SYMBOLS))
         mark = draw(prices)
         try:
-            if draw(st.booleans()):
-                account.set_leverage(symbol, D(draw(st.integers(1, 20))), {symbol: mark}, AT)
             limit = draw(st.booleans())
             request = OrderRequest(
                 symbol,
@@ -102,7 +103,7 @@ def test_an_account_is_valued_as_its_own_methods_value_it(
         assert exact(astuple(valuer.balance(positions))) == exact(
             astuple(account.balance(prices_now))
         )
-        balance, shown = _views(valuer, prices_now)
+        balance, shown = account_views(valuer, prices_now)
         before = PaperBalance.of(account.balance(prices_now).to_payload())
         assert wire(balance) == wire(before)
         assert [wire(p) for p in shown] == [

@@ -538,8 +538,8 @@ def compare(text: str, variables: dict[str, Any], event_list: list[Any]) -> None
 
 EXPLORE = os.environ.get("PLANS_PROPERTY_EXPLORE") == "1"
 """Random examples on each run (``PLANS_PROPERTY_EXPLORE=1``, to hunt for differences, as two
-earlier runs found the two fixed in tests/api/test_plans.py); by default the same examples every
-run, so CI's verdict is the code's, not the draw's."""
+earlier runs found the two fixed in tests/api/graphql/test_plans.py); by default the same examples
+every run, so CI's verdict is the code's, not the draw's."""
 
 
 @pytest.mark.parametrize("root", FIELDS)

@@ -26,7 +26,7 @@ from domain.marathons import AccountSnapshot, OpenTrade, OrderType, PendingOrder
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "marathon-ingest.md"
+DOCS = Path(__file__).resolve().parents[4] / "docs" / "marathon-ingest.md"
 
 
 def body(**changes: Any) -> bytes:

@@ -1,7 +1,7 @@
 """What a price tick costs a positions stream, without changing what it shows.
 
-The stream re-values a position from what its revision worked out once (``_Valuer``); a property
-test holds every field of what it shows, digit for digit, to the definitions as
+The stream re-values a position from what its revision worked out once (``PositionValuer``); a
+property test holds every field of what it shows, digit for digit, to the definitions as
 ``Position.build`` applied them before (``domain.perps.mark_to_market`` as it was written, the
 liquidation price on the tick, six-place ratios). The streams read prices decoded once for all
 of them, and follow only the markets their user holds: checked against a real hub.
@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.feeds.perps.schema import Position, _Valuer, positions_stream
+from api.feeds.perps.stream import positions_stream
+from api.feeds.perps.types import Position, PositionValuer
 from api.graphql.streams import OncePerEvent
 from api.storage.history import Cursor, Start
 from api.streaming.broadcast import Broadcast
@@ -163,7 +164,7 @@ def marks(draw: st.DrawFn, position: perps.Position, market: Market) -> Decimal 
 def test_a_position_shows_the_same_digits_at_every_mark(data: st.DataObject) -> None:
     position = data.draw(positions())
     btc = data.draw(markets)
-    valuer = _Valuer(position, btc)
+    valuer = PositionValuer(position, btc)
     for _ in range(data.draw(st.integers(1, 4))):  # one valuer re-valued tick after tick
         mark = data.draw(marks(position, btc))
         expected = {k: digits(v) for k, v in shown_before(position, btc, mark).items()}
@@ -178,7 +179,7 @@ def test_a_position_shows_the_same_digits_at_every_mark(data: st.DataObject) -> 
 
 def test_an_equal_mark_with_other_digits_is_shown_with_its_own() -> None:
     position = perps.Position("p1", "alice", "BTC-PERP", perps.Side.LONG, D(1), D(100), D(10))
-    valuer = _Valuer(position, market())
+    valuer = PositionValuer(position, market())
     first = valuer.at(D("105"))
     assert valuer.at(first.mark_price) is first  # the same mark: nothing is built again
     again = valuer.at(D("105.0"))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from api.feeds.marathons.messages import parse_snapshot
 from domain.marathon_simulator import DEMO_ACCOUNTS, FIRST_LOGIN, MarathonSimulator
-from tests.domain.test_perps_engine import ManualClock
+from tests.domain.fakes import ManualClock
 
 if TYPE_CHECKING:
     from domain.marathons import Marathon
