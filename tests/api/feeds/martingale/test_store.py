@@ -1,21 +1,26 @@
-"""PgMartingaleStore against a real PostgreSQL."""
+"""PgMartingaleStore against a real PostgreSQL, and the wire format of the payloads it writes
+(rounds, strategies' progress), pinned byte for byte: stored events and processes of other
+versions read them."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import orjson
 import pytest
 
-from api.feeds.martingale.store import PgMartingaleStore
+from api.feeds.martingale.store import PgMartingaleStore, progress_payload, round_payload
 from api.runtime.clock import SystemClock
 from api.storage.migrate import migrate
-from domain.martingale import Strategy, StrategyConfig
+from domain.martingale import RoundOutcome, Strategy, StrategyConfig
+from domain.mining_rounds import MiningRound, RoundResult
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 
 @pytest.fixture
@@ -52,3 +57,86 @@ async def test_a_settlement_between_the_two_reads_does_not_tear_a_strategy(
     found = await store.strategy(strategy.id)
     assert found is not None
     assert found.strategy == loaded.strategy
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+LATER = AT + timedelta(minutes=1)
+
+
+def strategy(**config: Any) -> Strategy:
+    values: dict[str, Any] = {
+        "wallet_address": "wallet-1",
+        "base_amount": Decimal("0.10"),
+        "multiplier": Decimal("2"),
+        "total_rounds": 3,
+    }
+    return Strategy("s-1", StrategyConfig(**(values | config)), last_round=4)
+
+
+def played() -> Strategy:
+    s = strategy(stop_loss=Decimal("1.5"), take_profit=Decimal("2E+1"), budget=Decimal("5"))
+    return s.settle(RoundOutcome(5, False)).settle(RoundOutcome(6, True, Decimal("0.40")))
+
+
+CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]] = {
+    "round, open": (
+        lambda: MiningRound(7, AT, LATER),
+        round_payload,
+        (
+            '{"number":7,"startsAt":"2024-03-01T12:30:15.123456+00:00","endsAt":"2024-03-01T12:31:1'
+            '5.123456+00:00","settledAt":null,"won":null,"rewardMultiplier":null}'
+        ),
+    ),
+    "round, settled": (
+        lambda: MiningRound(7, AT, LATER, RoundResult(7, True, Decimal("1.50")), LATER),
+        round_payload,
+        (
+            '{"number":7,"startsAt":"2024-03-01T12:30:15.123456+00:00","endsAt":"2024-03-01T12:31:1'
+            '5.123456+00:00","settledAt":"2024-03-01T12:31:15.123456+00:00","won":true,"rewardMulti'
+            'plier":"1.50"}'
+        ),
+    ),
+    "martingale progress, new": (
+        strategy,
+        progress_payload,
+        (
+            '{"strategyId":"s-1","walletAddress":"wallet-1","currentRound":0,"totalRounds":3,"progr'
+            'essPercentage":"0","currentAmountSol":"0.100000000","totalDeployedSol":"0","totalRewar'
+            'dsSol":"0","totalLossSol":"0","profitLossSol":"0","status":"active","exitReason":null,'
+            '"winRatePercentage":null,"riskLevel":"low","losingStreak":0,"lastRound":4,"baseAmountS'
+            'ol":"0.10","multiplier":"2","stopLossSol":null,"takeProfitSol":null,"budgetSol":null}'
+        ),
+    ),
+    "martingale progress, played": (
+        played,
+        progress_payload,
+        (
+            '{"strategyId":"s-1","walletAddress":"wallet-1","currentRound":2,"totalRounds":3,"progr'
+            'essPercentage":"66.66666666666666666666666667","currentAmountSol":"0.100000000","total'
+            'DeployedSol":"0.300000000","totalRewardsSol":"0.40","totalLossSol":"0.100000000","prof'
+            'itLossSol":"0.100000000","status":"active","exitReason":null,"winRatePercentage":"50",'
+            '"riskLevel":"low","losingStreak":0,"lastRound":6,"baseAmountSol":"0.10","multiplier":"'
+            '2","stopLossSol":"1.5","takeProfitSol":"2E+1","budgetSol":"5"}'
+        ),
+    ),
+    "martingale progress, stopped": (
+        lambda: played().stop(),
+        progress_payload,
+        (
+            '{"strategyId":"s-1","walletAddress":"wallet-1","currentRound":2,"totalRounds":3,"progr'
+            'essPercentage":"66.66666666666666666666666667","currentAmountSol":"0","totalDeployedSo'
+            'l":"0.300000000","totalRewardsSol":"0.40","totalLossSol":"0.100000000","profitLossSol"'
+            ':"0.100000000","status":"stopped","exitReason":"stopped_by_owner","winRatePercentage":'
+            '"50","riskLevel":"low","losingStreak":0,"lastRound":6,"baseAmountSol":"0.10","multipli'
+            'er":"2","stopLossSol":"1.5","takeProfitSol":"2E+1","budgetSol":"5"}'
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_payload_json_is_unchanged(name: str) -> None:
+    make, encode, golden = CASES[name]
+    assert orjson.dumps(encode(make())).decode() == golden

@@ -1,0 +1,72 @@
+"""The wire format of the marathon store's payloads (marathons, participants), pinned byte for
+byte: stored events and processes of other versions read them (tests/domain/test_payloads.py pins
+the domain's, account snapshots among them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+
+from api.feeds.marathons.store import (
+    Participant,
+    marathon_from_payload,
+    marathon_payload,
+    participant_from_payload,
+)
+from domain.marathons import Marathon
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+LATER = AT + timedelta(minutes=1)
+
+CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]] = {
+    "marathon": (
+        lambda: Marathon("m-1", "Spring", AT, LATER, True, "org"),
+        marathon_payload,
+        (
+            '{"id":"m-1","name":"Spring","startsAt":"2024-03-01T12:30:15.123456+00:00","endsAt":"20'
+            '24-03-01T12:31:15.123456+00:00","public":true,"organiser":"org"}'
+        ),
+    ),
+    "participant": (
+        lambda: Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT),
+        Participant.to_payload,
+        (
+            '{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E+3","initia'
+            'lExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}'
+        ),
+    ),
+    "participant, derived initial balance": (
+        lambda: Participant("m-1", 1001, "alice", None, False, AT),
+        Participant.to_payload,
+        (
+            '{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":null,"initialE'
+            'xplicit":false,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}'
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_payload_json_is_unchanged(name: str) -> None:
+    make, encode, golden = CASES[name]
+    assert orjson.dumps(encode(make())).decode() == golden
+
+
+@pytest.mark.parametrize(
+    ("name", "decode"),
+    [
+        ("marathon", marathon_from_payload),
+        ("participant", participant_from_payload),
+        ("participant, derived initial balance", participant_from_payload),
+    ],
+)
+def test_golden_payload_reads_back(name: str, decode: Callable[[dict[str, Any]], Any]) -> None:
+    make, _, golden = CASES[name]
+    assert decode(orjson.loads(golden)) == make()
