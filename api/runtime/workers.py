@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from api.feeds.marathons.messages import parse_snapshot
 from api.feeds.marathons.store import MarathonExistsError
-from api.feeds.marathons.types import stored_row
 from domain.marathon_simulator import MarathonSimulator
-from domain.marathons import SYSTEM
+from domain.marathons import STORED_ROW, SYSTEM
 from domain.martingale import StrategyConfig
 from domain.mining_rounds import SimulatedOutcomes
 from domain.perps_engine import EngineSettings, PerpsEngine
@@ -155,7 +154,7 @@ async def store_leaderboards(services: Services) -> None:
             board = boards.boards.get(marathon.id)
             if board is None or not marathon.is_running(now):
                 continue
-            rows = [stored_row(r) for r in board.top(settings.leaderboard_snapshot_rows)]
+            rows = [STORED_ROW.encode(r) for r in board.top(settings.leaderboard_snapshot_rows)]
             try:
                 await services.marathon_store.save_leaderboard(marathon.id, now, len(board), rows)
             except Exception:

@@ -7,17 +7,20 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.marathons import (
+    STORED_ROW,
     SYSTEM,
     AccountSnapshot,
     Change,
     Enroller,
     Holding,
     Leaderboard,
+    LeaderboardRow,
     Marathon,
     OpenTrade,
     OrderType,
@@ -487,3 +490,59 @@ def test_a_login_held_elsewhere_needs_its_owner_every_organiser_or_an_admin() ->
     assert may_enrol(Enroller("dave"), [carols, bobs])
     assert may_enrol(Enroller("root", admin=True), [carols, bobs])
     assert may_enrol(SYSTEM, [carols])
+
+
+# --- a stored leaderboard's row: its wire format pinned byte for byte (stored leaderboards are
+# read by processes of other versions) ------------------------------------------------------
+
+
+STORED_AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+STORED_LATER = STORED_AT + timedelta(minutes=1)
+
+
+def stored_leaderboard_row(percentage: Decimal | None) -> LeaderboardRow:
+    trade = OpenTrade(5, "EURUSD", TradeSide.BUY, Decimal("0.1"), Decimal("1.085"), Decimal(2))
+    return LeaderboardRow(
+        rank=2,
+        login=1001,
+        profit=Decimal("1E+1"),
+        profit_percentage=percentage,
+        initial_balance=Decimal("1000"),
+        equity=Decimal("1010.00"),
+        balance=Decimal("1008"),
+        credit=Decimal("0"),
+        margin=Decimal("0.00000001"),
+        free_margin=Decimal("1000"),
+        margin_level=None,
+        open_positions=(trade,),
+        pending_orders=(),
+        registered_at=STORED_AT,
+        updated_at=STORED_LATER,
+    )
+
+
+@pytest.mark.parametrize(
+    ("percentage", "golden"),
+    [
+        pytest.param(
+            Decimal("1.0000"),
+            (
+                '{"rank":2,"login":1001,"profit":"1E+1","profitPercentage":"1.0000","equity":"1010.00",'
+                '"balance":"1008","margin":"1E-8","freeMargin":"1000","openPositionsCount":1,"pendingOr'
+                'dersCount":0,"updatedAt":"2024-03-01T12:31:15.123456+00:00"}'
+            ),
+            id="with a percentage",
+        ),
+        pytest.param(
+            None,
+            (
+                '{"rank":2,"login":1001,"profit":"1E+1","profitPercentage":null,"equity":"1010.00","bal'
+                'ance":"1008","margin":"1E-8","freeMargin":"1000","openPositionsCount":1,"pendingOrders'
+                'Count":0,"updatedAt":"2024-03-01T12:31:15.123456+00:00"}'
+            ),
+            id="without",
+        ),
+    ],
+)
+def test_a_stored_leaderboard_row_is_unchanged(percentage: Decimal | None, golden: str) -> None:
+    assert orjson.dumps(STORED_ROW.encode(stored_leaderboard_row(percentage))).decode() == golden

@@ -443,7 +443,7 @@ def snapshot_from_input(input: AccountSnapshotInput) -> model.AccountSnapshot:
             model.OpenTrade(
                 ticket=t.ticket,
                 symbol=t.symbol,
-                side=model.TradeSide(t.type.value),
+                side=t.type,
                 volume=t.volume,
                 open_price=t.price_open,
                 profit=t.profit,
@@ -454,7 +454,7 @@ def snapshot_from_input(input: AccountSnapshotInput) -> model.AccountSnapshot:
             model.PendingOrder(
                 ticket=o.ticket,
                 symbol=o.symbol,
-                type=model.OrderType(o.type.value),
+                type=o.type,
                 volume=o.volume,
                 price=o.price_open,
             )

@@ -1,11 +1,11 @@
 """The marathon feed's GraphQL types that its root fields and its streams both show: leaderboard
-rows, leaderboards, account updates, and ``stored_row()``, a stored leaderboard's row."""
+rows, leaderboards, account updates."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import strawberry
 
@@ -124,10 +124,6 @@ class AccountUpdate:
     row: LeaderboardRow | None = strawberry.field(
         description="Null until the account's first snapshot."
     )
-
-
-def stored_row(row: model.LeaderboardRow) -> dict[str, Any]:
-    return model.STORED_ROW.encode(row)
 
 
 def percent_shown(value: Decimal | None) -> Decimal | None:

@@ -125,8 +125,8 @@ class ExchangeMutation:
         market_or_error(services.markets, input.symbol)
         request = model.OrderRequest(
             symbol=input.symbol,
-            side=model.OrderSide(input.side.value),
-            type=model.OrderType(input.type.value),
+            side=input.side,
+            type=input.type,
             quantity=input.quantity,
             price=input.price,
             take_profit=input.take_profit,

@@ -29,7 +29,6 @@ from api.graphql.enums import PositionSide
 from api.graphql.errors import ClientError, market_or_error
 from api.graphql.permissions import limit_mutations, require_owner, require_role, require_signed_in
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after
-from domain import perps
 from domain.perps_trades import MAX_AMOUNT, TradeError
 from domain.topics import liquidations_topic, market_stats_topic, positions_topic
 
@@ -239,7 +238,7 @@ class PerpsMutation:
             trade = await services.desk.open(
                 principal.sub,
                 input.market,
-                perps.Side(input.side.value),
+                input.side,
                 input.size,
                 input.leverage,
             )
@@ -306,7 +305,7 @@ class PerpsMutation:
                 position_id=str(input.position_id),
                 owner=input.owner,
                 market=input.market,
-                side=perps.Side(input.side.value),
+                side=input.side,
                 size=input.size,
                 entry_price=input.entry_price,
                 collateral=input.collateral,

@@ -340,7 +340,7 @@ class PositionValuer:
             "id": strawberry.ID(position.id),
             "owner": position.owner,
             "market": position.market,
-            "side": PositionSide(position.side.value),
+            "side": position.side,
             "size": position.size,
             "entry_price": position.entry_price,
             "collateral": position.collateral,

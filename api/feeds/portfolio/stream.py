@@ -20,10 +20,10 @@ from api.feeds.portfolio.types import (
 )
 from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
+from api.graphql.streams import decoded_price
 from api.streaming.hub import HubError
 from domain import paper_exchange as paper
 from domain import portfolio as model
-from domain.prices import OraclePrice
 from domain.topics import TopicKind, dashboard_topic, kind_of, live_topic, price_topic
 
 if TYPE_CHECKING:
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from api.runtime.services import Services
     from api.storage.history import Cursor
     from domain.events import Event
+    from domain.prices import OraclePrice
 
 
 def _price_update(price: OraclePrice, reference: dict[str, Decimal]) -> PriceUpdate:
@@ -88,7 +89,7 @@ async def dashboard_stream(
             async for event in merged:
                 kind = kind_of(event.topic)
                 if kind is TopicKind.PRICE:
-                    price = OraclePrice.from_payload(event.payload)
+                    price = decoded_price(event)
                     await valuer.refresh_reference()
                     valuer.prices[asset_of(price.market)] = price.price
                     yield stamped(_price_update(price, valuer.reference), position)
