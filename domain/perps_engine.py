@@ -219,6 +219,18 @@ def candidate_payload(valuation: Valuation) -> dict[str, Any]:
     return CANDIDATE.encode(Candidate.of(valuation))
 
 
+def candidates_payload(candidates: list[Valuation]) -> dict[str, Any]:
+    return {"candidates": [candidate_payload(v) for v in candidates]}
+
+
+def warning_payload(valuation: Valuation) -> dict[str, Any]:
+    return {
+        "position": valuation.position.to_payload(),
+        "markPrice": str(valuation.mark),
+        "healthFactor": str(valuation.health),
+    }
+
+
 def position_announcement(type: str, position: Position, **extra: Any) -> Announcement:
     return Announcement(
         positions_topic(position.owner), type, {"position": position.to_payload(), **extra}
@@ -314,7 +326,7 @@ class PerpsEngine:
         await self._publish_latest(
             liquidations_topic(),
             LIQUIDATIONS_UPDATED,
-            {"candidates": [candidate_payload(v) for v in candidates]},
+            candidates_payload(candidates),
         )
 
         still_open = [p for p in positions if p.id not in liquidated]
@@ -339,11 +351,7 @@ class PerpsEngine:
         event = await self.publisher.prepare(
             positions_topic(position.owner),
             POSITION_WARNING,
-            {
-                "position": position.to_payload(),
-                "markPrice": str(valuation.mark),
-                "healthFactor": str(valuation.health),
-            },
+            warning_payload(valuation),
         )
         await self.publisher.send(event)
 

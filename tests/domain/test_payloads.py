@@ -163,6 +163,12 @@ def snapshot(**changes: Any) -> marathons.AccountSnapshot:
     return marathons.AccountSnapshot(**(values | changes))
 
 
+def with_account(payload: dict[str, Any]) -> dict[str, Any]:
+    """A positions event as the store completes it: the owner's account after the trade."""
+    payload["account"] = perps_margin.MarginAccount("alice", TINY, ROUND, 9).to_payload()
+    return payload
+
+
 MARKETS = MarketCatalog([make_market("BTC-PERP"), make_market("ETH-PERP", "0.01")])
 
 ORDER_GOLDEN = (
@@ -295,6 +301,64 @@ case(
         'eturned":"2.50","reward":"1.5"}'
     ),
 )
+case(
+    "position opened, with the account",
+    trade,
+    lambda t: with_account(trade_announcement(perps_engine.POSITION_OPENED, t).payload),
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"fill":{"kind":"liquidation","size":"1E+3","price":"65'
+        '000.0","fee":"1E-8","realizedPnl":"-3","at":"2024-03-01T12:35:15.123456+00:00"},"returned"'
+        ':"2.50","account":{"owner":"alice","balance":"1E-8","deposited":"1E+3","revision":9}}'
+    ),
+)
+case(
+    "position liquidated, with the account",
+    lambda: trade(Decimal("1.5")),
+    lambda t: with_account(liquidated_announcement(t).payload),
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"fill":{"kind":"liquidation","size":"1E+3","price":"65'
+        '000.0","fee":"1E-8","realizedPnl":"-3","at":"2024-03-01T12:35:15.123456+00:00"},"returned"'
+        ':"2.50","reward":"1.5","account":{"owner":"alice","balance":"1E-8","deposited":"1E+3","rev'
+        'ision":9}}'
+    ),
+)
+case(
+    "position modified by funding",
+    position,
+    lambda p: perps_engine.funding_announcement(p).payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"reason":"funding"}'
+    ),
+)
+case(
+    "position warning",
+    lambda: valuation(Decimal("66000.5")),
+    perps_engine.warning_payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"markPrice":"65100.25","healthFactor":"1.6666"}'
+    ),
+)
+case(
+    "liquidation candidates",
+    lambda: [valuation(Decimal("66000.5")), valuation(None)],
+    perps_engine.candidates_payload,
+    (
+        '{"candidates":[{"positionId":"p-1","market":"BTC-PERP","side":"short","size":"1E+3","markP'
+        'rice":"65100.25","notional":"1E+3","healthFactor":"1.6666","liquidationPrice":"66000.5","p'
+        'otentialReward":"1E-8"},{"positionId":"p-1","market":"BTC-PERP","side":"short","size":"1E+'
+        '3","markPrice":"65100.25","notional":"1E+3","healthFactor":"1.6666","liquidationPrice":nul'
+        'l,"potentialReward":"1E-8"}]}'
+    ),
+)
+case("no liquidation candidates", list, perps_engine.candidates_payload, '{"candidates":[]}')
 case(
     "market stats",
     lambda: perps_engine.MarketStats(

@@ -74,6 +74,19 @@ def participant_from_payload(payload: dict[str, Any]) -> Participant:
     return PARTICIPANT.decode(payload)
 
 
+def participant_added_payload(
+    participant: Participant, snapshot: AccountSnapshot | None
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {"participant": participant.to_payload()}
+    if snapshot is not None:
+        payload["snapshot"] = snapshot_to_payload(snapshot)
+    return payload
+
+
+def participant_removed_payload(marathon_id: str, login: int) -> dict[str, Any]:
+    return {"marathonId": marathon_id, "login": login}
+
+
 def _participant(row: asyncpg.Record) -> Participant:
     return Participant(
         marathon_id=row["marathon_id"],
@@ -188,9 +201,7 @@ class PgMarathonStore:
                 self.clock.now(),
             )
             assert row is not None
-            payload: dict[str, Any] = {"participant": _participant(row).to_payload()}
-            if snapshot is not None:
-                payload["snapshot"] = snapshot_to_payload(snapshot)
+            payload = participant_added_payload(_participant(row), snapshot)
             return await self._number(conn, PARTICIPANT_ADDED, payload)
 
     async def _check_enrolment(
@@ -221,7 +232,7 @@ class PgMarathonStore:
             if status != "DELETE 1":
                 return None
             return await self._number(
-                conn, PARTICIPANT_REMOVED, {"marathonId": marathon_id, "login": login}
+                conn, PARTICIPANT_REMOVED, participant_removed_payload(marathon_id, login)
             )
 
     async def ingest(self, snapshot: AccountSnapshot) -> Event | None:

@@ -69,6 +69,14 @@ def progress_payload(strategy: Strategy) -> dict[str, Any]:
     return STRATEGY_PROGRESS.encode(progress(strategy))
 
 
+def progress_event_payload(wallet: str | None, strategies: list[Strategy]) -> dict[str, Any]:
+    """A progress event's payload: a wallet's strategies, or everyone's (no ``wallet`` key)."""
+    strategies_payload = [progress_payload(s) for s in strategies]
+    if wallet is None:
+        return {"strategies": strategies_payload}
+    return {"wallet": wallet, "strategies": strategies_payload}
+
+
 def _round(row: asyncpg.Record) -> MiningRound:
     result = (
         None
@@ -306,9 +314,9 @@ class PgMartingaleStore:
         for wallet in sorted(wallets):
             shown = [s for s in active if s.config.wallet_address == wallet]
             shown += [s for s in ended.values() if s.config.wallet_address == wallet]
-            payload = {"wallet": wallet, "strategies": [progress_payload(s) for s in shown]}
+            payload = progress_event_payload(wallet, shown)
             events.append(await self._number(conn, martingale_topic(wallet), PROGRESS, payload))
-        everyone = {"strategies": [progress_payload(s) for s in [*active, *ended.values()]]}
+        everyone = progress_event_payload(None, [*active, *ended.values()])
         events.append(await self._number(conn, martingale_topic(), PROGRESS, everyone))
         return events
 

@@ -4,7 +4,7 @@ the domain's, account snapshots among them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -15,15 +15,28 @@ from api.feeds.marathons.store import (
     Participant,
     marathon_from_payload,
     marathon_payload,
+    participant_added_payload,
     participant_from_payload,
+    participant_removed_payload,
 )
-from domain.marathons import Marathon
+from domain.marathons import AccountSnapshot, Marathon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 LATER = AT + timedelta(minutes=1)
+
+PARTICIPANT = Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT)
+SNAPSHOT = AccountSnapshot(
+    login=1001,
+    balance=Decimal("1E+3"),
+    equity=Decimal("1010.50"),
+    profit=Decimal("10.5"),
+    margin=Decimal("1E-8"),
+    free_margin=Decimal("900"),
+    server_time=datetime(2024, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+)
 
 CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]] = {
     "marathon": (
@@ -49,6 +62,30 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
             '{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":null,"initialE'
             'xplicit":false,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}'
         ),
+    ),
+    "participant added": (
+        lambda: (PARTICIPANT, None),
+        lambda made: participant_added_payload(*made),
+        (
+            '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
+            '+3","initialExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}}'
+        ),
+    ),
+    "participant added with its account's snapshot": (
+        lambda: (PARTICIPANT, SNAPSHOT),
+        lambda made: participant_added_payload(*made),
+        (
+            '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
+            '+3","initialExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"},"snapshot":{'
+            '"login":1001,"balance":"1E+3","equity":"1010.50","profit":"10.5","margin":"1E-8","freeMarg'
+            'in":"900","credit":"0","serverTime":"2024-03-01T14:00:00+02:00","positions":[],"orders":[]'
+            "}}"
+        ),
+    ),
+    "participant removed": (
+        lambda: ("m-1", 1001),
+        lambda made: participant_removed_payload(*made),
+        '{"marathonId":"m-1","login":1001}',
     ),
 }
 
