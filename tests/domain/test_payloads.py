@@ -22,7 +22,7 @@ import pytest
 from domain import marathons, paper_exchange, perps, perps_engine, perps_margin, portfolio, prices
 from domain.markets import MarketCatalog
 from domain.payloads import PayloadCodec, camel
-from domain.perps_engine import candidate_payload, liquidated_announcement, trade_announcement
+from domain.perps_engine import liquidated_announcement, trade_announcement
 from domain.perps_trades import Fill as PerpsFill
 from domain.perps_trades import FillKind, Trade
 from tests.domain.factories import make_market
@@ -163,10 +163,12 @@ def snapshot(**changes: Any) -> marathons.AccountSnapshot:
     return marathons.AccountSnapshot(**(values | changes))
 
 
-def with_account(payload: dict[str, Any]) -> dict[str, Any]:
-    """A positions event as the store completes it: the owner's account after the trade."""
-    payload["account"] = perps_margin.MarginAccount("alice", TINY, ROUND, 9).to_payload()
-    return payload
+def candidate_payload(valuation: perps.Valuation) -> dict[str, Any]:
+    return perps_engine.CANDIDATE.encode(perps_engine.Candidate.of(valuation))
+
+
+ACCOUNT = perps_margin.MarginAccount("alice", TINY, ROUND, 9)
+"""The owner's account after a trade, as the store adds it to the trade's positions event."""
 
 
 MARKETS = MarketCatalog([make_market("BTC-PERP"), make_market("ETH-PERP", "0.01")])
@@ -304,7 +306,7 @@ case(
 case(
     "position opened, with the account",
     trade,
-    lambda t: with_account(trade_announcement(perps_engine.POSITION_OPENED, t).payload),
+    lambda t: trade_announcement(perps_engine.POSITION_OPENED, t).with_account(ACCOUNT).payload,
     (
         '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
         'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
@@ -316,7 +318,7 @@ case(
 case(
     "position liquidated, with the account",
     lambda: trade(Decimal("1.5")),
-    lambda t: with_account(liquidated_announcement(t).payload),
+    lambda t: liquidated_announcement(t).with_account(ACCOUNT).payload,
     (
         '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
         'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
@@ -642,6 +644,40 @@ def test_golden_payload_reads_back(name: str) -> None:
     assert case.decode(orjson.loads(case.golden)) == case.make()
 
 
+POSITION_CHANGE = perps_engine.POSITION_CHANGE
+READ_BACK: dict[str, tuple[PayloadCodec[Any], Callable[[Any], Any]]] = {
+    "trade announcement": (POSITION_CHANGE, lambda t: trade_announcement("x", t).change),
+    "liquidated announcement": (POSITION_CHANGE, lambda t: liquidated_announcement(t).change),
+    "position opened, with the account": (
+        POSITION_CHANGE,
+        lambda t: trade_announcement("x", t).with_account(ACCOUNT).change,
+    ),
+    "position liquidated, with the account": (
+        POSITION_CHANGE,
+        lambda t: liquidated_announcement(t).with_account(ACCOUNT).change,
+    ),
+    "position modified by funding": (
+        POSITION_CHANGE,
+        lambda p: perps_engine.funding_announcement(p).change,
+    ),
+    "position warning": (
+        POSITION_CHANGE,
+        lambda v: perps_engine.PositionChange(
+            v.position, mark_price=v.mark, health_factor=v.health
+        ),
+    ),
+    "liquidation candidates": (perps_engine.LIQUIDATIONS, perps_engine.LiquidationsUpdated.of),
+    "no liquidation candidates": (perps_engine.LIQUIDATIONS, perps_engine.LiquidationsUpdated.of),
+}
+"""Events made of parts, read back as the payload they were made of."""
+
+
+@pytest.mark.parametrize("name", list(READ_BACK))
+def test_golden_event_of_parts_reads_back(name: str) -> None:
+    codec, payload_of = READ_BACK[name]
+    assert codec.decode(orjson.loads(CASES[name].golden)) == payload_of(CASES[name].make())
+
+
 # --- the codec --------------------------------------------------------------------------------
 
 
@@ -764,3 +800,41 @@ def test_a_reader_makes_another_type_straight_from_a_payload() -> None:
 def test_a_reader_needs_every_field_without_a_default() -> None:
     with pytest.raises(TypeError, match=r"lacks Shown\.twice"):
         OUTER.reader(Shown)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """An event made of parts, some absent depending on its type."""
+
+    head: Inner
+    maybe: Decimal | None = None
+    middle: int = 1
+    items: tuple[Inner, ...] = ()
+    last: Inner | None = None
+
+
+PARTS = PayloadCodec(Parts, omit_none=True)
+
+
+def test_omit_none_leaves_an_absent_part_out_and_keeps_the_key_order() -> None:
+    head = Inner(date(2024, 1, 2), TINY)
+    assert orjson.dumps(PARTS.encode(Parts(head))).decode() == (
+        '{"head":{"on":"2024-01-02","amount":"1E-8"},"middle":1,"items":[]}'
+    )
+    full = Parts(head, ROUND, 2, (head,), head)
+    assert list(PARTS.encode(full)) == ["head", "maybe", "middle", "items", "last"]
+    assert PARTS.decode(PARTS.encode(full)) == full
+    assert PARTS.decode(PARTS.encode(Parts(head))) == Parts(head)
+
+
+def test_a_part_is_read_without_the_rest() -> None:
+    head = Inner(date(2024, 1, 2), TINY)
+    payload = PARTS.encode(Parts(head, ROUND, items=(head, head, head)))
+    assert PARTS.part("head")(payload) == head
+    assert PARTS.part("maybe")(payload) == ROUND
+    assert PARTS.part("last")(payload) is None
+    assert PARTS.part("items")(payload) == [head, head, head]
+    assert PARTS.part("items")(payload, 2) == [head, head]
+    assert PARTS.part("items", lambda p: p["on"])(payload, 1) == ["2024-01-02"]
+    with pytest.raises(TypeError, match="not a list"):
+        PARTS.part("head", str)

@@ -35,12 +35,16 @@ class Fill:
     at: datetime
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Fill:
-        return _read_fill(payload)
-
-
-_read_fill = engine.TRADE_FILL.reader(Fill, as_is=("kind",))
-"""A fill as a positions event carries it, its kind shown as its text."""
+    def of(cls, fill: engine.TradeFill) -> Fill:
+        """A fill as a positions event carries it, its kind shown as its text."""
+        return cls(
+            kind=fill.kind.value,
+            size=fill.size,
+            price=fill.price,
+            fee=fill.fee,
+            realized_pnl=fill.realized_pnl,
+            at=fill.at,
+        )
 
 
 @strawberry.type(
