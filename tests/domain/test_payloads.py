@@ -188,6 +188,12 @@ ORDER_NULLS_GOLDEN = (
     "}"
 )
 
+PAPER_POSITION_GOLDEN = (
+    '{"symbol":"BTC-PERP","size":"-0.50","entryPrice":"65000.5","realizedPnl":"0.00000001","o'
+    'penedAt":"2024-03-01T12:30:15.123456+00:00","updatedAt":"2024-03-01T12:35:15.123456+00:0'
+    '0"}'
+)
+
 PAPER_ACCOUNT = (
     '{"owner":"alice","currency":"USD","initialBalance":"10000","defaultLeverage":"10",'
     '"walletBalance":"9990.5","realizedPnl":"-9.5","totalFeesPaid":"0.00000001","revision":4,'
@@ -459,14 +465,27 @@ case(
     paper_exchange.Fill.from_payload,
 )
 case(
+    "paper Changes",
+    lambda: paper_exchange.Changes((order(),), (CASES["paper Fill"].make(),), (paper_position(),)),
+    paper_exchange.CHANGES.encode,
+    (
+        f'{{"orders":[{ORDER_GOLDEN}],"fills":[{CASES["paper Fill"].golden}],'
+        f'"positions":[{PAPER_POSITION_GOLDEN}]}}'
+    ),
+    paper_exchange.CHANGES.decode,
+)
+case(
+    "paper Changes, nothing",
+    paper_exchange.Changes,
+    paper_exchange.CHANGES.encode,
+    '{"orders":[],"fills":[],"positions":[]}',
+    paper_exchange.CHANGES.decode,
+)
+case(
     "PaperPosition",
     paper_position,
     paper_exchange.PaperPosition.to_payload,
-    (
-        '{"symbol":"BTC-PERP","size":"-0.50","entryPrice":"65000.5","realizedPnl":"0.00000001","o'
-        'penedAt":"2024-03-01T12:30:15.123456+00:00","updatedAt":"2024-03-01T12:35:15.123456+00:0'
-        '0"}'
-    ),
+    PAPER_POSITION_GOLDEN,
     paper_exchange.PaperPosition.from_payload,
 )
 case(
