@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from api.storage.history import number_event
 from domain.martingale import (
+    PROGRESS_UPDATE,
     STRATEGY_PROGRESS,
     ExitReason,
     PlayedRound,
+    ProgressUpdate,
     Strategy,
     StrategyConfig,
     StrategyStatus,
@@ -70,11 +72,8 @@ def progress_payload(strategy: Strategy) -> dict[str, Any]:
 
 
 def progress_event_payload(wallet: str | None, strategies: list[Strategy]) -> dict[str, Any]:
-    """A progress event's payload: a wallet's strategies, or everyone's (no ``wallet`` key)."""
-    strategies_payload = [progress_payload(s) for s in strategies]
-    if wallet is None:
-        return {"strategies": strategies_payload}
-    return {"wallet": wallet, "strategies": strategies_payload}
+    """A progress event's payload: a wallet's strategies, or everyone's (``wallet`` None)."""
+    return PROGRESS_UPDATE.encode(ProgressUpdate(tuple(progress(s) for s in strategies), wallet))
 
 
 def _round(row: asyncpg.Record) -> MiningRound:

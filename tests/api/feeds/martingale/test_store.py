@@ -21,7 +21,14 @@ from api.feeds.martingale.store import (
 )
 from api.runtime.clock import SystemClock
 from api.storage.migrate import migrate
-from domain.martingale import RoundOutcome, Strategy, StrategyConfig
+from domain.martingale import (
+    PROGRESS_UPDATE,
+    ProgressUpdate,
+    RoundOutcome,
+    Strategy,
+    StrategyConfig,
+    progress,
+)
 from domain.mining_rounds import MiningRound, RoundResult
 
 if TYPE_CHECKING:
@@ -174,3 +181,11 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
 def test_payload_json_is_unchanged(name: str) -> None:
     make, encode, golden = CASES[name]
     assert orjson.dumps(encode(make())).decode() == golden
+
+
+@pytest.mark.parametrize("name", ["progress event of a wallet", "progress event of everyone"])
+def test_a_golden_progress_event_reads_back(name: str) -> None:
+    make, _, golden = CASES[name]
+    wallet, strategies = make()
+    expected = ProgressUpdate(tuple(progress(s) for s in strategies), wallet)
+    assert PROGRESS_UPDATE.decode(orjson.loads(golden)) == expected
