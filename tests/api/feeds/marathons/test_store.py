@@ -4,6 +4,7 @@ the domain's, account snapshots among them)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -12,12 +13,16 @@ import orjson
 import pytest
 
 from api.feeds.marathons.store import (
+    ADDED_PARTICIPANT,
+    REMOVED_PARTICIPANT,
     Participant,
     marathon_from_payload,
     marathon_payload,
     participant_added_payload,
-    participant_from_payload,
     participant_removed_payload,
+)
+from api.feeds.marathons.store import (
+    PARTICIPANT as PARTICIPANT_CODEC,
 )
 from domain.marathons import AccountSnapshot, Marathon
 
@@ -96,12 +101,23 @@ def test_payload_json_is_unchanged(name: str) -> None:
     assert orjson.dumps(encode(make())).decode() == golden
 
 
+def parts(payload: Any) -> tuple[Any, ...]:
+    """An event's payload as the arguments its case makes it from."""
+    return tuple(getattr(payload, f.name) for f in fields(payload))
+
+
 @pytest.mark.parametrize(
     ("name", "decode"),
     [
         ("marathon", marathon_from_payload),
-        ("participant", participant_from_payload),
-        ("participant, derived initial balance", participant_from_payload),
+        ("participant", PARTICIPANT_CODEC.decode),
+        ("participant, derived initial balance", PARTICIPANT_CODEC.decode),
+        ("participant added", lambda p: parts(ADDED_PARTICIPANT.decode(p))),
+        (
+            "participant added with its account's snapshot",
+            lambda p: parts(ADDED_PARTICIPANT.decode(p)),
+        ),
+        ("participant removed", lambda p: parts(REMOVED_PARTICIPANT.decode(p))),
     ],
 )
 def test_golden_payload_reads_back(name: str, decode: Callable[[dict[str, Any]], Any]) -> None:
