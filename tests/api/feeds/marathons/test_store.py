@@ -14,15 +14,13 @@ import pytest
 
 from api.feeds.marathons.store import (
     ADDED_PARTICIPANT,
+    PARTICIPANT,
     REMOVED_PARTICIPANT,
     Participant,
     marathon_from_payload,
     marathon_payload,
     participant_added_payload,
     participant_removed_payload,
-)
-from api.feeds.marathons.store import (
-    PARTICIPANT as PARTICIPANT_CODEC,
 )
 from domain.marathons import AccountSnapshot, Marathon
 
@@ -32,7 +30,7 @@ if TYPE_CHECKING:
 AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 LATER = AT + timedelta(minutes=1)
 
-PARTICIPANT = Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT)
+ALICE = Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT)
 SNAPSHOT = AccountSnapshot(
     login=1001,
     balance=Decimal("1E+3"),
@@ -69,7 +67,7 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
         ),
     ),
     "participant added": (
-        lambda: (PARTICIPANT, None),
+        lambda: (ALICE, None),
         lambda made: participant_added_payload(*made),
         (
             '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
@@ -77,7 +75,7 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
         ),
     ),
     "participant added with its account's snapshot": (
-        lambda: (PARTICIPANT, SNAPSHOT),
+        lambda: (ALICE, SNAPSHOT),
         lambda made: participant_added_payload(*made),
         (
             '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
@@ -110,8 +108,8 @@ def parts(payload: Any) -> tuple[Any, ...]:
     ("name", "decode"),
     [
         ("marathon", marathon_from_payload),
-        ("participant", PARTICIPANT_CODEC.decode),
-        ("participant, derived initial balance", PARTICIPANT_CODEC.decode),
+        ("participant", PARTICIPANT.decode),
+        ("participant, derived initial balance", PARTICIPANT.decode),
         ("participant added", lambda p: parts(ADDED_PARTICIPANT.decode(p))),
         (
             "participant added with its account's snapshot",
