@@ -196,9 +196,10 @@ class PayloadCodec(Generic[T]):
                 continue
             key = self.key(field.name)
             hint = hints[field.name]
-            if default is _MISSING:
+            left_out = self.omit_none and _optional(hint)  # absent: None, default or not
+            if default is _MISSING and not left_out:
                 value = writer.decode(f"p[{key!r}]", hint)
-            elif default is None and _optional(hint):
+            elif (default is None or left_out) and _optional(hint):
                 value = writer.decode(f"p.get({key!r})", hint)
             elif _reads_itself(hint):
                 value = writer.decode(f"p.get({key!r}, {writer.constant(default)})", hint)

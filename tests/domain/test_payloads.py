@@ -846,6 +846,19 @@ def test_omit_none_leaves_an_absent_part_out_and_keeps_the_key_order() -> None:
     assert PARTS.decode(PARTS.encode(Parts(head))) == Parts(head)
 
 
+@dataclass(frozen=True, slots=True)
+class Bare:
+    maybe: Decimal | None
+    count: int
+
+
+def test_omit_none_reads_an_absent_part_as_none_without_a_default() -> None:
+    codec = PayloadCodec(Bare, omit_none=True)
+    assert codec.encode(Bare(None, 1)) == {"count": 1}
+    assert codec.decode({"count": 1}) == Bare(None, 1)
+    assert codec.decode(codec.encode(Bare(TINY, 2))) == Bare(TINY, 2)
+
+
 def test_a_part_is_read_without_the_rest() -> None:
     head = Inner(date(2024, 1, 2), TINY)
     payload = PARTS.encode(Parts(head, ROUND, items=(head, head, head)))
