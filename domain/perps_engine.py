@@ -69,6 +69,28 @@ FUNDING_SETTLED = "funding.settled"
 DAY = timedelta(hours=24)
 
 
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """A positions event to publish once the change it announces is stored: the store numbers it
+    in the same transaction, so a topic's sequence has no holes from changes that were rolled
+    back. The store completes it (:meth:`with_account`, :meth:`with_position`) with what only the
+    stored rows tell."""
+
+    topic: str
+    type: str
+    change: PositionChange
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return POSITION_CHANGE.encode(self.change)
+
+    def with_account(self, account: MarginAccount) -> Announcement:
+        return replace(self, change=replace(self.change, account=account))
+
+    def with_position(self, position: Position) -> Announcement:
+        return replace(self, change=replace(self.change, position=position))
+
+
 class PositionBook(Protocol):
     """Where positions live (PostgreSQL in the server)."""
 
@@ -256,28 +278,6 @@ def warning_payload(valuation: Valuation) -> dict[str, Any]:
         valuation.position, mark_price=valuation.mark, health_factor=valuation.health
     )
     return POSITION_CHANGE.encode(change)
-
-
-@dataclass(frozen=True, slots=True)
-class Announcement:
-    """A positions event to publish once the change it announces is stored: the store numbers it
-    in the same transaction, so a topic's sequence has no holes from changes that were rolled
-    back. The store completes it (:meth:`with_account`, :meth:`with_position`) with what only the
-    stored rows tell."""
-
-    topic: str
-    type: str
-    change: PositionChange
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        return POSITION_CHANGE.encode(self.change)
-
-    def with_account(self, account: MarginAccount) -> Announcement:
-        return replace(self, change=replace(self.change, account=account))
-
-    def with_position(self, position: Position) -> Announcement:
-        return replace(self, change=replace(self.change, position=position))
 
 
 def position_announcement(type: str, change: PositionChange) -> Announcement:
