@@ -538,6 +538,18 @@ STRATEGY_PROGRESS = PayloadCodec(
 """A strategy's progress as the martingale events carry it (one per strategy)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """A progress event's payload: the progress of one wallet's strategies (``wallet``), or of
+    every strategy (no wallet: the key is absent, not null)."""
+
+    strategies: tuple[Progress, ...]
+    wallet: str | None = None
+
+
+PROGRESS_UPDATE = PayloadCodec(ProgressUpdate, fields=("wallet", "strategies"), omit_none=True)
+
+
 def progress(strategy: Strategy) -> Progress:
     config = strategy.config
     played = len(strategy.rounds)

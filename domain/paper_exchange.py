@@ -472,6 +472,10 @@ class Changes:
         return bool(self.orders or self.fills or self.positions)
 
 
+CHANGES = PayloadCodec(Changes, decimals="fixed")
+"""An account.changed event's payload: the orders, fills and positions an operation changed."""
+
+
 @dataclass(frozen=True, slots=True)
 class PlaceResult:
     order: Order

@@ -20,8 +20,14 @@ written, byte for byte (``tests/domain/test_payloads.py`` pins it):
 ``fields`` names the attributes in payload order (the dataclass's order if not given); a name may
 be a property, which is encoded (its return annotation gives its type) and never decoded. On
 decode a key that is absent gives the field's default (a field without one needs its key), so a
-payload written before a field existed still reads. Encoders and decoders are generated Python
-functions, as fast as the hand-written ones they replace (made on first use).
+payload written before a field existed still reads. With ``omit_none`` an attribute that is None
+is left out of the payload instead of written null (an event made of parts, some of them absent
+depending on its type: the part is absent on the wire, and reads back as None). Encoders and
+decoders are generated Python functions, as fast as the hand-written ones they replace (made on
+first use).
+
+A reader that needs one part of a large payload reads it with :meth:`PayloadCodec.part` (the
+first items of a list, or each item straight into the schema's type) instead of decoding it all.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class PayloadCodec(Generic[T]):
         keys: Mapping[str, str] | None = None,
         fields: Sequence[str] | None = None,
         types: Mapping[str, Any] | None = None,
+        omit_none: bool = False,
     ) -> None:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"{cls.__name__} is not a dataclass")
@@ -78,6 +85,7 @@ class PayloadCodec(Generic[T]):
             tuple(fields) if fields is not None else tuple(f.name for f in dataclasses.fields(cls))
         )
         self._types = dict(types or {})
+        self.omit_none = omit_none
         self._encoder: Callable[[T], dict[str, Any]] | None = None
         self._decoder: Callable[[dict[str, Any]], T] | None = None
         self.encode = self._first_encode
@@ -101,6 +109,31 @@ class PayloadCodec(Generic[T]):
             decode = self._decoder = self.decode = self._generate(encoding=False)
         return decode(payload)
 
+    def part(self, name: str, read: Callable[[Any], S] | None = None) -> Callable[..., Any]:
+        """A function that reads attribute ``name`` of a payload, and nothing else of it: its
+        value, as :attr:`decode` reads it. For a tuple or list attribute, a list, each item read
+        by ``read`` if given (a :meth:`reader` of the item's codec: straight into the schema's
+        type) or else decoded; the function's second argument, if given, is how many of the
+        first items to read (a reader that shows only the first few of a long list)."""
+        writer = _Writer(self)
+        hint = self._hints()[name]
+        key = self.key(name)
+        lookup = f"p.get({key!r})" if self.omit_none and _optional(hint) else f"p[{key!r}]"
+        if _origin(hint) in (tuple, list):
+            t = writer.temporary()
+            item = (
+                writer.decode(t, _item(hint)) if read is None else f"{writer.constant(read)}({t})"
+            )
+            source = f"def part(p, stop=None):\n    return [{item} for {t} in {lookup}[:stop]]\n"
+        else:
+            if read is not None:
+                raise TypeError(
+                    f"{self.cls.__name__}.{name} is not a list: it has no items to read"
+                )
+            source = f"def part(p):\n    return {writer.decode(lookup, hint)}\n"
+        function: Callable[..., Any] = writer.compile(source, "part")
+        return function
+
     def reader(
         self, target: type[S], *, as_is: Collection[str] = (), **names: str
     ) -> Callable[[dict[str, Any]], S]:
@@ -123,7 +156,8 @@ class PayloadCodec(Generic[T]):
                 if _default(field) is _MISSING:
                     raise TypeError(f"{self.cls.__name__}'s payload lacks {target.__name__}.{name}")
                 continue
-            value = f"p[{self.key(name)!r}]"
+            optional = self.omit_none and _optional(hints[name])
+            value = f"p.get({self.key(name)!r})" if optional else f"p[{self.key(name)!r}]"
             if field.name not in as_is:
                 value = writer.decode(value, hints[name])
             arguments.append(f"{field.name}={value}")
@@ -148,11 +182,7 @@ class PayloadCodec(Generic[T]):
         writer = _Writer(self)
         hints = self._hints()
         if encoding:
-            items = ", ".join(
-                f"{self.key(n)!r}: {writer.encode(f'o.{n}', hints[n])}" for n in self._names
-            )
-            source = f"def encode(o):\n    return {{{items}}}\n"
-            return writer.compile(source, "encode")
+            return writer.compile(self._encoder_source(writer, hints), "encode")
         names = set(self._names)
         arguments = []
         for field in dataclasses.fields(self.cls):  # type: ignore[arg-type]
@@ -166,9 +196,10 @@ class PayloadCodec(Generic[T]):
                 continue
             key = self.key(field.name)
             hint = hints[field.name]
-            if default is _MISSING:
+            left_out = self.omit_none and _optional(hint)  # absent: None, default or not
+            if default is _MISSING and not left_out:
                 value = writer.decode(f"p[{key!r}]", hint)
-            elif default is None and _optional(hint):
+            elif (default is None or left_out) and _optional(hint):
                 value = writer.decode(f"p.get({key!r})", hint)
             elif _reads_itself(hint):
                 value = writer.decode(f"p.get({key!r}, {writer.constant(default)})", hint)
@@ -180,6 +211,33 @@ class PayloadCodec(Generic[T]):
             arguments.append(value)
         source = f"def decode(p):\n    return cls({', '.join(arguments)})\n"
         return writer.compile(source, "decode")
+
+    def _encoder_source(self, writer: _Writer, hints: dict[str, Any]) -> str:
+        omitted = [self.omit_none and _optional(hints[n]) for n in self._names]
+        if not any(omitted):
+            items = ", ".join(
+                f"{self.key(n)!r}: {writer.encode(f'o.{n}', hints[n])}" for n in self._names
+            )
+            return f"def encode(o):\n    return {{{items}}}\n"
+        # The keys up to the first that may be left out make the dict; each later one is set
+        # in turn, so the payload's key order stays the attributes' order.
+        first = omitted.index(True)
+        items = ", ".join(
+            f"{self.key(n)!r}: {writer.encode(f'o.{n}', hints[n])}" for n in self._names[:first]
+        )
+        lines = [f"def encode(o):\n    d = {{{items}}}\n"]
+        for name, omit in zip(self._names[first:], omitted[first:], strict=True):
+            key, hint = self.key(name), hints[name]
+            if omit:
+                t = writer.temporary()
+                value = writer.encode(t, _without_none(hint))
+                lines.append(
+                    f"    if ({t} := o.{name}) is not None:\n        d[{key!r}] = {value}\n"
+                )
+            else:
+                lines.append(f"    d[{key!r}] = {writer.encode(f'o.{name}', hint)}\n")
+        lines.append("    return d\n")
+        return "".join(lines)
 
 
 def codec_of(cls: type[T], decimals: DecimalText = "str") -> PayloadCodec[T]:

@@ -8,8 +8,9 @@ warning, liquidation or funding sample is ever based on a stale price.
 
 Events (topics from :mod:`domain.topics`):
 
-    positions:<owner>     position.warning, position.liquidated, position.modified (funding)
-    liquidations          liquidations.updated  {candidates: [...]}, the newest list only
+    positions:<owner>     position.warning, position.liquidated, position.modified (funding):
+                          a PositionChange
+    liquidations          liquidations.updated  LiquidationsUpdated, the newest list only
     market-stats:<market> market-stats.updated  open interest, 24 h volume, mark, index, funding
     funding:<market>      funding.settled       the rate of the interval just ended
 """
@@ -17,7 +18,7 @@ Events (topics from :mod:`domain.topics`):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +27,7 @@ from domain.payloads import PayloadCodec
 from domain.perps import (
     FundingAccumulator,
     LiquidationWatch,
+    Position,
     Side,
     Signal,
     Valuation,
@@ -35,6 +37,7 @@ from domain.perps import (
     open_interest,
     ranked_candidates,
 )
+from domain.perps_margin import MarginAccount  # noqa: TC001  (a payload codec reads hints at runtime)
 from domain.perps_trades import FillKind, liquidate_position
 from domain.topics import (
     funding_topic,
@@ -49,7 +52,6 @@ if TYPE_CHECKING:
 
     from domain.events import Event
     from domain.markets import Market, MarketCatalog
-    from domain.perps import Position
     from domain.perps_trades import Fill, Trade
     from domain.ports import Clock, PriceRepository, Publisher
 
@@ -69,12 +71,24 @@ DAY = timedelta(hours=24)
 
 @dataclass(frozen=True, slots=True)
 class Announcement:
-    """An event to publish once the change it announces is stored: the store numbers it in the
-    same transaction, so a topic's sequence has no holes from changes that were rolled back."""
+    """A positions event to publish once the change it announces is stored: the store numbers it
+    in the same transaction, so a topic's sequence has no holes from changes that were rolled
+    back. The store completes it (:meth:`with_account`, :meth:`with_position`) with what only the
+    stored rows tell."""
 
     topic: str
     type: str
-    payload: dict[str, Any]
+    change: PositionChange
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return POSITION_CHANGE.encode(self.change)
+
+    def with_account(self, account: MarginAccount) -> Announcement:
+        return replace(self, change=replace(self.change, account=account))
+
+    def with_position(self, position: Position) -> Announcement:
+        return replace(self, change=replace(self.change, position=position))
 
 
 class PositionBook(Protocol):
@@ -215,33 +229,74 @@ class FundingSettled:
 FUNDING = PayloadCodec(FundingSettled)
 
 
-def candidate_payload(valuation: Valuation) -> dict[str, Any]:
-    return CANDIDATE.encode(Candidate.of(valuation))
+@dataclass(frozen=True, slots=True)
+class LiquidationsUpdated:
+    """A liquidations event's payload: every candidate, the largest potential reward first."""
+
+    candidates: tuple[Candidate, ...]
+
+    @classmethod
+    def of(cls, valuations: list[Valuation]) -> LiquidationsUpdated:
+        return cls(tuple(Candidate.of(v) for v in valuations))
 
 
-def position_announcement(type: str, position: Position, **extra: Any) -> Announcement:
-    return Announcement(
-        positions_topic(position.owner), type, {"position": position.to_payload(), **extra}
+LIQUIDATIONS = PayloadCodec(LiquidationsUpdated)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChange:
+    """A positions event's payload: the position as it is after the event, and the parts the
+    event's type has (the others are absent, not null):
+
+        position.opened, .modified (a trade), .closed   fill, returned; account (a desk trade)
+        position.liquidated                             fill, returned, reward; account (desk)
+        position.modified by funding                    reason ("funding"; absent: "trade")
+        position.warning                                mark_price, health_factor
+
+    ``account`` is the owner's margin account after the trade moved its money."""
+
+    position: Position
+    fill: TradeFill | None = None
+    returned: Decimal | None = None
+    reward: Decimal | None = None
+    reason: str | None = None
+    mark_price: Decimal | None = None
+    health_factor: Decimal | None = None
+    account: MarginAccount | None = None
+
+
+POSITION_CHANGE = PayloadCodec(PositionChange, omit_none=True)
+
+
+def candidates_payload(candidates: list[Valuation]) -> dict[str, Any]:
+    return LIQUIDATIONS.encode(LiquidationsUpdated.of(candidates))
+
+
+def warning_payload(valuation: Valuation) -> dict[str, Any]:
+    assert valuation.health is not None, "a warning has a health factor"
+    change = PositionChange(
+        valuation.position, mark_price=valuation.mark, health_factor=valuation.health
     )
+    return POSITION_CHANGE.encode(change)
+
+
+def position_announcement(type: str, change: PositionChange) -> Announcement:
+    return Announcement(positions_topic(change.position.owner), type, change)
 
 
 def trade_announcement(type: str, trade: Trade) -> Announcement:
-    return position_announcement(
-        type,
-        trade.position,
-        fill=TRADE_FILL.encode(TradeFill.of(trade.fill)),
-        returned=str(trade.returned),
-    )
+    fill = TradeFill.of(trade.fill)
+    return position_announcement(type, PositionChange(trade.position, fill, trade.returned))
 
 
 def liquidated_announcement(trade: Trade) -> Announcement:
-    announcement = trade_announcement(POSITION_LIQUIDATED, trade)
-    announcement.payload["reward"] = str(trade.reward)
-    return announcement
+    fill = TradeFill.of(trade.fill)
+    change = PositionChange(trade.position, fill, trade.returned, trade.reward)
+    return position_announcement(POSITION_LIQUIDATED, change)
 
 
 def funding_announcement(position: Position) -> Announcement:
-    return position_announcement(POSITION_MODIFIED, position, reason="funding")
+    return position_announcement(POSITION_MODIFIED, PositionChange(position, reason="funding"))
 
 
 class PerpsEngine:
@@ -314,7 +369,7 @@ class PerpsEngine:
         await self._publish_latest(
             liquidations_topic(),
             LIQUIDATIONS_UPDATED,
-            {"candidates": [candidate_payload(v) for v in candidates]},
+            candidates_payload(candidates),
         )
 
         still_open = [p for p in positions if p.id not in liquidated]
@@ -339,11 +394,7 @@ class PerpsEngine:
         event = await self.publisher.prepare(
             positions_topic(position.owner),
             POSITION_WARNING,
-            {
-                "position": position.to_payload(),
-                "markPrice": str(valuation.mark),
-                "healthFactor": str(valuation.health),
-            },
+            warning_payload(valuation),
         )
         await self.publisher.send(event)
 

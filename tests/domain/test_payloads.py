@@ -22,7 +22,7 @@ import pytest
 from domain import marathons, paper_exchange, perps, perps_engine, perps_margin, portfolio, prices
 from domain.markets import MarketCatalog
 from domain.payloads import PayloadCodec, camel
-from domain.perps_engine import candidate_payload, liquidated_announcement, trade_announcement
+from domain.perps_engine import liquidated_announcement, trade_announcement
 from domain.perps_trades import Fill as PerpsFill
 from domain.perps_trades import FillKind, Trade
 from tests.domain.factories import make_market
@@ -163,6 +163,14 @@ def snapshot(**changes: Any) -> marathons.AccountSnapshot:
     return marathons.AccountSnapshot(**(values | changes))
 
 
+def candidate_payload(valuation: perps.Valuation) -> dict[str, Any]:
+    return perps_engine.CANDIDATE.encode(perps_engine.Candidate.of(valuation))
+
+
+ACCOUNT = perps_margin.MarginAccount("alice", TINY, ROUND, 9)
+"""The owner's account after a trade, as the store adds it to the trade's positions event."""
+
+
 MARKETS = MarketCatalog([make_market("BTC-PERP"), make_market("ETH-PERP", "0.01")])
 
 ORDER_GOLDEN = (
@@ -178,6 +186,12 @@ ORDER_NULLS_GOLDEN = (
     'alse,"parentId":null,"active":true,"reservedMargin":"0","takeProfit":null,"stopLoss":nul'
     'l,"createdAt":"2024-03-01T12:30:15.123456+00:00","updatedAt":"2024-03-01T14:00:00+02:00"'
     "}"
+)
+
+PAPER_POSITION_GOLDEN = (
+    '{"symbol":"BTC-PERP","size":"-0.50","entryPrice":"65000.5","realizedPnl":"0.00000001","o'
+    'penedAt":"2024-03-01T12:30:15.123456+00:00","updatedAt":"2024-03-01T12:35:15.123456+00:0'
+    '0"}'
 )
 
 PAPER_ACCOUNT = (
@@ -296,6 +310,64 @@ case(
     ),
 )
 case(
+    "position opened, with the account",
+    trade,
+    lambda t: trade_announcement(perps_engine.POSITION_OPENED, t).with_account(ACCOUNT).payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"fill":{"kind":"liquidation","size":"1E+3","price":"65'
+        '000.0","fee":"1E-8","realizedPnl":"-3","at":"2024-03-01T12:35:15.123456+00:00"},"returned"'
+        ':"2.50","account":{"owner":"alice","balance":"1E-8","deposited":"1E+3","revision":9}}'
+    ),
+)
+case(
+    "position liquidated, with the account",
+    lambda: trade(Decimal("1.5")),
+    lambda t: liquidated_announcement(t).with_account(ACCOUNT).payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"fill":{"kind":"liquidation","size":"1E+3","price":"65'
+        '000.0","fee":"1E-8","realizedPnl":"-3","at":"2024-03-01T12:35:15.123456+00:00"},"returned"'
+        ':"2.50","reward":"1.5","account":{"owner":"alice","balance":"1E-8","deposited":"1E+3","rev'
+        'ision":9}}'
+    ),
+)
+case(
+    "position modified by funding",
+    position,
+    lambda p: perps_engine.funding_announcement(p).payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"reason":"funding"}'
+    ),
+)
+case(
+    "position warning",
+    lambda: valuation(Decimal("66000.5")),
+    perps_engine.warning_payload,
+    (
+        '{"position":{"id":"p-1","owner":"alice","market":"BTC-PERP","side":"short","size":"1E+3","'
+        'entryPrice":"65000.50","collateral":"1E-8","openedAt":"2024-03-01T12:30:15.123456+00:00","'
+        'realizedPnl":"-1.250","revision":3},"markPrice":"65100.25","healthFactor":"1.6666"}'
+    ),
+)
+case(
+    "liquidation candidates",
+    lambda: [valuation(Decimal("66000.5")), valuation(None)],
+    perps_engine.candidates_payload,
+    (
+        '{"candidates":[{"positionId":"p-1","market":"BTC-PERP","side":"short","size":"1E+3","markP'
+        'rice":"65100.25","notional":"1E+3","healthFactor":"1.6666","liquidationPrice":"66000.5","p'
+        'otentialReward":"1E-8"},{"positionId":"p-1","market":"BTC-PERP","side":"short","size":"1E+'
+        '3","markPrice":"65100.25","notional":"1E+3","healthFactor":"1.6666","liquidationPrice":nul'
+        'l,"potentialReward":"1E-8"}]}'
+    ),
+)
+case("no liquidation candidates", list, perps_engine.candidates_payload, '{"candidates":[]}')
+case(
     "market stats",
     lambda: perps_engine.MarketStats(
         "BTC-PERP",
@@ -393,14 +465,27 @@ case(
     paper_exchange.Fill.from_payload,
 )
 case(
+    "paper Changes",
+    lambda: paper_exchange.Changes((order(),), (CASES["paper Fill"].make(),), (paper_position(),)),
+    paper_exchange.CHANGES.encode,
+    (
+        f'{{"orders":[{ORDER_GOLDEN}],"fills":[{CASES["paper Fill"].golden}],'
+        f'"positions":[{PAPER_POSITION_GOLDEN}]}}'
+    ),
+    paper_exchange.CHANGES.decode,
+)
+case(
+    "paper Changes, nothing",
+    paper_exchange.Changes,
+    paper_exchange.CHANGES.encode,
+    '{"orders":[],"fills":[],"positions":[]}',
+    paper_exchange.CHANGES.decode,
+)
+case(
     "PaperPosition",
     paper_position,
     paper_exchange.PaperPosition.to_payload,
-    (
-        '{"symbol":"BTC-PERP","size":"-0.50","entryPrice":"65000.5","realizedPnl":"0.00000001","o'
-        'penedAt":"2024-03-01T12:30:15.123456+00:00","updatedAt":"2024-03-01T12:35:15.123456+00:0'
-        '0"}'
-    ),
+    PAPER_POSITION_GOLDEN,
     paper_exchange.PaperPosition.from_payload,
 )
 case(
@@ -578,6 +663,40 @@ def test_golden_payload_reads_back(name: str) -> None:
     assert case.decode(orjson.loads(case.golden)) == case.make()
 
 
+POSITION_CHANGE = perps_engine.POSITION_CHANGE
+READ_BACK: dict[str, tuple[PayloadCodec[Any], Callable[[Any], Any]]] = {
+    "trade announcement": (POSITION_CHANGE, lambda t: trade_announcement("x", t).change),
+    "liquidated announcement": (POSITION_CHANGE, lambda t: liquidated_announcement(t).change),
+    "position opened, with the account": (
+        POSITION_CHANGE,
+        lambda t: trade_announcement("x", t).with_account(ACCOUNT).change,
+    ),
+    "position liquidated, with the account": (
+        POSITION_CHANGE,
+        lambda t: liquidated_announcement(t).with_account(ACCOUNT).change,
+    ),
+    "position modified by funding": (
+        POSITION_CHANGE,
+        lambda p: perps_engine.funding_announcement(p).change,
+    ),
+    "position warning": (
+        POSITION_CHANGE,
+        lambda v: perps_engine.PositionChange(
+            v.position, mark_price=v.mark, health_factor=v.health
+        ),
+    ),
+    "liquidation candidates": (perps_engine.LIQUIDATIONS, perps_engine.LiquidationsUpdated.of),
+    "no liquidation candidates": (perps_engine.LIQUIDATIONS, perps_engine.LiquidationsUpdated.of),
+}
+"""Events made of parts, read back as the payload they were made of."""
+
+
+@pytest.mark.parametrize("name", list(READ_BACK))
+def test_golden_event_of_parts_reads_back(name: str) -> None:
+    codec, payload_of = READ_BACK[name]
+    assert codec.decode(orjson.loads(CASES[name].golden)) == payload_of(CASES[name].make())
+
+
 # --- the codec --------------------------------------------------------------------------------
 
 
@@ -700,3 +819,54 @@ def test_a_reader_makes_another_type_straight_from_a_payload() -> None:
 def test_a_reader_needs_every_field_without_a_default() -> None:
     with pytest.raises(TypeError, match=r"lacks Shown\.twice"):
         OUTER.reader(Shown)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """An event made of parts, some absent depending on its type."""
+
+    head: Inner
+    maybe: Decimal | None = None
+    middle: int = 1
+    items: tuple[Inner, ...] = ()
+    last: Inner | None = None
+
+
+PARTS = PayloadCodec(Parts, omit_none=True)
+
+
+def test_omit_none_leaves_an_absent_part_out_and_keeps_the_key_order() -> None:
+    head = Inner(date(2024, 1, 2), TINY)
+    assert orjson.dumps(PARTS.encode(Parts(head))).decode() == (
+        '{"head":{"on":"2024-01-02","amount":"1E-8"},"middle":1,"items":[]}'
+    )
+    full = Parts(head, ROUND, 2, (head,), head)
+    assert list(PARTS.encode(full)) == ["head", "maybe", "middle", "items", "last"]
+    assert PARTS.decode(PARTS.encode(full)) == full
+    assert PARTS.decode(PARTS.encode(Parts(head))) == Parts(head)
+
+
+@dataclass(frozen=True, slots=True)
+class Bare:
+    maybe: Decimal | None
+    count: int
+
+
+def test_omit_none_reads_an_absent_part_as_none_without_a_default() -> None:
+    codec = PayloadCodec(Bare, omit_none=True)
+    assert codec.encode(Bare(None, 1)) == {"count": 1}
+    assert codec.decode({"count": 1}) == Bare(None, 1)
+    assert codec.decode(codec.encode(Bare(TINY, 2))) == Bare(TINY, 2)
+
+
+def test_a_part_is_read_without_the_rest() -> None:
+    head = Inner(date(2024, 1, 2), TINY)
+    payload = PARTS.encode(Parts(head, ROUND, items=(head, head, head)))
+    assert PARTS.part("head")(payload) == head
+    assert PARTS.part("maybe")(payload) == ROUND
+    assert PARTS.part("last")(payload) is None
+    assert PARTS.part("items")(payload) == [head, head, head]
+    assert PARTS.part("items")(payload, 2) == [head, head]
+    assert PARTS.part("items", lambda p: p["on"])(payload, 1) == ["2024-01-02"]
+    with pytest.raises(TypeError, match="not a list"):
+        PARTS.part("head", str)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from api.feeds.marathons.store import (
     ACCOUNT_SNAPSHOT,
+    ADDED_PARTICIPANT,
     MARATHON_CREATED,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,
+    REMOVED_PARTICIPANT,
     marathon_from_payload,
-    participant_from_payload,
 )
 from api.streaming.hub import HubClosedError, HubError
 from domain.marathons import Leaderboard, snapshot_from_payload
@@ -140,13 +141,15 @@ class MarathonBoards:
         if event.type == ACCOUNT_SNAPSHOT:
             self._snapshot(snapshot_from_payload(payload))
         elif event.type == PARTICIPANT_ADDED:
-            if "snapshot" in payload:
-                self._remember(snapshot_from_payload(payload["snapshot"]))
-            participant = participant_from_payload(payload["participant"])
+            added = ADDED_PARTICIPANT.decode(payload)
+            if added.snapshot is not None:
+                self._remember(added.snapshot)
+            participant = added.participant
             self._register(participant)
             self.notifier(participant.marathon_id).bump()
         elif event.type == PARTICIPANT_REMOVED:
-            marathon_id, login = payload["marathonId"], int(payload["login"])
+            gone = REMOVED_PARTICIPANT.decode(payload)
+            marathon_id, login = gone.marathon_id, int(gone.login)
             board = self.boards.get(marathon_id)
             removed = None if board is None else self.members[marathon_id].pop(login, None)
             if board is not None and removed is not None:

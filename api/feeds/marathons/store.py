@@ -16,6 +16,7 @@ import orjson
 from api.storage.history import number_event
 from domain.marathons import (
     MARATHON,
+    AccountSnapshot,
     EnrolledElsewhereError,
     Holding,
     Marathon,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from api.storage.database import Connection
     from domain.events import Event
-    from domain.marathons import AccountSnapshot, Enroller
+    from domain.marathons import Enroller
     from domain.ports import Clock
 
 
@@ -70,8 +71,37 @@ def marathon_from_payload(payload: dict[str, Any]) -> Marathon:
     return MARATHON.decode(payload)
 
 
-def participant_from_payload(payload: dict[str, Any]) -> Participant:
-    return PARTICIPANT.decode(payload)
+@dataclass(frozen=True, slots=True)
+class ParticipantAdded:
+    """A participant.added event's payload: the participant, and its account's latest snapshot
+    if one is stored (else the key is absent, not null)."""
+
+    participant: Participant
+    snapshot: AccountSnapshot | None = None
+
+
+ADDED_PARTICIPANT = PayloadCodec(ParticipantAdded, omit_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRemoved:
+    """A participant.removed event's payload."""
+
+    marathon_id: str
+    login: int
+
+
+REMOVED_PARTICIPANT = PayloadCodec(ParticipantRemoved)
+
+
+def participant_added_payload(
+    participant: Participant, snapshot: AccountSnapshot | None
+) -> dict[str, Any]:
+    return ADDED_PARTICIPANT.encode(ParticipantAdded(participant, snapshot))
+
+
+def participant_removed_payload(marathon_id: str, login: int) -> dict[str, Any]:
+    return REMOVED_PARTICIPANT.encode(ParticipantRemoved(marathon_id, login))
 
 
 def _participant(row: asyncpg.Record) -> Participant:
@@ -188,9 +218,7 @@ class PgMarathonStore:
                 self.clock.now(),
             )
             assert row is not None
-            payload: dict[str, Any] = {"participant": _participant(row).to_payload()}
-            if snapshot is not None:
-                payload["snapshot"] = snapshot_to_payload(snapshot)
+            payload = participant_added_payload(_participant(row), snapshot)
             return await self._number(conn, PARTICIPANT_ADDED, payload)
 
     async def _check_enrolment(
@@ -221,7 +249,7 @@ class PgMarathonStore:
             if status != "DELETE 1":
                 return None
             return await self._number(
-                conn, PARTICIPANT_REMOVED, {"marathonId": marathon_id, "login": login}
+                conn, PARTICIPANT_REMOVED, participant_removed_payload(marathon_id, login)
             )
 
     async def ingest(self, snapshot: AccountSnapshot) -> Event | None:

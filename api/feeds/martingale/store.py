@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from api.storage.history import number_event
 from domain.martingale import (
+    PROGRESS_UPDATE,
     STRATEGY_PROGRESS,
     ExitReason,
     PlayedRound,
+    ProgressUpdate,
     Strategy,
     StrategyConfig,
     StrategyStatus,
@@ -67,6 +69,11 @@ def round_payload(r: MiningRound) -> dict[str, Any]:
 
 def progress_payload(strategy: Strategy) -> dict[str, Any]:
     return STRATEGY_PROGRESS.encode(progress(strategy))
+
+
+def progress_event_payload(wallet: str | None, strategies: list[Strategy]) -> dict[str, Any]:
+    """A progress event's payload: a wallet's strategies, or everyone's (``wallet`` None)."""
+    return PROGRESS_UPDATE.encode(ProgressUpdate(tuple(progress(s) for s in strategies), wallet))
 
 
 def _round(row: asyncpg.Record) -> MiningRound:
@@ -306,9 +313,9 @@ class PgMartingaleStore:
         for wallet in sorted(wallets):
             shown = [s for s in active if s.config.wallet_address == wallet]
             shown += [s for s in ended.values() if s.config.wallet_address == wallet]
-            payload = {"wallet": wallet, "strategies": [progress_payload(s) for s in shown]}
+            payload = progress_event_payload(wallet, shown)
             events.append(await self._number(conn, martingale_topic(wallet), PROGRESS, payload))
-        everyone = {"strategies": [progress_payload(s) for s in [*active, *ended.values()]]}
+        everyone = progress_event_payload(None, [*active, *ended.values()])
         events.append(await self._number(conn, martingale_topic(), PROGRESS, everyone))
         return events
 

@@ -6,7 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from typing import TYPE_CHECKING
 
-from api.feeds.martingale.types import MartingaleProgress, MartingaleUpdate, Round, RoundEvent
+from api.feeds.martingale.types import (
+    MartingaleProgress,
+    MartingaleUpdate,
+    Round,
+    RoundEvent,
+    progress_of_update,
+)
 from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
 from api.streaming.hub import HubError
@@ -51,7 +57,7 @@ async def _current(services: Services, wallet: str | None) -> MartingaleUpdate:
 def _update(event: Event, wallet: str | None) -> MartingaleUpdate:
     return MartingaleUpdate(
         wallet_address=wallet,
-        strategies=[MartingaleProgress.from_payload(p) for p in event.payload["strategies"]],
+        strategies=progress_of_update(event.payload),
         at=event.published_at,
     )
 

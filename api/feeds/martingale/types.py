@@ -116,6 +116,8 @@ _read_progress = model.STRATEGY_PROGRESS.reader(MartingaleProgress)
 _read_round = ROUND.reader(Round)
 """A progress's and a round event's payload as the schema shows them (read once per
 subscriber)."""
+progress_of_update = model.PROGRESS_UPDATE.part("strategies", MartingaleProgress.from_payload)
+"""The strategies of a progress event as the schema shows them."""
 
 
 RoundEvent = Annotated[

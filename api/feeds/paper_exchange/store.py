@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from api.storage.history import number_event
-from domain.paper_exchange import Changes, PaperAccount
+from domain.paper_exchange import CHANGES, Changes, PaperAccount
 from domain.topics import live_topic
 
 if TYPE_CHECKING:
@@ -25,14 +25,6 @@ if TYPE_CHECKING:
 
 
 ACCOUNT_CHANGED = "account.changed"
-
-
-def changes_payload(changes: Changes) -> dict[str, Any]:
-    return {
-        "orders": [o.to_payload() for o in changes.orders],
-        "fills": [f.to_payload() for f in changes.fills],
-        "positions": [p.to_payload() for p in changes.positions],
-    }
 
 
 class PgPaperAccounts:
@@ -90,7 +82,7 @@ class PgPaperAccounts:
                     fill.at,
                 )
             event = await number_event(
-                conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, changes_payload(changes)
+                conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, CHANGES.encode(changes)
             )
         return changes, event
 

@@ -9,10 +9,10 @@ from api.feeds.paper_exchange.types import (
     BalanceUpdate,
     LiveDashboardEvent,
     OrdersUpdate,
-    PaperFill,
-    PaperOrder,
     PaperPositionsUpdate,
     account_views,
+    changed_fills,
+    changed_orders,
     open_orders_of,
 )
 from api.graphql.errors import StreamEndedError
@@ -110,8 +110,8 @@ async def live_stream(
 
 def _orders_update(event: Event, account: model.PaperAccount) -> OrdersUpdate:
     return OrdersUpdate(
-        changed=[PaperOrder.of(o) for o in event.payload["orders"]],
-        fills=[PaperFill.of(f) for f in event.payload["fills"]],
+        changed=changed_orders(event.payload),
+        fills=changed_fills(event.payload),
         open_orders=open_orders_of(account),
         at=event.published_at,
     )

@@ -145,6 +145,10 @@ _read_order = model.ORDER.reader(PaperOrder)
 _read_fill = model.FILL.reader(PaperFill)
 """An order's and a fill's payload as the schema shows them, made in one step: a live dashboard
 reads every order and fill event."""
+changed_orders = model.CHANGES.part("orders", _read_order)
+changed_fills = model.CHANGES.part("fills", _read_fill)
+"""The orders and the fills of an account.changed event as the schema shows them (the live
+dashboard reads its positions from the account, not from the event)."""
 
 
 @strawberry.type(description="The account's balance changed (a fill, or a price move).")

@@ -19,6 +19,7 @@ import asyncpg
 from api.feeds.perps.store import PositionNotFoundError
 from domain.perps import Position, Side
 from domain.perps_engine import (
+    POSITION_CHANGE,
     POSITION_CLOSED,
     POSITION_LIQUIDATED,
     POSITION_MODIFIED,
@@ -228,7 +229,7 @@ class PerpsDesk:
         if event is None:
             return position, False
         await self.publisher.send(event)
-        return Position.from_payload(event.payload["position"]), True
+        return POSITION_CHANGE.decode(event.payload).position, True
 
     async def _market_of(self, owner: str, position_id: str) -> str:
         positions = await self.book.open_positions(owner)

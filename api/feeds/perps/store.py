@@ -143,7 +143,7 @@ class PgPositionBook:
         INSUFFICIENT_MARGIN, POSITION_LIMIT or OPEN_INTEREST_LIMIT store nothing."""
         async with self.pool.acquire() as conn, conn.transaction():
             p = trade.position
-            await self._settle(conn, trade, Decimal(0), market, announce)
+            announce = await self._settle(conn, trade, Decimal(0), market, announce)
             await conn.execute(
                 f"""INSERT INTO perp_positions ({_POSITION_COLUMNS}, updated_at)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)""",
@@ -192,8 +192,9 @@ class PgPositionBook:
         async with self.pool.acquire() as conn, conn.transaction():
             position = await self.locked(conn, position_id, owner)
             trade = trade_of(position)
-            announcement = announce(trade)
-            await self._settle(conn, trade, position.collateral, market, announcement)
+            announcement = await self._settle(
+                conn, trade, position.collateral, market, announce(trade)
+            )
             await _update_position(conn, trade, status=ends or "open")
             await _insert_fill(conn, trade.fill)
             return trade, await self._number(conn, announcement)
@@ -213,7 +214,7 @@ class PgPositionBook:
                 account = await self._locked_account(conn, trade.position.owner)
                 after = move(account, trade.returned)
                 await self._save_account(conn, after)
-                announce.payload["account"] = after.to_payload()
+                announce = announce.with_account(after)
             await _update_position(conn, trade, status="liquidated")
             await _insert_fill(conn, trade.fill)
             p, fill = trade.position, trade.fill
@@ -364,8 +365,7 @@ class PgPositionBook:
             )
             assert row is not None
             stored = _position(row)
-            announce.payload["position"] = stored.to_payload()
-            return await self._number(conn, announce)
+            return await self._number(conn, announce.with_position(stored))
 
     async def top_up(self, owner: str, floor: Decimal) -> MarginAccount:
         """Deposit what brings the owner's free balance back up to ``floor`` (the simulated
@@ -386,9 +386,9 @@ class PgPositionBook:
         collateral_before: Decimal,
         market: Market,
         announce: Announcement,
-    ) -> None:
+    ) -> Announcement:
         """Move the trade's money to or from its owner's account and check the market's
-        limits; the account as it is after goes into the announcement."""
+        limits; the announcement with the account as it is after."""
         p = trade.position
         account = await self._locked_account(conn, p.owner)
         after = move(account, account_movement(trade, collateral_before))
@@ -408,7 +408,7 @@ class PgPositionBook:
             assert held is not None
             check_limits(market, p.side, added, held["user_holds"], held["open_interest"])
         await self._save_account(conn, after)
-        announce.payload["account"] = after.to_payload()
+        return announce.with_account(after)
 
     async def _locked_account(self, conn: Connection, owner: str) -> MarginAccount:
         """The owner's account, made with the initial balance if it has none, locked until the

@@ -4,7 +4,6 @@ the liquidation candidates."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from api.feeds.perps.types import (
@@ -30,9 +29,8 @@ from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
 from api.graphql.streams import StreamWithPrices, decoded_price
 from api.streaming.hub import HubError
-from domain import perps
-from domain import perps_margin as margin
 from domain.perps_engine import (
+    POSITION_CHANGE,
     POSITION_CLOSED,
     POSITION_LIQUIDATED,
     POSITION_OPENED,
@@ -41,41 +39,52 @@ from domain.perps_engine import (
 from domain.topics import funding_topic, liquidations_topic, market_stats_topic, positions_topic
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from api.runtime.services import Services
     from api.storage.history import Cursor
     from domain.events import Event
     from domain.markets import MarketCatalog
+    from domain.perps_engine import PositionChange
 
 
 def _present_position_event(
-    event: Event, markets: MarketCatalog, marks: dict[str, Decimal]
+    event: Event, change: PositionChange, markets: MarketCatalog, marks: dict[str, Decimal]
 ) -> PositionEvent:
-    p = event.payload
-    position = perps.Position.from_payload(p["position"])
+    position = change.position
     at = event.published_at
     if event.type == POSITION_WARNING:
-        mark = Decimal(p["markPrice"])
+        mark, health = change.mark_price, change.health_factor
+        assert mark is not None, "a warning has its mark"
+        assert health is not None, "a warning has its health factor"
         return LiquidationWarning(
             position=Position.build(position, markets, mark),
-            health_factor=Decimal(p["healthFactor"]).quantize(RATIO_PLACES),
+            health_factor=health.quantize(RATIO_PLACES),
             mark_price=mark,
             at=at,
         )
     view = Position.build(position, markets, marks.get(position.market))
-    fill = Fill.from_payload(p["fill"]) if "fill" in p else None
+    fill = None if change.fill is None else Fill.of(change.fill)
+    returned = change.returned
     if event.type == POSITION_OPENED and fill is not None:
         return PositionOpened(position=view, fill=fill, at=at)
-    if event.type == POSITION_CLOSED and fill is not None:
-        return PositionClosed(position=view, fill=fill, returned=Decimal(p["returned"]), at=at)
-    if event.type == POSITION_LIQUIDATED and fill is not None:
+    if event.type == POSITION_CLOSED and fill is not None and returned is not None:
+        return PositionClosed(position=view, fill=fill, returned=returned, at=at)
+    if (
+        event.type == POSITION_LIQUIDATED
+        and fill is not None
+        and returned is not None
+        and change.reward is not None
+    ):
         return PositionLiquidated(
             position=Position.build(position, markets, fill.price),
             fill=fill,
-            liquidation_reward=Decimal(p["reward"]),
-            returned=Decimal(p["returned"]),
+            liquidation_reward=change.reward,
+            returned=returned,
             at=at,
         )
-    return PositionModified(position=view, fill=fill, reason=p.get("reason", "trade"), at=at)
+    reason = "trade" if change.reason is None else change.reason
+    return PositionModified(position=view, fill=fill, reason=reason, at=at)
 
 
 async def positions_stream(
@@ -129,11 +138,11 @@ async def positions_stream(
                     cursor=position.text,
                 )
 
-            def note_account(event: Event) -> None:
+            def note_account(change: PositionChange) -> None:
                 nonlocal account, account_view
-                moved = event.payload.get("account")
-                if moved is not None and moved["revision"] > account.revision:
-                    account = margin.MarginAccount.from_payload(moved)
+                moved = change.account
+                if moved is not None and moved.revision > account.revision:
+                    account = moved
                     account_view = PerpsMarginAccount.build(account)
 
             async def follow_held() -> None:
@@ -146,8 +155,9 @@ async def positions_stream(
                         published[market] = stored[0].published_at
 
             def replayed(event: Event) -> list[PositionEvent]:
-                note_account(event)
-                return [_present_position_event(event, markets, marks)]
+                change = POSITION_CHANGE.decode(event.payload)
+                note_account(change)
+                return [_present_position_event(event, change, markets, marks)]
 
             for item in resumption.opening(replayed):
                 yield item
@@ -174,12 +184,14 @@ async def positions_stream(
                     continue
                 if not position.advance(event):
                     continue  # the start covered it
-                note_account(event)
-                changed = perps.Position.from_payload(event.payload["position"])
+                change = POSITION_CHANGE.decode(event.payload)
+                note_account(change)
+                changed = change.position
                 current = held.get(changed.id)
                 if event.type == POSITION_WARNING:
                     if current is not None:
-                        yield stamped(_present_position_event(event, markets, marks), position)
+                        presented = _present_position_event(event, change, markets, marks)
+                        yield stamped(presented, position)
                     continue
                 if event.type in (POSITION_CLOSED, POSITION_LIQUIDATED):
                     if current is None:
@@ -190,7 +202,8 @@ async def positions_stream(
                 else:
                     held[changed.id] = PositionValuer(changed, markets.get(changed.market))
                 await follow_held()
-                yield stamped(_present_position_event(event, markets, marks), position)
+                presented = _present_position_event(event, change, markets, marks)
+                yield stamped(presented, position)
                 yield update()
     except HubError as exc:
         raise StreamEndedError(exc) from exc

@@ -35,12 +35,16 @@ class Fill:
     at: datetime
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Fill:
-        return _read_fill(payload)
-
-
-_read_fill = engine.TRADE_FILL.reader(Fill, as_is=("kind",))
-"""A fill as a positions event carries it, its kind shown as its text."""
+    def of(cls, fill: engine.TradeFill) -> Fill:
+        """A fill as a positions event carries it, its kind shown as its text."""
+        return cls(
+            kind=fill.kind.value,
+            size=fill.size,
+            price=fill.price,
+            fee=fill.fee,
+            realized_pnl=fill.realized_pnl,
+            at=fill.at,
+        )
 
 
 @strawberry.type(
@@ -195,8 +199,7 @@ class LiquidationCandidate:
     )
 
     @classmethod
-    def from_payload(cls, p: dict[str, Any], markets: MarketCatalog) -> LiquidationCandidate:
-        c = engine.CANDIDATE.decode(p)
+    def of(cls, c: engine.Candidate, markets: MarketCatalog) -> LiquidationCandidate:
         return cls(
             position_id=strawberry.ID(c.position_id),
             market=c.market,
@@ -226,12 +229,16 @@ class LiquidationCandidates:
             return cls(candidates=[], updated_at=None, sequence=0)
         return cls(
             candidates=[
-                LiquidationCandidate.from_payload(c, markets)
-                for c in event.payload["candidates"][:limit]
+                LiquidationCandidate.of(c, markets) for c in _read_candidates(event.payload, limit)
             ],
             updated_at=event.published_at,
             sequence=event.sequence,
         )
+
+
+_read_candidates = engine.LIQUIDATIONS.part("candidates")
+"""The first candidates of a liquidations event (a subscriber shows ``limit`` of them; the event
+has every candidate)."""
 
 
 @strawberry.type(description="A market's open interest, volume, prices and funding.")

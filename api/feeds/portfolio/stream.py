@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import strawberry
 
@@ -73,7 +73,7 @@ async def dashboard_stream(
 
     def happened(event: Event) -> list[DashboardUpdate]:
         if kind_of(event.topic) is TopicKind.LIVE:
-            return [_trade(fill) for fill in event.payload["fills"]]
+            return [_trade(fill) for fill in _fills_of(event.payload)]
         return [_dashboard_event(event)]
 
     try:
@@ -108,8 +108,11 @@ async def dashboard_stream(
         raise StreamEndedError(exc) from exc
 
 
-def _trade(payload: dict[str, Any]) -> TradeExecuted:
-    fill = paper.FILL.decode(payload)
+_fills_of = paper.CHANGES.part("fills")
+"""The fills of a paper account's account.changed event: the trades the dashboard shows."""
+
+
+def _trade(fill: paper.Fill) -> TradeExecuted:
     return TradeExecuted(
         trade_id=strawberry.ID(fill.id),
         asset=fill.symbol,

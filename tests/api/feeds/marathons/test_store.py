@@ -4,7 +4,8 @@ the domain's, account snapshots among them)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -12,18 +13,33 @@ import orjson
 import pytest
 
 from api.feeds.marathons.store import (
+    ADDED_PARTICIPANT,
+    PARTICIPANT,
+    REMOVED_PARTICIPANT,
     Participant,
     marathon_from_payload,
     marathon_payload,
-    participant_from_payload,
+    participant_added_payload,
+    participant_removed_payload,
 )
-from domain.marathons import Marathon
+from domain.marathons import AccountSnapshot, Marathon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 AT = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 LATER = AT + timedelta(minutes=1)
+
+ALICE = Participant("m-1", 1001, "alice", Decimal("1E+3"), True, AT)
+SNAPSHOT = AccountSnapshot(
+    login=1001,
+    balance=Decimal("1E+3"),
+    equity=Decimal("1010.50"),
+    profit=Decimal("10.5"),
+    margin=Decimal("1E-8"),
+    free_margin=Decimal("900"),
+    server_time=datetime(2024, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+)
 
 CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]] = {
     "marathon": (
@@ -50,6 +66,30 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
             'xplicit":false,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}'
         ),
     ),
+    "participant added": (
+        lambda: (ALICE, None),
+        lambda made: participant_added_payload(*made),
+        (
+            '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
+            '+3","initialExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"}}'
+        ),
+    ),
+    "participant added with its account's snapshot": (
+        lambda: (ALICE, SNAPSHOT),
+        lambda made: participant_added_payload(*made),
+        (
+            '{"participant":{"marathonId":"m-1","login":1001,"participant":"alice","initialBalance":"1E'
+            '+3","initialExplicit":true,"registeredAt":"2024-03-01T12:30:15.123456+00:00"},"snapshot":{'
+            '"login":1001,"balance":"1E+3","equity":"1010.50","profit":"10.5","margin":"1E-8","freeMarg'
+            'in":"900","credit":"0","serverTime":"2024-03-01T14:00:00+02:00","positions":[],"orders":[]'
+            "}}"
+        ),
+    ),
+    "participant removed": (
+        lambda: ("m-1", 1001),
+        lambda made: participant_removed_payload(*made),
+        '{"marathonId":"m-1","login":1001}',
+    ),
 }
 
 
@@ -59,12 +99,23 @@ def test_payload_json_is_unchanged(name: str) -> None:
     assert orjson.dumps(encode(make())).decode() == golden
 
 
+def parts(payload: Any) -> tuple[Any, ...]:
+    """An event's payload as the arguments its case makes it from."""
+    return tuple(getattr(payload, f.name) for f in fields(payload))
+
+
 @pytest.mark.parametrize(
     ("name", "decode"),
     [
         ("marathon", marathon_from_payload),
-        ("participant", participant_from_payload),
-        ("participant, derived initial balance", participant_from_payload),
+        ("participant", PARTICIPANT.decode),
+        ("participant, derived initial balance", PARTICIPANT.decode),
+        ("participant added", lambda p: parts(ADDED_PARTICIPANT.decode(p))),
+        (
+            "participant added with its account's snapshot",
+            lambda p: parts(ADDED_PARTICIPANT.decode(p)),
+        ),
+        ("participant removed", lambda p: parts(REMOVED_PARTICIPANT.decode(p))),
     ],
 )
 def test_golden_payload_reads_back(name: str, decode: Callable[[dict[str, Any]], Any]) -> None:

@@ -13,10 +13,22 @@ import asyncpg
 import orjson
 import pytest
 
-from api.feeds.martingale.store import PgMartingaleStore, progress_payload, round_payload
+from api.feeds.martingale.store import (
+    PgMartingaleStore,
+    progress_event_payload,
+    progress_payload,
+    round_payload,
+)
 from api.runtime.clock import SystemClock
 from api.storage.migrate import migrate
-from domain.martingale import RoundOutcome, Strategy, StrategyConfig
+from domain.martingale import (
+    PROGRESS_UPDATE,
+    ProgressUpdate,
+    RoundOutcome,
+    Strategy,
+    StrategyConfig,
+    progress,
+)
 from domain.mining_rounds import MiningRound, RoundResult
 
 if TYPE_CHECKING:
@@ -133,6 +145,35 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
             'er":"2","stopLossSol":"1.5","takeProfitSol":"2E+1","budgetSol":"5"}'
         ),
     ),
+    "progress event of a wallet": (
+        lambda: ("wallet-1", [strategy()]),
+        lambda made: progress_event_payload(*made),
+        (
+            '{"wallet":"wallet-1","strategies":[{"strategyId":"s-1","walletAddress":"wallet-1","current'
+            'Round":0,"totalRounds":3,"progressPercentage":"0","currentAmountSol":"0.100000000","totalD'
+            'eployedSol":"0","totalRewardsSol":"0","totalLossSol":"0","profitLossSol":"0","status":"act'
+            'ive","exitReason":null,"winRatePercentage":null,"riskLevel":"low","losingStreak":0,"lastRo'
+            'und":4,"baseAmountSol":"0.10","multiplier":"2","stopLossSol":null,"takeProfitSol":null,"bu'
+            'dgetSol":null}]}'
+        ),
+    ),
+    "progress event of everyone": (
+        lambda: (None, [strategy(), played()]),
+        lambda made: progress_event_payload(*made),
+        (
+            '{"strategies":[{"strategyId":"s-1","walletAddress":"wallet-1","currentRound":0,"totalRound'
+            's":3,"progressPercentage":"0","currentAmountSol":"0.100000000","totalDeployedSol":"0","tot'
+            'alRewardsSol":"0","totalLossSol":"0","profitLossSol":"0","status":"active","exitReason":nu'
+            'll,"winRatePercentage":null,"riskLevel":"low","losingStreak":0,"lastRound":4,"baseAmountSo'
+            'l":"0.10","multiplier":"2","stopLossSol":null,"takeProfitSol":null,"budgetSol":null},{"str'
+            'ategyId":"s-1","walletAddress":"wallet-1","currentRound":2,"totalRounds":3,"progressPercen'
+            'tage":"66.66666666666666666666666667","currentAmountSol":"0.100000000","totalDeployedSol":'
+            '"0.300000000","totalRewardsSol":"0.40","totalLossSol":"0.100000000","profitLossSol":"0.100'
+            '000000","status":"active","exitReason":null,"winRatePercentage":"50","riskLevel":"low","lo'
+            'singStreak":0,"lastRound":6,"baseAmountSol":"0.10","multiplier":"2","stopLossSol":"1.5","t'
+            'akeProfitSol":"2E+1","budgetSol":"5"}]}'
+        ),
+    ),
 }
 
 
@@ -140,3 +181,11 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
 def test_payload_json_is_unchanged(name: str) -> None:
     make, encode, golden = CASES[name]
     assert orjson.dumps(encode(make())).decode() == golden
+
+
+@pytest.mark.parametrize("name", ["progress event of a wallet", "progress event of everyone"])
+def test_a_golden_progress_event_reads_back(name: str) -> None:
+    make, _, golden = CASES[name]
+    wallet, strategies = make()
+    expected = ProgressUpdate(tuple(progress(s) for s in strategies), wallet)
+    assert PROGRESS_UPDATE.decode(orjson.loads(golden)) == expected

@@ -30,8 +30,15 @@ from api.streaming.hub import Hub
 from domain import perps
 from domain.events import Event
 from domain.markets import Market, MarketCatalog
-from domain.perps_engine import POSITION_CLOSED, POSITION_OPENED, position_announcement
+from domain.perps_engine import (
+    POSITION_CLOSED,
+    POSITION_OPENED,
+    PositionChange,
+    TradeFill,
+    position_announcement,
+)
 from domain.perps_margin import new_account
+from domain.perps_trades import FillKind
 from domain.prices import PRICE_UPDATE, OraclePrice
 from domain.topics import positions_topic, price_topic
 
@@ -274,10 +281,8 @@ def alice_position(id: str, market_id: str, revision: int = 1) -> perps.Position
 
 
 def position_event(type: str, position: perps.Position, sequence: int) -> Event:
-    fill = {"kind": "open", "size": "2", "price": "100", "fee": "0.1", "realizedPnl": "-0.1"}
-    announcement = position_announcement(
-        type, position, fill=fill | {"at": _now().isoformat()}, returned="0"
-    )
+    fill = TradeFill(FillKind.OPEN, D(2), D(100), D("0.1"), D("-0.1"), _now())
+    announcement = position_announcement(type, PositionChange(position, fill, returned=D(0)))
     return Event(announcement.topic, sequence, _now(), announcement.type, announcement.payload)
 
 
