@@ -524,3 +524,69 @@ def snapshot_to_payload(snapshot: AccountSnapshot) -> dict[str, Any]:
 
 def snapshot_from_payload(payload: dict[str, Any]) -> AccountSnapshot:
     return SNAPSHOT.decode(payload)
+
+
+# --- the marathon feed's events (cluster-wide topic marathon-feed) -----------------------------
+
+MARATHON_CREATED = "marathon.created"
+PARTICIPANT_ADDED = "participant.added"
+PARTICIPANT_REMOVED = "participant.removed"
+ACCOUNT_SNAPSHOT = "account.snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    marathon_id: str
+    login: int
+    participant: str
+    """The user (token ``sub``) who owns the account."""
+    initial_balance: Decimal | None
+    initial_explicit: bool
+    registered_at: datetime
+
+    def to_payload(self) -> dict[str, Any]:
+        return PARTICIPANT.encode(self)
+
+
+PARTICIPANT = PayloadCodec(Participant)
+
+
+def marathon_payload(marathon: Marathon) -> dict[str, Any]:
+    return MARATHON.encode(marathon)
+
+
+def marathon_from_payload(payload: dict[str, Any]) -> Marathon:
+    return MARATHON.decode(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantAdded:
+    """A participant.added event's payload: the participant, and its account's latest snapshot
+    if one is stored (else the key is absent, not null)."""
+
+    participant: Participant
+    snapshot: AccountSnapshot | None = None
+
+
+ADDED_PARTICIPANT = PayloadCodec(ParticipantAdded, omit_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantRemoved:
+    """A participant.removed event's payload."""
+
+    marathon_id: str
+    login: int
+
+
+REMOVED_PARTICIPANT = PayloadCodec(ParticipantRemoved)
+
+
+def participant_added_payload(
+    participant: Participant, snapshot: AccountSnapshot | None
+) -> dict[str, Any]:
+    return ADDED_PARTICIPANT.encode(ParticipantAdded(participant, snapshot))
+
+
+def participant_removed_payload(marathon_id: str, login: int) -> dict[str, Any]:
+    return REMOVED_PARTICIPANT.encode(ParticipantRemoved(marathon_id, login))

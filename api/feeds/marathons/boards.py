@@ -12,24 +12,25 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from api.feeds.marathons.store import (
+from api.streaming.hub import HubClosedError, HubError
+from domain.marathons import (
     ACCOUNT_SNAPSHOT,
     ADDED_PARTICIPANT,
     MARATHON_CREATED,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,
     REMOVED_PARTICIPANT,
+    Leaderboard,
     marathon_from_payload,
+    snapshot_from_payload,
 )
-from api.streaming.hub import HubClosedError, HubError
-from domain.marathons import Leaderboard, snapshot_from_payload
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
-    from api.feeds.marathons.store import MarathonState, Participant, PgMarathonStore
+    from api.feeds.marathons.store import MarathonState, PgMarathonStore
     from api.streaming.hub import Hub
     from domain.events import Event
-    from domain.marathons import AccountSnapshot, Marathon
+    from domain.marathons import AccountSnapshot, Marathon, Participant
 
 logger = logging.getLogger(__name__)
 

@@ -15,17 +15,23 @@ import orjson
 
 from api.storage.history import number_event
 from domain.marathons import (
-    MARATHON,
+    ACCOUNT_SNAPSHOT,
+    MARATHON_CREATED,
+    PARTICIPANT_ADDED,
+    PARTICIPANT_REMOVED,
     AccountSnapshot,
     EnrolledElsewhereError,
     Holding,
     Marathon,
+    Participant,
     initial_balance_from,
+    marathon_payload,
     may_enrol,
+    participant_added_payload,
+    participant_removed_payload,
     snapshot_from_payload,
     snapshot_to_payload,
 )
-from domain.payloads import PayloadCodec
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
@@ -38,70 +44,6 @@ if TYPE_CHECKING:
     from domain.events import Event
     from domain.marathons import Enroller
     from domain.ports import Clock
-
-
-MARATHON_CREATED = "marathon.created"
-PARTICIPANT_ADDED = "participant.added"
-PARTICIPANT_REMOVED = "participant.removed"
-ACCOUNT_SNAPSHOT = "account.snapshot"
-
-
-@dataclass(frozen=True, slots=True)
-class Participant:
-    marathon_id: str
-    login: int
-    participant: str
-    """The user (token ``sub``) who owns the account."""
-    initial_balance: Decimal | None
-    initial_explicit: bool
-    registered_at: datetime
-
-    def to_payload(self) -> dict[str, Any]:
-        return PARTICIPANT.encode(self)
-
-
-PARTICIPANT = PayloadCodec(Participant)
-
-
-def marathon_payload(marathon: Marathon) -> dict[str, Any]:
-    return MARATHON.encode(marathon)
-
-
-def marathon_from_payload(payload: dict[str, Any]) -> Marathon:
-    return MARATHON.decode(payload)
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantAdded:
-    """A participant.added event's payload: the participant, and its account's latest snapshot
-    if one is stored (else the key is absent, not null)."""
-
-    participant: Participant
-    snapshot: AccountSnapshot | None = None
-
-
-ADDED_PARTICIPANT = PayloadCodec(ParticipantAdded, omit_none=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ParticipantRemoved:
-    """A participant.removed event's payload."""
-
-    marathon_id: str
-    login: int
-
-
-REMOVED_PARTICIPANT = PayloadCodec(ParticipantRemoved)
-
-
-def participant_added_payload(
-    participant: Participant, snapshot: AccountSnapshot | None
-) -> dict[str, Any]:
-    return ADDED_PARTICIPANT.encode(ParticipantAdded(participant, snapshot))
-
-
-def participant_removed_payload(marathon_id: str, login: int) -> dict[str, Any]:
-    return REMOVED_PARTICIPANT.encode(ParticipantRemoved(marathon_id, login))
 
 
 def _participant(row: asyncpg.Record) -> Participant:

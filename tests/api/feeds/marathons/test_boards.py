@@ -7,15 +7,17 @@ from decimal import Decimal
 from typing import Any
 
 from api.feeds.marathons.boards import MarathonBoards
-from api.feeds.marathons.store import (
+from api.feeds.marathons.store import MarathonState
+from domain.events import Event
+from domain.marathons import (
     ACCOUNT_SNAPSHOT,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,
-    MarathonState,
+    AccountSnapshot,
+    Marathon,
     Participant,
+    snapshot_to_payload,
 )
-from domain.events import Event
-from domain.marathons import AccountSnapshot, Marathon, snapshot_to_payload
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MARATHON = Marathon("m", "M", T0, T0 + timedelta(days=1), public=False, organiser="olga")

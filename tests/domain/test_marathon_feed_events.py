@@ -1,6 +1,6 @@
-"""The wire format of the marathon store's payloads (marathons, participants), pinned byte for
-byte: stored events and processes of other versions read them (tests/domain/test_payloads.py pins
-the domain's, account snapshots among them)."""
+"""The wire format of the marathon feed's events (marathons, participants), pinned byte for byte:
+stored events and processes of other versions read them (tests/domain/test_payloads.py pins the
+other payloads, account snapshots among them)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from api.feeds.marathons.store import (
+from domain.marathons import (
     ADDED_PARTICIPANT,
     PARTICIPANT,
     REMOVED_PARTICIPANT,
+    AccountSnapshot,
+    Marathon,
     Participant,
     marathon_from_payload,
     marathon_payload,
     participant_added_payload,
     participant_removed_payload,
 )
-from domain.marathons import AccountSnapshot, Marathon
 
 if TYPE_CHECKING:
     from collections.abc import Callable
