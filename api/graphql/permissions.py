@@ -46,6 +46,14 @@ def require_role(principal: Principal, *roles: Role, what: str) -> None:
         raise ForbiddenError(f"{what} needs the role {allowed}")
 
 
+def signed_in_user(principal: Principal, what: str) -> str:
+    """The caller's own ``what`` (a user's paper account, dashboard...): for the ``user`` role
+    only; the caller's ``sub``."""
+    require_role(principal, Role.USER, what=what)
+    assert principal.sub is not None
+    return principal.sub
+
+
 class RateLimitedError(ClientError):
     code = "RATE_LIMITED"
 

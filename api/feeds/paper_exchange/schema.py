@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 
-from api.auth import Role
 from api.feeds.paper_exchange.stream import live_stream
 from api.feeds.paper_exchange.types import (
     LiveDashboardEvent,
@@ -24,12 +23,9 @@ from api.feeds.paper_exchange.types import (
 )
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
-from api.graphql.permissions import limit_mutations, require_role
+from api.graphql.permissions import limit_mutations, signed_in_user
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after
 from domain import paper_exchange as model
-
-if TYPE_CHECKING:
-    from api.auth import Principal
 
 
 class OrderGraphQLError(ClientError):
@@ -74,17 +70,11 @@ class PlaceOrderInput:
     )
 
 
-def _owner(principal: Principal, what: str) -> str:
-    require_role(principal, Role.USER, what=what)
-    assert principal.sub is not None
-    return principal.sub
-
-
 @strawberry.type
 class ExchangeQuery:
     @strawberry.field(description="The signed-in user's paper account (users only).")
     async def paper_account(self, info: Info) -> PaperAccount:
-        owner = _owner(info.context.principal, "paperAccount")
+        owner = signed_in_user(info.context.principal, "paperAccount")
         exchange = info.context.services.exchange
         account = await exchange.account(owner)
         balance, positions = account_views(account.valuer(), await exchange.marks())
@@ -108,7 +98,7 @@ class ExchangeSubscription:
         info: Info,
         after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
     ) -> AsyncIterator[LiveDashboardEvent]:
-        owner = _owner(info.context.principal, "liveDashboard")
+        owner = signed_in_user(info.context.principal, "liveDashboard")
         return live_stream(info.context.services, owner, parse_after(after, 1))
 
 
@@ -120,7 +110,7 @@ class ExchangeMutation:
     )
     async def place_order(self, info: Info, input: PlaceOrderInput) -> PlaceOrderResult:
         principal = limit_mutations(info)
-        owner = _owner(principal, "placeOrder")
+        owner = signed_in_user(principal, "placeOrder")
         services = info.context.services
         market_or_error(services.markets, input.symbol)
         request = model.OrderRequest(
@@ -147,7 +137,7 @@ class ExchangeMutation:
     @strawberry.mutation(description="Cancel one of the signed-in user's open orders.")
     async def cancel_order(self, info: Info, order_id: strawberry.ID) -> PaperOrder:
         principal = limit_mutations(info)
-        owner = _owner(principal, "cancelOrder")
+        owner = signed_in_user(principal, "cancelOrder")
         exchange = info.context.services.exchange
         try:
             await exchange.cancel(owner, str(order_id))

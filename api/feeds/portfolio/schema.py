@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import strawberry
 
-from api.auth import Role
 from api.feeds.portfolio.desk import CASH, asset_of
 from api.feeds.portfolio.stream import dashboard_stream
 from api.feeds.portfolio.types import (
@@ -22,12 +21,9 @@ from api.feeds.portfolio.types import (
 )
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
-from api.graphql.permissions import limit_mutations, require_role
+from api.graphql.permissions import limit_mutations, signed_in_user
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after
 from domain import portfolio as model
-
-if TYPE_CHECKING:
-    from api.auth import Principal
 
 
 @strawberry.type(description="A spot holding (USD included), with average-cost accounting.")
@@ -95,18 +91,12 @@ class PortfolioGraphQLError(ClientError):
         super().__init__(str(error), code=error.code)
 
 
-def _owner(principal: Principal, what: str) -> str:
-    require_role(principal, Role.USER, what=what)
-    assert principal.sub is not None
-    return principal.sub
-
-
 @strawberry.type
 class PortfolioQuery:
     @strawberry.field(description="The signed-in user's portfolio: holdings and value.")
     async def portfolio(self, info: Info) -> Portfolio:
         services = info.context.services
-        owner = _owner(info.context.principal, "portfolio")
+        owner = signed_in_user(info.context.principal, "portfolio")
         valuer = PortfolioValuer(services, owner)
         await valuer.load()
         update = valuer.update()
@@ -138,7 +128,7 @@ class PortfolioQuery:
 
     @strawberry.field(description="The signed-in user's price alerts.")
     async def price_alerts(self, info: Info) -> list[PriceAlertType]:
-        owner = _owner(info.context.principal, "priceAlerts")
+        owner = signed_in_user(info.context.principal, "priceAlerts")
         return [
             _alert_type(alert, triggered_at)
             for alert, triggered_at in await info.context.services.portfolio.alerts(owner)
@@ -146,7 +136,7 @@ class PortfolioQuery:
 
     @strawberry.field(description="The signed-in user's trim rules.")
     async def trim_rules(self, info: Info) -> list[TrimRuleType]:
-        owner = _owner(info.context.principal, "trimRules")
+        owner = signed_in_user(info.context.principal, "trimRules")
         return [
             TrimRuleType(
                 id=strawberry.ID(r["id"]),
@@ -184,7 +174,7 @@ class PortfolioSubscription:
         info: Info,
         after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
     ) -> AsyncIterator[DashboardUpdate]:
-        owner = _owner(info.context.principal, "dashboardUpdates")
+        owner = signed_in_user(info.context.principal, "dashboardUpdates")
         return dashboard_stream(info.context.services, owner, parse_after(after, 2))
 
 
@@ -192,7 +182,7 @@ class PortfolioSubscription:
 class PortfolioMutation:
     @strawberry.mutation(description="Create a price alert; it fires once when crossed.")
     async def create_price_alert(self, info: Info, input: PriceAlertInput) -> PriceAlertType:
-        owner = _owner(limit_mutations(info), "createPriceAlert")
+        owner = signed_in_user(limit_mutations(info), "createPriceAlert")
         try:
             alert = await info.context.services.portfolio.create_alert(
                 owner,
@@ -208,7 +198,7 @@ class PortfolioMutation:
 
     @strawberry.mutation(description="Delete one of your price alerts; false if unknown.")
     async def delete_price_alert(self, info: Info, id: strawberry.ID) -> bool:
-        owner = _owner(limit_mutations(info), "deletePriceAlert")
+        owner = signed_in_user(limit_mutations(info), "deletePriceAlert")
         return await info.context.services.portfolio.delete_alert(owner, str(id))
 
     @strawberry.mutation(
@@ -216,7 +206,7 @@ class PortfolioMutation:
         "the price is gainPercent above its entry (and above the last trim)."
     )
     async def create_trim_rule(self, info: Info, input: TrimRuleInput) -> TrimRuleType:
-        owner = _owner(limit_mutations(info), "createTrimRule")
+        owner = signed_in_user(limit_mutations(info), "createTrimRule")
         services = info.context.services
         market_or_error(services.markets, input.symbol)
         try:
@@ -235,7 +225,7 @@ class PortfolioMutation:
 
     @strawberry.mutation(description="Delete one of your trim rules; false if unknown.")
     async def delete_trim_rule(self, info: Info, id: strawberry.ID) -> bool:
-        owner = _owner(limit_mutations(info), "deleteTrimRule")
+        owner = signed_in_user(limit_mutations(info), "deleteTrimRule")
         return await info.context.services.portfolio.delete_trim(owner, str(id))
 
     @strawberry.mutation(
@@ -245,7 +235,7 @@ class PortfolioMutation:
     async def convert(
         self, info: Info, from_asset: str, to_asset: str, amount: Decimal
     ) -> ConversionCompleted:
-        owner = _owner(limit_mutations(info), "convert")
+        owner = signed_in_user(limit_mutations(info), "convert")
         try:
             completed = await info.context.services.portfolio.convert(
                 owner, from_asset, to_asset, amount
