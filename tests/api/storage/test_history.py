@@ -19,7 +19,9 @@ from api.storage.history import (
     InvalidCursorError,
     NotRecovered,
     PgHistory,
+    Unnumbered,
     number_event,
+    number_events,
 )
 from api.storage.migrate import migrate
 from api.streaming.broadcast import RECONNECTED, Broadcast
@@ -60,6 +62,74 @@ async def test_sequences_are_monotonic_per_topic_under_concurrency(pool: asyncpg
     )
     assert sorted(e.sequence for e in got) == list(range(1, 51))
     assert (await number_event(pool, CLOCK, user_topic(), "Thing", {})).sequence == 1
+
+
+async def test_a_batch_is_numbered_per_topic_in_order_after_what_came_before(
+    pool: asyncpg.Pool,
+) -> None:
+    history = PgHistory(pool, parse_limits(""))
+    a, b, fresh = user_topic(), user_topic(), user_topic()
+    await number(pool, a, 2)
+    await number(pool, b, 1)
+    batch = [
+        Unnumbered(a, "Thing", {"n": 0}),
+        Unnumbered(b, "Thing", {"n": 1}),
+        Unnumbered(a, "Thing", {"n": 2}),
+        Unnumbered(fresh, "Thing", {"n": 3}),
+        Unnumbered(price_topic("BTC-PERP"), "PriceUpdate", {"p": "1"}),
+        Unnumbered(a, "Thing", {"n": 4}),
+    ]
+    price_before = (await history.position(price_topic("BTC-PERP"))).sequence
+    got = await number_events(pool, CLOCK, batch)
+    assert [(e.topic, e.sequence, e.payload) for e in got] == [
+        (a, 3, {"n": 0}),
+        (b, 2, {"n": 1}),
+        (a, 4, {"n": 2}),
+        (fresh, 1, {"n": 3}),
+        (price_topic("BTC-PERP"), price_before + 1, {"p": "1"}),
+        (a, 5, {"n": 4}),
+    ]
+    assert len({e.published_at for e in got}) == 1
+    kept = await history.since(a, 2)
+    assert [(e.sequence, e.payload) for e in kept] == [(3, {"n": 0}), (4, {"n": 2}), (5, {"n": 4})]
+    assert [e.sequence for e in await history.since(fresh, 0)] == [1]
+    assert (await history.position(a)).sequence == 5
+    assert (await number_event(pool, CLOCK, a, "Thing", {})).sequence == 6
+    rows = await pool.fetchval("SELECT count(*) FROM topic_history WHERE topic LIKE 'price:%'")
+    assert rows == 0
+    assert await number_events(pool, CLOCK, []) == []
+
+
+async def test_concurrent_batches_over_shared_topics_neither_deadlock_nor_repeat_a_number(
+    pool: asyncpg.Pool,
+) -> None:
+    topics = [user_topic() for _ in range(5)]
+
+    async def batch(i: int) -> list[Event]:
+        # each batch names the topics in another order; the statement locks them by name
+        order = topics[i % 5 :] + topics[: i % 5]
+        async with pool.acquire() as conn, conn.transaction():
+            return await number_events(
+                conn, CLOCK, [Unnumbered(t, "Thing", {"i": i}) for t in order * 3]
+            )
+
+    got = await asyncio.wait_for(asyncio.gather(*(batch(i) for i in range(20))), 30)
+    for topic in topics:
+        numbers = sorted(e.sequence for events in got for e in events if e.topic == topic)
+        assert numbers == list(range(1, 61))
+
+
+async def test_a_rolled_back_batch_leaves_neither_sequences_nor_history(pool: asyncpg.Pool) -> None:
+    history = PgHistory(pool, parse_limits(""))
+    topic = user_topic()
+    await number(pool, topic, 1)
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        await number_events(conn, CLOCK, [Unnumbered(topic, "Thing", {})] * 3)
+        await transaction.rollback()
+    assert (await history.position(topic)).sequence == 1
+    assert [e.sequence for e in await history.since(topic, 0)] == [1]
 
 
 async def test_stream_events_are_kept_with_their_payload_and_latest_value_events_are_not(
