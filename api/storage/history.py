@@ -177,9 +177,7 @@ SELECT sequence FROM numbered ORDER BY ord
 """
 
 
-async def number_events(
-    conn: Executor, clock: Clock, events: Sequence[Unnumbered]
-) -> list[Event]:
+async def number_events(conn: Executor, clock: Clock, events: Sequence[Unnumbered]) -> list[Event]:
     """:func:`number_event` for many events at once, in one statement (one round trip): each
     topic's sequence is moved once by its count of events, the events of one topic are numbered
     in the order given, and those of stream topics are recorded in history. Topics are locked in
