@@ -2,9 +2,15 @@
 owners as health crosses the warning band, keeps the ranked liquidation candidates, liquidates the
 ones still under water after a grace delay, and keeps each market's stats and funding.
 
-One evaluation (every ``interval_s``) reads the open positions and the latest prices, so it sees the
-writes of every process. A market whose price is older than ``price_max_age_s`` is left alone: no
-warning, liquidation or funding sample is ever based on a stale price.
+One evaluation (every ``interval_s``) reads the positions changed since the last one (every
+process's writes: :meth:`PositionBook.position_changes`) and the latest prices. It keeps the open
+positions in a :class:`domain.perps_index.PositionIndex`, so a pass values only the positions a
+price move may have pushed across a threshold, the ones that changed, and the liquidation
+candidates (whose published figures move with every price); warnings, candidates, liquidations
+and market stats are what valuing every position would give (:mod:`domain.perps_reference` is that
+algorithm, kept to check this one against). A market whose price is older than
+``price_max_age_s`` is left alone: no warning, liquidation or funding sample is ever based on a
+stale price.
 
 Events (topics from :mod:`domain.topics`):
 
@@ -27,6 +33,7 @@ from domain.payloads import PayloadCodec
 from domain.perps import (
     FundingAccumulator,
     LiquidationWatch,
+    OpenInterest,
     Position,
     Side,
     Signal,
@@ -34,9 +41,9 @@ from domain.perps import (
     funding_payment,
     mark_price,
     mark_to_market,
-    open_interest,
     ranked_candidates,
 )
+from domain.perps_index import PositionIndex
 from domain.perps_margin import MarginAccount  # noqa: TC001  (a payload codec reads hints at runtime)
 from domain.perps_trades import FillKind, liquidate_position
 from domain.topics import (
@@ -91,10 +98,32 @@ class Announcement:
         return replace(self, change=replace(self.change, position=position))
 
 
+@dataclass(frozen=True, slots=True)
+class PositionChanges:
+    """What :meth:`PositionBook.position_changes` read: every position that changed since the
+    cursor it was given (it may repeat some that did not), and the cursor to give next time."""
+
+    open: list[Position]
+    """Open positions as they are now; every open position when read without a cursor."""
+    ended: list[str]
+    """Ids of positions closed or liquidated (some perhaps never seen open)."""
+    cursor: int | None
+
+
 class PositionBook(Protocol):
     """Where positions live (PostgreSQL in the server)."""
 
     async def open_positions(self) -> list[Position]: ...
+
+    async def position_changes(self, cursor: int | None) -> PositionChanges:
+        """Every open position (``cursor`` None), or the positions changed since the read that
+        returned ``cursor``: none is ever missed, whichever process wrote it."""
+        ...
+
+    async def oldest_fill_since(self, since: datetime) -> datetime | None:
+        """When the oldest fill at or after ``since`` was made (None: there is none), so that
+        the volumes of :meth:`volumes_since` are read again only when one leaves the window."""
+        ...
 
     async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
         """Store the liquidation and number ``announce``, atomically, if the position is still
@@ -268,6 +297,10 @@ class PositionChange:
 POSITION_CHANGE = PayloadCodec(PositionChange, omit_none=True)
 
 
+def _position_id(valuation: Valuation) -> str:
+    return valuation.position.id
+
+
 def candidates_payload(candidates: list[Valuation]) -> dict[str, Any]:
     return LIQUIDATIONS.encode(LiquidationsUpdated.of(candidates))
 
@@ -325,6 +358,10 @@ class PerpsEngine:
         self._next_funding: dict[str, datetime] = {}
         self._published: dict[str, dict[str, Any]] = {}
         self._started = False
+        self.positions = PositionIndex(markets)
+        self._cursor: int | None = None
+        self._volumes_read: dict[str, Decimal] | None = None
+        self._oldest_fill: datetime | None = None
 
     async def start(self) -> None:
         """Pick up the funding schedule where the last process left it."""
@@ -337,27 +374,53 @@ class PerpsEngine:
         self._started = True
 
     async def evaluate(self) -> None:
-        """One pass over every open position and market."""
+        """One pass: take in the book's changes, value what the prices' moves may have changed,
+        warn, rank and liquidate, then each market's stats and funding."""
         if not self._started:
             await self.start()
         now = self.clock.now()
-        positions = await self.book.open_positions()
+        changes = await self.book.position_changes(self._cursor)
+        self._cursor = changes.cursor
+        for position_id in changes.ended:
+            self.watch.forget(position_id)
+        changed = self.positions.apply(changes.open, changes.ended)
         indexes = await self._fresh_indexes(now)
 
-        self.watch.retain({p.id for p in positions})
-
-        valuations: list[Valuation] = []
-        for position in positions:
-            index = indexes.get(position.market)
-            if index is None:
-                continue
-            valuation = mark_to_market(position, index, self.markets.get(position.market))
-            valuations.append(valuation)
+        observed: list[Valuation] = []
+        liquidatable: list[Valuation] = []
+        for market_id, index in indexes.items():
+            positions = self.positions.markets[market_id]
+            market = positions.market
+            marked: dict[str, Valuation] = {}
+            for position in positions.to_observe(index):
+                valuation = mark_to_market(position, index, market)
+                positions.observed(valuation)
+                marked[position.id] = valuation
+            observed.extend(marked.values())
+            for position_id in positions.liquidatable:
+                known = marked.get(position_id)
+                if known is None:
+                    known = mark_to_market(positions.positions[position_id], index, market)
+                liquidatable.append(known)
+        # In the order of a read of every position (by id), as each owner's stream had them.
+        for valuation in sorted(observed, key=_position_id):
             for signal in self.watch.observe(valuation):
                 if signal is Signal.WARNING:
                     await self._warn(valuation)
 
-        candidates = ranked_candidates(valuations)
+        candidates = ranked_candidates(liquidatable)
+        liquidated = await self._candidates(candidates)
+        for position_id in liquidated:
+            self.positions.remove(position_id)
+
+        volumes = await self._volumes(now, changed or bool(liquidated))
+        for market in self.markets:
+            interest = self.positions.markets[market.id].open_interest()
+            await self._market(market, interest, indexes.get(market.id), volumes, now)
+
+    async def _candidates(self, candidates: list[Valuation]) -> set[str]:
+        """Liquidate the candidates whose grace delay is over and publish the others; the ids
+        of the ones liquidated."""
         # A position that recovered (or whose price went stale) starts its grace delay afresh
         # when it is next a candidate.
         candidate_ids = {v.position.id for v in candidates}
@@ -371,11 +434,17 @@ class PerpsEngine:
             LIQUIDATIONS_UPDATED,
             candidates_payload(candidates),
         )
+        return liquidated
 
-        still_open = [p for p in positions if p.id not in liquidated]
-        volumes = await self.book.volumes_since(now - DAY)
-        for market in self.markets:
-            await self._market(market, still_open, indexes.get(market.id), volumes, now)
+    async def _volumes(self, now: datetime, changed: bool) -> dict[str, Decimal]:
+        """The traded notional per market over the last 24 h, read again only when it may have
+        changed: a fill was stored (it comes with a position change) or one left the window."""
+        since = now - DAY
+        expired = self._oldest_fill is not None and self._oldest_fill < since
+        if self._volumes_read is None or changed or expired:
+            self._volumes_read = await self.book.volumes_since(since)
+            self._oldest_fill = await self.book.oldest_fill_since(since)
+        return self._volumes_read
 
     async def _fresh_indexes(self, now: datetime) -> dict[str, Decimal]:
         max_age = timedelta(seconds=self.settings.price_max_age_s)
@@ -433,12 +502,11 @@ class PerpsEngine:
     async def _market(
         self,
         market: Market,
-        positions: list[Position],
+        interest: OpenInterest,
         index: Decimal | None,
         volumes: dict[str, Decimal],
         now: datetime,
     ) -> None:
-        interest = open_interest(positions, market.id)
         mark = None if index is None else mark_price(index, interest, market)
         accumulator = self._funding[market.id]
         if index is not None and mark is not None:

@@ -25,6 +25,7 @@ from domain.perps_engine import (
     POSITION_WARNING,
     EngineSettings,
     PerpsEngine,
+    PositionChanges,
 )
 from domain.prices import OraclePrice
 from domain.topics import policy_of
@@ -101,6 +102,13 @@ class FakeBook:
 
     async def open_positions(self) -> list[Position]:
         return list(self.positions.values())
+
+    async def position_changes(self, cursor: int | None) -> PositionChanges:
+        """Everything, every time: the engine must tell what changed itself."""
+        return PositionChanges(list(self.positions.values()), list(self.liquidated), None)
+
+    async def oldest_fill_since(self, since: datetime) -> datetime | None:
+        return None  # the volumes set by a test never leave the window
 
     async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
         if self.before_liquidate is not None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from api.storage.history import number_event
 from domain.perps import Position, Side
+from domain.perps_engine import PositionChanges
 from domain.perps_margin import (
     MarginAccount,
     account_movement,
@@ -112,6 +113,40 @@ class PgPositionBook:
                 owner,
             )
         return [_position(row) for row in rows]
+
+    async def position_changes(self, cursor: int | None) -> PositionChanges:
+        """Every open position (``cursor`` None), or every position written by a transaction
+        the read that returned ``cursor`` may not have seen (migration 0010): one snapshot, whose
+        xmin is the next cursor."""
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            xmin = await conn.fetchval(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            )
+            if cursor is None:
+                rows = await conn.fetch(
+                    f"""SELECT {_POSITION_COLUMNS}, status FROM perp_positions
+                        WHERE status = 'open' ORDER BY id"""
+                )
+            else:
+                rows = await conn.fetch(
+                    f"""SELECT {_POSITION_COLUMNS}, status FROM perp_positions
+                        WHERE changed_by >= $1::text::xid8 ORDER BY id""",
+                    str(cursor),
+                )
+        return PositionChanges(
+            [_position(row) for row in rows if row["status"] == "open"],
+            [row["id"] for row in rows if row["status"] != "open"],
+            xmin,
+        )
+
+    async def oldest_fill_since(self, since: datetime) -> datetime | None:
+        at: datetime | None = await self.pool.fetchval(
+            "SELECT min(at) FROM perp_fills WHERE at >= $1", since
+        )
+        return at
 
     async def margin_account(self, owner: str) -> MarginAccount:
         """The owner's account as stored (a new one, not yet stored, if it has none)."""
