@@ -246,6 +246,11 @@ class LiquidationWatch:
             self._candidates.discard(position_id)
         return signals
 
+    @property
+    def warned(self) -> frozenset[str]:
+        """The positions warned of and not yet recovered."""
+        return frozenset(self._warned)
+
     def retain(self, position_ids: set[str]) -> None:
         """Forget every position not in ``position_ids`` (closed or liquidated elsewhere)."""
         self._warned &= position_ids

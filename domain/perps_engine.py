@@ -362,6 +362,8 @@ class PerpsEngine:
         self._cursor: int | None = None
         self._volumes_read: dict[str, Decimal] | None = None
         self._oldest_fill: datetime | None = None
+        self.valued = 0
+        """How many positions the last pass valued (a figure for the benchmark)."""
 
     async def start(self) -> None:
         """Pick up the funding schedule where the last process left it."""
@@ -388,6 +390,7 @@ class PerpsEngine:
 
         observed: list[Valuation] = []
         liquidatable: list[Valuation] = []
+        self.valued = 0
         for market_id, index in indexes.items():
             positions = self.positions.markets[market_id]
             market = positions.market
@@ -401,7 +404,9 @@ class PerpsEngine:
                 known = marked.get(position_id)
                 if known is None:
                     known = mark_to_market(positions.positions[position_id], index, market)
+                    self.valued += 1
                 liquidatable.append(known)
+        self.valued += len(observed)
         # In the order of a read of every position (by id), as each owner's stream had them.
         for valuation in sorted(observed, key=_position_id):
             for signal in self.watch.observe(valuation):

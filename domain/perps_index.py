@@ -151,6 +151,9 @@ class MarketIndex:
         self.marked_at: Decimal | None = None
         self._keys: dict[str, list[tuple[float, str]]] = {}
         self._thresholds: SortedKeyList[tuple[float, str]] = SortedKeyList(key=_by_price)
+        self._unsorted: list[tuple[float, str]] = []
+        """Keys put since the last lookup, sorted in with one ``update`` (a first load puts
+        every position: one sort, not n insertions)."""
         self._volatile: set[str] = set()
         self._long = SideTotal()
         self._short = SideTotal()
@@ -173,7 +176,7 @@ class MarketIndex:
         else:
             keys = [(price, position.id) for price in prices]
             self._keys[position.id] = keys
-            self._thresholds.update(keys)
+            self._unsorted.extend(keys)
         self.dirty.add(position.id)
         return True
 
@@ -187,7 +190,13 @@ class MarketIndex:
         self.liquidatable.discard(position_id)
         return True
 
+    def _sort_in(self) -> None:
+        if self._unsorted:
+            self._thresholds.update(self._unsorted)
+            self._unsorted = []
+
     def _unkey(self, position: Position) -> None:
+        self._sort_in()
         self._total(position.side).remove(position.size)
         for key in self._keys.pop(position.id, ()):
             self._thresholds.remove(key)
@@ -198,6 +207,7 @@ class MarketIndex:
 
     def crossed(self, a: Decimal, b: Decimal) -> set[str]:
         """Positions with a threshold between prices ``a`` and ``b`` (widened by EPSILON)."""
+        self._sort_in()
         low, high = sorted((float(a), float(b)))
         keys = self._thresholds.irange_key(low * (1 - EPSILON), high * (1 + EPSILON))
         return {position_id for _, position_id in keys}
