@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, getcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
 from domain.payloads import PayloadCodec
@@ -74,6 +74,13 @@ MARKET_STATS_UPDATED = "market-stats.updated"
 FUNDING_SETTLED = "funding.settled"
 
 DAY = timedelta(hours=24)
+_WIDE = Context(prec=1000)
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), "a fill's notional is finite"
+    return exponent
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +369,7 @@ class PerpsEngine:
         self._cursor: int | None = None
         self._volumes_read: dict[str, Decimal] | None = None
         self._oldest_fill: datetime | None = None
+        self._volumes_inexact = False
         self.valued = 0
         """How many positions the last pass valued (a figure for the benchmark)."""
 
@@ -418,7 +426,7 @@ class PerpsEngine:
         for position_id in liquidated:
             self.positions.remove(position_id)
 
-        volumes = await self._volumes(now, changed or bool(liquidated))
+        volumes = await self._volumes(now, changed)
         for market in self.markets:
             interest = self.positions.markets[market.id].open_interest()
             await self._market(market, interest, indexes.get(market.id), volumes, now)
@@ -443,13 +451,32 @@ class PerpsEngine:
 
     async def _volumes(self, now: datetime, changed: bool) -> dict[str, Decimal]:
         """The traded notional per market over the last 24 h, read again only when it may have
-        changed: a fill was stored (it comes with a position change) or one left the window."""
+        changed: another writer stored a fill (it comes with a position change) or one left the
+        window. The engine's own liquidations' fills are added as the query would sum them."""
         since = now - DAY
         expired = self._oldest_fill is not None and self._oldest_fill < since
-        if self._volumes_read is None or changed or expired:
+        if self._volumes_read is None or changed or expired or self._volumes_inexact:
             self._volumes_read = await self.book.volumes_since(since)
             self._oldest_fill = await self.book.oldest_fill_since(since)
+            self._volumes_inexact = False
         return self._volumes_read
+
+    def _add_volume(self, fill: Fill) -> None:
+        """Add a fill the engine stored to the volumes read, with the digits and exponent
+        PostgreSQL's ``sum`` gives (its scale is the largest of the summed values'; a stored
+        numeric has none below 0); where the sum would round, read it again instead."""
+        if self._volumes_read is None:
+            return
+        notional = fill.notional
+        stored = notional.quantize(Decimal(1).scaleb(min(0, _exponent(notional))))
+        held = self._volumes_read.get(fill.market)
+        total = stored if held is None else _WIDE.add(held, stored)
+        if len(total.as_tuple().digits) > getcontext().prec:
+            self._volumes_inexact = True
+            return
+        self._volumes_read = {**self._volumes_read, fill.market: total}
+        if self._oldest_fill is None or fill.at < self._oldest_fill:
+            self._oldest_fill = fill.at
 
     async def _fresh_indexes(self, now: datetime) -> dict[str, Decimal]:
         max_age = timedelta(seconds=self.settings.price_max_age_s)
@@ -490,6 +517,7 @@ class PerpsEngine:
             if event is None:
                 continue  # changed since we read it; the next pass sees the new state
             await self.publisher.send(event)
+            self._add_volume(trade.fill)
             done.add(position.id)
             self.watch.forget(position.id)
             self._candidate_since.pop(position.id, None)

@@ -101,7 +101,16 @@ class Book:
         self.volumes: dict[str, Decimal] = {}
         self.fills: list[tuple[str, Decimal, datetime]] = []
 
-    def write(self, position: Position, *, ended: bool = False, fill: bool = True) -> None:
+    def write(
+        self,
+        position: Position,
+        *,
+        ended: bool = False,
+        fill: Decimal | None = None,
+        traded: bool = True,
+    ) -> None:
+        """Store ``position``, and if ``traded`` a fill of ``fill`` notional (by default one of
+        its size at 100)."""
         self.version += 1
         self.changed_at[position.id] = self.version
         if ended:
@@ -109,8 +118,9 @@ class Book:
             self.ended[position.id] = position
         else:
             self.positions[position.id] = position
-        if fill:
-            self.fills.append((position.market, position.size * D(100), self.clock.now()))
+        if traded:
+            notional = position.size * D(100) if fill is None else fill
+            self.fills.append((position.market, notional, self.clock.now()))
 
     async def open_positions(self) -> list[Position]:
         return [self.positions[i] for i in sorted(self.positions)]
@@ -129,7 +139,7 @@ class Book:
         stored = self.positions.get(trade.position.id)
         if stored is None or stored.revision != trade.position.revision - 1:
             return None
-        self.write(trade.position, ended=True)
+        self.write(trade.position, ended=True, fill=trade.fill.notional)
         return self._number(announce)
 
     async def settle_funding(
@@ -155,7 +165,7 @@ class Book:
                 realized_pnl=position.realized_pnl - paid,
                 revision=position.revision + 1,
             )
-            self.write(after, fill=False)
+            self.write(after, traded=False)
             events.append(self._number(announce(after)))
         return events
 

@@ -116,30 +116,23 @@ class PgPositionBook:
 
     async def position_changes(self, cursor: int | None) -> PositionChanges:
         """Every open position (``cursor`` None), or every position written by a transaction
-        the read that returned ``cursor`` may not have seen (migration 0010): one snapshot, whose
-        xmin is the next cursor."""
-        async with (
-            self.pool.acquire() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            xmin = await conn.fetchval(
-                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
-            )
-            if cursor is None:
-                rows = await conn.fetch(
-                    f"""SELECT {_POSITION_COLUMNS}, status FROM perp_positions
-                        WHERE status = 'open' ORDER BY id"""
-                )
-            else:
-                rows = await conn.fetch(
-                    f"""SELECT {_POSITION_COLUMNS}, status FROM perp_positions
-                        WHERE changed_by >= $1::text::xid8 ORDER BY id""",
-                    str(cursor),
-                )
+        the read that returned ``cursor`` may not have seen (migration 0010). One statement, so
+        one snapshot (``pg_current_snapshot()`` is the statement's), whose xmin is the next
+        cursor; one round trip, the row with no position carrying it when nothing changed."""
+        which = "status = 'open'" if cursor is None else "changed_by >= $1::text::xid8"
+        rows = await self.pool.fetch(
+            f"""SELECT s.xmin, p.* FROM
+                    (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s
+                LEFT JOIN LATERAL
+                    (SELECT {_POSITION_COLUMNS}, status FROM perp_positions WHERE {which}
+                     ORDER BY id) p ON true""",
+            *(() if cursor is None else (str(cursor),)),
+        )
+        positions = [row for row in rows if row["id"] is not None]
         return PositionChanges(
-            [_position(row) for row in rows if row["status"] == "open"],
-            [row["id"] for row in rows if row["status"] != "open"],
-            xmin,
+            [_position(row) for row in positions if row["status"] == "open"],
+            [row["id"] for row in positions if row["status"] != "open"],
+            rows[0]["xmin"],
         )
 
     async def oldest_fill_since(self, since: datetime) -> datetime | None:
