@@ -398,23 +398,19 @@ class PerpsEngine:
 
         observed: list[Valuation] = []
         liquidatable: list[Valuation] = []
-        self.valued = 0
         for market_id, index in indexes.items():
             positions = self.positions.markets[market_id]
             market = positions.market
-            marked: dict[str, Valuation] = {}
-            for position in positions.to_observe(index):
-                valuation = mark_to_market(position, index, market)
-                positions.observed(valuation)
-                marked[position.id] = valuation
-            observed.extend(marked.values())
-            for position_id in positions.liquidatable:
-                known = marked.get(position_id)
-                if known is None:
-                    known = mark_to_market(positions.positions[position_id], index, market)
-                    self.valued += 1
-                liquidatable.append(known)
-        self.valued += len(observed)
+            try:
+                for position in positions.to_observe(index):
+                    valuation = mark_to_market(position, index, market)
+                    positions.observed(valuation)
+                    observed.append(valuation)
+            except BaseException:
+                positions.forget_observations()  # the next pass values all of them again
+                raise
+            liquidatable.extend(positions.liquidatable.values())
+        self.valued = len(observed)
         # In the order of a read of every position (by id), as each owner's stream had them.
         for valuation in sorted(observed, key=_position_id):
             for signal in self.watch.observe(valuation):

@@ -22,7 +22,8 @@ Invariants (per market, :class:`MarketIndex`):
   until the next observation;
 - so between ``marked_at`` and a new price ``p`` the state (warned, liquidatable) of a clean
   position can only change if one of its thresholds lies between them: :meth:`to_observe`
-  returns those, the dirty ones and the volatile ones, and nothing else.
+  returns those, the dirty ones and the volatile ones, and (their figures move with the price)
+  the liquidatable ones; ``liquidatable`` holds each one's valuation at ``marked_at``.
 
 Exactness: the engine decides with Decimal arithmetic (28 digits), so a state computed near a
 threshold can round either way. The keys are therefore only used to *select* positions to value
@@ -146,8 +147,9 @@ class MarketIndex:
         self.positions: dict[str, Position] = {}
         self.dirty: set[str] = set()
         """Put since the last observation: valued on the next one whatever the price did."""
-        self.liquidatable: set[str] = set()
-        """Positions whose health was below LIQUIDATION_HEALTH when last observed."""
+        self.liquidatable: dict[str, Valuation] = {}
+        """Positions whose health was below LIQUIDATION_HEALTH when last observed, valued at
+        ``marked_at`` (the candidates' published figures)."""
         self.marked_at: Decimal | None = None
         self._keys: dict[str, list[tuple[float, str]]] = {}
         self._thresholds: SortedKeyList[tuple[float, str]] = SortedKeyList(key=_by_price)
@@ -187,7 +189,7 @@ class MarketIndex:
             return False
         self._unkey(held)
         self.dirty.discard(position_id)
-        self.liquidatable.discard(position_id)
+        self.liquidatable.pop(position_id, None)
         return True
 
     def _sort_in(self) -> None:
@@ -213,24 +215,31 @@ class MarketIndex:
         return {position_id for _, position_id in keys}
 
     def to_observe(self, price: Decimal) -> list[Position]:
-        """The positions whose state may differ at ``price`` from what was last observed; the
-        caller values each (and reports it with :meth:`observed`): after this, every state is
-        taken to be the one at ``price``."""
+        """The positions whose state may differ at ``price`` from what was last observed, and
+        the liquidatable ones if the price moved (their figures did); the caller values each
+        (and reports it with :meth:`observed`): after this, every state is taken to be the one
+        at ``price``."""
         ids = self.dirty | self._volatile
         if self.marked_at is None:
             ids = set(self.positions)
         elif price != self.marked_at:
             ids |= self.crossed(self.marked_at, price)
+            ids.update(self.liquidatable)
         self.dirty.clear()
         self.marked_at = price
         return [self.positions[i] for i in ids]
 
+    def forget_observations(self) -> None:
+        """Take every position as unobserved: a pass that failed between :meth:`to_observe`
+        and the last :meth:`observed` leaves states that are not the ones at ``marked_at``."""
+        self.marked_at = None
+
     def observed(self, valuation: Valuation) -> None:
         position_id = valuation.position.id
         if valuation.liquidatable:
-            self.liquidatable.add(position_id)
+            self.liquidatable[position_id] = valuation
         else:
-            self.liquidatable.discard(position_id)
+            self.liquidatable.pop(position_id, None)
 
     def open_interest(self) -> OpenInterest:
         long, short = self._long.value(), self._short.value()

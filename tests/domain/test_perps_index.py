@@ -204,3 +204,12 @@ def test_open_interest_is_the_sum_of_the_open_positions(
         expected = open_interest([held[k] for k in sorted(held)], "BTC-PERP")
         got = index.open_interest()
         assert (str(got.long), str(got.short)) == (str(expected.long), str(expected.short))
+
+
+def test_after_a_failed_observation_every_position_is_valued_again() -> None:
+    index = MarketIndex(BTC)
+    for i in range(3):
+        index.put(position(f"p{i}"))
+    index.to_observe(D(48000))
+    index.forget_observations()
+    assert len(index.to_observe(D(48000))) == 3
