@@ -46,7 +46,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -178,10 +178,12 @@ class TimedBook:
     async def oldest_fill_since(self, since: datetime) -> datetime | None:
         return await self.book.oldest_fill_since(since)
 
-    async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
+    async def liquidate_all(
+        self, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> list[Event | None]:
         started = time.perf_counter()
         try:
-            return await self.book.liquidate(trade, announce)
+            return await self.book.liquidate_all(liquidations)
         finally:
             self.liquidating_s += time.perf_counter() - started
 
@@ -381,15 +383,16 @@ class Outcome:
     positions: int
     ticks: int
     load_s: float
-    indexed_ms: list[float]
-    liquidating_ms: list[float]
-    valued: list[int]
-    reference_ms: list[float]
-    compared_events: int
-    mismatches: list[str]
-    warnings: int
-    liquidations: int
-    max_candidates: int
+    indexed_ms: list[float] = field(default_factory=list)
+    indexed_cpu_ms: list[float] = field(default_factory=list)
+    liquidating_ms: list[float] = field(default_factory=list)
+    valued: list[int] = field(default_factory=list)
+    reference_ms: list[float] = field(default_factory=list)
+    compared_events: int = 0
+    mismatches: list[str] = field(default_factory=list)
+    warnings: int = 0
+    liquidations: int = 0
+    max_candidates: int = 0
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -473,7 +476,9 @@ async def ticks(
 
     rng = random.Random(seed + 1)
     total = int(seconds * rate * len(ids))
-    outcome = Outcome(len(indexed.engine.positions), total, load_s, [], [], [], [], 0, [], 0, 0, 0)
+    outcome = Outcome(
+        len(indexed.engine.positions), total, load_s, [], [], [], [], [], 0, [], 0, 0, 0
+    )
     compared = [len(indexed.publisher.events), len(reference.publisher.events)]
     for tick in range(total):
         market_id = ids[tick % len(ids)]
@@ -485,9 +490,10 @@ async def ticks(
             r.clock.advance(1 / (rate * len(ids)))
             set_price(r, market_id, price)
         liquidating = indexed.book.liquidating_s
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await indexed.engine.evaluate()
         outcome.indexed_ms.append((time.perf_counter() - started) * 1000)
+        outcome.indexed_cpu_ms.append((time.process_time() - cpu) * 1000)
         outcome.liquidating_ms.append((indexed.book.liquidating_s - liquidating) * 1000)
         outcome.valued.append(indexed.engine.valued)
         if with_reference:
@@ -558,6 +564,11 @@ def report(outcome: Outcome, load: float, say: Callable[[str], None] = print) ->
     say(
         f"  without liquidation transactions: p50 {percentile(without, 50):.3f}  "
         f"p99 {percentile(without, 99):.3f}  max {max(without):.3f}"
+    )
+    cpu = outcome.indexed_cpu_ms
+    say(
+        f"  this process's CPU time: p50 {percentile(cpu, 50):.3f}  p99 {percentile(cpu, 99):.3f}  "
+        f"max {max(cpu):.3f}   (PostgreSQL's work and waiting for it not included)"
     )
     liquidation_ticks = [w for w in outcome.liquidating_ms if w > 0]
     say(

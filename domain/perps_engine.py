@@ -54,7 +54,7 @@ from domain.topics import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from domain.events import Event
@@ -132,9 +132,12 @@ class PositionBook(Protocol):
         the volumes of :meth:`volumes_since` are read again only when one leaves the window."""
         ...
 
-    async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
-        """Store the liquidation and number ``announce``, atomically, if the position is still
-        open at ``trade.position.revision - 1``; else None (it changed meanwhile)."""
+    async def liquidate_all(
+        self, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> list[Event | None]:
+        """Store each liquidation and number its announcement, in one transaction, where the
+        position is still open at ``trade.position.revision - 1``; for each, its event, or None
+        (it changed meanwhile)."""
         ...
 
     async def settle_funding(
@@ -496,8 +499,9 @@ class PerpsEngine:
         await self.publisher.send(event)
 
     async def _liquidate_due(self, candidates: list[Valuation]) -> set[str]:
+        """Liquidate, together, the candidates whose grace delay is over."""
         now_mono = self.clock.monotonic()
-        done: set[str] = set()
+        due: list[tuple[Valuation, Trade]] = []
         for valuation in candidates:
             position = valuation.position
             since = self._candidate_since.setdefault(position.id, now_mono)
@@ -509,7 +513,15 @@ class PerpsEngine:
                 price=valuation.mark,
                 at=self.clock.now(),
             )
-            event = await self.book.liquidate(trade, liquidated_announcement(trade))
+            due.append((valuation, trade))
+        if not due:
+            return set()
+        events = await self.book.liquidate_all(
+            [(trade, liquidated_announcement(trade)) for _, trade in due]
+        )
+        done: set[str] = set()
+        for (valuation, trade), event in zip(due, events, strict=True):
+            position = valuation.position
             if event is None:
                 continue  # changed since we read it; the next pass sees the new state
             await self.publisher.send(event)

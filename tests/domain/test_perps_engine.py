@@ -33,7 +33,7 @@ from tests.domain.factories import make_market
 from tests.domain.fakes import START, FakePrices, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from domain.markets import Market
     from domain.perps_engine import Announcement
@@ -109,6 +109,11 @@ class FakeBook:
 
     async def oldest_fill_since(self, since: datetime) -> datetime | None:
         return None  # the volumes set by a test never leave the window
+
+    async def liquidate_all(
+        self, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> list[Event | None]:
+        return [await self.liquidate(trade, announce) for trade, announce in liquidations]
 
     async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
         if self.before_liquidate is not None:

@@ -37,7 +37,7 @@ from tests.domain.factories import make_market
 from tests.domain.fakes import FakePrices, ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from domain.markets import Market
     from domain.perps_engine import Announcement
@@ -134,6 +134,11 @@ class Book:
             [i for i in changed if i in self.ended],
             self.version,
         )
+
+    async def liquidate_all(
+        self, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> list[Event | None]:
+        return [await self.liquidate(trade, announce) for trade, announce in liquidations]
 
     async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
         stored = self.positions.get(trade.position.id)

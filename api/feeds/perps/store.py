@@ -19,7 +19,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from api.storage.history import number_event
+from api.storage.history import Unnumbered, number_event, number_events
 from domain.perps import Position, Side
 from domain.perps_engine import PositionChanges
 from domain.perps_margin import (
@@ -35,7 +35,7 @@ from domain.perps_margin import (
 from domain.perps_trades import FillKind
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     import asyncpg
@@ -227,41 +227,51 @@ class PgPositionBook:
             await _insert_fill(conn, trade.fill)
             return trade, await self._number(conn, announcement)
 
-    async def liquidate(self, trade: Trade, announce: Announcement) -> Event | None:
+    async def liquidate_all(
+        self, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> list[Event | None]:
+        """Every liquidation whose position is still open at the revision before its trade's,
+        stored in one transaction with a fixed number of statements however many there are
+        (positions locked in id order, then accounts in owner order, as funding and single
+        trades lock them); each one's numbered event, or None where the position changed."""
+        if not liquidations:
+            return []
         async with self.pool.acquire() as conn, conn.transaction():
-            source = await conn.fetchval(
-                """SELECT source FROM perp_positions
-                   WHERE id = $1 AND status = 'open' AND revision = $2 - 1 FOR UPDATE""",
-                trade.position.id,
-                trade.position.revision,
+            rows = await conn.fetch(
+                """SELECT p.id, p.source FROM perp_positions p
+                   JOIN unnest($1::text[], $2::int[]) AS t (id, revision)
+                     ON p.id = t.id AND p.revision = t.revision - 1
+                   WHERE p.status = 'open' ORDER BY p.id FOR UPDATE OF p""",
+                [t.position.id for t, _ in liquidations],
+                [t.position.revision for t, _ in liquidations],
             )
-            if source is None:
-                return None  # changed or ended since the engine read it
-            if source == "desk":
-                # What is left after the reward goes back to the owner's account.
-                account = await self._locked_account(conn, trade.position.owner)
-                after = move(account, trade.returned)
-                await self._save_account(conn, after)
-                announce = announce.with_account(after)
-            await _update_position(conn, trade, status="liquidated")
-            await _insert_fill(conn, trade.fill)
-            p, fill = trade.position, trade.fill
-            await conn.execute(
-                """INSERT INTO perp_liquidations (position_id, owner, market, side, size, price,
-                                                 notional, reward, returned, at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
-                p.id,
-                p.owner,
-                p.market,
-                p.side.value,
-                p.size,
-                fill.price,
-                fill.notional,
-                trade.reward,
-                trade.returned,
-                fill.at,
+            sources = {row["id"]: row["source"] for row in rows}
+            owners = sorted(
+                {t.position.owner for t, _ in liquidations if sources.get(t.position.id) == "desk"}
             )
-            return await self._number(conn, announce)
+            accounts = await self._locked_accounts(conn, owners)
+            done: list[tuple[Trade, Announcement]] = []
+            at: list[int] = []
+            for i, (trade, announce) in enumerate(liquidations):
+                source = sources.pop(trade.position.id, None)  # (a repeated id: stored once)
+                if source is None:
+                    continue
+                if source == "desk":
+                    # What is left after the reward goes back to the owner's account.
+                    owner = trade.position.owner
+                    accounts[owner] = move(accounts[owner], trade.returned)
+                    announce = announce.with_account(accounts[owner])
+                done.append((trade, announce))
+                at.append(i)
+            await self._save_accounts(conn, list(accounts.values()))
+            await _store_liquidations(conn, [t for t, _ in done])
+            events = await number_events(
+                conn, self.clock, [Unnumbered(a.topic, a.type, a.payload) for _, a in done]
+            )
+        results: list[Event | None] = [None] * len(liquidations)
+        for i, event in zip(at, events, strict=True):
+            results[i] = event
+        return results
 
     async def settle_funding(
         self,
@@ -457,6 +467,45 @@ class PgPositionBook:
         assert row is not None
         return _account(row)
 
+    async def _locked_accounts(
+        self, conn: Connection, owners: list[str]
+    ) -> dict[str, MarginAccount]:
+        """:meth:`_locked_account` for many owners (``owners`` sorted: locked in that order)."""
+        if not owners:
+            return {}
+        fresh = new_account("", self.initial_balance)
+        await conn.execute(
+            """INSERT INTO perp_margin_accounts (owner, balance, deposited, revision, updated_at)
+               SELECT o, $2, $2, 0, $3 FROM unnest($1::text[]) AS o ORDER BY o
+               ON CONFLICT (owner) DO NOTHING""",
+            owners,
+            fresh.balance,
+            self.clock.now(),
+        )
+        rows = await conn.fetch(
+            """SELECT owner, balance, deposited, revision FROM perp_margin_accounts
+               WHERE owner = ANY($1::text[]) ORDER BY owner FOR UPDATE""",
+            owners,
+        )
+        return {row["owner"]: _account(row) for row in rows}
+
+    async def _save_accounts(self, conn: Connection, accounts: list[MarginAccount]) -> None:
+        if not accounts:
+            return
+        await conn.execute(
+            """UPDATE perp_margin_accounts a
+               SET balance = t.balance, deposited = t.deposited, revision = t.revision,
+                   updated_at = $5
+               FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::bigint[])
+                    AS t (owner, balance, deposited, revision)
+               WHERE a.owner = t.owner""",
+            [a.owner for a in accounts],
+            [a.balance for a in accounts],
+            [a.deposited for a in accounts],
+            [a.revision for a in accounts],
+            self.clock.now(),
+        )
+
     async def _save_account(self, conn: Connection, account: MarginAccount) -> None:
         await conn.execute(
             """UPDATE perp_margin_accounts
@@ -492,6 +541,66 @@ async def _update_position(conn: Connection, trade: Trade, *, status: str) -> bo
         trade.fill.at,
     )
     return result == "UPDATE 1"
+
+
+async def _store_liquidations(conn: Connection, trades: list[Trade]) -> None:
+    """End the liquidated positions (locked, at the revision before each trade's), and insert
+    their fills and liquidation rows: three statements for any number."""
+    if not trades:
+        return
+    positions, fills = [t.position for t in trades], [t.fill for t in trades]
+    await conn.execute(
+        """UPDATE perp_positions p
+           SET size = t.size, entry_price = t.entry_price, collateral = t.collateral,
+               realized_pnl = t.realized_pnl, revision = t.revision, status = 'liquidated',
+               updated_at = t.at, closed_at = t.at
+           FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[],
+                       $6::int[], $7::timestamptz[])
+                AS t (id, size, entry_price, collateral, realized_pnl, revision, at)
+           WHERE p.id = t.id""",
+        [p.id for p in positions],
+        [p.size for p in positions],
+        [p.entry_price for p in positions],
+        [p.collateral for p in positions],
+        [p.realized_pnl for p in positions],
+        [p.revision for p in positions],
+        [f.at for f in fills],
+    )
+    await conn.execute(
+        """INSERT INTO perp_fills (position_id, owner, market, side, kind, size, price, notional,
+                                   fee, realized_pnl, at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],
+                                $10::numeric[], $11::timestamptz[])""",
+        [f.position_id for f in fills],
+        [f.owner for f in fills],
+        [f.market for f in fills],
+        [f.side.value for f in fills],
+        [f.kind.value for f in fills],
+        [f.size for f in fills],
+        [f.price for f in fills],
+        [f.notional for f in fills],
+        [f.fee for f in fills],
+        [f.realized_pnl for f in fills],
+        [f.at for f in fills],
+    )
+    await conn.execute(
+        """INSERT INTO perp_liquidations (position_id, owner, market, side, size, price,
+                                         notional, reward, returned, at)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[],
+                                $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],
+                                $10::timestamptz[])""",
+        [p.id for p in positions],
+        [p.owner for p in positions],
+        [p.market for p in positions],
+        [p.side.value for p in positions],
+        [p.size for p in positions],
+        [f.price for f in fills],
+        [f.notional for f in fills],
+        [t.reward for t in trades],
+        [t.returned for t in trades],
+        [f.at for f in fills],
+    )
 
 
 async def _insert_fill(conn: Connection, fill: Fill, external_id: str | None = None) -> None:

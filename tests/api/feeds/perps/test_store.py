@@ -1,6 +1,6 @@
-"""The position book's change feed on a real PostgreSQL: what the engine reads instead of every
-open position (``PgPositionBook.position_changes``, migration 0010), and the oldest fill of the
-volume window."""
+"""The position book on a real PostgreSQL as the engine uses it: the change feed it reads instead
+of every open position (``PgPositionBook.position_changes``, migration 0010), the oldest fill of
+the volume window, and liquidations stored together (``liquidate_all``)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,19 @@ from api.runtime.clock import SystemClock
 from api.storage.migrate import migrate
 from api.storage.prices import load_markets
 from domain.perps import Side
-from domain.perps_engine import POSITION_CLOSED, POSITION_OPENED, trade_announcement
-from domain.perps_trades import close_position, modify_position, open_position
+from domain.perps_engine import (
+    POSITION_CHANGE,
+    POSITION_CLOSED,
+    POSITION_OPENED,
+    liquidated_announcement,
+    trade_announcement,
+)
+from domain.perps_trades import (
+    close_position,
+    liquidate_position,
+    modify_position,
+    open_position,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -130,3 +141,56 @@ async def test_oldest_fill_since(book: PgPositionBook, pool: asyncpg.Pool) -> No
     assert oldest is not None
     assert now - timedelta(seconds=5) < oldest < now + timedelta(seconds=5)
     assert await book.oldest_fill_since(oldest + timedelta(microseconds=1)) is None
+
+
+async def test_liquidations_are_stored_together_and_a_changed_position_is_left_alone(
+    book: PgPositionBook, pool: asyncpg.Pool
+) -> None:
+    markets = await load_markets(pool)
+    market = markets.get("BTC-PERP")
+    a, b, c = [await open_one(book, markets) for _ in range(3)]  # alice's, 10x long at 50,000
+    d = await open_one(book, markets, owner="bob")
+    # c changes after the engine read it: its liquidation must be refused.
+    await book.change(
+        c.id,
+        "alice",
+        lambda p: modify_position(
+            p, market=market, price=PRICE, collateral_delta=D(100), at=book.clock.now()
+        ),
+        lambda t: trade_announcement(POSITION_OPENED, t),
+        market,
+    )
+    before = await book.margin_account("alice")
+    at = book.clock.now()
+    trades = [liquidate_position(p, market=market, price=D(46000), at=at) for p in (a, b, c, d)]
+    events = await book.liquidate_all([(t, liquidated_announcement(t)) for t in trades])
+
+    assert events[2] is None
+    assert [e is not None for e in events] == [True, True, False, True]
+    returned = trades[0].returned
+    assert returned == D(310)  # equity 1,000 - reward 690 (1.5% of 46,000)
+    # alice's account is credited once per liquidation, each event showing it after its own.
+    accounts = [POSITION_CHANGE.decode(e.payload).account for e in events if e is not None]
+    assert [x.balance for x in accounts if x and x.owner == "alice"] == [
+        before.balance + returned,
+        before.balance + 2 * returned,
+    ]
+    assert (await book.margin_account("alice")).balance == before.balance + 2 * returned
+    alice_events = [e for e in events if e is not None and e.topic == "positions:alice"]
+    assert [e.sequence for e in alice_events] == sorted(e.sequence for e in alice_events)
+
+    open_ids = {p.id for p in await book.open_positions()}
+    assert open_ids == {c.id}
+    rows = await pool.fetch(
+        "SELECT position_id, reward, returned FROM perp_liquidations ORDER BY position_id"
+    )
+    assert sorted(r["position_id"] for r in rows) == sorted([a.id, b.id, d.id])
+    assert {r["reward"] for r in rows} == {D(690)}
+    fills = await pool.fetchval("SELECT count(*) FROM perp_fills WHERE kind = 'liquidation'")
+    assert fills == 3
+    changes = await book.position_changes(None)
+    assert [p.id for p in changes.open] == [c.id]
+
+
+async def test_no_liquidations_store_nothing(book: PgPositionBook) -> None:
+    assert await book.liquidate_all([]) == []
