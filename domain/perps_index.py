@@ -44,7 +44,7 @@ context's precision) it is summed afresh.
 from __future__ import annotations
 
 from collections import Counter
-from decimal import Context, Decimal, Inexact, getcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, getcontext
 from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedKeyList  # type: ignore[import-untyped]
@@ -70,7 +70,7 @@ EPSILON = 1e-9
 CONDITION = Decimal("1e-6")
 """Below this (relative) a threshold is ill-conditioned and its position is volatile."""
 
-_EXACT = Context(prec=1000, traps=[Inexact])
+_EXACT = Context(prec=1000, traps=[Inexact, InvalidOperation])
 
 
 def threshold_prices(position: Position, maintenance_margin_rate: Decimal) -> list[float] | None:
@@ -102,28 +102,40 @@ class SideTotal:
     """The open interest of one side as :func:`domain.perps.open_interest` sums it, kept up to
     date by additions and removals."""
 
-    __slots__ = ("_exponents", "_sum")
+    __slots__ = ("_exact", "_exponents", "_sum")
 
     def __init__(self) -> None:
         self._sum = Decimal(0)
         self._exponents: Counter[int] = Counter()
+        self._exact = True
+        """False once a size was beyond even 1000 digits: from then on, summed afresh."""
 
     def add(self, size: Decimal) -> None:
-        self._sum = _EXACT.add(self._sum, size)
-        self._exponents[_exponent(size)] += 1
+        self._move(size, 1)
 
     def remove(self, size: Decimal) -> None:
-        self._sum = _EXACT.subtract(self._sum, size)
+        self._move(size, -1)
+
+    def _move(self, size: Decimal, count: int) -> None:
         exponent = _exponent(size)
-        self._exponents[exponent] -= 1
+        self._exponents[exponent] += count
         if not self._exponents[exponent]:
             del self._exponents[exponent]
+        try:
+            self._sum = _EXACT.add(self._sum, size if count > 0 else -size)
+        except (Inexact, InvalidOperation):
+            self._exact = False
 
     def value(self) -> Decimal | None:
         """The sum with the exponent the sequential sum from ``Decimal(0)`` has; None where
         that sum would have rounded."""
+        if not self._exact:
+            return None
         exponent = min(0, *self._exponents) if self._exponents else 0
-        total = self._sum.quantize(Decimal(1).scaleb(exponent), context=_EXACT)
+        try:
+            total = self._sum.quantize(Decimal(1).scaleb(exponent), context=_EXACT)
+        except (Inexact, InvalidOperation):
+            return None
         if len(total.as_tuple().digits) > getcontext().prec:
             return None
         return total

@@ -213,3 +213,13 @@ def test_after_a_failed_observation_every_position_is_valued_again() -> None:
     index.to_observe(D(48000))
     index.forget_observations()
     assert len(index.to_observe(D(48000))) == 3
+
+
+def test_a_size_beyond_the_running_sums_precision_falls_back_to_summing_afresh() -> None:
+    index = MarketIndex(BTC)
+    positions = [position("p0", size="1", collateral="1"), position("p1", size="1E-2000")]
+    for p in positions:
+        index.put(p)
+    assert index.open_interest() == open_interest(positions, "BTC-PERP")
+    index.remove("p1")
+    assert index.open_interest() == open_interest(positions[:1], "BTC-PERP")
