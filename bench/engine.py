@@ -393,6 +393,7 @@ class Outcome:
     warnings: int = 0
     liquidations: int = 0
     max_candidates: int = 0
+    volatility: float = STEP_SD
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -476,9 +477,7 @@ async def ticks(
 
     rng = random.Random(seed + 1)
     total = int(seconds * rate * len(ids))
-    outcome = Outcome(
-        len(indexed.engine.positions), total, load_s, [], [], [], [], [], 0, [], 0, 0, 0
-    )
+    outcome = Outcome(len(indexed.engine.positions), total, load_s, volatility=step_sd)
     compared = [len(indexed.publisher.events), len(reference.publisher.events)]
     for tick in range(total):
         market_id = ids[tick % len(ids)]
@@ -554,8 +553,8 @@ def report(outcome: Outcome, load: float, say: Callable[[str], None] = print) ->
     ms = outcome.indexed_ms
     without = [t - w for t, w in zip(ms, outcome.liquidating_ms, strict=True)]
     say(
-        f"positions: {outcome.positions:,}; ticks: {outcome.ticks} (3 markets); "
-        f"load average {load:.2f}"
+        f"positions: {outcome.positions:,}; ticks: {outcome.ticks} (3 markets); volatility "
+        f"{outcome.volatility:g} a tick; load average {load:.2f}"
     )
     say(
         f"indexed engine, ms per tick: p50 {percentile(ms, 50):.3f}  p99 {percentile(ms, 99):.3f}  "
@@ -626,7 +625,13 @@ def main(argv: list[str] | None = None) -> int:
     with postgres_server(args.workdir) as server_url:
         outcome = asyncio.run(
             run(
-                server_url, args.positions, args.seconds, args.rate, args.reference_ticks, args.seed
+                server_url,
+                args.positions,
+                args.seconds,
+                args.rate,
+                args.reference_ticks,
+                args.seed,
+                step_sd=args.volatility,
             )
         )
     report(outcome, os.getloadavg()[0])

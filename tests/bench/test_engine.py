@@ -3,7 +3,12 @@ PostgreSQL, the indexed engine and the full-scan reference on copies of it, ever
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bench import engine
+
+if TYPE_CHECKING:
+    import pytest
 
 
 async def test_a_tiny_run_warns_liquidates_and_matches_the_reference(database_url: str) -> None:
@@ -27,3 +32,14 @@ async def test_a_tiny_run_warns_liquidates_and_matches_the_reference(database_ur
     assert outcome.compared_events > outcome.ticks
     engine.report(outcome, 0.0, lines.append)
     assert any("identical" in line for line in lines)
+
+
+def test_the_command_line_runs_it_with_its_options(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    argv = ["--positions", "200", "--seconds", "1", "--reference-ticks", "60"]
+    assert engine.main([*argv, "--volatility", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "positions: 200; ticks: 60 (3 markets); volatility 0.01 a tick" in out
+    assert "identical" in out
