@@ -32,6 +32,7 @@ from api.graphql import document_limits as limits
 from api.graphql.execution import PARSER_CACHE_SIZE, ParserCache, Schema
 from api.graphql.plans import PlannedExecutionContext
 from api.graphql.scalars import DATETIME_SCALAR, DECIMAL_SCALAR, LONG_SCALAR, Long
+from api.graphql.session import SessionMutation
 from api.graphql.sharing import SHARE_MAX_TOKENS
 from api.graphql.text import NulFreeText
 
@@ -56,6 +57,7 @@ Mutation = merge_types(
         MartingaleMutation,
         ExchangeMutation,
         PortfolioMutation,
+        SessionMutation,
     ),
 )
 Subscription = merge_types(

@@ -213,6 +213,7 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: float = Field(default=0.0, ge=0, le=300)
+    token_renew_notice_s: float = Field(default=60.0, ge=0, le=86_400)
 
     subscribe_rate_per_s: float = Field(default=10.0, gt=0)
     """subscribe messages one WebSocket may send a second on average (bursts of

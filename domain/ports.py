@@ -45,8 +45,10 @@ class Clock(Protocol):
 
 
 class PriceRepository(Protocol):
-    async def save(self, price: OraclePrice, sequence: int) -> None:
-        """Store ``price`` as its market's latest, with the sequence of the event carrying it."""
+    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
+        """Number each price's event on its market's price topic and store the price as its
+        market's latest with that number, together (one round trip for a whole tick). The events
+        are not delivered yet: :meth:`Publisher.send` does that. One price per market."""
         ...
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from domain.prices import (
     DEFAULT_START_PRICES,
     FALLBACK_START_PRICE,
-    PRICE_UPDATE,
     RandomWalkOracle,
     RandomWalkParams,
 )
-from domain.topics import price_topic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from domain.events import Event
     from domain.markets import Market
@@ -26,15 +23,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def publish_price(
-    price: OraclePrice, *, publisher: Publisher, prices: PriceRepository
-) -> Event:
-    """Number the price's event, store the price as its market's latest, deliver the event:
-    the one path every price takes, simulated or pushed by an oracle service."""
-    event = await publisher.prepare(price_topic(price.market), PRICE_UPDATE, price.to_payload())
-    await prices.save(price, event.sequence)
-    await publisher.send(event)
-    return event
+async def publish_prices(
+    prices: Sequence[OraclePrice], *, publisher: Publisher, repository: PriceRepository
+) -> list[Event]:
+    """Number and store every price (one round trip for all of them), then deliver each event:
+    the one path every price takes, simulated or pushed by an oracle service. Stored before it is
+    sent, so a subscriber that read the store and then goes live by sequence misses nothing."""
+    events = await repository.record(prices)
+    for event in events:
+        await publisher.send(event)
+    return events
 
 
 class PriceFeed:
@@ -87,14 +85,11 @@ class PriceFeed:
         return cls(oracles, publisher=publisher, prices=prices, clock=clock, hz=hz)
 
     async def tick(self) -> list[OraclePrice]:
-        """Step every market once, publish and store each price."""
+        """Step every market once; number, store and publish every price together."""
         now = self.clock.now()
         steps = [oracle.step(self.interval, now) for oracle in self.oracles]
-        await asyncio.gather(*(self._publish(price) for price in steps))
+        await publish_prices(steps, publisher=self.publisher, repository=self.prices)
         return steps
-
-    async def _publish(self, price: OraclePrice) -> None:
-        await publish_price(price, publisher=self.publisher, prices=self.prices)
 
     async def run(self) -> None:
         """Tick on schedule until cancelled."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from strawberry.types import Info as _Info
 
@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from api.streaming.connection import Connection
 
 
+class Renewable(Protocol):
+    """A connection whose credentials can be replaced while it is open (the graphql-transport-ws
+    handler, :mod:`api.transport.graphql_transport_ws`; :mod:`api.graphql.session`)."""
+
+    def renew(self, principal: Principal) -> int:
+        """Take ``principal`` as the connection's caller from now on; the number of running
+        subscriptions it ended because the new caller may not see them."""
+        ...
+
+
 @dataclass(slots=True)
 class Context:
     services: Services
@@ -28,7 +38,10 @@ class Context:
     connection: Connection | None = None
     """The WebSocket's outgoing side, when results can be written to it directly."""
     principal: Principal = ANONYMOUS
-    """Who is calling: from the Authorization header (HTTP) or ``connection_init`` (WebSocket)."""
+    """Who is calling: from the Authorization header (HTTP) or ``connection_init`` (WebSocket),
+    replaced by ``renewSession`` on a WebSocket."""
+    session: Renewable | None = None
+    """The graphql-transport-ws connection, whose credentials ``renewSession`` replaces."""
 
 
 Info = _Info[Context, None]

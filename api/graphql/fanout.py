@@ -36,6 +36,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from api.graphql.access import record_checks
 from api.graphql.plans import PlannedExecutionContext, planned_source
 from api.ops import logs
 from api.ops.metrics import counts, fanout_latency
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Hashable
     from datetime import datetime
 
+    from api.graphql.access import Check
     from api.streaming.connection import Connection
 
     Stream: TypeAlias = AsyncGenerator[Any, None]
@@ -366,6 +368,10 @@ class Group:
         once done (see :meth:`_done`)."""
         self.finished = False
         """The execution is over (set as the task's last step, so before ``task.done()``)."""
+        self.checks: list[tuple[Check, object]] = []
+        """The access decisions the execution made before its first result: every member
+        passed them (members share a scope), and a member whose credentials change is asked
+        them again (:func:`api.graphql.access.refusal`)."""
 
     @property
     def joinable(self) -> bool:
@@ -405,6 +411,7 @@ class Group:
 
     async def _pump(self) -> None:
         reader.set(self)
+        record_checks(self.checks)
         # The task was started by the first member's connection or request, but serves them all.
         logs.connection_id.set(None)
         logs.request_id.set(None)

@@ -162,6 +162,16 @@ class Collector(_Collector):
             "stream events read from the topic history to fill a gap in what the broker delivered",
             counts.gap_events_filled,
         )
+        reads = CounterMetricFamily(
+            PREFIX + "history_reads",
+            "topic-history reads (a topic's position, its events after a cursor, a latest "
+            "state), by kind, sent to PostgreSQL or merged into an identical read in flight",
+            labels=["kind", "outcome"],
+        )
+        for outcome, by_kind in (("issued", counts.reads_issued), ("merged", counts.reads_merged)):
+            for kind, n in sorted(by_kind.items()):
+                reads.add_metric([kind, outcome], n)
+        yield reads
         yield _counter(
             "stream_gaps",
             "stream subscriptions ended with STREAM_GAP (history no longer held what was missed)",

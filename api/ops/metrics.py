@@ -37,6 +37,8 @@ class Counts:
         "plan_fallbacks",
         "plan_hits",
         "published",
+        "reads_issued",
+        "reads_merged",
         "send_conflated",
         "slow_consumer_closes",
         "stream_conflated",
@@ -74,6 +76,10 @@ class Counts:
         self.gap_events_filled = 0
         """Stream events the hub read from the topic history to fill a gap (a late or missed
         publish, a backend reconnect)."""
+        self.reads_issued: Counter[str] = Counter()
+        """Topic-history reads sent to PostgreSQL (:mod:`api.storage.coalesce`), by kind."""
+        self.reads_merged: Counter[str] = Counter()
+        """Topic-history reads answered by an identical read already in flight, by kind."""
         self.stream_gaps = 0
         """Stream subscriptions ended with STREAM_GAP: the history no longer held what was
         missed."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import orjson
 
 from api.settings import DEFAULT_LIMIT
+from api.storage.coalesce import ReadCoalescer
 from api.storage.latest import PgLatestEvents
 from api.storage.prices import PgPriceRepository
 from domain.events import DeliveryPolicy, Event
@@ -206,9 +207,17 @@ class PgHistory:
     def __init__(self, pool: asyncpg.Pool, limits: Mapping[TopicKind, HistoryLimit]) -> None:
         self.pool = pool
         self.limits = dict(limits)
+        self._positions = ReadCoalescer("position")
+        self._events = ReadCoalescer("events")
+        self._latest = ReadCoalescer("latest")
 
     async def position(self, topic: str) -> Cursor:
-        """Where ``topic`` stands now (sequence 0 before its first event)."""
+        """Where ``topic`` stands now (sequence 0 before its first event). Identical reads in
+        flight share one (:mod:`api.storage.coalesce`), as do :meth:`since` and :meth:`latest`:
+        a reconnect storm costs reads per distinct topic and cursor, not per client."""
+        return await self._positions.read(topic, lambda: self._position(topic))
+
+    async def _position(self, topic: str) -> Cursor:
         row = await self.pool.fetchrow(
             "SELECT sequence, epoch FROM topic_sequences WHERE topic = $1", topic
         )
@@ -227,6 +236,11 @@ class PgHistory:
     async def since(self, topic: str, after: int, before: int | None = None) -> list[Event]:
         """The kept events of ``topic`` after sequence ``after`` (and before ``before``), in
         order; the first may be later than ``after + 1`` if older ones were pruned."""
+        return await self._events.read(
+            (topic, after, before), lambda: self._since(topic, after, before)
+        )
+
+    async def _since(self, topic: str, after: int, before: int | None) -> list[Event]:
         limit = self.limits.get(kind_of(topic), DEFAULT_LIMIT).max_events
         rows = await self.pool.fetch(
             """SELECT sequence, published_at, type, payload::text AS payload
@@ -245,6 +259,9 @@ class PgHistory:
 
     async def latest(self, topic: str) -> Event | None:
         """The newest stored state of a latest-value topic, where one is stored."""
+        return await self._latest.read(topic, lambda: self._latest_of(topic))
+
+    async def _latest_of(self, topic: str) -> Event | None:
         if kind_of(topic) is TopicKind.PRICE:
             stored = await PgPriceRepository(self.pool).latest(topic.split(":", 1)[1])
             if stored is None:

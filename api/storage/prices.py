@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from domain.events import Event
 from domain.markets import Market, MarketCatalog
-from domain.prices import OraclePrice
+from domain.prices import PRICE_UPDATE, OraclePrice
+from domain.topics import price_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,26 +27,58 @@ async def load_markets(pool: asyncpg.Pool) -> MarketCatalog:
     return MarketCatalog([Market(**dict(row)) for row in rows])
 
 
+_RECORD = """
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::timestamptz[])
+         AS g (topic, market, price, confidence, published_at)
+), numbered AS (
+    INSERT INTO topic_sequences AS s (topic, sequence)
+    SELECT topic, 1 FROM given ORDER BY topic
+    ON CONFLICT (topic) DO UPDATE SET sequence = s.sequence + 1
+    RETURNING topic, sequence
+), saved AS (
+    INSERT INTO latest_prices AS l (market, price, confidence, published_at, sequence)
+    SELECT g.market, g.price, g.confidence, g.published_at, n.sequence
+    FROM given g JOIN numbered n USING (topic)
+    ON CONFLICT (market) DO UPDATE
+    SET price = EXCLUDED.price, confidence = EXCLUDED.confidence,
+        published_at = EXCLUDED.published_at, sequence = EXCLUDED.sequence
+    WHERE l.sequence < EXCLUDED.sequence
+)
+SELECT topic, sequence FROM numbered
+"""
+
+
 class PgPriceRepository:
-    """Latest oracle price per market. A save never replaces a newer price with an older one."""
+    """Latest oracle price per market, numbered and stored together; a stored price is never
+    replaced by one numbered before it."""
 
     def __init__(self, pool: Executor) -> None:
         self.pool = pool
 
-    async def save(self, price: OraclePrice, sequence: int) -> None:
-        await self.pool.execute(
-            """INSERT INTO latest_prices (market, price, confidence, published_at, sequence)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (market) DO UPDATE
-               SET price = EXCLUDED.price, confidence = EXCLUDED.confidence,
-                   published_at = EXCLUDED.published_at, sequence = EXCLUDED.sequence
-               WHERE latest_prices.sequence < EXCLUDED.sequence""",
-            price.market,
-            price.price,
-            price.confidence,
-            price.published_at,
-            sequence,
+    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
+        """Number each price's event on its market's topic and store the price as its market's
+        latest under that number: one statement for every market of a tick (one round trip), so
+        a price is stored if and only if its event was numbered. One price per market."""
+        if not prices:
+            return []
+        markets = [p.market for p in prices]
+        if len(set(markets)) != len(markets):
+            raise ValueError("one price per market in a batch")
+        topics = [price_topic(m) for m in markets]
+        rows = await self.pool.fetch(
+            _RECORD,
+            topics,
+            markets,
+            [p.price for p in prices],
+            [p.confidence for p in prices],
+            [p.published_at for p in prices],
         )
+        sequences = {row["topic"]: row["sequence"] for row in rows}
+        return [
+            Event(topic, sequences[topic], p.published_at, PRICE_UPDATE, p.to_payload())
+            for topic, p in zip(topics, prices, strict=True)
+        ]
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         row = await self.pool.fetchrow(

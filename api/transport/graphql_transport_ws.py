@@ -28,6 +28,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.graphql import OperationType
 
 from api.auth import AuthenticationError, bearer_token
+from api.graphql.access import record_checks, refusal
 from api.graphql.context import Context
 from api.graphql.execution import Schema
 from api.graphql.fanout import RawSink
@@ -42,10 +43,12 @@ if TYPE_CHECKING:
     from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
         ConnectionInitMessage,
         Message,
+        PingMessage,
         SubscribeMessage,
     )
 
     from api.auth import Principal
+    from api.graphql.access import Check
     from api.graphql.fanout import Member
     from api.transport.shutdown import Shutdown
 
@@ -73,7 +76,13 @@ class _ShuttingDown(Protocol):
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     _init_timer: asyncio.TimerHandle | None = None
     _expiry_timer: asyncio.TimerHandle | None = None
+    _notice_timer: asyncio.TimerHandle | None = None
+    _checks: dict[str, list[tuple[Check, object]]] | None = None
+    """The access decisions of each running operation that is not shared, by id."""
     _closing: asyncio.Task[None] | None = None
+    _notice: asyncio.Task[None] | None = None
+    _ending: set[asyncio.Task[None]] | None = None
+    """Subscriptions being ended after a renewal (kept until done)."""
     _subscribe_bucket: TokenBucket | None = None
 
     def on_request_accepted(self) -> None:
@@ -131,6 +140,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await context.services.groups.starts.turn()
             if not await self._authenticate(message):
                 return
+            context.session = self
+            await super().handle_connection_init(message)
+            if self.connection_acknowledged:
+                self._time_expiry()  # after the ack: a notice may not come before it
+            return
         await super().handle_connection_init(message)
 
     async def _authenticate(self, message: ConnectionInitMessage) -> bool:
@@ -152,12 +166,86 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if not await self._count_as(principal):
             return False
         context.principal = principal
-        deadline = context.services.verifier.deadline(principal)
-        if deadline is not None:
-            self._expiry_timer = asyncio.get_running_loop().call_later(
-                deadline - time.time(), self._expired
-            )
         return True
+
+    def _time_expiry(self) -> None:
+        """(Re)start the timers of the caller's token: the notice ``TOKEN_RENEW_NOTICE_S``
+        before it expires (at once when less is left), and the 4403 close when it has."""
+        context = self.context
+        assert isinstance(context, Context)
+        for timer in (self._expiry_timer, self._notice_timer):
+            if timer is not None:
+                timer.cancel()
+        self._expiry_timer = self._notice_timer = None
+        if context.principal.expires_at is None:
+            return  # anonymous, or a token without end
+        deadline = context.services.verifier.deadline(context.principal)
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        left = deadline - time.time()
+        self._expiry_timer = loop.call_later(left, self._expired)
+        notice_s = context.services.settings.token_renew_notice_s
+        if notice_s > 0:
+            self._notice_timer = loop.call_later(max(left - notice_s, 0), self._expiring, deadline)
+
+    def _expiring(self, deadline: float) -> None:
+        # A ping with a payload (graphql-transport-ws allows one; graphql-ws hands it to
+        # on.ping): the client has this long to send renewSession before the 4403 close.
+        self._notice_timer = None
+        context = self.context
+        assert isinstance(context, Context)
+        expires_at = context.principal.expires_at
+        payload: dict[str, object] = {
+            "tokenExpiresInS": max(round(deadline - time.time(), 1), 0.0),
+            "tokenExpiresAt": None if expires_at is None else expires_at.isoformat(),
+        }
+        ping: PingMessage = {"type": "ping", "payload": payload}
+        self._notice = asyncio.create_task(self.send_message(ping))
+
+    def renew(self, principal: Principal) -> int:
+        """:class:`api.graphql.context.Renewable`: the connection's caller is ``principal`` from
+        now on (``renewSession`` checked it names the same subject), its token's expiry times the
+        4403 close, and each running subscription is asked its access questions again: one the
+        new caller may not see (or would see differently) gets the refusal as an error and its
+        ``complete``; the others go on untouched."""
+        context = self.context
+        assert isinstance(context, Context)
+        context.principal = principal
+        self._time_expiry()
+        ended = 0
+        for id, operation in list(self.operations.items()):
+            checks = self._checks_of(id, operation)
+            if checks is None:
+                continue
+            refused = refusal(checks, principal)
+            if refused is None:
+                continue
+            ended += 1
+            if self._ending is None:
+                self._ending = set()
+            task = asyncio.create_task(self._end_refused(id, refused))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+        return ended
+
+    def _checks_of(self, id: str, operation: Any) -> list[tuple[Check, object]] | None:
+        """A running subscription's access decisions; None for a query or mutation in flight."""
+        if isinstance(operation, _SharedOperation):
+            member = operation.member
+            return None if member is None else member.group.checks
+        if operation_type(operation.query, operation.operation_name) is not (
+            OperationType.SUBSCRIPTION
+        ):
+            return None
+        return (self._checks or {}).get(id)
+
+    async def _end_refused(self, id: str, error: GraphQLError) -> None:
+        await self.cleanup_operation(id)
+        await self.send_message(
+            {"id": id, "type": "next", "payload": {"data": None, "errors": [error.formatted]}}
+        )
+        await self.send_message({"id": id, "type": "complete"})
 
     async def _count_as(self, principal: Principal) -> bool:
         """Move the socket's connection slot from its address to its user; a user who holds
@@ -179,10 +267,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         )
 
     async def shutdown(self) -> None:
-        for timer in (self._init_timer, self._expiry_timer):
+        for timer in (self._init_timer, self._expiry_timer, self._notice_timer):
             if timer is not None:
                 timer.cancel()
-        self._init_timer = self._expiry_timer = None
+        self._init_timer = self._expiry_timer = self._notice_timer = None
         await super().shutdown()
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
@@ -210,7 +298,18 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # A query or mutation is awaited by the graceful shutdown until its answer is sent; a
         # subscription is not (the shutdown ends those).
         if operation_type(operation.query, operation.operation_name) is OperationType.SUBSCRIPTION:
-            await super().run_operation(operation)
+            # Its access decisions, kept for renewSession (api.graphql.access): made in this
+            # task, the operation's own.
+            checks: list[tuple[Check, object]] = []
+            if self._checks is None:
+                self._checks = {}
+            self._checks[operation.id] = checks
+            record_checks(checks)
+            try:
+                await super().run_operation(operation)
+            finally:
+                if self._checks.get(operation.id) is checks:
+                    del self._checks[operation.id]
             return
         with self._shutdown.operation():
             await super().run_operation(operation)

@@ -6,6 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from domain.events import Event
+from domain.prices import PRICE_UPDATE
+from domain.topics import price_topic
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -40,7 +44,19 @@ class FakePrices:
         self.stored: dict[str, tuple[OraclePrice, int]] = {}
 
     async def save(self, price: OraclePrice, sequence: int) -> None:
+        """Set a market's stored price (the tests' set-up)."""
         self.stored[price.market] = (price, sequence)
+
+    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
+        events = []
+        for price in prices:
+            sequence = self.stored[price.market][1] + 1 if price.market in self.stored else 1
+            self.stored[price.market] = (price, sequence)
+            topic = price_topic(price.market)
+            events.append(
+                Event(topic, sequence, price.published_at, PRICE_UPDATE, price.to_payload())
+            )
+        return events
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return self.stored.get(market)

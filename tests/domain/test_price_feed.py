@@ -5,7 +5,7 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -61,30 +61,18 @@ class FakeClock:
 
 
 class FakePublisher:
-    """Records events and numbers them 1, 2, 3... per topic, like the real sequencer."""
+    """Records the events it is given to deliver."""
 
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self.events: list[Event] = []
-        self._sequences: defaultdict[str, int] = defaultdict(int)
-        self.fail_next = 0
-        self.on_publish: Callable[[int], None] | None = None
-        self.calls = 0
         self.repository: FakePriceRepository | None = None
 
-    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        self.calls += 1
-        if self.on_publish is not None:
-            self.on_publish(self.calls)
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionError("broker down")
-        self._sequences[topic] += 1
-        return Event(topic, self._sequences[topic], self.clock.now(), type, payload)
+    async def prepare(self, topic: str, type: str, payload: dict[str, object]) -> Event:
+        raise AssertionError("a price's event is numbered by the price repository, with the price")
 
     async def send(self, event: Event) -> None:
         if self.repository is not None:
-            # Store first, then send: a subscriber reading the store never misses this event.
+            # Stored first, then sent: a subscriber reading the store never misses this event.
             assert self.repository.stored[event.payload["market"]][1] == event.sequence
         self.events.append(event)
 
@@ -93,11 +81,35 @@ class FakePublisher:
 
 
 class FakePriceRepository:
-    def __init__(self, stored: dict[str, tuple[OraclePrice, int]] | None = None) -> None:
-        self.stored: dict[str, tuple[OraclePrice, int]] = dict(stored or {})
+    """Numbers each price's event 1, 2, 3... per topic and stores the price with it, like the
+    real repository (a batch at a time); ``fail_next`` batches fail as a database that is down."""
 
-    async def save(self, price: OraclePrice, sequence: int) -> None:
-        self.stored[price.market] = (price, sequence)
+    def __init__(
+        self, clock: FakeClock, stored: dict[str, tuple[OraclePrice, int]] | None = None
+    ) -> None:
+        self.clock = clock
+        self.stored: dict[str, tuple[OraclePrice, int]] = dict(stored or {})
+        self._sequences: defaultdict[str, int] = defaultdict(int)
+        self.fail_next = 0
+        self.on_record: Callable[[int], None] | None = None
+        self.calls = 0
+
+    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
+        self.calls += 1
+        if self.on_record is not None:
+            self.on_record(self.calls)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise ConnectionError("database down")
+        events = []
+        for price in prices:
+            topic = price_topic(price.market)
+            self._sequences[topic] += 1
+            sequence = self._sequences[topic]
+            self.stored[price.market] = (price, sequence)
+            payload = price.to_payload()
+            events.append(Event(topic, sequence, self.clock.now(), PRICE_UPDATE, payload))
+        return events
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return self.stored.get(market)
@@ -109,8 +121,8 @@ class FakePriceRepository:
 def make_feed(
     markets: list[Market], clock: FakeClock, *, hz: float = 4.0
 ) -> tuple[PriceFeed, FakePublisher, FakePriceRepository]:
-    publisher = FakePublisher(clock)
-    repository = FakePriceRepository()
+    publisher = FakePublisher()
+    repository = FakePriceRepository(clock)
     publisher.repository = repository
     oracles = [RandomWalkOracle(m, DEFAULT_START_PRICES[m.id], seed=1) for m in markets]
     feed = PriceFeed(oracles, publisher=publisher, prices=repository, clock=clock, hz=hz)
@@ -136,6 +148,7 @@ async def test_tick_publishes_one_price_per_market_and_stores_it() -> None:
         clock.advance(0.25)
 
     assert len(publisher.events) == 6
+    assert repository.calls == 3  # every market of a tick numbered and stored together
     assert [e.sequence for e in publisher.on("price:BTC-PERP")] == [1, 2, 3]
     assert [e.sequence for e in publisher.on("price:ETH-PERP")] == [1, 2, 3]
 
@@ -150,9 +163,9 @@ async def test_tick_stamps_prices_with_the_clock() -> None:
 
 async def test_resume_starts_from_stored_price_else_default() -> None:
     stored_btc = OraclePrice("BTC-PERP", Decimal("70000.5"), Decimal("7"), datetime.now(UTC))
-    repository = FakePriceRepository({"BTC-PERP": (stored_btc, 41)})
     clock = FakeClock()
-    publisher = FakePublisher(clock)
+    repository = FakePriceRepository(clock, {"BTC-PERP": (stored_btc, 41)})
+    publisher = FakePublisher()
     doge = make_market("DOGE-PERP", "0.0001")
 
     feed = await PriceFeed.resume(
@@ -179,8 +192,8 @@ async def test_resume_is_deterministic_for_a_seed() -> None:
         clock = FakeClock()
         feed = await PriceFeed.resume(
             [BTC, ETH],
-            publisher=FakePublisher(clock),
-            prices=FakePriceRepository(),
+            publisher=FakePublisher(),
+            prices=FakePriceRepository(clock),
             clock=clock,
             hz=1,
             seed=seed,
@@ -227,7 +240,7 @@ async def test_run_as_task_stops_on_cancel() -> None:
 async def test_failing_tick_is_logged_and_feed_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(stop_after_sleeps=5)
     feed, publisher, repository = make_feed([BTC], clock, hz=4)
-    publisher.fail_next = 1
+    repository.fail_next = 1
 
     with (
         caplog.at_level(logging.ERROR, logger="domain.price_feed"),
@@ -240,7 +253,7 @@ async def test_failing_tick_is_logged_and_feed_goes_on(caplog: pytest.LogCapture
     assert "tick failed" in failures[0].getMessage()
     assert failures[0].exc_info is not None
     assert isinstance(failures[0].exc_info[1], ConnectionError)
-    # The failed tick published nothing; the four after it did, and the schedule held.
+    # The failed tick stored and published nothing; the four after it did, and the schedule held.
     assert [e.sequence for e in publisher.events] == [1, 2, 3, 4]
     assert repository.stored["BTC-PERP"][1] == 4
     assert clock.sleeps == pytest.approx([0.25] * 5)
@@ -248,13 +261,13 @@ async def test_failing_tick_is_logged_and_feed_goes_on(caplog: pytest.LogCapture
 
 async def test_feed_that_falls_far_behind_skips_ahead_without_bursting() -> None:
     clock = FakeClock(stop_after_sleeps=8)
-    feed, publisher, _ = make_feed([BTC], clock, hz=4)
+    feed, _, repository = make_feed([BTC], clock, hz=4)
 
     def slow_third_tick(call: int) -> None:
         if call == 3:
-            clock.advance(5 * feed.interval)  # the broker stalls for five intervals
+            clock.advance(5 * feed.interval)  # the database stalls for five intervals
 
-    publisher.on_publish = slow_third_tick
+    repository.on_record = slow_third_tick
     with pytest.raises(asyncio.CancelledError):
         await feed.run()
 
@@ -265,13 +278,13 @@ async def test_feed_that_falls_far_behind_skips_ahead_without_bursting() -> None
 
 async def test_feed_slightly_behind_keeps_its_schedule() -> None:
     clock = FakeClock(stop_after_sleeps=5)
-    feed, publisher, _ = make_feed([BTC], clock, hz=4)
+    feed, _, repository = make_feed([BTC], clock, hz=4)
 
     def slow_second_tick(call: int) -> None:
         if call == 2:
             clock.advance(1.5 * feed.interval)
 
-    publisher.on_publish = slow_second_tick
+    repository.on_record = slow_second_tick
     with pytest.raises(asyncio.CancelledError):
         await feed.run()
 
@@ -281,8 +294,8 @@ async def test_feed_slightly_behind_keeps_its_schedule() -> None:
 
 async def test_feed_that_is_always_slow_never_sleeps_a_negative_delay() -> None:
     clock = FakeClock(stop_after_sleeps=20)
-    feed, publisher, _ = make_feed([BTC], clock, hz=4)
-    publisher.on_publish = lambda _call: clock.advance(0.6)  # every tick takes 2.4 intervals
+    feed, publisher, repository = make_feed([BTC], clock, hz=4)
+    repository.on_record = lambda _call: clock.advance(0.6)  # every tick takes 2.4 intervals
 
     with pytest.raises(asyncio.CancelledError):
         await feed.run()
@@ -296,5 +309,5 @@ def test_non_positive_hz_refused(hz: float) -> None:
     clock = FakeClock()
     with pytest.raises(ValueError, match="hz must be positive"):
         PriceFeed(
-            [], publisher=FakePublisher(clock), prices=FakePriceRepository(), clock=clock, hz=hz
+            [], publisher=FakePublisher(), prices=FakePriceRepository(clock), clock=clock, hz=hz
         )

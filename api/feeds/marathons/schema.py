@@ -24,6 +24,7 @@ from api.feeds.marathons.types import (
     TradeSide,
     percent_shown,
 )
+from api.graphql.access import checked
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError
 from api.graphql.permissions import ForbiddenError, limit_mutations, require_role
@@ -147,9 +148,13 @@ async def visible(info: Info, marathon_id: str) -> tuple[MarathonBoards, model.M
     (signed in or not): telling "private" from "unknown" would tell which private ids exist."""
     boards = await _boards(info.context.services)
     marathon = boards.marathons.get(marathon_id)
-    if marathon is None or not may_see(info.context.principal, marathon, boards):
-        raise UnknownMarathonError(marathon_id)
-    return boards, marathon
+
+    def seen(principal: Principal) -> model.Marathon:
+        if marathon is None or not may_see(principal, marathon, boards):
+            raise UnknownMarathonError(marathon_id)
+        return marathon
+
+    return boards, checked(info.context.principal, seen)
 
 
 async def organised(info: Info, marathon_id: str) -> model.Marathon:

@@ -15,9 +15,15 @@ from api.auth import Role
 from api.feeds.martingale.store import RoundError, StrategyNotFoundError
 from api.feeds.martingale.stream import progress_stream, rounds_stream
 from api.feeds.martingale.types import MartingaleProgress, MartingaleUpdate, Round, RoundEvent
+from api.graphql.access import checked
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError
-from api.graphql.permissions import ForbiddenError, limit_mutations, require_role, require_signed_in
+from api.graphql.permissions import (
+    ForbiddenError,
+    limit_mutations,
+    require_role,
+    require_signed_in,
+)
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after
 from domain import martingale as model
 from domain.mining_rounds import RoundResult
@@ -125,7 +131,9 @@ class MartingaleSubscription:
     async def martingale_progress(
         self, info: Info, wallet: str | None = None
     ) -> AsyncIterator[MartingaleUpdate]:
-        chosen = _wallet_for(info.context.principal, wallet, "martingaleProgress")
+        chosen = checked(
+            info.context.principal, lambda p: _wallet_for(p, wallet, "martingaleProgress")
+        )
         return progress_stream(info.context.services, chosen)
 
     @strawberry.subscription(

@@ -24,10 +24,16 @@ from api.feeds.perps.types import (
     PositionEvent,
     latest_prices,
 )
+from api.graphql.access import checked
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.enums import PositionSide
 from api.graphql.errors import ClientError, market_or_error
-from api.graphql.permissions import limit_mutations, require_owner, require_role, require_signed_in
+from api.graphql.permissions import (
+    limit_mutations,
+    require_owner,
+    require_role,
+    require_signed_in,
+)
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after
 from domain.perps_trades import MAX_AMOUNT, TradeError
 from domain.topics import liquidations_topic, market_stats_topic, positions_topic
@@ -117,6 +123,10 @@ class IngestResult:
 
 
 def _user_or_caller(principal: Principal, user: str | None) -> str:
+    return checked(principal, lambda p: _owner_of_positions(p, user))
+
+
+def _owner_of_positions(principal: Principal, user: str | None) -> str:
     require_signed_in(principal, "positions")
     owner = user if user is not None else principal.sub
     assert owner is not None

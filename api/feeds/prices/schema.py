@@ -15,7 +15,7 @@ from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError, market_or_error
 from api.graphql.permissions import limit_mutations, require_role
 from domain.perps_trades import MAX_AMOUNT
-from domain.price_feed import publish_price
+from domain.price_feed import publish_prices
 from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
@@ -106,7 +106,9 @@ class PriceMutation:
                 "confidence must be at least 0 and below the price", code="INVALID_PRICE"
             )
         oracle = OraclePrice(market, price, confidence, services.clock.now())
-        event = await publish_price(oracle, publisher=services.publisher, prices=services.prices)
+        (event,) = await publish_prices(
+            [oracle], publisher=services.publisher, repository=services.prices
+        )
         return Price.from_event(event)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
+from api.ops.metrics import counts
 from api.runtime.clock import SystemClock
 from api.settings import DEFAULT_LIMIT, HistoryLimit, parse_limits
 from api.storage.history import (
@@ -130,6 +131,36 @@ async def test_a_rolled_back_batch_leaves_neither_sequences_nor_history(pool: as
         await transaction.rollback()
     assert (await history.position(topic)).sequence == 1
     assert [e.sequence for e in await history.since(topic, 0)] == [1]
+
+
+async def test_identical_reads_of_a_resume_storm_cost_one_database_read_each(
+    pool: asyncpg.Pool,
+) -> None:
+    history = PgHistory(pool, parse_limits(""))
+    topic = user_topic()
+    await number(pool, topic, 5)
+    await number_event(pool, CLOCK, price_topic("ETH-PERP"), "PriceUpdate", {"p": "1"})
+    before = (+counts.reads_issued, +counts.reads_merged)
+
+    async def resume() -> tuple[Cursor, list[Event], Event | None]:
+        return (
+            await history.position(topic),
+            await history.since(topic, 2, before=6),
+            await history.latest(price_topic("ETH-PERP")),
+        )
+
+    got = await asyncio.gather(*(resume() for _ in range(200)))
+    assert {(c.sequence, tuple(e.sequence for e in events)) for c, events, _ in got} == {
+        (5, (3, 4, 5))
+    }
+    issued = counts.reads_issued - before[0]
+    merged = counts.reads_merged - before[1]
+    # 200 clients x 3 reads: what was asked while an identical read was in flight was merged
+    assert sum(issued.values()) + sum(merged.values()) == 600
+    assert max(issued.values()) <= 2, issued
+    # once answered, a read asks again: a new event is seen
+    await number(pool, topic, 1)
+    assert (await history.position(topic)).sequence == 6
 
 
 async def test_stream_events_are_kept_with_their_payload_and_latest_value_events_are_not(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -12,7 +12,7 @@ import pytest
 
 from api.storage.migrate import available, migrate
 from api.storage.prices import PgPriceRepository, load_markets
-from domain.prices import OraclePrice
+from domain.prices import PRICE_UPDATE, OraclePrice
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -45,7 +45,7 @@ async def test_markets_are_seeded(pool: asyncpg.Pool) -> None:
     assert {m.id for m in catalog} >= {"BTC-PERP", "ETH-PERP", "SOL-PERP"}
 
 
-async def test_a_price_never_replaces_a_newer_one(pool: asyncpg.Pool) -> None:
+async def test_a_tick_is_numbered_and_stored_together_and_read_back(pool: asyncpg.Pool) -> None:
     # In a transaction rolled back at the end: servers of this test run share the database.
     async with pool.acquire() as conn:
         transaction = conn.transaction()
@@ -53,20 +53,32 @@ async def test_a_price_never_replaces_a_newer_one(pool: asyncpg.Pool) -> None:
         try:
             prices = PgPriceRepository(conn)
             now = datetime.now(UTC)
-            current = await prices.latest("SOL-PERP")
-            base = current[1] if current else 0
-            newer = OraclePrice("SOL-PERP", Decimal("151.5"), Decimal("0.05"), now)
-            older = OraclePrice(
-                "SOL-PERP", Decimal("140"), Decimal("0.05"), now - timedelta(seconds=1)
-            )
-            await prices.save(newer, base + 2)
-            await prices.save(older, base + 1)
-            assert await prices.latest("SOL-PERP") == (newer, base + 2)
+            before = {m: await prices.latest(m) for m in ("SOL-PERP", "BTC-PERP")}
+            base = {m: stored[1] if stored else 0 for m, stored in before.items()}
+            sol = OraclePrice("SOL-PERP", Decimal("151.5"), Decimal("0.05"), now)
+            btc = OraclePrice("BTC-PERP", Decimal("65000.1"), Decimal("3"), now)
+            events = await prices.record([sol, btc])
+            assert [(e.topic, e.sequence, e.type, e.payload) for e in events] == [
+                ("price:SOL-PERP", base["SOL-PERP"] + 1, PRICE_UPDATE, sol.to_payload()),
+                ("price:BTC-PERP", base["BTC-PERP"] + 1, PRICE_UPDATE, btc.to_payload()),
+            ]
+            later = OraclePrice("SOL-PERP", Decimal("152"), Decimal("0.05"), now)
+            (event,) = await prices.record([later])
+            assert event.sequence == base["SOL-PERP"] + 2
+            assert await prices.latest("SOL-PERP") == (later, base["SOL-PERP"] + 2)
+            assert await prices.latest("BTC-PERP") == (btc, base["BTC-PERP"] + 1)
             assert await prices.latest("NOPE-PERP") is None
+            # The numbers are the price topics' own: what a subscriber's cursor is compared with.
+            topic_sequence = await conn.fetchval(
+                "SELECT sequence FROM topic_sequences WHERE topic = 'price:SOL-PERP'"
+            )
+            assert topic_sequence == base["SOL-PERP"] + 2
             # Several markets in one read: those with a price, as latest() gives them.
-            btc = await prices.latest("BTC-PERP")
             both = await prices.latest_of(["SOL-PERP", "NOPE-PERP", "BTC-PERP"])
-            assert both == {"SOL-PERP": newer} | ({"BTC-PERP": btc[0]} if btc else {})
+            assert both == {"SOL-PERP": later, "BTC-PERP": btc}
             assert await prices.latest_of([]) == {}
+            assert await prices.record([]) == []
+            with pytest.raises(ValueError, match="one price per market"):
+                await prices.record([sol, later])
         finally:
             await transaction.rollback()
