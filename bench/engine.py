@@ -72,7 +72,8 @@ from domain.perps_engine import (
 )
 from domain.perps_reference import FullScanEngine
 from domain.perps_trades import up
-from domain.prices import OraclePrice
+from domain.prices import PRICE_UPDATE, OraclePrice
+from domain.topics import price_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -122,11 +123,19 @@ class VirtualClock:
 
 
 class Prices:
+    """The latest prices, set by the benchmark (the tick source)."""
+
     def __init__(self) -> None:
         self.stored: dict[str, tuple[OraclePrice, int]] = {}
 
-    async def save(self, price: OraclePrice, sequence: int) -> None:
-        self.stored[price.market] = (price, sequence)
+    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
+        events = []
+        for price in prices:
+            sequence = self.stored[price.market][1] + 1 if price.market in self.stored else 1
+            self.stored[price.market] = (price, sequence)
+            topic, payload = price_topic(price.market), price.to_payload()
+            events.append(Event(topic, sequence, price.published_at, PRICE_UPDATE, payload))
+        return events
 
     async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
         return self.stored.get(market)
