@@ -373,6 +373,7 @@ class PerpsEngine:
         self._volumes_read: dict[str, Decimal] | None = None
         self._oldest_fill: datetime | None = None
         self._volumes_inexact = False
+        self._encoded_candidates: dict[str, tuple[Valuation, dict[str, Any]]] = {}
         self.valued = 0
         """How many positions the last pass valued (a figure for the benchmark)."""
 
@@ -444,9 +445,25 @@ class PerpsEngine:
         await self._publish_latest(
             liquidations_topic(),
             LIQUIDATIONS_UPDATED,
-            candidates_payload(candidates),
+            self._candidates_payload(candidates),
         )
         return liquidated
+
+    def _candidates_payload(self, candidates: list[Valuation]) -> dict[str, Any]:
+        """:func:`candidates_payload`, each candidate encoded again only when its valuation is
+        a new one (a market whose price did not move keeps its candidates' valuations)."""
+        held = self._encoded_candidates
+        self._encoded_candidates = {}
+        encoded = []
+        for valuation in candidates:
+            known = held.get(valuation.position.id)
+            if known is not None and known[0] is valuation:
+                item = known[1]
+            else:
+                item = CANDIDATE.encode(Candidate.of(valuation))
+            self._encoded_candidates[valuation.position.id] = (valuation, item)
+            encoded.append(item)
+        return {"candidates": encoded}
 
     async def _volumes(self, now: datetime, changed: bool) -> dict[str, Decimal]:
         """The traded notional per market over the last 24 h, read again only when it may have

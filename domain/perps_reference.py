@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from domain.perps import Signal, mark_to_market, open_interest, ranked_candidates
-from domain.perps_engine import DAY, PerpsEngine
+from domain.perps_engine import DAY, PerpsEngine, candidates_payload
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from domain.perps import Valuation
 
 
@@ -45,3 +47,6 @@ class FullScanEngine(PerpsEngine):
         for market in self.markets:
             interest = open_interest(still_open, market.id)
             await self._market(market, interest, indexes.get(market.id), volumes, now)
+
+    def _candidates_payload(self, candidates: list[Valuation]) -> dict[str, Any]:
+        return candidates_payload(candidates)  # every candidate encoded on every pass
