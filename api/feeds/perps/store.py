@@ -67,6 +67,10 @@ def _position(row: asyncpg.Record) -> Position:
     )
 
 
+def _by_id(position: Position) -> str:
+    return position.id
+
+
 def _account(row: asyncpg.Record) -> MarginAccount:
     return MarginAccount(row["owner"], row["balance"], row["deposited"], row["revision"])
 
@@ -283,30 +287,39 @@ class PgPositionBook:
         payment: Callable[[Position], Decimal],
         announce: Callable[[Position], Announcement],
     ) -> list[Event]:
-        events = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"""SELECT {_POSITION_COLUMNS} FROM perp_positions
                     WHERE market = $1 AND status = 'open' ORDER BY id FOR UPDATE""",
                 market,
             )
+            charges: dict[str, Decimal] = {}
             for row in rows:
                 position = _position(row)
                 # A position pays at most its collateral; what it receives adds to it.
                 paid = min(payment(position), position.collateral)
-                if paid == 0:
-                    continue
-                updated = await conn.fetchrow(
-                    f"""UPDATE perp_positions
-                        SET collateral = collateral - $2, realized_pnl = realized_pnl - $2,
-                            revision = revision + 1, updated_at = $3
-                        WHERE id = $1 RETURNING {_POSITION_COLUMNS}""",
-                    position.id,
-                    paid,
-                    at,
-                )
-                assert updated is not None  # locked above
-                events.append(await self._number(conn, announce(_position(updated))))
+                if paid != 0:
+                    charges[position.id] = paid
+            # One statement for every position charged (an hourly pass over a whole market).
+            updated = await conn.fetch(
+                f"""UPDATE perp_positions p
+                    SET collateral = p.collateral - t.paid,
+                        realized_pnl = p.realized_pnl - t.paid,
+                        revision = p.revision + 1, updated_at = $3
+                    FROM unnest($1::text[], $2::numeric[]) AS t (id, paid)
+                    WHERE p.id = t.id
+                    RETURNING {", ".join(f"p.{c}" for c in _POSITION_COLUMNS.split(", "))}""",
+                list(charges),
+                list(charges.values()),
+                at,
+            )
+            charged = sorted((_position(row) for row in updated), key=_by_id)
+            assert len(charged) == len(charges)  # locked above
+            events = await number_events(
+                conn,
+                self.clock,
+                [Unnumbered(a.topic, a.type, a.payload) for a in map(announce, charged)],
+            )
             await conn.execute(
                 """INSERT INTO perp_funding (market, rate, mark_price, index_price, settled_at)
                    VALUES ($1, $2, $3, $4, $5)""",

@@ -21,6 +21,7 @@ from domain.perps_engine import (
     POSITION_CHANGE,
     POSITION_CLOSED,
     POSITION_OPENED,
+    funding_announcement,
     liquidated_announcement,
     trade_announcement,
 )
@@ -194,3 +195,59 @@ async def test_liquidations_are_stored_together_and_a_changed_position_is_left_a
 
 async def test_no_liquidations_store_nothing(book: PgPositionBook) -> None:
     assert await book.liquidate_all([]) == []
+
+
+async def test_funding_charges_every_open_position_of_the_market_in_one_settlement(
+    book: PgPositionBook, pool: asyncpg.Pool
+) -> None:
+    markets = await load_markets(pool)
+    a, b, c = [await open_one(book, markets, owner=o) for o in ("alice", "bob", "alice")]
+    payments = {a.id: D("10.5"), b.id: D(-3), c.id: D(0)}
+    at = book.clock.now()
+    events = await book.settle_funding(
+        "BTC-PERP",
+        D("0.0001"),
+        PRICE,
+        PRICE,
+        at,
+        lambda p: payments[p.id],
+        funding_announcement,
+    )
+    # In position id order, c (paying nothing) left out; each event the position after it.
+    charged = sorted([a, b], key=lambda p: p.id)
+    assert [POSITION_CHANGE.decode(e.payload).position.id for e in events] == [
+        p.id for p in charged
+    ]
+    after = {p.id: p for p in await book.open_positions()}
+    assert after[a.id].collateral == a.collateral - D("10.5")
+    assert after[a.id].realized_pnl == a.realized_pnl - D("10.5")
+    assert after[b.id].collateral == b.collateral + 3
+    assert (after[a.id].revision, after[b.id].revision, after[c.id].revision) == (2, 2, 1)
+    for event in events:
+        change = POSITION_CHANGE.decode(event.payload)
+        assert change.reason == "funding"
+        assert change.position == after[change.position.id]
+    # Numbered after alice's two opens.
+    assert [e.sequence for e in events if e.topic == "positions:alice"] == [3]
+    row = await pool.fetchrow("SELECT market, rate, settled_at FROM perp_funding")
+    assert row is not None
+    assert (row["market"], row["rate"]) == ("BTC-PERP", D("0.0001"))
+
+
+async def test_a_position_pays_at_most_its_collateral(
+    book: PgPositionBook, pool: asyncpg.Pool
+) -> None:
+    markets = await load_markets(pool)
+    a = await open_one(book, markets)
+    await book.settle_funding(
+        "BTC-PERP",
+        D("0.5"),
+        PRICE,
+        PRICE,
+        book.clock.now(),
+        lambda p: D(10**9),
+        funding_announcement,
+    )
+    (after,) = await book.open_positions()
+    assert after.collateral == 0
+    assert after.realized_pnl == a.realized_pnl - a.collateral
