@@ -19,8 +19,9 @@ clock that moves 1 / (rate * 3) s per tick (so a candidate is liquidated after t
 grace delay).
 After each tick the engine runs one pass (``evaluate``): read the book's changes (a real query),
 value what the move may have changed, warn, rank, liquidate (real transactions), market stats.
-Prices, the publisher and the latest-value store are in memory (the benchmark is the tick source;
-events are prepared, not delivered). Measured per pass: wall time p50/p99/max, the part of it in
+Prices are recorded in PostgreSQL as the price feed records them (outside the measured time) and
+read by the engine from there; the publisher and the latest-value store are in memory (events
+are prepared, not delivered). Measured per pass: wall time p50/p99/max, the part of it in
 liquidation transactions (reported apart), positions valued.
 
 Checks: for the first ``--reference-ticks`` ticks (every tick with ``--quick``) the reference
@@ -59,7 +60,7 @@ from api.cli import GC_THRESHOLD
 from api.feeds.perps.store import PgPositionBook
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.migrate import migrate
-from api.storage.prices import load_markets
+from api.storage.prices import PgPriceRepository, load_markets
 from domain.events import Event
 from domain.perps import Position, Side, mark_to_market
 from domain.perps_engine import (
@@ -72,8 +73,7 @@ from domain.perps_engine import (
 )
 from domain.perps_reference import FullScanEngine
 from domain.perps_trades import up
-from domain.prices import PRICE_UPDATE, OraclePrice
-from domain.topics import price_topic
+from domain.prices import OraclePrice
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -120,28 +120,6 @@ class VirtualClock:
 
     async def sleep(self, seconds: float) -> None:
         pass
-
-
-class Prices:
-    """The latest prices, set by the benchmark (the tick source)."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, tuple[OraclePrice, int]] = {}
-
-    async def record(self, prices: Sequence[OraclePrice]) -> list[Event]:
-        events = []
-        for price in prices:
-            sequence = self.stored[price.market][1] + 1 if price.market in self.stored else 1
-            self.stored[price.market] = (price, sequence)
-            topic, payload = price_topic(price.market), price.to_payload()
-            events.append(Event(topic, sequence, price.published_at, PRICE_UPDATE, payload))
-        return events
-
-    async def latest(self, market: str) -> tuple[OraclePrice, int] | None:
-        return self.stored.get(market)
-
-    async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
-        return {m: self.stored[m][0] for m in markets if m in self.stored}
 
 
 class Publisher:
@@ -219,7 +197,7 @@ class TimedBook:
 class Rig:
     engine: PerpsEngine
     book: TimedBook
-    prices: Prices
+    prices: PgPriceRepository
     publisher: Publisher
     clock: VirtualClock
 
@@ -229,7 +207,7 @@ def rig(
 ) -> Rig:
     clock = VirtualClock(start)
     book = TimedBook(PgPositionBook(pool, clock))
-    prices = Prices()
+    prices = PgPriceRepository(pool)
     publisher = Publisher(clock)
     engine = engine_class(
         markets,
@@ -477,7 +455,7 @@ async def ticks(
     ids = list(START_PRICES)
     for r in rigs:
         for market_id, price in prices.items():
-            set_price(r, market_id, price)
+            await set_price(r, market_id, price)
     started = time.perf_counter()
     await indexed.engine.evaluate()
     load_s = time.perf_counter() - started
@@ -496,7 +474,7 @@ async def ticks(
         with_reference = tick < reference_ticks
         for r in rigs if with_reference else (indexed,):
             r.clock.advance(1 / (rate * len(ids)))
-            set_price(r, market_id, price)
+            await set_price(r, market_id, price)
         liquidating = indexed.book.liquidating_s
         started, cpu = time.perf_counter(), time.process_time()
         await indexed.engine.evaluate()
@@ -523,15 +501,15 @@ async def ticks(
     return outcome
 
 
-def set_price(r: Rig, market_id: str, price: Decimal) -> None:
-    r.prices.stored[market_id] = (OraclePrice(market_id, price, D(1), r.clock.now()), 1)
+async def set_price(r: Rig, market_id: str, price: Decimal) -> None:
+    """As the price feed stores a tick (not part of the engine's time)."""
+    await r.prices.record([OraclePrice(market_id, price, D(1), r.clock.now())])
 
 
 async def final_check(indexed: Rig, pool: asyncpg.Pool, markets: MarketCatalog) -> list[str]:
     """A fresh reference engine values every position at the final prices."""
     fresh = rig(FullScanEngine, pool, markets, indexed.clock.wall)
     fresh.clock.mono = indexed.clock.mono
-    fresh.prices.stored = dict(indexed.prices.stored)
     await fresh.engine.evaluate()
     problems = []
     if fresh.engine.watch.warned != indexed.engine.watch.warned:

@@ -496,13 +496,11 @@ class PerpsEngine:
 
     async def _fresh_indexes(self, now: datetime) -> dict[str, Decimal]:
         max_age = timedelta(seconds=self.settings.price_max_age_s)
+        latest = await self.prices.latest_of([m.id for m in self.markets])  # one read
         indexes: dict[str, Decimal] = {}
         for market in self.markets:
-            stored = await self.prices.latest(market.id)
-            if stored is None:
-                continue
-            price = stored[0]
-            if abs(now - price.published_at) <= max_age:
+            price = latest.get(market.id)
+            if price is not None and abs(now - price.published_at) <= max_age:
                 indexes[market.id] = price.price
         return indexes
 
