@@ -168,6 +168,10 @@ class MarketIndex:
         self._unsorted: list[tuple[float, str]] = []
         """Keys put since the last lookup, sorted in with one ``update`` (a first load puts
         every position: one sort, not n insertions)."""
+        self._stale = 0
+        """Keys of positions changed or removed since, left in place (a lookup skips them) until
+        they are half of all: then the sorted list is built afresh from the live keys, so that
+        a change of every position (funding) costs one sort, not 2n removals."""
         self._volatile: set[str] = set()
         self._long = SideTotal()
         self._short = SideTotal()
@@ -205,15 +209,17 @@ class MarketIndex:
         return True
 
     def _sort_in(self) -> None:
-        if self._unsorted:
+        if self._stale and self._stale * 2 >= len(self._thresholds) + len(self._unsorted):
+            live = [key for keys in self._keys.values() for key in keys]
+            self._thresholds = SortedKeyList(live, key=_by_price)
+            self._unsorted, self._stale = [], 0
+        elif self._unsorted:
             self._thresholds.update(self._unsorted)
             self._unsorted = []
 
     def _unkey(self, position: Position) -> None:
-        self._sort_in()
         self._total(position.side).remove(position.size)
-        for key in self._keys.pop(position.id, ()):
-            self._thresholds.remove(key)
+        self._stale += len(self._keys.pop(position.id, ()))
         self._volatile.discard(position.id)
 
     def _total(self, side: Side) -> SideTotal:
@@ -224,7 +230,8 @@ class MarketIndex:
         self._sort_in()
         low, high = sorted((float(a), float(b)))
         keys = self._thresholds.irange_key(low * (1 - EPSILON), high * (1 + EPSILON))
-        return {position_id for _, position_id in keys}
+        live = self._keys
+        return {key[1] for key in keys if key in live.get(key[1], ())}
 
     def to_observe(self, price: Decimal) -> list[Position]:
         """The positions whose state may differ at ``price`` from what was last observed, and

@@ -223,3 +223,18 @@ def test_a_size_beyond_the_running_sums_precision_falls_back_to_summing_afresh()
     assert index.open_interest() == open_interest(positions, "BTC-PERP")
     index.remove("p1")
     assert index.open_interest() == open_interest(positions[:1], "BTC-PERP")
+
+
+@pytest.mark.parametrize("changed", [1, 10])  # a few (keys left in place), all (list rebuilt)
+def test_the_old_thresholds_of_a_changed_position_select_it_no_more(changed: int) -> None:
+    index = MarketIndex(BTC)
+    held = [position(f"p{i}") for i in range(10)]  # warning at 46,680.50
+    for p in held:
+        index.put(p)
+    index.to_observe(D(48000))
+    for p in held[:changed]:
+        index.put(replace(p, collateral=D(20000), revision=2))  # thresholds near 31,000
+    index.to_observe(D(48000))  # the changed ones, dirty
+    selected = {p.id for p in index.to_observe(D(46600))}
+    assert selected == {p.id for p in held[changed:]}
+    assert {p.id for p in index.to_observe(D(30000))} == {p.id for p in held}
