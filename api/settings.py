@@ -192,6 +192,7 @@ class Settings(BaseSettings):
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+    shutdown_reconnect_spread_s: float = Field(default=5.0, ge=0, le=300)
     """On SIGTERM, how long queries and mutations already executing get to finish and send their
     answer before the connections are closed anyway (then the workers stop and the process exits).
     Keep it below the orchestrator's own grace period (Kubernetes: 30 s by default)."""
