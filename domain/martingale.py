@@ -365,7 +365,10 @@ class Strategy:
 
     Start one with ``Strategy(id, config)``; pass ``last_round`` to refuse outcomes of rounds up
     to it (the rounds before the strategy existed). The totals and the streak are kept by
-    ``settle`` from ``rounds``, the full history (at most MAX_ROUNDS long)."""
+    ``settle``, which appends to ``rounds``. ``rounds`` is the whole history (at most MAX_ROUNDS
+    long), or only its newest part: settling needs the counters, not the history, so a store that
+    settles many strategies at once loads none of it and says how many rounds came before
+    (``earlier_rounds``)."""
 
     id: str
     config: StrategyConfig
@@ -379,15 +382,19 @@ class Strategy:
     total_deployed: Decimal = _ZERO
     total_rewards: Decimal = _ZERO
     total_loss: Decimal = _ZERO
+    earlier_rounds: int = 0
+    """Rounds played before the first of ``rounds`` (0: ``rounds`` is the whole history)."""
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ValueError("strategy id must not be empty")
+        if self.earlier_rounds < 0:
+            raise ValueError("earlier rounds must not be negative")
         if (self.status is StrategyStatus.ACTIVE) != (self.exit_reason is None):
             raise ValueError("an active strategy has no exit reason, and an ended one has one")
         if self.exit_reason is not None and self.exit_reason.status is not self.status:
             raise ValueError(f"exit reason {self.exit_reason.value} does not match the status")
-        played = len(self.rounds)
+        played = self.rounds_played
         if played > self.config.total_rounds or (
             played == self.config.total_rounds and self.status is StrategyStatus.ACTIVE
         ):
@@ -396,6 +403,13 @@ class Strategy:
             raise ValueError("the losing streak and wins must fit in the rounds played")
         if self.rounds and self.last_round != self.rounds[-1].round_number:
             raise ValueError("the last round must be the last round played")
+        if played and self.last_round is None:
+            raise ValueError("a strategy that played rounds has a last round")
+
+    @property
+    def rounds_played(self) -> int:
+        """Every round played, those not in ``rounds`` included."""
+        return self.earlier_rounds + len(self.rounds)
 
     @property
     def profit_loss(self) -> Decimal:
@@ -427,7 +441,7 @@ class Strategy:
         streak = 0 if outcome.won else self.losing_streak + 1
         deployed = self.total_deployed + amount
         rewards = self.total_rewards + outcome.reward
-        reason = _exit_reason(self.config, len(rounds), streak, rewards - deployed)
+        reason = _exit_reason(self.config, self.rounds_played + 1, streak, rewards - deployed)
         return replace(
             self,
             status=StrategyStatus.ACTIVE if reason is None else reason.status,
@@ -552,7 +566,7 @@ PROGRESS_UPDATE = PayloadCodec(ProgressUpdate, fields=("wallet", "strategies"), 
 
 def progress(strategy: Strategy) -> Progress:
     config = strategy.config
-    played = len(strategy.rounds)
+    played = strategy.rounds_played
     next_amount = strategy.next_amount
     return Progress(
         strategy_id=strategy.id,
