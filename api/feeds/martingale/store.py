@@ -15,6 +15,7 @@ Events:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ ROUND_OPENED = "round.opened"
 ROUND_SETTLED = "round.settled"
 PROGRESS = "martingale.progress"
 SUMMARY_EVENT = "martingale.summary"
+PROGRESS_SLICE = 100
+"""Wallets' progress events made between two looks at the event loop."""
 
 
 class RoundError(ValueError):
@@ -125,18 +128,25 @@ def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record] | None = Non
     return OwnedStrategy(strategy, row["owner"], row["first_round"])
 
 
-def _progress_of_wallets(wallets: set[str], strategies: Iterable[Strategy]) -> list[Unnumbered]:
+async def _progress_of_wallets(
+    wallets: set[str], strategies: Iterable[Strategy]
+) -> list[Unnumbered]:
     """Each wallet's progress event: its strategies among ``strategies``, the active ones in id
-    order, then those that ended."""
+    order, then those that ended. Made :data:`PROGRESS_SLICE` wallets at a time, with the event
+    loop let in between: a statement a settlement sent meanwhile is written to PostgreSQL and
+    runs there while these are computed."""
     shown: dict[str, list[Strategy]] = {wallet: [] for wallet in wallets}
     for strategy in sorted(strategies, key=lambda s: (s.status is not StrategyStatus.ACTIVE, s.id)):
         listed = shown.get(strategy.config.wallet_address)
         if listed is not None:
             listed.append(strategy)
-    return [
-        Unnumbered(martingale_topic(wallet), PROGRESS, progress_event_payload(wallet, listed))
-        for wallet, listed in sorted(shown.items())
-    ]
+    events = []
+    for n, (wallet, listed) in enumerate(sorted(shown.items()), 1):
+        payload = progress_event_payload(wallet, listed)
+        events.append(Unnumbered(martingale_topic(wallet), PROGRESS, payload))
+        if n % PROGRESS_SLICE == 0:
+            await asyncio.sleep(0)
+    return events
 
 
 class PgMartingaleStore:
@@ -194,8 +204,25 @@ class PgMartingaleStore:
                    WHERE status = 'active' AND first_round <= $1 ORDER BY id FOR UPDATE""",
                 result.round_number,
             )
+            # A wallet's event shows all its active strategies: those that play this round
+            # (settled or not), and those that start with a later round.
+            waiting = await conn.fetch(
+                """SELECT * FROM martingale_strategies
+                   WHERE status = 'active' AND first_round > $1""",
+                result.round_number,
+            )
             changed = settle_round((_strategy(r).strategy for r in playing), result)
-            await self._save_settled(conn, changed, at)
+            after = {after.id: after for _, after in changed}
+            shown = [after.get(r["id"]) or _strategy(r).strategy for r in playing]
+            shown += [_strategy(r).strategy for r in waiting]
+            # The progress events are computed while PostgreSQL stores the settlement.
+            saving = asyncio.ensure_future(self._save_settled(conn, changed, at))
+            try:
+                progress = await _progress_of_wallets(
+                    {s.config.wallet_address for s in after.values()}, shown
+                )
+            finally:
+                await saving
             await conn.execute(
                 """UPDATE mining_rounds SET settled_at = $2, won = $3, reward_multiplier = $4
                    WHERE number = $1""",
@@ -205,24 +232,13 @@ class PgMartingaleStore:
                 result.reward_multiplier,
             )
             settled = MiningRound(row["number"], row["starts_at"], row["ends_at"], result, at)
-            # A wallet's event shows all its active strategies: those that played (settled or
-            # not), and those that start with a later round.
-            waiting = await conn.fetch(
-                """SELECT * FROM martingale_strategies
-                   WHERE status = 'active' AND first_round > $1""",
-                result.round_number,
-            )
-            after = {after.id: after for _, after in changed}
-            shown = [after.get(r["id"]) or _strategy(r).strategy for r in playing]
-            shown += [_strategy(r).strategy for r in waiting]
-            wallets = {s.config.wallet_address for s in after.values()}
             summary = await self._summary(conn)
             return await number_events(
                 conn,
                 self.clock,
                 [
                     Unnumbered(rounds_topic(), ROUND_SETTLED, round_payload(settled)),
-                    *_progress_of_wallets(wallets, shown),
+                    *progress,
                     Unnumbered(martingale_topic(), SUMMARY_EVENT, SUMMARY.encode(summary)),
                 ],
             )
@@ -371,14 +387,18 @@ class PgMartingaleStore:
         if not changed:
             return
         saved = [after for _, after in changed]
+        # Amounts go as text and are cast by PostgreSQL: exact either way, and asyncpg's
+        # encoding of Decimals into numeric[] took longer than the UPDATE itself.
         await conn.execute(
             """UPDATE martingale_strategies AS s
                SET status = u.status, exit_reason = u.exit_reason, last_round = u.last_round,
                    losing_streak = u.losing_streak, wins = u.wins,
-                   total_deployed = u.total_deployed, total_rewards = u.total_rewards,
-                   total_loss = u.total_loss, rounds_played = u.rounds_played, updated_at = $11
+                   total_deployed = u.total_deployed::numeric,
+                   total_rewards = u.total_rewards::numeric,
+                   total_loss = u.total_loss::numeric, rounds_played = u.rounds_played,
+                   updated_at = $11
                FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[],
-                           $6::int[], $7::numeric[], $8::numeric[], $9::numeric[], $10::int[])
+                           $6::int[], $7::text[], $8::text[], $9::text[], $10::int[])
                     AS u (id, status, exit_reason, last_round, losing_streak, wins,
                           total_deployed, total_rewards, total_loss, rounds_played)
                WHERE s.id = u.id""",
@@ -388,9 +408,9 @@ class PgMartingaleStore:
             [s.last_round for s in saved],
             [s.losing_streak for s in saved],
             [s.wins for s in saved],
-            [s.total_deployed for s in saved],
-            [s.total_rewards for s in saved],
-            [s.total_loss for s in saved],
+            [str(s.total_deployed) for s in saved],
+            [str(s.total_rewards) for s in saved],
+            [str(s.total_loss) for s in saved],
             [s.rounds_played for s in saved],
             at,
         )
@@ -399,13 +419,14 @@ class PgMartingaleStore:
         ]
         await conn.execute(
             """INSERT INTO martingale_rounds (strategy_id, round_number, amount, won, reward)
-               SELECT * FROM unnest($1::text[], $2::bigint[], $3::numeric[], $4::bool[],
-                                    $5::numeric[])""",
+               SELECT id, round_number, amount::numeric, won, reward::numeric
+               FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::text[])
+                    AS u (id, round_number, amount, won, reward)""",
             [strategy_id for strategy_id, _ in played],
             [r.round_number for _, r in played],
-            [r.amount for _, r in played],
+            [str(r.amount) for _, r in played],
             [r.won for _, r in played],
-            [r.reward for _, r in played],
+            [str(r.reward) for _, r in played],
         )
 
     async def _progress_events(
@@ -421,7 +442,7 @@ class PgMartingaleStore:
         shown = [_strategy(r).strategy for r in rows]
         if ended is not None:
             shown.append(ended)
-        return await number_events(conn, self.clock, _progress_of_wallets({wallet}, shown))
+        return await number_events(conn, self.clock, await _progress_of_wallets({wallet}, shown))
 
     async def _summary(self, conn: Connection) -> Summary:
         rows = await conn.fetch(
