@@ -290,12 +290,17 @@ class PgMartingaleStore:
             loaded = await self._load(conn, "id = $1", strategy_id)
             return loaded[0] if loaded else None
 
-    async def strategies(self, wallet: str | None, *, active_only: bool) -> list[OwnedStrategy]:
-        where = "($1::text IS NULL OR wallet_address = $1)"
-        if active_only:
-            where += " AND status = 'active'"
-        async with self.pool.acquire() as conn:
-            return await self._load(conn, where + " ORDER BY created_at, id", wallet)
+    async def strategies(self, wallet: str, *, active_only: bool) -> list[OwnedStrategy]:
+        """A wallet's strategies, the oldest first: their counters, not their rounds (what their
+        progress shows; ``strategy()`` has the rounds)."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM martingale_strategies
+               WHERE wallet_address = $1 AND (NOT $2 OR status = 'active')
+               ORDER BY created_at, id""",
+            wallet,
+            active_only,
+        )
+        return [_strategy(r) for r in rows]
 
     async def page(
         self, wallet: str | None, *, active_only: bool, first: int, after: str | None
