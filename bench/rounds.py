@@ -22,7 +22,8 @@ Measured: one ``settleRound`` mutation (won, reward multiplier 2), as a ``servic
 
 - ``settle``: seconds from sending the mutation to its answer. The server answers after the
   settlement's transaction committed and every event was handed to the broker: one per wallet,
-  one admin summary, one round event.
+  one admin summary, one round event. Beside it, the CPU seconds the server's process used
+  meanwhile: on a busy machine, what the settlement itself costs.
 - ``delivered``: seconds from sending the mutation until every subscriber has the update showing
   round 1 settled for every strategy of its wallet. Target: at most 5 s.
 
@@ -59,7 +60,14 @@ from websockets.typing import Subprotocol
 from api.auth import Role, mint
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.migrate import migrate
-from bench.processes import BenchError, Server, free_port, own_database, raise_open_files_limit
+from bench.processes import (
+    BenchError,
+    Server,
+    cpu_seconds,
+    free_port,
+    own_database,
+    raise_open_files_limit,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -109,6 +117,9 @@ QUICK = Size(10_000, 2_000, 200)
 class Result:
     size: Size
     settle_s: float
+    server_cpu_s: float
+    """CPU seconds the server's process used from the mutation to its answer: what the
+    settlement costs it whatever else runs on the machine (PostgreSQL's share not included)."""
     delivered_s: float
     stored: int
     """Strategies stored as having played round 1."""
@@ -249,6 +260,7 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
         service = mint(SECRET, sub="bench-oracle", role=Role.SERVICE, ttl=TOKEN_TTL)
         variables = {"i": {"roundNumber": 1, "won": True, "rewardMultiplier": "2"}}
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            cpu_before = cpu_seconds(tradestream.pid) or 0.0
             began = time.perf_counter()
             response = await http.post(
                 f"{http_url}/graphql",
@@ -256,6 +268,7 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
                 headers={"authorization": f"Bearer {service}"},
             )
             settled = time.perf_counter()
+            cpu_after = cpu_seconds(tradestream.pid) or 0.0
             body = response.json()
             if "errors" in body:
                 raise BenchError(f"settleRound: {body['errors']}")
@@ -287,6 +300,7 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
     return Result(
         size,
         settle_s=settled - began,
+        server_cpu_s=cpu_after - cpu_before,
         delivered_s=delivered - began,
         stored=stored,
         rounds_stored=rounds_stored,
@@ -301,6 +315,7 @@ def report(result: Result) -> bool:
     size = result.size
     rows = [
         ("settle (mutation answered)", f"{result.settle_s:.2f} s", "-"),
+        ("  server CPU meanwhile", f"{result.server_cpu_s:.2f} s", "-"),
         ("settled and delivered", f"{result.delivered_s:.2f} s", f"<= {TARGET_S:g} s"),
         ("subscribers updated", f"{result.updates}", f"{size.subscribers}"),
         ("strategies stored as settled", f"{result.stored}", f"{size.strategies}"),
