@@ -464,8 +464,11 @@ class Strategy:
         deployed = self.total_deployed + amount
         rewards = self.total_rewards + outcome.reward
         reason = _exit_reason(self.config, self.rounds_played + 1, streak, rewards - deployed)
-        return replace(
-            self,
+        # Every field named (not dataclasses.replace, which looks each one up): a round settles
+        # every active strategy, 100,000 of them at a time.
+        return Strategy(
+            id=self.id,
+            config=self.config,
             status=StrategyStatus.ACTIVE if reason is None else reason.status,
             exit_reason=reason,
             last_round=outcome.round_number,
@@ -475,6 +478,7 @@ class Strategy:
             total_deployed=deployed,
             total_rewards=rewards,
             total_loss=self.total_loss if outcome.won else self.total_loss + amount,
+            earlier_rounds=self.earlier_rounds,
         )
 
     def stop(self) -> Strategy:
