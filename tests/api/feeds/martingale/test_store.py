@@ -4,6 +4,7 @@ versions read them."""
 
 from __future__ import annotations
 
+import gc
 import random
 import uuid
 from collections import Counter
@@ -18,6 +19,7 @@ import pytest
 from api.feeds.martingale.store import (
     PgMartingaleStore,
     RoundError,
+    _collector_paused,
     progress_event_payload,
     progress_payload,
     round_payload,
@@ -225,6 +227,28 @@ async def test_pages_go_through_every_strategy_once_in_id_order(pool: asyncpg.Po
     [first], _ = await store.page(None, active_only=False, first=1, after=sorted(ids)[6])
     assert first.strategy.rounds == ()
     assert progress(first.strategy) == progress((await store.strategy(sorted(ids)[7])).strategy)  # type: ignore[union-attr]
+
+
+def test_the_collector_pauses_during_a_settlement_and_comes_back_as_it_was() -> None:
+    assert gc.isenabled()
+    seen = []
+
+    def failing_settlement() -> None:
+        with _collector_paused():
+            seen.append(gc.isenabled())
+            raise RuntimeError("a failed settlement")
+
+    with pytest.raises(RuntimeError):
+        failing_settlement()
+    assert seen == [False]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with _collector_paused():  # paused by someone else: left to them
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # --- payloads -------------------------------------------------------------------------------
