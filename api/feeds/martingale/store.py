@@ -2,10 +2,12 @@
 played. A round's settlement updates every strategy active in it in one transaction, which also
 numbers the events announcing it; the events are delivered after the commit.
 
-A settlement is a fixed number of statements whatever the number of strategies: one reads the
-strategies' rows (their counters, not their round histories: settling needs no more), one
-updates them all from arrays (``UPDATE ... FROM unnest``), one inserts every round played, one
-numbers every event (:func:`number_events`), one sums the admin summary.
+A settlement is a fixed number of statements whatever the number of strategies: two read the
+active strategies' rows (their counters, not their round histories: settling needs no more),
+one updates them all from arrays (``UPDATE ... FROM unnest``), one inserts every round played,
+one sums the admins' summary, one numbers every event (:func:`number_events`). Each wallet whose
+strategies played gets one event on its own topic; the admins get the summary, never every
+strategy in one message.
 
 Events:
     rounds               round.opened, round.settled   {round}
@@ -84,7 +86,8 @@ def progress_payload(strategy: Strategy) -> dict[str, Any]:
 
 
 def progress_event_payload(wallet: str | None, strategies: list[Strategy]) -> dict[str, Any]:
-    """A progress event's payload: a wallet's strategies, or everyone's (``wallet`` None)."""
+    """A progress event's payload: a wallet's strategies (``wallet`` None: everyone's, which the
+    codec still reads and writes but nothing publishes any more)."""
     return PROGRESS_UPDATE.encode(ProgressUpdate(tuple(progress(s) for s in strategies), wallet))
 
 
@@ -236,7 +239,7 @@ class PgMartingaleStore:
                 # The progress events are computed while PostgreSQL stores the settlement.
                 saving = asyncio.ensure_future(self._save_settled(conn, changed, at))
                 try:
-                    progress = await _progress_of_wallets(
+                    wallet_events = await _progress_of_wallets(
                         {s.config.wallet_address for s in after.values()}, shown
                     )
                 finally:
@@ -256,7 +259,7 @@ class PgMartingaleStore:
                 self.clock,
                 [
                     Unnumbered(rounds_topic(), ROUND_SETTLED, round_payload(settled)),
-                    *progress,
+                    *wallet_events,
                     Unnumbered(martingale_topic(), SUMMARY_EVENT, SUMMARY.encode(summary)),
                 ],
             )
