@@ -229,6 +229,49 @@ async def test_pages_go_through_every_strategy_once_in_id_order(pool: asyncpg.Po
     assert progress(first.strategy) == progress((await store.strategy(sorted(ids)[7])).strategy)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("strategies", [3, 150])
+async def test_a_settlement_takes_the_same_statements_whatever_the_number_of_strategies(
+    isolated_database_url: str, strategies: int
+) -> None:
+    """Batched: no statement per strategy or per wallet (it was one UPDATE and INSERT per
+    strategy and one numbering per wallet)."""
+    statements: list[str] = []
+
+    async def log_queries(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda record: statements.append(record.query))
+
+    pool = await asyncpg.create_pool(
+        isolated_database_url, min_size=1, max_size=1, init=log_queries
+    )
+    try:
+        await migrate(pool)
+        store = PgMartingaleStore(pool, SystemClock())
+        rng = random.Random(strategies)
+        for n in range(strategies):
+            wallet = f"sw{n % 40}"
+            await store.create(Strategy(f"mg_{n:04d}", varied_config(rng, wallet)), wallet)
+        now = datetime.now(UTC)
+        for number in (1, 2):
+            await store.open_round(number, now - timedelta(minutes=2), now - timedelta(minutes=1))
+        await store.settle(RoundResult(1, False), now)  # asyncpg learns the types it meets once
+        statements.clear()
+        events = await store.settle(RoundResult(2, True, Decimal(2)), now)
+    finally:
+        await pool.close()
+    assert len(events) == 2 + min(strategies, 40)
+    # The pool's reset of the connection it got back is not the settlement's.
+    settling = [q.split()[0] for q in statements if "pg_advisory_unlock_all" not in q]
+    assert settling == [
+        "BEGIN;",
+        *("SELECT", "SELECT", "SELECT"),  # the round, the strategies playing it, the others
+        *("UPDATE", "INSERT"),  # every strategy, every round played
+        "UPDATE",  # the round
+        "SELECT",  # the summary
+        "WITH",  # every event numbered
+        "COMMIT;",
+    ]
+
+
 def test_the_collector_pauses_during_a_settlement_and_comes_back_as_it_was() -> None:
     assert gc.isenabled()
     seen = []
