@@ -436,3 +436,29 @@ async def test_bad_pages_are_refused(
     body = await call(server, PAGE, {"o": False, **variables}, token("root", "admin"))
     assert error_code(body) == code
     assert body["data"] is None
+
+
+async def test_a_renewed_session_that_is_no_longer_an_admins_loses_the_summary(
+    server: ServerProcess,
+) -> None:
+    """martingaleSummary is an admin's: a token renewed to the user role ends it, and leaves the
+    caller's own wallet's progress running."""
+    renew = "mutation($t: String!) { renewSession(token: $t) { role endedSubscriptions } }"
+    async with GraphQLWS.connect(server.ws_url, token=token("renewer", "admin")) as client:
+        await client.subscribe("s", "subscription { " + SUMMARY + " }")
+        await client.subscribe("p", WATCH, {"w": "renewer"})
+        firsts = await messages_until(client, lambda ms: {m.get("id") for m in ms} >= {"s", "p"})
+        assert all(m["type"] == "next" for m in firsts), firsts
+        await client.subscribe("r", renew, {"t": token("renewer", "user")})
+
+        def renewed_and_ended(messages: list[dict[str, Any]]) -> bool:
+            return {"type": "complete", "id": "s"} in messages and any(
+                m.get("id") == "r" and m["type"] == "next" for m in messages
+            )
+
+        after = await messages_until(client, renewed_and_ended)
+    [answer] = [m for m in after if m.get("id") == "r" and m["type"] == "next"]
+    assert answer["payload"]["data"]["renewSession"] == {"role": "user", "endedSubscriptions": 1}
+    [refused] = [m for m in after if m.get("id") == "s" and m["type"] == "next"]
+    assert refused["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert not [m for m in after if m.get("id") == "p" and m["type"] != "next"]
