@@ -220,22 +220,28 @@ class PgMartingaleStore:
                     "ROUND_NOT_ENDED", f"round {result.round_number} ends at {row['ends_at']}"
                 )
             with _collector_paused():
-                playing = await conn.fetch(
-                    """SELECT * FROM martingale_strategies
-                       WHERE status = 'active' AND first_round <= $1 ORDER BY id FOR UPDATE""",
-                    result.round_number,
-                )
+                # The rows go as soon as they are read: the strategies are all that is kept.
+                playing = [
+                    _strategy(r).strategy
+                    for r in await conn.fetch(
+                        """SELECT * FROM martingale_strategies
+                           WHERE status = 'active' AND first_round <= $1 ORDER BY id FOR UPDATE""",
+                        result.round_number,
+                    )
+                ]
                 # A wallet's event shows all its active strategies: those that play this round
                 # (settled or not), and those that start with a later round.
-                waiting = await conn.fetch(
-                    """SELECT * FROM martingale_strategies
-                       WHERE status = 'active' AND first_round > $1""",
-                    result.round_number,
-                )
-                changed = settle_round((_strategy(r).strategy for r in playing), result)
+                waiting = [
+                    _strategy(r).strategy
+                    for r in await conn.fetch(
+                        """SELECT * FROM martingale_strategies
+                           WHERE status = 'active' AND first_round > $1""",
+                        result.round_number,
+                    )
+                ]
+                changed = settle_round(playing, result)
                 after = {after.id: after for _, after in changed}
-                shown = [after.get(r["id"]) or _strategy(r).strategy for r in playing]
-                shown += [_strategy(r).strategy for r in waiting]
+                shown = [after.get(s.id, s) for s in playing] + waiting
                 # The progress events are computed while PostgreSQL stores the settlement.
                 saving = asyncio.ensure_future(self._save_settled(conn, changed, at))
                 try:
