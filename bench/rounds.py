@@ -23,7 +23,8 @@ Measured: one ``settleRound`` mutation (won, reward multiplier 2), as a ``servic
 - ``settle``: seconds from sending the mutation to its answer. The server answers after the
   settlement's transaction committed and every event was handed to the broker: one per wallet,
   one admin summary, one round event. Beside it, the CPU seconds the server's process used
-  meanwhile: on a busy machine, what the settlement itself costs.
+  meanwhile (on a busy machine, what the settlement itself costs), and its resident memory
+  before and at its peak.
 - ``delivered``: seconds from sending the mutation until every subscriber has the update showing
   round 1 settled for every strategy of its wallet. Target: at most 5 s.
 
@@ -66,7 +67,9 @@ from bench.processes import (
     cpu_seconds,
     free_port,
     own_database,
+    peak_rss_bytes,
     raise_open_files_limit,
+    rss_bytes,
 )
 
 if TYPE_CHECKING:
@@ -120,6 +123,10 @@ class Result:
     server_cpu_s: float
     """CPU seconds the server's process used from the mutation to its answer: what the
     settlement costs it whatever else runs on the machine (PostgreSQL's share not included)."""
+    server_before_mb: float
+    """The server process's resident memory before the settlement: subscribers connected."""
+    server_peak_mb: float
+    """The server process's peak resident memory (VmHWM), the settlement included."""
     delivered_s: float
     stored: int
     """Strategies stored as having played round 1."""
@@ -261,6 +268,7 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
         variables = {"i": {"roundNumber": 1, "won": True, "rewardMultiplier": "2"}}
         async with httpx.AsyncClient(timeout=WAIT_S) as http:
             cpu_before = cpu_seconds(tradestream.pid) or 0.0
+            before = rss_bytes(tradestream.pid) or 0
             began = time.perf_counter()
             response = await http.post(
                 f"{http_url}/graphql",
@@ -269,6 +277,7 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
             )
             settled = time.perf_counter()
             cpu_after = cpu_seconds(tradestream.pid) or 0.0
+            peak = peak_rss_bytes(tradestream.pid) or 0
             body = response.json()
             if "errors" in body:
                 raise BenchError(f"settleRound: {body['errors']}")
@@ -301,6 +310,8 @@ async def _settle(tradestream: Server, database_url: str, size: Size) -> Result:
         size,
         settle_s=settled - began,
         server_cpu_s=cpu_after - cpu_before,
+        server_before_mb=before / 2**20,
+        server_peak_mb=peak / 2**20,
         delivered_s=delivered - began,
         stored=stored,
         rounds_stored=rounds_stored,
@@ -316,6 +327,8 @@ def report(result: Result) -> bool:
     rows = [
         ("settle (mutation answered)", f"{result.settle_s:.2f} s", "-"),
         ("  server CPU meanwhile", f"{result.server_cpu_s:.2f} s", "-"),
+        ("  server memory before", f"{result.server_before_mb:.0f} MB", "-"),
+        ("  server peak memory", f"{result.server_peak_mb:.0f} MB", "-"),
         ("settled and delivered", f"{result.delivered_s:.2f} s", f"<= {TARGET_S:g} s"),
         ("subscribers updated", f"{result.updates}", f"{size.subscribers}"),
         ("strategies stored as settled", f"{result.stored}", f"{size.strategies}"),
