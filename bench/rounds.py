@@ -164,7 +164,7 @@ async def prepare(database_url: str, size: Size) -> None:
         await pool.close()
 
 
-def server(database_url: str, workdir: Path) -> Server:
+def server(database_url: str, workdir: Path, broadcast_url: str = "memory://") -> Server:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "DATABASE_URL"))},
@@ -175,7 +175,7 @@ def server(database_url: str, workdir: Path) -> Server:
         "JWT_SECRET": SECRET,
         "LOG_LEVEL": "warning",
         "SIMULATED_FEEDS": "false",
-        "BROADCAST_URL": "memory://",
+        "BROADCAST_URL": broadcast_url,
         "MARTINGALE_OUTCOMES": "service",
         "MARTINGALE_ROUND_PERIOD_S": "3600",
         "MAX_CONNECTIONS_PER_CLIENT": "1000000",
@@ -238,10 +238,12 @@ class Subscriber:
                 return
 
 
-async def measure(database_url: str, size: Size, workdir: Path) -> Result:
+async def measure(
+    database_url: str, size: Size, workdir: Path, broadcast_url: str = "memory://"
+) -> Result:
     """Prepare the database, start the server, subscribe, settle round 1, check."""
     await prepare(database_url, size)
-    tradestream = server(database_url, workdir)
+    tradestream = server(database_url, workdir, broadcast_url)
     await asyncio.to_thread(tradestream.start, WAIT_S)
     try:
         return await _settle(tradestream, database_url, size)
@@ -360,6 +362,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--wallets", type=int)
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--broadcast",
+        default="memory://",
+        help="the server's BROADCAST_URL (default memory://; e.g. a local redis://127.0.0.1:PORT)",
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
     size = Size(
@@ -382,12 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         if database_url:
             with own_database(database_url, workdir, "rounds") as (url, _):
                 assert url is not None
-                result = asyncio.run(measure(url, args.size, workdir))
+                result = asyncio.run(measure(url, args.size, workdir, args.broadcast))
         else:
             embedded = EmbeddedPostgres(workdir / "postgres")
             try:
                 url = embedded.start()
-                result = asyncio.run(measure(url, args.size, workdir))
+                result = asyncio.run(measure(url, args.size, workdir, args.broadcast))
             finally:
                 embedded.stop()
     except BenchError as exc:

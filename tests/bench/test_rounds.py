@@ -28,6 +28,7 @@ async def test_a_tiny_round_is_settled_stored_and_delivered_to_every_owner(
 
 def test_the_sizes_are_checked_and_quick_is_smaller() -> None:
     assert rounds.parse_args([]).size == rounds.FULL
+    assert rounds.parse_args([]).broadcast == "memory://"
     assert rounds.parse_args(["--quick"]).size == rounds.QUICK
     chosen = rounds.parse_args(["--strategies", "50", "--wallets", "10", "--subscribers", "2"])
     assert chosen.size == rounds.Size(50, 10, 2)
