@@ -409,6 +409,10 @@ async def test_strategies_come_a_page_at_a_time(server: ServerProcess) -> None:
     spying = await call(server, PAGE, {"f": 10, "w": wallet, "o": False}, token("pager-user"))
     assert error_code(spying) == "FORBIDDEN"
     assert error_code(await call(server, PAGE, {"f": 10, "o": False})) == "UNAUTHENTICATED"
+    service = token("ore-oracle", "service")
+    assert error_code(await call(server, PAGE, {"f": 10, "o": False}, service)) == "FORBIDDEN"
+    assert error_code(await call(server, "{ " + SUMMARY + " }")) == "UNAUTHENTICATED"
+    assert error_code(await call(server, "{ " + SUMMARY + " }", bearer=service)) == "FORBIDDEN"
     empty = await call(server, PAGE, {"f": 10, "w": "pager-nobody", "o": False}, admin)
     assert empty["data"]["strategyPage"] == {
         "strategies": [],
