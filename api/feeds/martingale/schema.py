@@ -105,12 +105,13 @@ def _one_wallet(principal: Principal, wallet: str | None, what: str) -> str:
     return chosen
 
 
-def page_cursor(strategy_id: str) -> str:
+def _page_cursor(strategy_id: str) -> str:
     """The opaque ``endCursor`` of a page that ends with ``strategy_id``."""
     return base64.urlsafe_b64encode((_CURSOR_PREFIX + strategy_id).encode()).decode()
 
 
 def _after_id(cursor: str | None) -> str | None:
+    """The id a page's ``after`` cursor names; INVALID_CURSOR for one this server did not give."""
     if cursor is None:
         return None
     try:
@@ -160,7 +161,7 @@ class MartingaleQuery:
         )
         return StrategyPage(
             strategies=[MartingaleProgress.of(o.strategy) for o in owned],
-            end_cursor=page_cursor(owned[-1].strategy.id) if owned else None,
+            end_cursor=_page_cursor(owned[-1].strategy.id) if owned else None,
             has_next_page=more,
         )
 
