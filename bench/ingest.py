@@ -76,7 +76,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
     from multiprocessing.connection import Connection
 
-STEADY, RESTART, BACKLOG = "steady", "database restart", "backlog"
+STEADY, RESTART, BACKLOG = "steady", "restart", "backlog"
+PHASES = (STEADY, RESTART, BACKLOG)
 TARGET_RATE = 20_000
 TARGET_P99_MS = 500.0
 TOP = 10
@@ -99,12 +100,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="1,000 accounts, 5 s per phase: a check it works"
     )
-    parser.add_argument("--no-restart", action="store_true", help="skip the restart phase")
-    parser.add_argument("--no-backlog", action="store_true", help="skip the backlog phase")
+    parser.add_argument(
+        "--phase",
+        action="append",
+        choices=PHASES,
+        help=f"run only this phase (repeatable; default all: {', '.join(PHASES)})",
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     if args.quick:
         args.accounts, args.seconds = 1_000, 5.0
+    args.phase = [p for p in PHASES if p in (args.phase or PHASES)]
     if args.accounts < 1 or args.seconds <= 0 or args.in_flight < 1:
         parser.error("--accounts, --seconds and --in-flight must be positive")
     args.in_flight = min(args.in_flight, args.accounts)
@@ -159,11 +165,7 @@ async def run(args: argparse.Namespace) -> list[Phase]:
             server = _server(workdir, dsn, rabbitmq_url, queue)
             await asyncio.to_thread(server.start, 120.0)
             try:
-                phases = [STEADY]
-                if not args.no_restart and pgdata is not None:
-                    phases.append(RESTART)
-                if not args.no_backlog:
-                    phases.append(BACKLOG)
+                phases = [p for p in args.phase if p != RESTART or pgdata is not None]
                 return [
                     await _phase(name, args, server, dsn, pgdata, rabbitmq_url, queue)
                     for name in phases
@@ -296,7 +298,7 @@ async def _phase(
                     f"{name}: after {DRAIN_TIMEOUT_S:g} s, {acked} of {outcome.count} acked, "
                     f"newest {'reflected' if reflected else 'not reflected'}"
                 )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
         assert reflected is not None
         done = max(reflected, time.time())  # acked is polled: it may come after the reflection
         phase.end_to_end_s = done - start
