@@ -302,10 +302,8 @@ class SnapshotConsumer:
         self.reconnects += 1
         logger.warning("reconnected to RabbitMQ, consuming %r again", self.queue)
 
-    def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # A plain function, not a coroutine: aio-pika calls it from the event loop instead of
-        # making a task per delivery (a task per message was a tenth of the ingest's CPU at
-        # thousands of messages a second). One worker handles the messages in order.
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        # aio-pika runs this in a task per delivery; one worker handles them in order
         self._inbox.put_nowait(message)
 
     async def _work(self) -> None:
