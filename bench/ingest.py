@@ -69,7 +69,14 @@ from websockets.typing import Subprotocol
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.migrate import migrate
 from bench.cli import DEFAULT_WORKDIR
-from bench.processes import BenchError, Server, free_port, own_database, stop_leftover_postgres
+from bench.processes import (
+    BenchError,
+    Server,
+    cpu_seconds,
+    free_port,
+    own_database,
+    stop_leftover_postgres,
+)
 from bench.report import text_table
 
 if TYPE_CHECKING:
@@ -143,6 +150,15 @@ class Phase:
     duplicated: int = 0
     announced: int = 0
     restart_s: float | None = None
+    server_cpu_s: float | None = None
+    """CPU seconds the server process spent during the phase."""
+
+    @property
+    def cpu_us(self) -> float | None:
+        """The server's CPU time per snapshot, in microseconds."""
+        if self.server_cpu_s is None or not self.published:
+            return None
+        return self.server_cpu_s / self.published * 1e6
 
     @property
     def rate(self) -> float:
@@ -258,6 +274,7 @@ async def _phase(
     queue: str,
 ) -> Phase:
     phase = Phase(name)
+    cpu_before = cpu_seconds(server.pid)
     acked_before = await _acked(server)
     sequence_before = await _feed_sequence(dsn)
     async with _Watcher.watching(server.url) as watcher:
@@ -302,6 +319,9 @@ async def _phase(
         assert reflected is not None
         done = max(reflected, time.time())  # acked is polled: it may come after the reflection
         phase.end_to_end_s = done - start
+        cpu_after = cpu_seconds(server.pid)
+        if cpu_before is not None and cpu_after is not None:
+            phase.server_cpu_s = cpu_after - cpu_before
         phase.acked = acked
         if name != BACKLOG:  # there, the latency is how long the server was paused
             phase.latencies_ms = watcher.latencies_ms(outcome.first, outcome.last)
@@ -564,6 +584,11 @@ def report(phases: Sequence[Phase], args: argparse.Namespace) -> str:
             ["", "duplicated", str(p.duplicated), "0"],
             ["", "announced (distinct)", f"{p.announced:,}", f"{p.published:,}"],
         ]
+        if p.cpu_us is not None:
+            rows += [
+                ["", "server CPU per snapshot", f"{p.cpu_us:.0f} us", ""],
+                ["", "one-core ceiling (1 s / that)", f"{1e6 / p.cpu_us:,.0f}/s", ""],
+            ]
         if p.restart_s is not None:
             rows.append(["", "pg_ctl restart took", f"{p.restart_s:.1f} s", ""])
     return (

@@ -4,9 +4,10 @@ handled a window at a time.
 :class:`SnapshotConsumer` reads ``<queue>`` (``docs/marathon-ingest.md`` is the collector-facing
 reference). The broker keeps up to ``prefetch`` unacknowledged messages here; the consumer takes a
 *window* of them (what has arrived, up to ``window`` messages, waiting at most ``window_wait_s`` for
-more so a lone message is not held up), validates each, and hands the valid snapshots to
-``handle`` as one batch, in delivery order. A window is at most half of ``prefetch`` by default,
-so the broker delivers the next window while one is being stored.
+more so a lone message is not held up) and hands its valid snapshots to ``handle`` as one batch, in
+delivery order. Each message is validated as it arrives, while the previous window is being
+stored. A window is at most half of ``prefetch`` by default, so the broker delivers the next
+window while one is being stored.
 
 - the window is acknowledged (one ``ack`` with ``multiple`` on its last delivery tag) only after
   ``handle`` returned, i.e. after the batch was stored in one transaction and its events were
@@ -67,6 +68,10 @@ logger = logging.getLogger(__name__)
 
 _SETTLE_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError)
 """What acknowledging can raise when the channel the message came on is gone."""
+
+
+_Parsed = tuple["AbstractIncomingMessage", "AccountSnapshot | InvalidSnapshotError"]
+"""A delivered message, and the snapshot it holds or why it holds none."""
 
 
 class QueueDeclarationError(RuntimeError):
@@ -139,7 +144,7 @@ class SnapshotConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._consumer_tag: str | None = None
-        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Parsed | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -303,8 +308,14 @@ class SnapshotConsumer:
         logger.warning("reconnected to RabbitMQ, consuming %r again", self.queue)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # aio-pika runs this in a task per delivery; one worker handles them in order
-        self._inbox.put_nowait(message)
+        # aio-pika runs this in a task per delivery; one worker handles them in order. Parsed
+        # here, as it arrives: while the worker waits for the database to store a window, the
+        # next one is validated meanwhile.
+        try:
+            parsed: AccountSnapshot | InvalidSnapshotError = parse_snapshot(message.body)
+        except InvalidSnapshotError as exc:
+            parsed = exc
+        self._inbox.put_nowait((message, parsed))
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
@@ -319,9 +330,7 @@ class SnapshotConsumer:
             if stopping:
                 return
 
-    async def _window(
-        self, first: AbstractIncomingMessage
-    ) -> tuple[list[AbstractIncomingMessage], bool]:
+    async def _window(self, first: _Parsed) -> tuple[list[_Parsed], bool]:
         """``first`` and the messages behind it, up to ``window`` of them: those already here,
         and those arriving within ``window_wait_s``; True when :meth:`stop` was met meanwhile."""
         window = [first]
@@ -344,20 +353,22 @@ class SnapshotConsumer:
             window.append(message)
         return window, False
 
-    async def _process(self, window: list[AbstractIncomingMessage]) -> None:
+    async def _process(self, window: list[_Parsed]) -> None:
         taken: list[tuple[AbstractIncomingMessage, AccountSnapshot]] = []
-        for message in window:
+        for message, parsed in window:
             if not _channel_open(message):
                 logger.info(
                     "dropped %s: its channel closed, the broker redelivers it", _describe(message)
                 )
                 continue
-            try:
-                taken.append((message, parse_snapshot(message.body)))
-            except InvalidSnapshotError as exc:
-                logger.warning("dead-lettering %s from %r: %s", _describe(message), self.queue, exc)
+            if isinstance(parsed, InvalidSnapshotError):
+                logger.warning(
+                    "dead-lettering %s from %r: %s", _describe(message), self.queue, parsed
+                )
                 if await _settle(message.reject(requeue=False), message):
                     self.dead_lettered += 1
+            else:
+                taken.append((message, parsed))
         if not taken:
             return
         try:
