@@ -10,9 +10,9 @@ Set-up, not measured: the schema, one public marathon and ``--accounts`` partici
 ``10_000_001...``, no initial balance: each account's first snapshot derives it) inserted with
 direct SQL before the server starts, which loads them.
 
-Each phase publishes snapshots for ``--seconds`` from a child process (aio-pika, publisher
-confirms, ``--in-flight`` publishes awaiting their confirm at once, each on a lane of its own
-logins, round robin), persistent, as fast as the broker confirms them. A snapshot's
+Each phase publishes snapshots for ``--seconds`` from ``--publishers`` child processes (aio-pika,
+publisher confirms, ``--in-flight`` publishes each awaiting their confirm at once, each on a lane
+of its own logins, round robin), persistent, as fast as the broker confirms them. A snapshot's
 ``server_time`` is the moment it is published, and its equity grows with that moment, so the
 newest snapshot always leads the leaderboard: a WebSocket subscriber of ``marathonLeaderboard``
 (top ``TOP``) sees each snapshot that reaches the top, and its latency is the time it is
@@ -103,7 +103,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=30.0, help="publishing time per phase")
-    parser.add_argument("--in-flight", type=int, default=256, help="publishes awaiting confirms")
+    parser.add_argument(
+        "--in-flight", type=int, default=256, help="publishes awaiting confirms, per publisher"
+    )
+    parser.add_argument("--publishers", type=int, default=1, help="publisher processes")
     parser.add_argument(
         "--quick", action="store_true", help="1,000 accounts, 5 s per phase: a check it works"
     )
@@ -118,9 +121,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.quick:
         args.accounts, args.seconds = 1_000, 5.0
     args.phase = [p for p in PHASES if p in (args.phase or PHASES)]
-    if args.accounts < 1 or args.seconds <= 0 or args.in_flight < 1:
-        parser.error("--accounts, --seconds and --in-flight must be positive")
-    args.in_flight = min(args.in_flight, args.accounts)
+    if args.accounts < 1 or args.seconds <= 0 or args.in_flight < 1 or args.publishers < 1:
+        parser.error("--accounts, --seconds, --in-flight and --publishers must be positive")
+    if args.in_flight * args.publishers > args.accounts:
+        parser.error("--in-flight x --publishers must not exceed --accounts (a lane per login)")
     return args
 
 
@@ -280,22 +284,32 @@ async def _phase(
     async with _Watcher.watching(server.url) as watcher:
         if name == BACKLOG:
             os.kill(server.pid, signal.SIGSTOP)
-        receive, send = multiprocessing.get_context("spawn").Pipe(duplex=False)
-        publisher = multiprocessing.get_context("spawn").Process(
-            target=_publisher_main,
-            args=(rabbitmq_url, queue, args.accounts, args.seconds, args.in_flight, send),
-            daemon=True,
-        )
-        publisher.start()
-        send.close()
+        context = multiprocessing.get_context("spawn")
+        lanes = args.in_flight * args.publishers
+        publishers, pipes = [], []
+        for j in range(args.publishers):
+            receive, send = context.Pipe(duplex=False)
+            mine = range(j * args.in_flight, (j + 1) * args.in_flight)
+            publisher = context.Process(
+                target=_publisher_main,
+                args=(rabbitmq_url, queue, args.accounts, args.seconds, mine, lanes, send),
+                daemon=True,
+            )
+            publisher.start()
+            send.close()
+            publishers.append(publisher)
+            pipes.append(receive)
         if name == RESTART:
             assert pgdata is not None
             await asyncio.sleep(args.seconds / 2)
             started = time.monotonic()
             await asyncio.to_thread(_restart_postgres, pgdata)
             phase.restart_s = time.monotonic() - started
-        outcome: _Published = await asyncio.to_thread(_receive, receive, args.seconds + 120)
-        await asyncio.to_thread(publisher.join, 10)
+        outcome = _merged(
+            [await asyncio.to_thread(_receive, pipe, args.seconds + 120) for pipe in pipes]
+        )
+        for publisher in publishers:
+            await asyncio.to_thread(publisher.join, 10)
         phase.published, phase.publish_s = outcome.count, outcome.last - outcome.first
         start = outcome.first
         if name == BACKLOG:
@@ -493,10 +507,29 @@ class _Published:
 
 
 def _publisher_main(
-    url: str, queue: str, accounts: int, seconds: float, in_flight: int, result: Connection
+    url: str,
+    queue: str,
+    accounts: int,
+    seconds: float,
+    lanes: range,
+    stride: int,
+    result: Connection,
 ) -> None:
-    result.send(asyncio.run(_publish(url, queue, accounts, seconds, in_flight)))
+    result.send(asyncio.run(_publish(url, queue, accounts, seconds, lanes, stride)))
     result.close()
+
+
+def _merged(outcomes: Sequence[_Published]) -> _Published:
+    """The publishers' outcomes as one (their logins are disjoint)."""
+    last_times: dict[int, str] = {}
+    for outcome in outcomes:
+        last_times |= outcome.last_times
+    return _Published(
+        sum(o.count for o in outcomes),
+        min(o.first for o in outcomes),
+        max(o.last for o in outcomes),
+        last_times,
+    )
 
 
 def _receive(receive: Connection, timeout: float) -> _Published:
@@ -528,8 +561,10 @@ def snapshot_body(login: int, at: datetime) -> bytes:
 
 
 async def _publish(
-    url: str, queue: str, accounts: int, seconds: float, in_flight: int
+    url: str, queue: str, accounts: int, seconds: float, lanes: range, stride: int
 ) -> _Published:
+    """Publish on each of ``lanes`` at once (one awaiting its confirm at a time), lane ``k``
+    cycling through logins ``FIRST_LOGIN + k``, ``+ k + stride``, ... until ``seconds`` passed."""
     connection = await aio_pika.connect(url)
     last_times: dict[int, str] = {}
     count = 0
@@ -541,7 +576,7 @@ async def _publish(
 
         async def lane(k: int) -> None:
             nonlocal count
-            logins = range(FIRST_LOGIN + k, FIRST_LOGIN + accounts, in_flight)
+            logins = range(FIRST_LOGIN + k, FIRST_LOGIN + accounts, stride)
             i = 0
             while time.monotonic() < deadline:
                 login = logins[i % len(logins)]
@@ -554,7 +589,7 @@ async def _publish(
                 last_times[login] = at.isoformat()
                 count += 1
 
-        await asyncio.gather(*(lane(k) for k in range(in_flight)))
+        await asyncio.gather(*(lane(k) for k in lanes))
         last = time.time()
     finally:
         await connection.close()
@@ -593,7 +628,8 @@ def report(phases: Sequence[Phase], args: argparse.Namespace) -> str:
             rows.append(["", "pg_ctl restart took", f"{p.restart_s:.1f} s", ""])
     return (
         f"bench.ingest: {args.accounts:,} accounts, {args.seconds:g} s per phase, "
-        f"{args.in_flight} publishes in flight; load average {load} (cpus {os.cpu_count()})\n"
+        f"{args.publishers} x {args.in_flight} publishes in flight; "
+        f"load average {load} (cpus {os.cpu_count()})\n"
         + text_table(["phase", "measured", "value", "target"], rows)
     )
 

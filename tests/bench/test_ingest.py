@@ -32,9 +32,8 @@ async def test_the_benchmark_runs_and_loses_nothing(
 ) -> None:
     monkeypatch.setenv("RABBITMQ_URL", rabbitmq_url)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    args = ingest.parse_args(
-        ["--accounts", "40", "--seconds", "2", "--in-flight", "8", "--workdir", str(tmp_path)]
-    )
+    size = ["--accounts", "40", "--seconds", "2", "--in-flight", "4", "--publishers", "2"]
+    args = ingest.parse_args([*size, "--workdir", str(tmp_path)])
     phases = await ingest.run(args)
     assert [p.name for p in phases] == ["steady", "restart", "backlog"]
     for phase in phases:
@@ -47,3 +46,10 @@ async def test_the_benchmark_runs_and_loses_nothing(
     text = ingest.report(phases, args)
     assert "stored+acked+reflected/s" in text
     assert ">= 20,000" in text
+
+
+def test_the_options_are_checked() -> None:
+    with pytest.raises(SystemExit):
+        ingest.parse_args(["--accounts", "10", "--in-flight", "6", "--publishers", "2"])
+    args = ingest.parse_args(["--quick", "--phase", "backlog", "--phase", "steady"])
+    assert (args.accounts, args.seconds, args.phase) == (1_000, 5.0, ["steady", "backlog"])
