@@ -198,7 +198,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     prices = PgPriceRepository(pool)
     publisher = BroadcastPublisher(broadcast, pool, clock)
     book = PgPositionBook(pool, clock, initial_balance=settings.perps_initial_balance)
-    marathon_store = PgMarathonStore(pool, clock)
+    marathon_store = PgMarathonStore(pool, clock, message_max_bytes=broadcast.max_message_bytes)
     marathon_desk = MarathonDesk(marathon_store, publisher)
     martingale_store = PgMartingaleStore(pool, clock)
     exchange = PaperExchange(
@@ -214,7 +214,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     consumer = (
         None
         if settings.rabbitmq_url is None
-        else SnapshotConsumer(settings.rabbitmq_url, settings.rabbitmq_queue, marathon_desk.ingest)
+        else SnapshotConsumer(
+            settings.rabbitmq_url, settings.rabbitmq_queue, marathon_desk.ingest_many
+        )
     )
     return Services(
         verifier=await _token_verifier(settings),

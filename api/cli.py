@@ -108,7 +108,9 @@ def _serve(host: str | None, port: int | None) -> int:
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
-    _DrainingServer(config, app, settings.shutdown_grace_s).run()
+    _DrainingServer(
+        config, app, settings.shutdown_grace_s, settings.shutdown_reconnect_spread_s
+    ).run()
     return 0
 
 
@@ -143,13 +145,17 @@ class _DrainingServer(uvicorn.Server):
     subscription never ends by itself; so on the exit signal, end every subscription first (each
     gets a SHUTTING_DOWN error, then completes). uvicorn closes WebSockets at once: before it
     does, stop accepting connections and let the queries and mutations running on them finish
-    and send their answer. All of it within ``shutdown_grace_s``.
+    and send their answer, then close each WebSocket with when to reconnect. All of it within
+    ``shutdown_grace_s``.
     """
 
-    def __init__(self, config: uvicorn.Config, app: App, grace_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: App, grace_s: float, reconnect_spread_s: float
+    ) -> None:
         super().__init__(config)
         self.app = app
         self.grace_s = grace_s
+        self.reconnect_spread_s = reconnect_spread_s
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -186,6 +192,9 @@ class _DrainingServer(uvicorn.Server):
                 shutdown.running,
                 self.grace_s,
             )
+        # Every graphql-transport-ws socket is closed here (1012), each told when to reconnect,
+        # so a rolling deploy's clients come back spread over SHUTDOWN_RECONNECT_SPREAD_S.
+        await shutdown.close_sockets(self.reconnect_spread_s)
         # What is left of the grace period (uvicorn counts whole seconds), for HTTP responses
         # still being sent.
         self.config.timeout_graceful_shutdown = max(math.ceil(deadline - time.monotonic()), 1)

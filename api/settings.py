@@ -33,9 +33,10 @@ class HistoryLimit:
 
 DEFAULT_LIMIT = HistoryLimit(max_events=1000, max_age_s=24 * 3600)
 DEFAULT_LIMITS: dict[TopicKind, HistoryLimit] = {
-    # The cluster-wide marathon feed carries every account snapshot (hundreds a second): enough
-    # for a process to ride out a broker blip; longer gaps rebuild the boards from the tables.
-    TopicKind.MARATHON_FEED: HistoryLimit(max_events=10_000, max_age_s=600),
+    # The cluster-wide marathon feed carries every account snapshot, an ingest window per event
+    # (up to 1,000 snapshots, some 400 KB): enough for a process to ride out a broker blip;
+    # longer gaps rebuild the boards from the tables.
+    TopicKind.MARATHON_FEED: HistoryLimit(max_events=1_000, max_age_s=600),
 }
 
 STREAM_KINDS = tuple(kind for kind in TopicKind if kind.policy is DeliveryPolicy.STREAM)
@@ -160,7 +161,7 @@ class Settings(BaseSettings):
     history_limits: str = ""
     """How much history stream topics keep for resuming subscribers: ``kind=events/seconds``
     pairs, comma-separated (``positions=5000/86400``). Unnamed kinds keep 1000 events for 24 h
-    (``marathon-feed``: 10000 for 10 minutes)."""
+    (``marathon-feed``: 1000 for 10 minutes)."""
     history_prune_interval_s: float = Field(default=60.0, gt=0)
     """How often the leader deletes history past those limits."""
 
@@ -192,6 +193,7 @@ class Settings(BaseSettings):
     """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
+    shutdown_reconnect_spread_s: float = Field(default=5.0, ge=0, le=300)
     """On SIGTERM, how long queries and mutations already executing get to finish and send their
     answer before the connections are closed anyway (then the workers stop and the process exits).
     Keep it below the orchestrator's own grace period (Kubernetes: 30 s by default)."""

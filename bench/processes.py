@@ -218,7 +218,7 @@ def stop_leftover_postgres(pgdata: Path, timeout: float = 20.0) -> None:
     that PostgreSQL (found by the pid in its ``postmaster.pid``, and only if it is a postgres)."""
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read()  # noqa: SIM115
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return
     if b"postgres" not in cmdline:

@@ -98,7 +98,7 @@ Errors (all ValueError, each with a message fit to show a user):
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from domain.payloads import PayloadCodec
@@ -126,6 +126,7 @@ MEDIUM_RISK_LOSSES_LEFT = 3
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _SOL_PLACES = 9  # a lamport is 1e-9 SOL
+_MAX_LAMPORTS = int(MAX_AMOUNT.scaleb(_SOL_PLACES))
 _MULTIPLIER_QUANTUM = Decimal(1).scaleb(-MULTIPLIER_PLACES)
 
 
@@ -239,6 +240,11 @@ class StrategyConfig:
     budget: Decimal | None = None
     """The most the user is willing to have deployed and lost; the strategy stops out before a bet
     the remaining budget cannot cover. At least the base amount."""
+    # Derived once, in lamports and as a fraction: every amount and the risk level are integer
+    # arithmetic on these (settling 100,000 strategies computes over a million amounts).
+    _base: int = field(init=False, repr=False, compare=False)
+    _ratio: tuple[int, int] = field(init=False, repr=False, compare=False)
+    _budget: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         address = self.wallet_address
@@ -263,6 +269,9 @@ class StrategyConfig:
         _check_optional_sol("budget", "budget", self.budget)
         if self.budget is not None and self.budget < self.base_amount:
             raise StrategyConfigError("budget", "budget must be at least the base amount")
+        object.__setattr__(self, "_base", _lamports(self.base_amount))
+        object.__setattr__(self, "_ratio", self.multiplier.as_integer_ratio())
+        object.__setattr__(self, "_budget", _budget_lamports(self))
 
     def _check_multiplier(self) -> None:
         m = self.multiplier
@@ -281,7 +290,7 @@ class StrategyConfig:
     def effective_budget(self) -> Decimal:
         """The budget the risk level uses: the explicit budget, else the stop-loss, else the
         bankroll that survives DEFAULT_SURVIVED_LOSSES straight losses and the next bet."""
-        return _sol(_budget_lamports(self))
+        return _sol(self._budget)
 
 
 def _lamports(sol: Decimal) -> int:
@@ -295,8 +304,8 @@ def _sol(lamports: int) -> Decimal:
 
 def _amount_lamports(config: StrategyConfig, losses: int) -> int:
     """``floor(base * m**losses)`` in lamports, exactly: m = p / q, so this is integer division."""
-    p, q = config.multiplier.as_integer_ratio()
-    numerator: int = _lamports(config.base_amount) * p**losses
+    p, q = config._ratio
+    numerator: int = config._base * p**losses
     denominator: int = q**losses
     return numerator // denominator
 
@@ -313,7 +322,20 @@ def _budget_lamports(config: StrategyConfig) -> int:
     explicit = config.budget if config.budget is not None else config.stop_loss
     if explicit is not None:
         return _lamports(explicit)
-    return sum(_amount_lamports(config, k) for k in range(DEFAULT_SURVIVED_LOSSES + 1))
+    return sum(_amounts_lamports(config, 0, DEFAULT_SURVIVED_LOSSES + 1))
+
+
+def _amounts_lamports(config: StrategyConfig, losses: int, count: int) -> list[int]:
+    """``_amount_lamports(config, k)`` for ``count`` values of k from ``losses`` on, each the
+    exact product rounded down, the powers kept from one to the next instead of raised again."""
+    p, q = config._ratio
+    numerator, denominator = config._base * p**losses, q**losses
+    amounts = []
+    for _ in range(count):
+        amounts.append(numerator // denominator)
+        numerator *= p
+        denominator *= q
+    return amounts
 
 
 def _check_outcome(round_number: int, won: bool, reward: Decimal) -> None:
@@ -365,7 +387,10 @@ class Strategy:
 
     Start one with ``Strategy(id, config)``; pass ``last_round`` to refuse outcomes of rounds up
     to it (the rounds before the strategy existed). The totals and the streak are kept by
-    ``settle`` from ``rounds``, the full history (at most MAX_ROUNDS long)."""
+    ``settle``, which appends to ``rounds``. ``rounds`` is the whole history (at most MAX_ROUNDS
+    long), or only its newest part: settling needs the counters, not the history, so a store that
+    settles many strategies at once loads none of it and says how many rounds came before
+    (``earlier_rounds``)."""
 
     id: str
     config: StrategyConfig
@@ -379,15 +404,19 @@ class Strategy:
     total_deployed: Decimal = _ZERO
     total_rewards: Decimal = _ZERO
     total_loss: Decimal = _ZERO
+    earlier_rounds: int = 0
+    """Rounds played before the first of ``rounds`` (0: ``rounds`` is the whole history)."""
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ValueError("strategy id must not be empty")
+        if self.earlier_rounds < 0:
+            raise ValueError("earlier rounds must not be negative")
         if (self.status is StrategyStatus.ACTIVE) != (self.exit_reason is None):
             raise ValueError("an active strategy has no exit reason, and an ended one has one")
         if self.exit_reason is not None and self.exit_reason.status is not self.status:
             raise ValueError(f"exit reason {self.exit_reason.value} does not match the status")
-        played = len(self.rounds)
+        played = self.rounds_played
         if played > self.config.total_rounds or (
             played == self.config.total_rounds and self.status is StrategyStatus.ACTIVE
         ):
@@ -396,6 +425,13 @@ class Strategy:
             raise ValueError("the losing streak and wins must fit in the rounds played")
         if self.rounds and self.last_round != self.rounds[-1].round_number:
             raise ValueError("the last round must be the last round played")
+        if played and self.last_round is None:
+            raise ValueError("a strategy that played rounds has a last round")
+
+    @property
+    def rounds_played(self) -> int:
+        """Every round played, those not in ``rounds`` included."""
+        return self.earlier_rounds + len(self.rounds)
 
     @property
     def profit_loss(self) -> Decimal:
@@ -427,9 +463,12 @@ class Strategy:
         streak = 0 if outcome.won else self.losing_streak + 1
         deployed = self.total_deployed + amount
         rewards = self.total_rewards + outcome.reward
-        reason = _exit_reason(self.config, len(rounds), streak, rewards - deployed)
-        return replace(
-            self,
+        reason = _exit_reason(self.config, self.rounds_played + 1, streak, rewards - deployed)
+        # Every field named (not dataclasses.replace, which looks each one up): a round settles
+        # every active strategy, 100,000 of them at a time.
+        return Strategy(
+            id=self.id,
+            config=self.config,
             status=StrategyStatus.ACTIVE if reason is None else reason.status,
             exit_reason=reason,
             last_round=outcome.round_number,
@@ -439,6 +478,7 @@ class Strategy:
             total_deployed=deployed,
             total_rewards=rewards,
             total_loss=self.total_loss if outcome.won else self.total_loss + amount,
+            earlier_rounds=self.earlier_rounds,
         )
 
     def stop(self) -> Strategy:
@@ -459,7 +499,7 @@ def _exit_reason(
     if played >= config.total_rounds:
         return ExitReason.ROUNDS_COMPLETED
     amount = _amount_lamports(config, losing_streak)
-    if amount > _lamports(MAX_AMOUNT):
+    if amount > _MAX_LAMPORTS:
         return ExitReason.BUDGET_EXHAUSTED
     if config.budget is not None and amount > _lamports(config.budget + profit_loss):
         return ExitReason.BUDGET_EXHAUSTED
@@ -472,10 +512,12 @@ def losses_left(strategy: Strategy, up_to: int) -> int | None:
     amount alone exceeds the remaining budget; None when the strategy is not active."""
     if strategy.status is not StrategyStatus.ACTIVE:
         return None
-    remaining = _budget_lamports(strategy.config) + _lamports(strategy.profit_loss)
+    remaining = strategy.config._budget + _lamports(strategy.profit_loss)
     needed = 0
-    for left in range(up_to + 1):
-        needed += _amount_lamports(strategy.config, strategy.losing_streak + left)
+    for left, amount in enumerate(
+        _amounts_lamports(strategy.config, strategy.losing_streak, up_to + 1)
+    ):
+        needed += amount
         if needed > remaining:
             return left - 1
     return up_to
@@ -552,7 +594,7 @@ PROGRESS_UPDATE = PayloadCodec(ProgressUpdate, fields=("wallet", "strategies"), 
 
 def progress(strategy: Strategy) -> Progress:
     config = strategy.config
-    played = len(strategy.rounds)
+    played = strategy.rounds_played
     next_amount = strategy.next_amount
     return Progress(
         strategy_id=strategy.id,

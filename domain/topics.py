@@ -23,7 +23,8 @@ class TopicKind(enum.Enum):
     ROUNDS = "rounds"
     """Mining rounds opening and being settled."""
     MARTINGALE = "martingale"
-    """Strategy progress: ``martingale:<wallet>`` for one wallet, bare ``martingale`` for all."""
+    """Strategy progress: ``martingale:<wallet>`` for one wallet; bare ``martingale``, the
+    admins' summary of every strategy."""
     DASHBOARD = "dashboard"
     """One user's portfolio events: trims, alerts that fired, conversions."""
     LIVE = "live"
@@ -87,7 +88,7 @@ def rounds_topic() -> str:
 
 
 def martingale_topic(wallet: str | None = None) -> str:
-    """One wallet's strategies, or (None) every active strategy."""
+    """One wallet's strategies' progress, or (None) the admins' summary of every strategy."""
     return topic(TopicKind.MARTINGALE, wallet)
 
 

@@ -286,6 +286,10 @@ class Broadcast(broadcaster.Broadcast):
         super().__init__(backend=backend)
         self._pingable: _Pingable = backend
         self.scheme = scheme
+        self.max_message_bytes: int | None = (
+            NOTIFY_MAX_BYTES if isinstance(backend, _PostgresBackend) else None
+        )
+        """The largest message the backend carries (None: no limit worth planning for)."""
 
     async def ping(self) -> None:
         """Raise unless the backend answers and the listener that feeds subscribers is alive."""

@@ -34,7 +34,7 @@ from api.graphql.execution import Schema
 from api.graphql.fanout import RawSink
 from api.graphql.sharing import operation_type
 from api.transport.limits import CLOSE_TOO_MANY_CONNECTIONS, TokenBucket
-from api.transport.shutdown import SHUTTING_DOWN_MESSAGE
+from api.transport.shutdown import CLOSE_SERVICE_RESTART, SHUTTING_DOWN_MESSAGE
 from api.transport.slots import Refusal, scope_slot, user_key
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # Strawberry's loop, without keeping the last message alive while it waits for the next:
         # an idle subscribed socket would hold its subscribe message for its whole life.
         self.on_request_accepted()
+        sockets = self._shutdown.sockets
+        sockets.add(self)
         try:
             try:
                 async for message in self.websocket.iter_json():
@@ -115,7 +117,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except WebSocketDisconnected:
             pass
         finally:
+            sockets.discard(self)
             await self.shutdown()
+
+    async def close_for_restart(self, reason: str) -> None:
+        """:class:`api.transport.shutdown.Closable`: closed with 1012 and when to come back."""
+        await self.websocket.close(code=CLOSE_SERVICE_RESTART, reason=reason)
 
     async def handle_message(self, message: Message) -> None:
         # Strawberry's handlers index the message as the protocol shapes it: ``[]``, ``"str"``

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from api.settings import ENVIRONMENT_VARIABLES, Settings
+from domain.topics import TopicKind
 
 
 def test_defaults_are_the_embedded_single_process_setup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +86,14 @@ def test_connection_limits_unset_and_trusted_proxies(monkeypatch: pytest.MonkeyP
     assert Settings().forwarded_allow_ips == "10.0.0.0/8, 192.168.1.5,"
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
     assert Settings().forwarded_allow_ips == "*"
+
+
+def test_the_marathon_feed_keeps_fewer_events_as_each_is_an_ingest_window() -> None:
+    limits = Settings().history_limit_map
+    assert (
+        limits[TopicKind.MARATHON_FEED].max_events,
+        limits[TopicKind.MARATHON_FEED].max_age_s,
+    ) == (
+        1_000,
+        600,
+    )

@@ -16,9 +16,11 @@ from domain.marathons import (
     ADDED_PARTICIPANT,
     PARTICIPANT,
     REMOVED_PARTICIPANT,
+    SNAPSHOT_BATCH,
     AccountSnapshot,
     Marathon,
     Participant,
+    SnapshotBatch,
     marathon_from_payload,
     marathon_payload,
     participant_added_payload,
@@ -40,6 +42,16 @@ SNAPSHOT = AccountSnapshot(
     margin=Decimal("1E-8"),
     free_margin=Decimal("900"),
     server_time=datetime(2024, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))),
+)
+OTHER = AccountSnapshot(
+    login=1002,
+    balance=Decimal("500"),
+    equity=Decimal("500"),
+    profit=Decimal("0"),
+    margin=Decimal("0"),
+    free_margin=Decimal("500"),
+    server_time=AT,
+    credit=Decimal("2.5"),
 )
 
 CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]] = {
@@ -91,6 +103,17 @@ CASES: dict[str, tuple[Callable[[], Any], Callable[[Any], dict[str, Any]], str]]
         lambda made: participant_removed_payload(*made),
         '{"marathonId":"m-1","login":1001}',
     ),
+    "account snapshots": (
+        lambda: (SNAPSHOT, OTHER),
+        lambda made: SNAPSHOT_BATCH.encode(SnapshotBatch(made)),
+        (
+            '{"snapshots":[{"login":1001,"balance":"1E+3","equity":"1010.50","profit":"10.5","margin"'
+            ':"1E-8","freeMargin":"900","credit":"0","serverTime":"2024-03-01T14:00:00+02:00","positio'
+            'ns":[],"orders":[]},{"login":1002,"balance":"500","equity":"500","profit":"0","margin":"0"'
+            ',"freeMargin":"500","credit":"2.5","serverTime":"2024-03-01T12:30:15.123456+00:00","posit'
+            'ions":[],"orders":[]}]}'
+        ),
+    ),
 }
 
 
@@ -117,6 +140,7 @@ def parts(payload: Any) -> tuple[Any, ...]:
             lambda p: parts(ADDED_PARTICIPANT.decode(p)),
         ),
         ("participant removed", lambda p: parts(REMOVED_PARTICIPANT.decode(p))),
+        ("account snapshots", lambda p: SNAPSHOT_BATCH.decode(p).snapshots),
     ],
 )
 def test_golden_payload_reads_back(name: str, decode: Callable[[dict[str, Any]], Any]) -> None:

@@ -27,6 +27,7 @@ from domain.marathons import (
     PendingOrder,
     TradeSide,
     UnknownAccountError,
+    by_login,
     initial_balance_from,
     may_enrol,
     profit_percentage,
@@ -546,3 +547,22 @@ def stored_leaderboard_row(percentage: Decimal | None) -> LeaderboardRow:
 )
 def test_a_stored_leaderboard_row_is_unchanged(percentage: Decimal | None, golden: str) -> None:
     assert orjson.dumps(STORED_ROW.encode(stored_leaderboard_row(percentage))).decode() == golden
+
+
+def test_a_batch_keeps_each_logins_first_and_newest_snapshot_in_login_order() -> None:
+    def at(login: int, second: int, equity: str = "1000") -> AccountSnapshot:
+        return AccountSnapshot(
+            login=login,
+            balance=Decimal(1000),
+            equity=Decimal(equity),
+            profit=Decimal(0),
+            margin=Decimal(0),
+            free_margin=Decimal(equity),
+            server_time=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=second),
+        )
+
+    first, newest, late, again = at(2, 5), at(2, 9), at(2, 1), at(2, 9, "2000")
+    batch = by_login([first, at(1, 3), newest, late, again])
+    assert [(b.first, b.newest) for b in batch] == [(at(1, 3), at(1, 3)), (first, newest)]
+    assert batch[1].newest.equity == Decimal(1000)  # the first of equal times: a redelivery
+    assert by_login([]) == []

@@ -4,6 +4,7 @@ the risk rule at each boundary), and the totals reconciling as a property."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -569,6 +570,44 @@ def test_inconsistent_strategy_states_are_refused() -> None:
         Strategy("s1", config(), last_round=1, rounds=played, losing_streak=2)
     with pytest.raises(ValueError, match="last round"):
         Strategy("s1", config(), last_round=2, rounds=played, losing_streak=1)
+    with pytest.raises(ValueError, match="earlier rounds must not be negative"):
+        Strategy("s1", config(), earlier_rounds=-1)
+    with pytest.raises(ValueError, match="has a last round"):
+        Strategy("s1", config(), earlier_rounds=1, losing_streak=1)
+    with pytest.raises(ValueError, match="an active strategy has none left"):
+        Strategy("s1", c, last_round=1, earlier_rounds=1, losing_streak=1)
+    with pytest.raises(ValueError, match="losing streak and wins"):
+        Strategy("s1", config(), last_round=3, earlier_rounds=2, losing_streak=2, wins=1)
+
+
+def counters_only(s: Strategy) -> Strategy:
+    """``s`` as a store loads it to settle a round: its counters, without its rounds."""
+    return replace(s, rounds=(), earlier_rounds=s.rounds_played)
+
+
+@pytest.mark.parametrize(
+    "played",
+    [
+        lambda: strategy(),
+        lambda: lose(strategy(), 3),
+        lambda: win(lose(strategy(rounds=5), 2), "80"),
+        lambda: lose(strategy(rounds=4), 3),  # the next round completes it
+        lambda: lose(strategy(stop_loss="60"), 2),  # the next loss stops it out
+        lambda: lose(strategy(budget="70"), 1),
+    ],
+)
+@pytest.mark.parametrize("won", [False, True])
+def test_a_strategy_without_its_rounds_settles_like_the_whole_one(played: Any, won: bool) -> None:
+    """Settling needs the counters, not the history: the settlement of a strategy loaded
+    without its rounds has the same counters, status and progress, and the one round played."""
+    whole: Strategy = played()
+    outcome = RoundOutcome(next_round(whole), won, D(25) if won else D(0))
+    settled = whole.settle(outcome)
+    light = counters_only(whole).settle(outcome)
+    assert light == replace(settled, rounds=settled.rounds[-1:], earlier_rounds=len(whole.rounds))
+    assert light.rounds_played == settled.rounds_played == len(settled.rounds)
+    assert progress(light) == progress(settled)
+    assert progress(counters_only(whole)) == progress(whole)
 
 
 # Totals always reconcile

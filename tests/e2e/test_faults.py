@@ -8,6 +8,8 @@ PostgreSQL and RabbitMQ are never stopped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import signal
 import socket
 import time
@@ -467,6 +469,44 @@ async def test_sigterm_waits_no_longer_than_the_grace_period(
             assert '"11"' not in payload, payload  # abandoned: nothing half-written
         finally:
             await admin.close()
+
+
+async def test_sigterm_tells_each_socket_when_to_reconnect_spread_over_the_window(
+    isolated_database_url: str, servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    """A rolling deploy: every socket of the replica is closed with 1012 and its own reconnect
+    delay, drawn within SHUTDOWN_RECONNECT_SPREAD_S, so its clients do not all come back in the
+    same second."""
+    server = ServerProcess(
+        {
+            "DATABASE_URL": isolated_database_url,
+            "PRICE_FEED_HZ": "10",
+            "SHUTDOWN_RECONNECT_SPREAD_S": "3",
+        },
+        tmp_path / "server.log",
+    )
+    servers.append(server)
+    server.start()
+    assert server.process is not None
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(GraphQLWS.connect(server.ws_url)) for _ in range(20)
+        ]
+        for client in clients:
+            await client.subscribe("p", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+            await client.next_data("p", "priceUpdates")
+        server.process.send_signal(signal.SIGTERM)
+        closes = [await client.closed(timeout=15) for client in clients]
+    delays = []
+    for code, reason in closes:
+        assert code == 1012, (code, reason)
+        match = re.fullmatch(r"Service Restart: reconnect in (\d+) ms", reason)
+        assert match is not None, reason
+        delays.append(int(match.group(1)))
+    assert all(0 <= d <= 3000 for d in delays), delays
+    assert len(set(delays)) > 10, delays  # each its own draw
+    assert max(delays) - min(delays) > 1000, delays  # spread over the window
+    await asyncio.to_thread(server.process.wait, 15)
 
 
 @pytest.fixture

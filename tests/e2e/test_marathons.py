@@ -222,6 +222,84 @@ async def test_bad_marathon_input_is_refused(marathon_server: ServerProcess) -> 
         assert "top must be between 1 and 100" in refused["payload"][0]["message"]
 
 
+INGEST_LIST = (
+    "mutation($s: [AccountSnapshotInput!]!) { ingestAccountSnapshots(snapshots: $s) "
+    "{ stored ignored } }"
+)
+
+
+async def test_a_list_of_snapshots_is_stored_in_one_call(marathon_server: ServerProcess) -> None:
+    marathon = await create(marathon_server, "Batch", "olga", public=True)
+    for login in (4001, 4002, 4003):
+        await add(marathon_server, marathon, login, f"user-{login}", "olga")
+    snapshots = [
+        snapshot(4001, "10000", "10000"),
+        snapshot(4002, "10000", "10000"),
+        snapshot(4001, "10000", "10300", "300", at=2),  # newer: this one is kept
+        snapshot(4001, "10000", "10100", "100", at=1),  # older than the one before
+        snapshot(4002, "10000", "10000"),  # the same again
+        snapshot(4003, "10000", "10200", "200", at=1),
+    ]
+    async with GraphQLWS.connect(marathon_server.ws_url) as watcher:
+        await watcher.subscribe("board", LEADERBOARD, {"m": marathon, "top": 10})
+        await messages_until(watcher, lambda ms: len(ms) >= 1)  # the empty board
+        body = await call(marathon_server, INGEST_LIST, {"s": snapshots}, COLLECTOR)
+        assert body == {"data": {"ingestAccountSnapshots": {"stored": 3, "ignored": 3}}}, body
+        moved = await messages_until(
+            watcher,
+            lambda ms: (
+                bool(ms) and ms[-1]["payload"]["data"]["marathonLeaderboard"]["accounts"] == 3
+            ),
+        )
+        rows = moved[-1]["payload"]["data"]["marathonLeaderboard"]["rows"]
+        # 4001's initial balance comes from its first snapshot (10,000), not its newest; 4003's
+        # only snapshot has 200 floating: 9,800, so 10,200 is +4.08%
+        assert [(r["rank"], r["login"], r["profitPercentage"]) for r in rows] == [
+            (1, 4003, "4.0816"),
+            (2, 4001, "3.0000"),
+            (3, 4002, "0.0000"),
+        ]
+        # sent again (a collector's retry): nothing stored, nothing moves
+        again = await call(marathon_server, INGEST_LIST, {"s": snapshots}, COLLECTOR)
+        assert again == {"data": {"ingestAccountSnapshots": {"stored": 0, "ignored": 6}}}
+        with pytest.raises(TimeoutError):
+            await watcher.receive(timeout=0.5)
+
+    empty = await call(marathon_server, INGEST_LIST, {"s": []}, COLLECTOR)
+    assert empty == {"data": {"ingestAccountSnapshots": {"stored": 0, "ignored": 0}}}
+
+
+async def test_a_bad_list_of_snapshots_stores_nothing(marathon_server: ServerProcess) -> None:
+    marathon = await create(marathon_server, "Bad batch", "olga", public=True)
+    await add(marathon_server, marathon, 4101, "user-4101", "olga")
+    good = snapshot(4101, "10000", "10500", "500")
+    bad = {**snapshot(4101, "10000", "10000", at=5), "margin": "-1"}
+    invalid = await call(marathon_server, INGEST_LIST, {"s": [good, good, bad]}, COLLECTOR)
+    assert error_code(invalid) == "BAD_REQUEST"
+    message = invalid["errors"][0]["message"]
+    assert message.startswith("invalid snapshot at index 2 (login 4101): "), message
+    assert "margin" in message
+    assert invalid["errors"][0]["extensions"]["index"] == 2
+
+    too_long = await call(marathon_server, INGEST_LIST, {"s": [good] * 501}, COLLECTOR)
+    assert error_code(too_long) == "BAD_REQUEST"
+    assert too_long["errors"][0]["message"] == (
+        "at most 500 snapshots in one call (got 501): send the others in another call"
+    )
+    anonymous = await call(marathon_server, INGEST_LIST, {"s": [good]})
+    assert error_code(anonymous) == "UNAUTHENTICATED"
+    user = await call(marathon_server, INGEST_LIST, {"s": [good]}, token("olga"))
+    assert error_code(user) == "FORBIDDEN"
+
+    page = await call(
+        marathon_server,
+        "query($m: ID!) { leaderboardPage(marathonId: $m, offset: 0, limit: 5) { accounts } }",
+        {"m": marathon},
+    )
+    assert page["data"]["leaderboardPage"] == {"accounts": 0}  # none of them was stored
+    assert await ingest(marathon_server, good)  # so it is new still
+
+
 async def test_leaderboards_survive_a_restart(database_url: str, tmp_path: Path) -> None:
     async with isolated_database(database_url) as url:
         env = {"DATABASE_URL": url, **SETTINGS}

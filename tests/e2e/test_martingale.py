@@ -5,6 +5,8 @@ and a service settles rounds with real outcomes."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -223,6 +225,81 @@ async def test_a_service_settles_rounds_with_their_real_outcome(
             server.stop()
 
 
+SUMMARY = (
+    "martingaleSummary { lastSettledRound statuses { status strategies totalDeployedSol "
+    "totalRewardsSol totalLossSol profitLossSol } }"
+)
+
+
+async def test_admins_follow_every_strategy_as_a_summary_by_status(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The admin-wide stream is counts and totals by status, sent as a round is settled, not
+    every strategy; the query answers the same."""
+    async with isolated_database(database_url) as url:
+        env = {"DATABASE_URL": url, **CLOCK, "MARTINGALE_OUTCOMES": "service"}
+        server = ServerProcess(env, tmp_path / "server.log").start()
+        admin = token("root", "admin")
+        try:
+            for wallet in ("sum-a", "sum-b", "sum-b"):
+                started = await call(server, START, {"i": CONFIG}, token(wallet))
+                assert "errors" not in started, started
+            stopped = await call(server, START, {"i": CONFIG}, token("sum-c"))
+            stop = "mutation($s: ID!) { stopStrategy(strategyId: $s) { status } }"
+            strategy_id = stopped["data"]["startStrategy"]["strategyId"]
+            assert "errors" not in await call(server, stop, {"s": strategy_id}, token("sum-c"))
+            async with GraphQLWS.connect(server.ws_url, token=admin) as client:
+                await client.subscribe("s", "subscription { " + SUMMARY + " }")
+                first = await client.next_data("s", "martingaleSummary")
+                assert first["lastSettledRound"] is None
+                by_status = {t["status"]: t for t in first["statuses"]}
+                assert list(by_status) == ["ACTIVE", "COMPLETED", "STOPPED", "STOPPED_OUT"]
+                assert by_status["ACTIVE"]["strategies"] == 3
+                assert by_status["STOPPED"]["strategies"] == 1
+                assert by_status["COMPLETED"] == {
+                    "status": "COMPLETED",
+                    "strategies": 0,
+                    "totalDeployedSol": "0",
+                    "totalRewardsSol": "0",
+                    "totalLossSol": "0",
+                    "profitLossSol": "0",
+                }
+                await asyncio.sleep(float(ROUND_S) * 3)  # the strategies' first round has ended
+                rounds = await call(server, "{ rounds(limit: 10) { number endsAt } }")
+                now = datetime.now(UTC)
+                ended = max(
+                    r["number"]
+                    for r in rounds["data"]["rounds"]
+                    if datetime.fromisoformat(r["endsAt"]) < now
+                )
+                settle = "mutation($i: SettleRoundInput!) { settleRound(input: $i) { number } }"
+                outcome = {"roundNumber": ended, "won": False}
+                service = token("ore-oracle", "service")
+                assert "errors" not in await call(server, settle, {"i": outcome}, service)
+                settled = await client.next_data("s", "martingaleSummary")
+            assert settled["lastSettledRound"] == ended
+            active = {t["status"]: t for t in settled["statuses"]}["ACTIVE"]
+            assert active == {
+                "status": "ACTIVE",
+                "strategies": 3,
+                "totalDeployedSol": "3.000000000",
+                "totalRewardsSol": "0",
+                "totalLossSol": "3.000000000",
+                "profitLossSol": "-3.000000000",
+            }
+            queried = await call(server, "{ " + SUMMARY + " }", bearer=admin)
+            assert queried["data"]["martingaleSummary"] == settled
+            as_user = await call(server, "{ " + SUMMARY + " }", bearer=token("sum-a"))
+            assert error_code(as_user) == "FORBIDDEN"
+            async with GraphQLWS.connect(server.ws_url, token=token("sum-a")) as client:
+                await client.subscribe("s", "subscription { " + SUMMARY + " }")
+                refused = await client.receive()
+            assert refused["type"] == "error"
+            assert refused["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+        finally:
+            server.stop()
+
+
 @pytest.mark.parametrize(
     ("change", "code", "field"),
     [
@@ -265,9 +342,127 @@ async def test_a_wallet_is_its_owners_alone(server: ServerProcess) -> None:
         server, '{ strategies(wallet: "wallet4") { strategyId } }', bearer=token("root", "admin")
     )
     assert admin == {"data": {"strategies": []}}
+    # Every strategy at once is no longer a list nor a message: the summary and pages are.
+    everyone = await call(server, "{ strategies { strategyId } }", bearer=token("root", "admin"))
+    assert error_code(everyone) == "WALLET_REQUIRED"
+    async with GraphQLWS.connect(server.ws_url, token=token("root", "admin")) as client:
+        await client.subscribe("all", WATCH)
+        refused = await client.receive()
+    assert refused["type"] == "error"
+    assert refused["payload"][0]["extensions"]["code"] == "WALLET_REQUIRED"
     stop = await call(
         server,
         'mutation { stopStrategy(strategyId: "mg_nope") { status } }',
         bearer=token("wallet4"),
     )
     assert error_code(stop) == "UNKNOWN_STRATEGY"
+
+
+PAGE = (
+    "query($f: Int!, $a: String, $w: String, $o: Boolean!) { strategyPage(first: $f, after: $a, "
+    "wallet: $w, activeOnly: $o) { strategies { strategyId walletAddress status } endCursor "
+    "hasNextPage } }"
+)
+
+
+async def pages(
+    server: ServerProcess, bearer: str, first: int, **given: Any
+) -> list[dict[str, Any]]:
+    """Every page of strategyPage, following endCursor."""
+    variables = {"f": first, "a": None, "w": None, "o": False, **given}
+    found = []
+    while True:
+        body = await call(server, PAGE, variables, bearer)
+        assert "errors" not in body, body
+        page = body["data"]["strategyPage"]
+        found.append(page)
+        assert len(page["strategies"]) == first or not page["hasNextPage"]
+        if not page["hasNextPage"]:
+            return found
+        variables["a"] = page["endCursor"]
+
+
+async def test_strategies_come_a_page_at_a_time(server: ServerProcess) -> None:
+    admin = token("root", "admin")
+    wallet = f"pager-{uuid.uuid4().hex[:8]}"
+    ids = []
+    for _ in range(5):
+        body = await call(server, START, {"i": {**CONFIG, "walletAddress": wallet}}, admin)
+        ids.append(body["data"]["startStrategy"]["strategyId"])
+    stop = "mutation($s: ID!) { stopStrategy(strategyId: $s) { status } }"
+    assert "errors" not in await call(server, stop, {"s": ids[2]}, admin)
+
+    mine = await pages(server, admin, 2, w=wallet)
+    assert [len(p["strategies"]) for p in mine] == [2, 2, 1]
+    assert [s["strategyId"] for p in mine for s in p["strategies"]] == sorted(ids)
+    active = await pages(server, admin, 3, w=wallet, o=True)
+    assert [s["strategyId"] for p in active for s in p["strategies"]] == sorted(set(ids) - {ids[2]})
+    # Every strategy of every wallet, in id order, each once: these among them.
+    everyone = [s["strategyId"] for p in await pages(server, admin, 500) for s in p["strategies"]]
+    assert everyone == sorted(set(everyone))
+    assert set(ids) <= set(everyone)
+    # A user pages through its own wallet only.
+    own = await call(server, START, {"i": CONFIG}, token("pager-user"))
+    own_id = own["data"]["startStrategy"]["strategyId"]
+    user_pages = await pages(server, token("pager-user"), 10)
+    assert [s["strategyId"] for p in user_pages for s in p["strategies"]] == [own_id]
+    spying = await call(server, PAGE, {"f": 10, "w": wallet, "o": False}, token("pager-user"))
+    assert error_code(spying) == "FORBIDDEN"
+    assert error_code(await call(server, PAGE, {"f": 10, "o": False})) == "UNAUTHENTICATED"
+    service = token("ore-oracle", "service")
+    assert error_code(await call(server, PAGE, {"f": 10, "o": False}, service)) == "FORBIDDEN"
+    assert error_code(await call(server, "{ " + SUMMARY + " }")) == "UNAUTHENTICATED"
+    assert error_code(await call(server, "{ " + SUMMARY + " }", bearer=service)) == "FORBIDDEN"
+    empty = await call(server, PAGE, {"f": 10, "w": "pager-nobody", "o": False}, admin)
+    assert empty["data"]["strategyPage"] == {
+        "strategies": [],
+        "endCursor": None,
+        "hasNextPage": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"f": 0}, "INVALID_PAGE"),
+        ({"f": -1}, "INVALID_PAGE"),
+        ({"f": 501}, "INVALID_PAGE"),
+        ({"f": 10, "a": "not a cursor"}, "INVALID_CURSOR"),
+        ({"f": 10, "a": ""}, "INVALID_CURSOR"),
+        ({"f": 10, "a": base64.urlsafe_b64encode(b"mg_0123").decode()}, "INVALID_CURSOR"),
+        ({"f": 10, "a": base64.urlsafe_b64encode(b"strategy:").decode()}, "INVALID_CURSOR"),
+        ({"f": 10, "a": base64.urlsafe_b64encode(b"\xff\xfe").decode()}, "INVALID_CURSOR"),
+    ],
+)
+async def test_bad_pages_are_refused(
+    server: ServerProcess, variables: dict[str, Any], code: str
+) -> None:
+    body = await call(server, PAGE, {"o": False, **variables}, token("root", "admin"))
+    assert error_code(body) == code
+    assert body["data"] is None
+
+
+async def test_a_renewed_session_that_is_no_longer_an_admins_loses_the_summary(
+    server: ServerProcess,
+) -> None:
+    """martingaleSummary is an admin's: a token renewed to the user role ends it, and leaves the
+    caller's own wallet's progress running."""
+    renew = "mutation($t: String!) { renewSession(token: $t) { role endedSubscriptions } }"
+    async with GraphQLWS.connect(server.ws_url, token=token("renewer", "admin")) as client:
+        await client.subscribe("s", "subscription { " + SUMMARY + " }")
+        await client.subscribe("p", WATCH, {"w": "renewer"})
+        firsts = await messages_until(client, lambda ms: {m.get("id") for m in ms} >= {"s", "p"})
+        assert all(m["type"] == "next" for m in firsts), firsts
+        await client.subscribe("r", renew, {"t": token("renewer", "user")})
+
+        def renewed_and_ended(messages: list[dict[str, Any]]) -> bool:
+            return {"type": "complete", "id": "s"} in messages and any(
+                m.get("id") == "r" and m["type"] == "next" for m in messages
+            )
+
+        after = await messages_until(client, renewed_and_ended)
+    [answer] = [m for m in after if m.get("id") == "r" and m["type"] == "next"]
+    assert answer["payload"]["data"]["renewSession"] == {"role": "user", "endedSubscriptions": 1}
+    [refused] = [m for m in after if m.get("id") == "s" and m["type"] == "next"]
+    assert refused["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert not [m for m in after if m.get("id") == "p" and m["type"] != "next"]

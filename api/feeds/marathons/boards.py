@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 from api.streaming.hub import HubClosedError, HubError
 from domain.marathons import (
     ACCOUNT_SNAPSHOT,
+    ACCOUNT_SNAPSHOTS,
     ADDED_PARTICIPANT,
     MARATHON_CREATED,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,
     REMOVED_PARTICIPANT,
+    SNAPSHOT_BATCH,
     Leaderboard,
     marathon_from_payload,
     snapshot_from_payload,
@@ -27,6 +29,8 @@ from domain.marathons import (
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from api.feeds.marathons.store import MarathonState, PgMarathonStore
     from api.streaming.hub import Hub
     from domain.events import Event
@@ -139,8 +143,10 @@ class MarathonBoards:
 
     def apply(self, event: Event) -> None:
         payload = event.payload
-        if event.type == ACCOUNT_SNAPSHOT:
-            self._snapshot(snapshot_from_payload(payload))
+        if event.type == ACCOUNT_SNAPSHOTS:
+            self._snapshots(SNAPSHOT_BATCH.decode(payload).snapshots)
+        elif event.type == ACCOUNT_SNAPSHOT:
+            self._snapshots((snapshot_from_payload(payload),))
         elif event.type == PARTICIPANT_ADDED:
             added = ADDED_PARTICIPANT.decode(payload)
             if added.snapshot is not None:
@@ -200,9 +206,14 @@ class MarathonBoards:
         self.snapshots[snapshot.login] = snapshot
         return True
 
-    def _snapshot(self, snapshot: AccountSnapshot) -> None:
-        if not self._remember(snapshot):
-            return
-        for marathon_id in self.by_login.get(snapshot.login, ()):
-            self.boards[marathon_id].update(snapshot)
+    def _snapshots(self, snapshots: Iterable[AccountSnapshot]) -> None:
+        """Apply a batch, then wake each affected marathon's readers once."""
+        moved: set[str] = set()
+        for snapshot in snapshots:
+            if not self._remember(snapshot):
+                continue
+            for marathon_id in self.by_login.get(snapshot.login, ()):
+                self.boards[marathon_id].update(snapshot)
+                moved.add(marathon_id)
+        for marathon_id in moved:
             self.notifier(marathon_id).bump()

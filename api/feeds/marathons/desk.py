@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from decimal import Decimal
 
     from api.feeds.marathons.store import PgMarathonStore
@@ -20,13 +21,18 @@ class MarathonDesk:
 
     async def ingest(self, snapshot: AccountSnapshot) -> bool:
         """Store and announce ``snapshot``; False when a snapshot as new was already stored (a
-        redelivery): nothing is announced then. Returns only once the snapshot is stored, so a
-        consumer may acknowledge its message."""
-        event = await self.store.ingest(snapshot)
-        if event is None:
-            return False
-        await self.publisher.send(event)
-        return True
+        redelivery): nothing is announced then."""
+        return await self.ingest_many([snapshot]) == 1
+
+    async def ingest_many(self, snapshots: Sequence[AccountSnapshot]) -> int:
+        """Store and announce a batch of snapshots in one transaction (each login's newest, unless
+        a snapshot as new is stored already); how many were stored, the others ignored (stale,
+        duplicates, redeliveries: never announced twice). Returns only once they are stored and
+        their events sent, so a consumer may acknowledge their messages."""
+        ingested = await self.store.ingest(snapshots)
+        for event in ingested.events:
+            await self.publisher.send(event)
+        return ingested.stored
 
     async def create(self, marathon: Marathon) -> None:
         await self.publisher.send(await self.store.create(marathon))

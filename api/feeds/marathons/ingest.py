@@ -1,20 +1,30 @@
-"""The RabbitMQ ingest of the marathon feed: account snapshots from collectors, one per message.
+"""The RabbitMQ ingest of the marathon feed: account snapshots from collectors, one per message,
+handled a window at a time.
 
 :class:`SnapshotConsumer` reads ``<queue>`` (``docs/marathon-ingest.md`` is the collector-facing
-reference) and hands each snapshot to ``handle``, one message at a time in delivery order:
+reference). The broker keeps up to ``prefetch`` unacknowledged messages here; the consumer takes a
+*window* of them (what has arrived, up to ``window`` messages, waiting at most ``window_wait_s`` for
+more so a lone message is not held up) and hands its valid snapshots to ``handle`` as one batch, in
+delivery order. Each message is validated as it arrives, while the previous window is being
+stored. A window is at most half of ``prefetch`` by default, so the broker delivers the next
+window while one is being stored.
 
-- a valid snapshot is acknowledged only after ``handle`` returned, so a crash before the snapshot
-  is stored loses nothing (the broker redelivers every unacknowledged message). Delivery is
-  therefore at least once: ``handle`` must accept the same snapshot twice;
+- the window is acknowledged (one ``ack`` with ``multiple`` on its last delivery tag) only after
+  ``handle`` returned, i.e. after the batch was stored in one transaction and its events were
+  sent: a crash before that loses nothing (the broker redelivers every unacknowledged message).
+  Delivery is therefore at least once: ``handle`` must recognise a snapshot it stored already
+  (the store keeps each login's newest ``server_time`` and announces nothing for an older or
+  equal one, so a redelivered window has no effect);
 - a message that is not a snapshot (:class:`~api.feeds.marathons.messages.InvalidSnapshotError`)
-  is logged (the reason, never the body) and rejected without requeue, which dead-letters it
-  through the fanout exchange ``<queue>.dlx`` into the durable queue ``<queue>.dead``: it never
-  stops the consumer and never blocks the queue;
+  is logged (the reason, never the body) and rejected alone, without requeue, which dead-letters
+  it through the fanout exchange ``<queue>.dlx`` into the durable queue ``<queue>.dead``; the rest
+  of its window is stored;
 - when ``handle`` raises (the database is down) or takes longer than ``handle_timeout_s`` (it is
-  then cancelled), the message is requeued after a backoff that doubles with each consecutive
-  failure up to ``max_retry_delay_s``; a success resets it. A requeued message goes back to the
-  broker, so the messages already delivered here go on in the meantime, and snapshots of one
-  account may then be handled out of order: ``handle`` should keep the newest ``server_time``.
+  then cancelled), the whole window is requeued (``nack`` with ``multiple``) after a backoff that
+  doubles with each consecutive failure up to ``max_retry_delay_s``; a success resets it. A
+  requeued window goes back to the broker, so the messages already delivered here go on in the
+  meantime, and snapshots of one account may then be handled out of order: ``handle`` keeps the
+  newest ``server_time``.
 
 The connection is robust (``aio_pika.connect_robust``): when the broker restarts or closes it,
 aio-pika reconnects every ``reconnect_interval_s`` and re-declares the channel's QoS, exchanges,
@@ -43,7 +53,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPrec
 from api.feeds.marathons.messages import InvalidSnapshotError, parse_snapshot
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable, Sequence
 
     from aio_pika.abc import (
         AbstractIncomingMessage,
@@ -58,6 +68,10 @@ logger = logging.getLogger(__name__)
 
 _SETTLE_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError)
 """What acknowledging can raise when the channel the message came on is gone."""
+
+
+_Parsed = tuple["AbstractIncomingMessage", "AccountSnapshot | InvalidSnapshotError"]
+"""A delivered message, and the snapshot it holds or why it holds none."""
 
 
 class QueueDeclarationError(RuntimeError):
@@ -80,10 +94,10 @@ class _ClosedIfNeverConnected(aio_pika.RobustConnection):
 
 
 class SnapshotConsumer:
-    """Consumes account snapshots from ``queue`` on the broker at ``url``.
+    """Consumes account snapshots from ``queue`` on the broker at ``url``, a window at a time.
 
     ``processed`` counts snapshots handled and acknowledged, ``dead_lettered`` messages rejected as
-    invalid, ``failed`` handler failures (each one a requeue), ``reconnects`` the times the
+    invalid, ``failed`` handler failures (each one a window requeued), ``reconnects`` the times the
     connection was lost and made again.
     """
 
@@ -91,9 +105,11 @@ class SnapshotConsumer:
         self,
         url: str,
         queue: str,
-        handle: Callable[[AccountSnapshot], Awaitable[object]],
+        handle: Callable[[Sequence[AccountSnapshot]], Awaitable[object]],
         *,
-        prefetch: int = 100,
+        prefetch: int = 2000,
+        window: int | None = None,
+        window_wait_s: float = 0.005,
         retry_delay_s: float = 0.2,
         max_retry_delay_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
@@ -103,11 +119,15 @@ class SnapshotConsumer:
             raise ValueError("the queue name must not be empty")
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
+        if window is not None and not 1 <= window <= prefetch:
+            raise ValueError("window must be between 1 and prefetch")
         self.url = url
         self.queue = queue
         self.dead_letter_exchange = f"{queue}.dlx"
         self.dead_letter_queue = f"{queue}.dead"
         self.prefetch = prefetch
+        self.window = window if window is not None else max(1, prefetch // 2)
+        self._window_wait_s = window_wait_s
         self._handle = handle
         self._retry_delay_s = retry_delay_s
         self._max_retry_delay_s = max_retry_delay_s
@@ -124,7 +144,7 @@ class SnapshotConsumer:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._consumer_tag: str | None = None
-        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Parsed | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -164,7 +184,7 @@ class SnapshotConsumer:
         )
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Stop consuming, let the message being handled finish (at most ``grace_s`` seconds, then
+        """Stop consuming, let the window being handled finish (at most ``grace_s`` seconds, then
         it is cancelled), and close the connection. Every message not acknowledged by then goes
         back to the queue. Safe to call twice, or without :meth:`start`."""
         connection, self._connection = self._connection, None
@@ -288,35 +308,72 @@ class SnapshotConsumer:
         logger.warning("reconnected to RabbitMQ, consuming %r again", self.queue)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        # aio-pika runs this in a task per delivery; one worker handles them in order
-        self._inbox.put_nowait(message)
+        # aio-pika runs this in a task per delivery; one worker handles them in order. Parsed
+        # here, as it arrives: while the worker waits for the database to store a window, the
+        # next one is validated meanwhile.
+        try:
+            parsed: AccountSnapshot | InvalidSnapshotError = parse_snapshot(message.body)
+        except InvalidSnapshotError as exc:
+            parsed = exc
+        self._inbox.put_nowait((message, parsed))
 
     async def _work(self) -> None:
         while not self._stopping.is_set():
-            message = await self._inbox.get()
-            if message is None:
+            first = await self._inbox.get()
+            if first is None:
                 return
+            window, stopping = await self._window(first)
             try:
-                await self._process(message)
+                await self._process(window)
             except Exception:  # a bug here must not stop the consumer
-                logger.exception("unexpected error processing a message from %r", self.queue)
+                logger.exception("unexpected error processing messages from %r", self.queue)
+            if stopping:
+                return
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
-        if not _channel_open(message):
-            logger.info(
-                "dropped %s: its channel closed, the broker redelivers it", _describe(message)
-            )
-            return
-        try:
-            snapshot = parse_snapshot(message.body)
-        except InvalidSnapshotError as exc:
-            logger.warning("dead-lettering %s from %r: %s", _describe(message), self.queue, exc)
-            if await _settle(message.reject(requeue=False), message):
-                self.dead_lettered += 1
+    async def _window(self, first: _Parsed) -> tuple[list[_Parsed], bool]:
+        """``first`` and the messages behind it, up to ``window`` of them: those already here,
+        and those arriving within ``window_wait_s``; True when :meth:`stop` was met meanwhile."""
+        window = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._window_wait_s
+        while len(window) < self.window:
+            try:
+                message = self._inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        message = await self._inbox.get()
+                except TimeoutError:
+                    break
+            if message is None:
+                return window, True
+            window.append(message)
+        return window, False
+
+    async def _process(self, window: list[_Parsed]) -> None:
+        taken: list[tuple[AbstractIncomingMessage, AccountSnapshot]] = []
+        for message, parsed in window:
+            if not _channel_open(message):
+                logger.info(
+                    "dropped %s: its channel closed, the broker redelivers it", _describe(message)
+                )
+                continue
+            if isinstance(parsed, InvalidSnapshotError):
+                logger.warning(
+                    "dead-lettering %s from %r: %s", _describe(message), self.queue, parsed
+                )
+                if await _settle(message.reject(requeue=False), message):
+                    self.dead_lettered += 1
+            else:
+                taken.append((message, parsed))
+        if not taken:
             return
         try:
             async with asyncio.timeout(self._handle_timeout_s):
-                await self._handle(snapshot)
+                await self._handle([snapshot for _, snapshot in taken])
         except Exception:  # TimeoutError too: a hung handler must not hold the queue forever
             self.failed += 1
             self._consecutive_failures += 1
@@ -325,19 +382,21 @@ class SnapshotConsumer:
                 self._max_retry_delay_s,
             )
             logger.error(
-                "handling the snapshot of login %d in %s failed; requeueing it in %.1f s",
-                snapshot.login,
-                _describe(message),
+                "handling %s up to %s failed; requeueing the window in %.1f s",
+                _logins(snapshot for _, snapshot in taken),
+                _describe(taken[-1][0]),
                 delay,
                 exc_info=True,
             )
             with contextlib.suppress(TimeoutError):  # stop() cuts the backoff short
                 await asyncio.wait_for(self._stopping.wait(), delay)
-            await _settle(message.nack(requeue=True), message)
+            for message, _ in _last_per_channel(taken):
+                await _settle(message.nack(multiple=True, requeue=True), message)
             return
         self._consecutive_failures = 0
-        if await _settle(message.ack(), message):
-            self.processed += 1
+        for message, count in _last_per_channel(taken):
+            if await _settle(message.ack(multiple=True), message):
+                self.processed += count
 
     async def _discard_worker(self) -> None:
         worker, self._worker = self._worker, None
@@ -359,6 +418,28 @@ async def _settle(settling: Awaitable[None], message: AbstractIncomingMessage) -
         )
         return False
     return True
+
+
+def _last_per_channel(
+    taken: list[tuple[AbstractIncomingMessage, AccountSnapshot]],
+) -> list[tuple[AbstractIncomingMessage, int]]:
+    """The last message of each channel in a window, and how many of the window came on it: an
+    ack (or nack) with ``multiple`` on it settles them all. A window spans two channels only when
+    the connection was made again while it was taken."""
+    last: dict[int, tuple[AbstractIncomingMessage, int]] = {}
+    for message, _ in taken:
+        key = id(message.channel)
+        last[key] = (message, last[key][1] + 1 if key in last else 1)
+    return list(last.values())
+
+
+def _logins(snapshots: Iterable[AccountSnapshot]) -> str:
+    """``"1 snapshot (login 42)"``, ``"3 snapshots (logins 1, 2, 3)"``, the first five named."""
+    logins = [s.login for s in snapshots]
+    named = ", ".join(str(login) for login in logins[:5]) + (", ..." if len(logins) > 5 else "")
+    if len(logins) == 1:
+        return f"1 snapshot (login {named})"
+    return f"{len(logins)} snapshots (logins {named})"
 
 
 def _channel_open(message: AbstractIncomingMessage) -> bool:

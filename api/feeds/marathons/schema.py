@@ -337,6 +337,23 @@ class IngestSnapshotResult:
     )
 
 
+@strawberry.type
+class IngestSnapshotsResult:
+    stored: int = strawberry.field(
+        description="Snapshots stored, each its account's newest, and announced once."
+    )
+    ignored: int = strawberry.field(
+        description="Snapshots not stored (nothing announced): one as new was stored already "
+        "(a resend, a late arrival), or the list held a newer one, or an equal one earlier, of "
+        "the same login."
+    )
+
+
+INGEST_LIST_MAX = 500
+"""Most snapshots one ``ingestAccountSnapshots`` call takes: one transaction each call, and the
+request (variables included) must fit ``MAX_MESSAGE_BYTES`` (256 KiB by default: 500 snapshots
+with a few positions each)."""
+
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -430,6 +447,34 @@ class MarathonMutation:
             raise ClientError(f"invalid snapshot: {exc}") from None
         stored = await info.context.services.marathon_desk.ingest(snapshot)
         return IngestSnapshotResult(login=input.login, stored=stored)
+
+    @strawberry.mutation(
+        description="For the service role: a list of account snapshots (at most "
+        f"{INGEST_LIST_MAX}), stored in one transaction, then every leaderboard they are on moves "
+        "once. All or nothing: one invalid snapshot (the error names its index) and none is "
+        "stored. Each login's newest snapshot is stored unless one as new is stored already."
+    )
+    async def ingest_account_snapshots(
+        self, info: Info, snapshots: list[AccountSnapshotInput]
+    ) -> IngestSnapshotsResult:
+        principal = limit_mutations(info)
+        require_role(principal, Role.SERVICE, what="ingestAccountSnapshots")
+        if len(snapshots) > INGEST_LIST_MAX:
+            raise ClientError(
+                f"at most {INGEST_LIST_MAX} snapshots in one call (got {len(snapshots)}): "
+                "send the others in another call"
+            )
+        parsed = []
+        for index, input in enumerate(snapshots):
+            try:
+                parsed.append(snapshot_from_input(input))
+            except ValueError as exc:
+                raise ClientError(
+                    f"invalid snapshot at index {index} (login {input.login}): {exc}",
+                    index=index,
+                ) from None
+        stored = await info.context.services.marathon_desk.ingest_many(parsed)
+        return IngestSnapshotsResult(stored=stored, ignored=len(parsed) - stored)
 
 
 def snapshot_from_input(input: AccountSnapshotInput) -> model.AccountSnapshot:

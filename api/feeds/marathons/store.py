@@ -13,17 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.storage.history import number_event
+from api.storage.history import Unnumbered, number_event, number_events
 from domain.marathons import (
-    ACCOUNT_SNAPSHOT,
+    ACCOUNT_SNAPSHOTS,
     MARATHON_CREATED,
     PARTICIPANT_ADDED,
     PARTICIPANT_REMOVED,
+    SNAPSHOT_BATCH,
     AccountSnapshot,
     EnrolledElsewhereError,
     Holding,
     Marathon,
     Participant,
+    SnapshotBatch,
+    by_login,
     initial_balance_from,
     marathon_payload,
     may_enrol,
@@ -35,6 +38,7 @@ from domain.marathons import (
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from datetime import datetime
     from decimal import Decimal
 
@@ -44,6 +48,52 @@ if TYPE_CHECKING:
     from domain.events import Event
     from domain.marathons import Enroller
     from domain.ports import Clock
+
+
+_INGEST = """
+WITH given AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::numeric[])
+                  AS g (login, payload, server_time, initial)
+), stored AS (
+    INSERT INTO account_snapshots AS a (login, payload, server_time, received_at)
+    SELECT login, payload::jsonb, server_time, $5 FROM given ORDER BY login
+    ON CONFLICT (login) DO UPDATE
+    SET payload = EXCLUDED.payload, server_time = EXCLUDED.server_time,
+        received_at = EXCLUDED.received_at
+    WHERE a.server_time < EXCLUDED.server_time
+    RETURNING login, xmax = 0 AS inserted
+), fixed AS (
+    -- the first snapshot stored after registration fixes a derived initial balance
+    UPDATE marathon_participants p SET initial_balance = g.initial
+    FROM stored s JOIN given g USING (login)
+    WHERE p.login = s.login AND p.initial_balance IS NULL
+)
+SELECT login, inserted FROM stored
+"""
+"""One batch of snapshots (one per login, in login order so that concurrent batches lock rows in
+the same order): each stored unless a snapshot as new is stored already, and the derived initial
+balances fixed, in one statement; the logins stored, and whether each had none before."""
+
+
+def _chunks(
+    items: Sequence[tuple[dict[str, Any], int]], max_bytes: int | None
+) -> list[list[dict[str, Any]]]:
+    """Payload items (each with the length of its JSON) in consecutive runs of at most
+    ``max_bytes`` of JSON; an item larger than that alone."""
+    if max_bytes is None:
+        return [[item for item, _ in items]]
+    chunks: list[list[dict[str, Any]]] = []
+    chunk: list[dict[str, Any]] = []
+    size = 0
+    for item, length in items:
+        if chunk and size + length > max_bytes:
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(item)
+        size += length + 1
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _participant(row: asyncpg.Record) -> Participant:
@@ -73,16 +123,39 @@ class MarathonExistsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Ingested:
+    """What storing a batch did: the events that announce it, and how many logins' snapshots
+    were stored (the batch's others were ignored)."""
+
+    events: list[Event]
+    stored: int
+
+
+@dataclass(frozen=True, slots=True)
 class MarathonState:
     marathons: list[Marathon]
     participants: list[Participant]
     snapshots: dict[int, AccountSnapshot]
 
 
+ENVELOPE_BYTES = 1000
+"""What an event's envelope (topic, sequence, type, times) takes beside its payload, at most."""
+
+
 class PgMarathonStore:
-    def __init__(self, pool: asyncpg.Pool, clock: Clock) -> None:
+    """``message_max_bytes`` is the largest message the broadcast backend carries (PostgreSQL's
+    NOTIFY: under 8000 bytes): a batch's ``account.snapshots`` event is then split so that each
+    fits, with :data:`ENVELOPE_BYTES` to spare. None puts a batch's snapshots in one event."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, clock: Clock, *, message_max_bytes: int | None = None
+    ) -> None:
         self.pool = pool
         self.clock = clock
+        self.event_max_bytes = (
+            None if message_max_bytes is None else message_max_bytes - ENVELOPE_BYTES
+        )
+        """The most JSON of snapshots one event carries."""
 
     async def load(self) -> MarathonState:
         """Everything the leaderboards are built from, read in one snapshot of the database."""
@@ -194,33 +267,44 @@ class PgMarathonStore:
                 conn, PARTICIPANT_REMOVED, participant_removed_payload(marathon_id, login)
             )
 
-    async def ingest(self, snapshot: AccountSnapshot) -> Event | None:
-        """Store ``snapshot`` as its account's latest unless a snapshot as new is already stored
-        (a redelivery, or one that arrived late): then None, and nothing is announced."""
-        payload = snapshot_to_payload(snapshot)
+    async def ingest(self, snapshots: Sequence[AccountSnapshot]) -> Ingested:
+        """Store each login's newest snapshot of ``snapshots`` as its latest, unless a snapshot as
+        new is stored already (a redelivery, a late arrival), in one transaction of two
+        statements, and announce what was stored in ``account.snapshots`` events (one, or a few
+        under ``message_max_bytes``; none when nothing was stored). A login with no snapshot
+        stored before gets its derived initial balance from its first snapshot of the batch."""
+        logins = by_login(snapshots)
+        if not logins:
+            return Ingested([], 0)
+        items: list[dict[str, Any]] = SNAPSHOT_BATCH.encode(
+            SnapshotBatch(tuple(one.newest for one in logins))
+        )["snapshots"]
+        dumped = [orjson.dumps(item) for item in items]
         async with self.pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                """INSERT INTO account_snapshots (login, payload, server_time, received_at)
-                   VALUES ($1, $2::jsonb, $3, $4)
-                   ON CONFLICT (login) DO UPDATE
-                   SET payload = EXCLUDED.payload, server_time = EXCLUDED.server_time,
-                       received_at = EXCLUDED.received_at
-                   WHERE account_snapshots.server_time < EXCLUDED.server_time""",
-                snapshot.login,
-                orjson.dumps(payload).decode(),
-                snapshot.server_time,
+            rows = await conn.fetch(
+                _INGEST,
+                [one.newest.login for one in logins],
+                [text.decode() for text in dumped],
+                [one.newest.server_time for one in logins],
+                [initial_balance_from(one.first) for one in logins],
                 self.clock.now(),
             )
-            if status != "INSERT 0 1":
-                return None
-            # The first snapshot after registration fixes a derived initial balance.
-            await conn.execute(
-                """UPDATE marathon_participants SET initial_balance = $2
-                   WHERE login = $1 AND initial_balance IS NULL""",
-                snapshot.login,
-                initial_balance_from(snapshot),
-            )
-            return await self._number(conn, ACCOUNT_SNAPSHOT, payload)
+            if not rows:
+                return Ingested([], 0)
+            inserted = {row["login"]: row["inserted"] for row in rows}
+            kept: list[tuple[dict[str, Any], int]] = []
+            for one, item, text in zip(logins, items, dumped, strict=True):
+                if one.newest.login not in inserted:
+                    continue
+                if inserted[one.newest.login] and one.first is not one.newest:
+                    first = snapshot_to_payload(one.first)
+                    kept.append((first, len(orjson.dumps(first))))
+                kept.append((item, len(text)))
+            events = [
+                Unnumbered(marathon_feed_topic(), ACCOUNT_SNAPSHOTS, {"snapshots": chunk})
+                for chunk in _chunks(kept, self.event_max_bytes)
+            ]
+            return Ingested(await number_events(conn, self.clock, events), len(rows))
 
     async def save_leaderboard(
         self, marathon_id: str, taken_at: datetime, accounts: int, rows: list[dict[str, Any]]

@@ -3,6 +3,8 @@ the mutations that start, stop and configure a strategy or settle a round."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import re
 from collections.abc import AsyncIterator  # noqa: TC003  (strawberry reads annotations at runtime)
@@ -13,8 +15,15 @@ import strawberry
 
 from api.auth import Role
 from api.feeds.martingale.store import RoundError, StrategyNotFoundError
-from api.feeds.martingale.stream import progress_stream, rounds_stream
-from api.feeds.martingale.types import MartingaleProgress, MartingaleUpdate, Round, RoundEvent
+from api.feeds.martingale.stream import progress_stream, rounds_stream, summary_stream
+from api.feeds.martingale.types import (
+    MartingaleProgress,
+    MartingaleSummary,
+    MartingaleUpdate,
+    Round,
+    RoundEvent,
+    StrategyPage,
+)
 from api.graphql.access import checked
 from api.graphql.context import Info  # noqa: TC001
 from api.graphql.errors import ClientError
@@ -33,6 +42,9 @@ if TYPE_CHECKING:
 
 
 _WALLET = re.compile(r"^\S{1,100}$")
+MAX_PAGE = 500
+"""The most strategies one ``strategyPage`` returns."""
+_CURSOR_PREFIX = "strategy:"
 
 
 _CAMEL = {
@@ -81,20 +93,83 @@ def _wallet_for(principal: Principal, wallet: str | None, what: str) -> str | No
     return principal.sub
 
 
+def _one_wallet(principal: Principal, wallet: str | None, what: str) -> str:
+    """:func:`_wallet_for`, where every wallet at once is too much: an admin names one."""
+    chosen = _wallet_for(principal, wallet, what)
+    if chosen is None:
+        raise ClientError(
+            f"{what} is one wallet's: name it (every strategy at once: martingaleSummary, "
+            "and strategyPage for the detail)",
+            code="WALLET_REQUIRED",
+        )
+    return chosen
+
+
+def _page_cursor(strategy_id: str) -> str:
+    """The opaque ``endCursor`` of a page that ends with ``strategy_id``."""
+    return base64.urlsafe_b64encode((_CURSOR_PREFIX + strategy_id).encode()).decode()
+
+
+def _after_id(cursor: str | None) -> str | None:
+    """The id a page's ``after`` cursor names; INVALID_CURSOR for one this server did not give."""
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii")).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        text = ""
+    if not text.startswith(_CURSOR_PREFIX) or len(text) == len(_CURSOR_PREFIX):
+        raise ClientError(
+            f"{cursor[:40]!r} is not a cursor strategyPage gave out", code="INVALID_CURSOR"
+        )
+    return text.removeprefix(_CURSOR_PREFIX)
+
+
 @strawberry.type
 class MartingaleQuery:
     @strawberry.field(
         description="A wallet's strategies, active and ended (users: their own wallet; admins: "
-        "any, or every strategy when wallet is omitted)."
+        "any wallet, which they must name: every strategy is strategyPage's)."
     )
     async def strategies(
         self, info: Info, wallet: str | None = None, active_only: bool = False
     ) -> list[MartingaleProgress]:
-        chosen = _wallet_for(info.context.principal, wallet, "strategies")
+        chosen = _one_wallet(info.context.principal, wallet, "strategies")
         owned = await info.context.services.martingale_store.strategies(
             chosen, active_only=active_only
         )
         return [MartingaleProgress.of(o.strategy) for o in owned]
+
+    @strawberry.field(
+        description="Strategies a page at a time, in id order (users: their own wallet; admins: "
+        "any, or every strategy when wallet is omitted). first: 1 to 500; after: a page's "
+        "endCursor."
+    )
+    async def strategy_page(
+        self,
+        info: Info,
+        first: int = 100,
+        after: str | None = None,
+        wallet: str | None = None,
+        active_only: bool = False,
+    ) -> StrategyPage:
+        chosen = _wallet_for(info.context.principal, wallet, "strategyPage")
+        if not 1 <= first <= MAX_PAGE:
+            raise ClientError(f"first must be between 1 and {MAX_PAGE}", code="INVALID_PAGE")
+        owned, more = await info.context.services.martingale_store.page(
+            chosen, active_only=active_only, first=first, after=_after_id(after)
+        )
+        return StrategyPage(
+            strategies=[MartingaleProgress.of(o.strategy) for o in owned],
+            end_cursor=_page_cursor(owned[-1].strategy.id) if owned else None,
+            has_next_page=more,
+        )
+
+    @strawberry.field(description="Every strategy at once, by status (admins).")
+    async def martingale_summary(self, info: Info) -> MartingaleSummary:
+        require_role(info.context.principal, Role.ADMIN, what="martingaleSummary")
+        services = info.context.services
+        return MartingaleSummary.of(await services.martingale_store.summary(), services.clock.now())
 
     @strawberry.field(description="One strategy and every round it played; null if unknown.")
     async def strategy(self, info: Info, id: strawberry.ID) -> StrategyDetail | None:
@@ -125,16 +200,26 @@ class MartingaleQuery:
 class MartingaleSubscription:
     @strawberry.subscription(
         description="The progress of every active strategy of a wallet (users: their own; "
-        "admins: any, or all when wallet is omitted): at once, then whenever a round turns or a "
-        "strategy changes, and at least every 60 s (MARTINGALE_REFRESH_S)."
+        "admins: any, which they must name: every strategy is martingaleSummary's): at once, "
+        "then whenever a round turns or a strategy changes, and at least every 60 s "
+        "(MARTINGALE_REFRESH_S)."
     )
     async def martingale_progress(
         self, info: Info, wallet: str | None = None
     ) -> AsyncIterator[MartingaleUpdate]:
         chosen = checked(
-            info.context.principal, lambda p: _wallet_for(p, wallet, "martingaleProgress")
+            info.context.principal, lambda p: _one_wallet(p, wallet, "martingaleProgress")
         )
         return progress_stream(info.context.services, chosen)
+
+    @strawberry.subscription(
+        description="Every strategy at once, by status: counts and totals, and the newest "
+        "settled round (admins). At once, then as each round is settled, and at least every 60 s "
+        "(MARTINGALE_REFRESH_S)."
+    )
+    async def martingale_summary(self, info: Info) -> AsyncIterator[MartingaleSummary]:
+        require_role(info.context.principal, Role.ADMIN, what="martingaleSummary")
+        return summary_stream(info.context.services)
 
     @strawberry.subscription(
         description="The current round at once, then each round as it opens and as it is "
@@ -253,9 +338,9 @@ class MartingaleMutation:
                     budget=old.budget if input.budget_sol is None else input.budget_sol,
                 )
             )
-            if config.total_rounds <= len(strategy.rounds):
+            if config.total_rounds <= strategy.rounds_played:
                 raise ClientError(
-                    f"totalRounds must be above the {len(strategy.rounds)} rounds already played",
+                    f"totalRounds must be above the {strategy.rounds_played} rounds already played",
                     code="INVALID_STRATEGY",
                     field="totalRounds",
                 )

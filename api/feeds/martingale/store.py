@@ -2,18 +2,28 @@
 played. A round's settlement updates every strategy active in it in one transaction, which also
 numbers the events announcing it; the events are delivered after the commit.
 
+A settlement is a fixed number of statements whatever the number of strategies: two read the
+active strategies' rows (their counters, not their round histories: settling needs no more),
+one updates them all from arrays (``UPDATE ... FROM unnest``), one inserts every round played,
+one sums the admins' summary, one numbers every event (:func:`number_events`). Each wallet whose
+strategies played gets one event on its own topic; the admins get the summary, never every
+strategy in one message.
+
 Events:
     rounds               round.opened, round.settled   {round}
     martingale:<wallet>  martingale.progress           {wallet, strategies: [progress]}
-    martingale           martingale.progress           {strategies: [progress]}  every active one
+    martingale           martingale.summary            {statuses, lastSettledRound}  (admins)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from api.storage.history import number_event
+from api.storage.history import Unnumbered, number_event, number_events
 from domain.martingale import (
     PROGRESS_UPDATE,
     STRATEGY_PROGRESS,
@@ -25,11 +35,12 @@ from domain.martingale import (
     StrategyStatus,
     progress,
 )
+from domain.martingale_summary import SUMMARY, StatusTotals, Summary
 from domain.mining_rounds import ROUND, MiningRound, RoundResult, RoundState, settle_round
 from domain.topics import martingale_topic, rounds_topic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from datetime import datetime
 
     import asyncpg
@@ -42,6 +53,9 @@ if TYPE_CHECKING:
 ROUND_OPENED = "round.opened"
 ROUND_SETTLED = "round.settled"
 PROGRESS = "martingale.progress"
+SUMMARY_EVENT = "martingale.summary"
+PROGRESS_SLICE = 100
+"""Wallets' progress events made between two looks at the event loop."""
 
 
 class RoundError(ValueError):
@@ -72,7 +86,8 @@ def progress_payload(strategy: Strategy) -> dict[str, Any]:
 
 
 def progress_event_payload(wallet: str | None, strategies: list[Strategy]) -> dict[str, Any]:
-    """A progress event's payload: a wallet's strategies, or everyone's (``wallet`` None)."""
+    """A progress event's payload: a wallet's strategies (``wallet`` None: everyone's, which the
+    codec still reads and writes but nothing publishes any more)."""
     return PROGRESS_UPDATE.encode(ProgressUpdate(tuple(progress(s) for s in strategies), wallet))
 
 
@@ -85,7 +100,9 @@ def _round(row: asyncpg.Record) -> MiningRound:
     return MiningRound(row["number"], row["starts_at"], row["ends_at"], result, row["settled_at"])
 
 
-def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record]) -> OwnedStrategy:
+def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record] | None = None) -> OwnedStrategy:
+    """The strategy a row describes: with ``rounds``, the rounds it played (its whole history);
+    without, its counters only."""
     config = StrategyConfig(
         wallet_address=row["wallet_address"],
         base_amount=row["base_amount"],
@@ -101,9 +118,12 @@ def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record]) -> OwnedStr
         status=StrategyStatus(row["status"]),
         exit_reason=None if row["exit_reason"] is None else ExitReason(row["exit_reason"]),
         last_round=row["last_round"],
-        rounds=tuple(
+        rounds=()
+        if rounds is None
+        else tuple(
             PlayedRound(r["round_number"], r["amount"], r["won"], r["reward"]) for r in rounds
         ),
+        earlier_rounds=row["rounds_played"] if rounds is None else 0,
         losing_streak=row["losing_streak"],
         wins=row["wins"],
         total_deployed=row["total_deployed"],
@@ -111,6 +131,42 @@ def _strategy(row: asyncpg.Record, rounds: Iterable[asyncpg.Record]) -> OwnedStr
         total_loss=row["total_loss"],
     )
     return OwnedStrategy(strategy, row["owner"], row["first_round"])
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection meanwhile: a settlement makes a few hundred thousand objects
+    (every strategy twice, its progress), all alive until it ends, and the collections their
+    allocations set off went through all of them again and again: a quarter of its CPU time at
+    100,000 strategies. What other tasks leave meanwhile is collected afterwards."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
+async def _progress_of_wallets(
+    wallets: set[str], strategies: Iterable[Strategy]
+) -> list[Unnumbered]:
+    """Each wallet's progress event: its strategies among ``strategies``, the active ones in id
+    order, then those that ended. Made :data:`PROGRESS_SLICE` wallets at a time, with the event
+    loop let in between: a statement a settlement sent meanwhile is written to PostgreSQL and
+    runs there while these are computed."""
+    shown: dict[str, list[Strategy]] = {wallet: [] for wallet in wallets}
+    for strategy in sorted(strategies, key=lambda s: (s.status is not StrategyStatus.ACTIVE, s.id)):
+        listed = shown.get(strategy.config.wallet_address)
+        if listed is not None:
+            listed.append(strategy)
+    events = []
+    for n, (wallet, listed) in enumerate(sorted(shown.items()), 1):
+        payload = progress_event_payload(wallet, listed)
+        events.append(Unnumbered(martingale_topic(wallet), PROGRESS, payload))
+        if n % PROGRESS_SLICE == 0:
+            await asyncio.sleep(0)
+    return events
 
 
 class PgMartingaleStore:
@@ -163,14 +219,37 @@ class PgMartingaleStore:
                 raise RoundError(
                     "ROUND_NOT_ENDED", f"round {result.round_number} ends at {row['ends_at']}"
                 )
-            active = await self._load(
-                conn,
-                "status = 'active' AND first_round <= $1 FOR UPDATE",
-                result.round_number,
-            )
-            changed = settle_round((o.strategy for o in active), result)
-            for before, after in changed:
-                await self._save(conn, before, after, at)
+            with _collector_paused():
+                # The rows go as soon as they are read: the strategies are all that is kept.
+                playing = [
+                    _strategy(r).strategy
+                    for r in await conn.fetch(
+                        """SELECT * FROM martingale_strategies
+                           WHERE status = 'active' AND first_round <= $1 ORDER BY id FOR UPDATE""",
+                        result.round_number,
+                    )
+                ]
+                # A wallet's event shows all its active strategies: those that play this round
+                # (settled or not), and those that start with a later round.
+                waiting = [
+                    _strategy(r).strategy
+                    for r in await conn.fetch(
+                        """SELECT * FROM martingale_strategies
+                           WHERE status = 'active' AND first_round > $1""",
+                        result.round_number,
+                    )
+                ]
+                changed = settle_round(playing, result)
+                after = {after.id: after for _, after in changed}
+                shown = [after.get(s.id, s) for s in playing] + waiting
+                # The progress events are computed while PostgreSQL stores the settlement.
+                saving = asyncio.ensure_future(self._save_settled(conn, changed, at))
+                try:
+                    wallet_events = await _progress_of_wallets(
+                        {s.config.wallet_address for s in after.values()}, shown
+                    )
+                finally:
+                    await saving
             await conn.execute(
                 """UPDATE mining_rounds SET settled_at = $2, won = $3, reward_multiplier = $4
                    WHERE number = $1""",
@@ -180,15 +259,16 @@ class PgMartingaleStore:
                 result.reward_multiplier,
             )
             settled = MiningRound(row["number"], row["starts_at"], row["ends_at"], result, at)
-            events = [
-                await self._number(conn, rounds_topic(), ROUND_SETTLED, round_payload(settled))
-            ]
-            wallets = {after.config.wallet_address for _, after in changed}
-            ended = {
-                after.id: after for _, after in changed if after.status is not StrategyStatus.ACTIVE
-            }
-            events += await self._progress_events(conn, wallets, ended)
-            return events
+            summary = await self._summary(conn)
+            return await number_events(
+                conn,
+                self.clock,
+                [
+                    Unnumbered(rounds_topic(), ROUND_SETTLED, round_payload(settled)),
+                    *wallet_events,
+                    Unnumbered(martingale_topic(), SUMMARY_EVENT, SUMMARY.encode(summary)),
+                ],
+            )
 
     # Strategies --------------------------------------------------------------------------------
 
@@ -215,7 +295,7 @@ class PgMartingaleStore:
                 (latest or 0) + 1,
                 now,
             )
-            return await self._progress_events(conn, {config.wallet_address}, {})
+            return await self._progress_events(conn, config.wallet_address)
 
     async def change(
         self, strategy_id: str, owner: str | None, change: Callable[[Strategy], Strategy]
@@ -228,8 +308,8 @@ class PgMartingaleStore:
                 raise StrategyNotFoundError(strategy_id)
             after = change(found.strategy)
             await self._save(conn, found.strategy, after, self.clock.now())
-            ended = {} if after.status is StrategyStatus.ACTIVE else {after.id: after}
-            events = await self._progress_events(conn, {after.config.wallet_address}, ended)
+            ended = None if after.status is StrategyStatus.ACTIVE else after
+            events = await self._progress_events(conn, after.config.wallet_address, ended)
             return after, events
 
     async def strategy(self, strategy_id: str) -> OwnedStrategy | None:
@@ -237,12 +317,39 @@ class PgMartingaleStore:
             loaded = await self._load(conn, "id = $1", strategy_id)
             return loaded[0] if loaded else None
 
-    async def strategies(self, wallet: str | None, *, active_only: bool) -> list[OwnedStrategy]:
-        where = "($1::text IS NULL OR wallet_address = $1)"
-        if active_only:
-            where += " AND status = 'active'"
+    async def strategies(self, wallet: str, *, active_only: bool) -> list[OwnedStrategy]:
+        """A wallet's strategies, the oldest first: their counters, not their rounds (what their
+        progress shows; ``strategy()`` has the rounds)."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM martingale_strategies
+               WHERE wallet_address = $1 AND (NOT $2 OR status = 'active')
+               ORDER BY created_at, id""",
+            wallet,
+            active_only,
+        )
+        return [_strategy(r) for r in rows]
+
+    async def page(
+        self, wallet: str | None, *, active_only: bool, first: int, after: str | None
+    ) -> tuple[list[OwnedStrategy], bool]:
+        """Up to ``first`` strategies (of ``wallet``, or of everyone) in id order, after the one
+        with id ``after``; and whether more follow. Their counters only, not their rounds."""
+        rows = await self.pool.fetch(
+            """SELECT * FROM martingale_strategies
+               WHERE ($1::text IS NULL OR wallet_address = $1)
+                 AND (NOT $2 OR status = 'active')
+                 AND ($3::text IS NULL OR id > $3)
+               ORDER BY id LIMIT $4""",
+            wallet,
+            active_only,
+            after,
+            first + 1,
+        )
+        return [_strategy(r) for r in rows[:first]], len(rows) > first
+
+    async def summary(self) -> Summary:
         async with self.pool.acquire() as conn:
-            return await self._load(conn, where + " ORDER BY created_at, id", wallet)
+            return await self._summary(conn)
 
     # Internals ---------------------------------------------------------------------------------
 
@@ -275,7 +382,7 @@ class PgMartingaleStore:
                SET status = $2, exit_reason = $3, last_round = $4, losing_streak = $5,
                    wins = $6, total_deployed = $7, total_rewards = $8, total_loss = $9,
                    total_rounds = $10, stop_loss = $11, take_profit = $12, budget = $13,
-                   updated_at = $14
+                   updated_at = $14, rounds_played = $15
                WHERE id = $1""",
             after.id,
             after.status.value,
@@ -291,6 +398,7 @@ class PgMartingaleStore:
             config.take_profit,
             config.budget,
             at,
+            after.rounds_played,
         )
         for played in after.rounds[len(before.rounds) :]:
             await conn.execute(
@@ -303,21 +411,89 @@ class PgMartingaleStore:
                 played.reward,
             )
 
+    async def _save_settled(
+        self, conn: Connection, changed: list[tuple[Strategy, Strategy]], at: datetime
+    ) -> None:
+        """:meth:`_save` for the strategies a round settled, in two statements: one updates
+        their counters, one inserts the rounds they played."""
+        if not changed:
+            return
+        saved = [after for _, after in changed]
+        # Amounts go as text and are cast by PostgreSQL: exact either way, and asyncpg's
+        # encoding of Decimals into numeric[] took longer than the UPDATE itself.
+        await conn.execute(
+            """UPDATE martingale_strategies AS s
+               SET status = u.status, exit_reason = u.exit_reason, last_round = u.last_round,
+                   losing_streak = u.losing_streak, wins = u.wins,
+                   total_deployed = u.total_deployed::numeric,
+                   total_rewards = u.total_rewards::numeric,
+                   total_loss = u.total_loss::numeric, rounds_played = u.rounds_played,
+                   updated_at = $11
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[],
+                           $6::int[], $7::text[], $8::text[], $9::text[], $10::int[])
+                    AS u (id, status, exit_reason, last_round, losing_streak, wins,
+                          total_deployed, total_rewards, total_loss, rounds_played)
+               WHERE s.id = u.id""",
+            [s.id for s in saved],
+            [s.status.value for s in saved],
+            [None if s.exit_reason is None else s.exit_reason.value for s in saved],
+            [s.last_round for s in saved],
+            [s.losing_streak for s in saved],
+            [s.wins for s in saved],
+            [str(s.total_deployed) for s in saved],
+            [str(s.total_rewards) for s in saved],
+            [str(s.total_loss) for s in saved],
+            [s.rounds_played for s in saved],
+            at,
+        )
+        played = [
+            (after.id, r) for before, after in changed for r in after.rounds[len(before.rounds) :]
+        ]
+        await conn.execute(
+            """INSERT INTO martingale_rounds (strategy_id, round_number, amount, won, reward)
+               SELECT id, round_number, amount::numeric, won, reward::numeric
+               FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bool[], $5::text[])
+                    AS u (id, round_number, amount, won, reward)""",
+            [strategy_id for strategy_id, _ in played],
+            [r.round_number for _, r in played],
+            [str(r.amount) for _, r in played],
+            [r.won for _, r in played],
+            [str(r.reward) for _, r in played],
+        )
+
     async def _progress_events(
-        self, conn: Connection, wallets: set[str], ended: dict[str, Strategy]
+        self, conn: Connection, wallet: str, ended: Strategy | None = None
     ) -> list[Event]:
-        """The progress of each wallet's active strategies (and of those that just ended),
-        then of every active strategy."""
-        active = [o.strategy for o in await self._load(conn, "status = 'active' ORDER BY id")]
-        events = []
-        for wallet in sorted(wallets):
-            shown = [s for s in active if s.config.wallet_address == wallet]
-            shown += [s for s in ended.values() if s.config.wallet_address == wallet]
-            payload = progress_event_payload(wallet, shown)
-            events.append(await self._number(conn, martingale_topic(wallet), PROGRESS, payload))
-        everyone = progress_event_payload(None, [*active, *ended.values()])
-        events.append(await self._number(conn, martingale_topic(), PROGRESS, everyone))
-        return events
+        """The progress event of ``wallet``: its active strategies, and ``ended`` if one just
+        ended."""
+        rows = await conn.fetch(
+            """SELECT * FROM martingale_strategies
+               WHERE wallet_address = $1 AND status = 'active'""",
+            wallet,
+        )
+        shown = [_strategy(r).strategy for r in rows]
+        if ended is not None:
+            shown.append(ended)
+        return await number_events(conn, self.clock, await _progress_of_wallets({wallet}, shown))
+
+    async def _summary(self, conn: Connection) -> Summary:
+        rows = await conn.fetch(
+            """SELECT settled.number AS last_settled_round, t.*
+               FROM (SELECT max(number) AS number FROM mining_rounds
+                     WHERE settled_at IS NOT NULL) AS settled
+               LEFT JOIN LATERAL (
+                   SELECT status, count(*) AS strategies, sum(total_deployed) AS deployed,
+                          sum(total_rewards) AS rewards, sum(total_loss) AS loss
+                   FROM martingale_strategies GROUP BY status) AS t ON true"""
+        )
+        totals = {
+            StrategyStatus(r["status"]): StatusTotals(
+                StrategyStatus(r["status"]), r["strategies"], r["deployed"], r["rewards"], r["loss"]
+            )
+            for r in rows
+            if r["status"] is not None
+        }
+        return Summary.of(totals, rows[0]["last_settled_round"])
 
     async def _number(
         self, conn: Connection, topic: str, type: str, payload: dict[str, Any]

@@ -12,9 +12,11 @@ import strawberry
 from api.feeds.martingale.store import progress_payload
 from api.graphql.resume import Resumable, StreamReset
 from domain import martingale as model
+from domain.martingale_summary import SUMMARY
 from domain.mining_rounds import ROUND
 
 if TYPE_CHECKING:
+    from domain.martingale_summary import Summary
     from domain.mining_rounds import MiningRound
 
 PERCENT_PLACES = Decimal("0.01")
@@ -78,11 +80,67 @@ class MartingaleProgress:
         return cls.from_payload(progress_payload(strategy))
 
 
-@strawberry.type(description="The progress of a wallet's strategies (or every one, for admins).")
+@strawberry.type(description="The progress of a wallet's strategies.")
 class MartingaleUpdate:
-    wallet_address: str | None
+    wallet_address: str | None = strawberry.field(
+        description="Always the wallet followed (nullable for clients of older schemas)."
+    )
     strategies: list[MartingaleProgress]
     at: datetime
+
+
+@strawberry.type(description="A page of strategies in id order.")
+class StrategyPage:
+    strategies: list[MartingaleProgress]
+    end_cursor: str | None = strawberry.field(
+        description="Pass it as `after` for the next page; null on an empty page."
+    )
+    has_next_page: bool
+
+
+@strawberry.type(
+    description="The strategies of one status: how many, and the sums of their totals."
+)
+class StrategyStatusTotals:
+    status: StrategyStatus
+    strategies: int
+    total_deployed_sol: Decimal
+    total_rewards_sol: Decimal
+    total_loss_sol: Decimal
+    profit_loss_sol: Decimal = strawberry.field(description="Total rewards minus total deployed.")
+
+
+@strawberry.type(description="Every strategy at once, by status (admins).")
+class MartingaleSummary:
+    statuses: list[StrategyStatusTotals] = strawberry.field(
+        description="One entry per status, zeros included."
+    )
+    last_settled_round: int | None = strawberry.field(
+        description="The newest settled round; null before the first."
+    )
+    at: datetime
+
+    @classmethod
+    def of(cls, summary: Summary, at: datetime) -> MartingaleSummary:
+        return cls(
+            statuses=[
+                StrategyStatusTotals(
+                    status=t.status,
+                    strategies=t.strategies,
+                    total_deployed_sol=t.total_deployed_sol,
+                    total_rewards_sol=t.total_rewards_sol,
+                    total_loss_sol=t.total_loss_sol,
+                    profit_loss_sol=t.profit_loss_sol,
+                )
+                for t in summary.statuses
+            ],
+            last_settled_round=summary.last_settled_round,
+            at=at,
+        )
+
+    @classmethod
+    def from_payload(cls, p: dict[str, Any], at: datetime) -> MartingaleSummary:
+        return cls.of(SUMMARY.decode(p), at)
 
 
 @strawberry.type(description="A mining round.")

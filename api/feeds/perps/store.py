@@ -120,7 +120,7 @@ class PgPositionBook:
 
     async def position_changes(self, cursor: int | None) -> PositionChanges:
         """Every open position (``cursor`` None), or every position written by a transaction
-        the read that returned ``cursor`` may not have seen (migration 0010). One statement, so
+        the read that returned ``cursor`` may not have seen (migration 0011). One statement, so
         one snapshot (``pg_current_snapshot()`` is the statement's), whose xmin is the next
         cursor; one round trip, the row with no position carrying it when nothing changed."""
         which = "status = 'open'" if cursor is None else "changed_by >= $1::text::xid8"

@@ -17,16 +17,24 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+import asyncpg
+import orjson
 import pytest
 
 from api.feeds.marathons.ingest import QueueDeclarationError, SnapshotConsumer
 from api.feeds.marathons.messages import EXAMPLE_MESSAGE
+from api.feeds.marathons.store import PgMarathonStore
+from api.runtime.clock import SystemClock
+from api.storage.migrate import migrate
+from domain.marathons import ACCOUNT_SNAPSHOTS, SNAPSHOT_BATCH
+from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from aio_pika.abc import AbstractChannel, AbstractConnection
 
+    from domain.events import Event
     from domain.marathons import AccountSnapshot
 
 WAIT_S = 5.0
@@ -71,16 +79,18 @@ async def consumers() -> AsyncIterator[list[SnapshotConsumer]]:
 
 @dataclass
 class Recorder:
-    """A handler that records what it was given, optionally failing or blocking first."""
+    """A handler that records what it was given (each window, and the snapshots of all in a
+    row), optionally failing or blocking first."""
 
     handled: list[AccountSnapshot] = field(default_factory=list)
+    windows: list[list[int]] = field(default_factory=list)
     calls: int = 0
     fail_first: int = 0
     release: asyncio.Event | None = None
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
-    async def __call__(self, snapshot: AccountSnapshot) -> None:
+    async def __call__(self, snapshots: Sequence[AccountSnapshot]) -> None:
         self.calls += 1
         self.entered.set()
         if self.calls <= self.fail_first:
@@ -88,7 +98,8 @@ class Recorder:
         if self.release is not None:
             await self.release.wait()
         async with self.changed:
-            self.handled.append(snapshot)
+            self.handled.extend(snapshots)
+            self.windows.append([s.login for s in snapshots])
             self.changed.notify_all()
 
     async def wait_for(self, count: int) -> None:
@@ -137,7 +148,11 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def started(
-    consumers: list[SnapshotConsumer], url: str, queue: str, handle: Recorder, **options: Any
+    consumers: list[SnapshotConsumer],
+    url: str,
+    queue: str,
+    handle: Callable[[Sequence[AccountSnapshot]], Awaitable[object]],
+    **options: Any,
 ) -> SnapshotConsumer:
     consumer = SnapshotConsumer(url, queue, handle, **options)
     consumers.append(consumer)
@@ -261,7 +276,7 @@ async def test_a_handler_failure_is_retried(
     ]
     assert len(failures) == 2
     assert "login 42" in failures[0].getMessage()
-    assert "requeueing it in 0.1 s" in failures[1].getMessage()  # the backoff doubled
+    assert "requeueing the window in 0.1 s" in failures[1].getMessage()  # the backoff doubled
     assert failures[0].exc_info is not None
     assert await message_count(broker, queue) == 0
     assert await message_count(broker, f"{queue}.dead") == 0
@@ -276,12 +291,12 @@ async def test_a_handler_that_hangs_is_timed_out_and_retried(
     calls = 0
     recorder = Recorder()
 
-    async def handle(snapshot: AccountSnapshot) -> None:
+    async def handle(snapshots: Sequence[AccountSnapshot]) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             await asyncio.Event().wait()  # hangs: the database never answers
-        await recorder(snapshot)
+        await recorder(snapshots)
 
     consumer = SnapshotConsumer(
         rabbitmq_url, queue, handle, retry_delay_s=0.01, handle_timeout_s=0.2
@@ -294,22 +309,24 @@ async def test_a_handler_that_hangs_is_timed_out_and_retried(
     assert consumer.failed == 1
 
 
-async def test_a_failing_message_does_not_hold_up_the_others(
+async def test_a_failing_window_is_requeued_whole_and_handled_later(
     rabbitmq_url: str,
+    broker: AbstractConnection,
     channel: AbstractChannel,
     queue: str,
     consumers: list[SnapshotConsumer],
 ) -> None:
-    """The failed message is requeued behind those already delivered, which go on meanwhile."""
+    """Storing a window is all or nothing: when it fails, every message of it goes back to the
+    queue (one nack with ``multiple``), and all of them are handled once it succeeds."""
     recorder = Recorder()
     failures = 0
 
-    async def handle(snapshot: AccountSnapshot) -> None:
+    async def handle(snapshots: Sequence[AccountSnapshot]) -> None:
         nonlocal failures
-        if snapshot.login == 1 and failures < 3:
+        if any(s.login == 1 for s in snapshots) and failures < 3:
             failures += 1
-            raise RuntimeError("this one fails for a while")
-        await recorder(snapshot)
+            raise RuntimeError("this window fails for a while")
+        await recorder(snapshots)
 
     await declared(rabbitmq_url, queue)
     consumer = SnapshotConsumer(rabbitmq_url, queue, handle, retry_delay_s=0.01)
@@ -318,8 +335,60 @@ async def test_a_failing_message_does_not_hold_up_the_others(
         await publish(channel, queue, snapshot_body(login))
     await consumer.start()
     await recorder.wait_for(3)
-    assert [s.login for s in recorder.handled] == [2, 3, 1]
+    assert sorted(s.login for s in recorder.handled) == [1, 2, 3]
     assert consumer.failed == 3
+    await consumer.stop()
+    assert consumer.processed == 3
+    assert await message_count(broker, queue) == 0
+
+
+async def test_a_window_is_handled_as_one_batch_and_acked_at_once(
+    rabbitmq_url: str,
+    broker: AbstractConnection,
+    channel: AbstractChannel,
+    queue: str,
+    consumers: list[SnapshotConsumer],
+) -> None:
+    """Messages waiting together form one window, up to ``window``; a malformed one in the middle
+    is dead-lettered alone and the rest of its window handled."""
+    await declared(rabbitmq_url, queue)
+    for login in range(1, 13):
+        await publish(channel, queue, b"{}" if login == 5 else snapshot_body(login))
+    recorder = Recorder()
+    consumer = await started(
+        consumers, rabbitmq_url, queue, recorder, prefetch=20, window=8, window_wait_s=0.5
+    )
+    await recorder.wait_for(11)
+    assert recorder.windows == [[1, 2, 3, 4, 6, 7, 8], [9, 10, 11, 12]]
+    await eventually(lambda: _equals(message_count(broker, f"{queue}.dead"), 1))
+    await consumer.stop()
+    assert (consumer.processed, consumer.dead_lettered, consumer.failed) == (11, 1, 0)
+    assert await message_count(broker, queue) == 0  # every one acked: none went back
+
+
+async def test_a_lone_message_waits_at_most_window_wait(
+    rabbitmq_url: str,
+    channel: AbstractChannel,
+    queue: str,
+    consumers: list[SnapshotConsumer],
+) -> None:
+    recorder = Recorder()
+    await started(consumers, rabbitmq_url, queue, recorder, window_wait_s=0.05)
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    await publish(channel, queue, snapshot_body(3))
+    await recorder.wait_for(1)
+    assert loop.time() - sent < 1.0
+    assert recorder.windows == [[3]]
+
+
+def test_the_window_must_fit_the_prefetch() -> None:
+    with pytest.raises(ValueError, match="window must be between 1 and prefetch"):
+        SnapshotConsumer("amqp://x/", "q", Recorder(), prefetch=10, window=11)
+    with pytest.raises(ValueError, match="window must be between 1 and prefetch"):
+        SnapshotConsumer("amqp://x/", "q", Recorder(), window=0)
+    assert SnapshotConsumer("amqp://x/", "q", Recorder(), prefetch=10).window == 5
+    assert SnapshotConsumer("amqp://x/", "q", Recorder(), prefetch=1).window == 1
 
 
 async def test_a_message_is_not_acked_before_the_handler_finishes(
@@ -392,13 +461,16 @@ async def test_messages_in_hand_when_the_connection_drops_are_redelivered(
     queue: str,
     consumers: list[SnapshotConsumer],
 ) -> None:
-    """The message being handled cannot be acknowledged on the lost channel: it is handled again
+    """The window being handled cannot be acknowledged on the lost channel: it is handled again
     (at least once). The one waiting behind it is dropped unhandled, and redelivered."""
     release = asyncio.Event()
     recorder = Recorder(release=release)
-    consumer = await started(consumers, rabbitmq_url, queue, recorder, reconnect_interval_s=0.1)
+    await declared(rabbitmq_url, queue)
     await publish(channel, queue, snapshot_body(1))
     await publish(channel, queue, snapshot_body(2))
+    consumer = await started(
+        consumers, rabbitmq_url, queue, recorder, reconnect_interval_s=0.1, window=1
+    )
     async with asyncio.timeout(WAIT_S):
         await recorder.entered.wait()
 
@@ -491,6 +563,182 @@ async def test_run_keeps_trying_while_the_broker_cannot_be_reached(
     assert "cannot consume 'q' yet" in logged[0]
     assert "retrying in 1 s" in logged[0]
     assert not consumer.ready
+
+
+# With the real store: exactly once over at-least-once delivery -------------------------------
+
+
+@pytest.fixture
+async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
+    await migrate(pool)
+    yield pool
+    await pool.close()
+
+
+@dataclass
+class Storing:
+    """A handler that stores each window with the real store and keeps the events it numbered;
+    ``hang_after_commit`` makes the first call block once its transaction committed (the process
+    dies, or loses the broker, between storing and acknowledging)."""
+
+    store: PgMarathonStore
+    announced: list[Event] = field(default_factory=list)
+    calls: int = 0
+    hang_after_commit: asyncio.Event | None = None
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, snapshots: Sequence[AccountSnapshot]) -> None:
+        self.calls += 1
+        self.announced += (await self.store.ingest(snapshots)).events
+        self.committed.set()
+        if self.hang_after_commit is not None and self.calls == 1:
+            await self.hang_after_commit.wait()
+
+    def logins(self) -> list[int]:
+        return sorted(
+            s.login for e in self.announced for s in SNAPSHOT_BATCH.decode(e.payload).snapshots
+        )
+
+
+def timed_body(login: int, minute: int) -> bytes:
+    return snapshot_body(login, server_time=f"2024-05-06T07:{minute:02d}:00+00:00")
+
+
+async def stored_snapshots(pool: asyncpg.Pool) -> dict[int, str]:
+    rows = await pool.fetch("SELECT login, server_time FROM account_snapshots")
+    return {r["login"]: f"{r['server_time'].minute:02d}" for r in rows}
+
+
+async def announced_logins(pool: asyncpg.Pool) -> list[int]:
+    """Every login the marathon feed's history announced, as often as it did."""
+    rows = await pool.fetch(
+        "SELECT payload::text AS p FROM topic_history WHERE topic = $1 AND type = $2",
+        marathon_feed_topic(),
+        ACCOUNT_SNAPSHOTS,
+    )
+    return sorted(s["login"] for r in rows for s in orjson.loads(r["p"])["snapshots"])
+
+
+async def test_a_window_is_stored_and_announced_once_and_its_malformed_message_dead_lettered(
+    rabbitmq_url: str,
+    broker: AbstractConnection,
+    channel: AbstractChannel,
+    queue: str,
+    consumers: list[SnapshotConsumer],
+    pool: asyncpg.Pool,
+) -> None:
+    await declared(rabbitmq_url, queue)
+    bodies = [timed_body(login, 1) for login in range(1, 6)]
+    bodies.insert(3, b'{"login": 3}')  # malformed, in the middle
+    bodies += [timed_body(2, 1), timed_body(2, 3), timed_body(4, 0)]  # same, newer, older
+    for body in bodies:
+        await publish(channel, queue, body)
+    storing = Storing(PgMarathonStore(pool, SystemClock()))
+    consumer = await started(consumers, rabbitmq_url, queue, storing, window_wait_s=0.5)
+    await eventually(_true(lambda: consumer.processed == 8))
+    await eventually(lambda: _equals(message_count(broker, f"{queue}.dead"), 1))
+    assert storing.calls == 1  # one window
+    assert await stored_snapshots(pool) == {1: "01", 2: "03", 3: "01", 4: "01", 5: "01"}
+    # login 2 had none stored: its first (07:01) and its newest (07:03), each once
+    assert storing.logins() == [1, 2, 2, 3, 4, 5]
+    assert len(storing.announced) == 1
+
+    # the same snapshots again, in another window: nothing stored, nothing announced
+    for body in bodies:
+        await publish(channel, queue, body)
+    await eventually(_true(lambda: consumer.processed == 16))
+    assert await announced_logins(pool) == [1, 2, 2, 3, 4, 5]
+    assert len(storing.announced) == 1
+    await consumer.stop()
+    assert await message_count(broker, queue) == 0
+
+
+@pytest.mark.parametrize("how", ["stopped", "connection closed"])
+async def test_a_window_stored_but_not_acked_is_redelivered_and_changes_nothing(
+    how: str,
+    rabbitmq_url: str,
+    broker: AbstractConnection,
+    channel: AbstractChannel,
+    queue: str,
+    consumers: list[SnapshotConsumer],
+    pool: asyncpg.Pool,
+) -> None:
+    """A crash (or the broker lost) after the transaction committed and before the ack: the
+    broker redelivers the window, which stores nothing twice and announces nothing twice."""
+    await declared(rabbitmq_url, queue)
+    for login in range(1, 11):
+        await publish(channel, queue, timed_body(login, 1))
+    store = PgMarathonStore(pool, SystemClock())
+    first = Storing(store, hang_after_commit=asyncio.Event())
+    consumer = await started(
+        consumers, rabbitmq_url, queue, first, window_wait_s=0.5, reconnect_interval_s=0.1
+    )
+    async with asyncio.timeout(WAIT_S):
+        await first.committed.wait()
+    assert first.logins() == list(range(1, 11))
+    if how == "stopped":
+        await consumer.stop(grace_s=0.1)  # the handler still hangs: cancelled, nothing acked
+        await eventually(lambda: _equals(message_count(broker, queue), 10))
+        again = Storing(store)
+        await started(consumers, rabbitmq_url, queue, again)
+    else:
+        await close_connection_named(f"tradestream marathon ingest ({queue})")
+        await eventually(_true(lambda: consumer.reconnects == 1))
+        assert first.hang_after_commit is not None
+        first.hang_after_commit.set()  # its ack goes to a closed channel
+        again = first
+    await eventually(_true(lambda: again.calls >= (1 if again is not first else 2)))
+    await eventually(lambda: _equals(message_count(broker, queue), 0))
+    assert again.logins() == (list(range(1, 11)) if again is first else [])
+    assert await announced_logins(pool) == list(range(1, 11))
+    assert len(await stored_snapshots(pool)) == 10
+
+
+async def test_a_window_whose_database_connection_dies_is_requeued_and_stored_later(
+    rabbitmq_url: str,
+    broker: AbstractConnection,
+    channel: AbstractChannel,
+    queue: str,
+    consumers: list[SnapshotConsumer],
+    pool: asyncpg.Pool,
+    isolated_database_url: str,
+) -> None:
+    """The database fails in the middle of the window's transaction (its connection is
+    terminated while it waits for a lock): the window goes back to the queue, none is lost."""
+    await declared(rabbitmq_url, queue)
+    for login in range(1, 21):
+        await publish(channel, queue, timed_body(login, 1))
+    admin = await asyncpg.connect(isolated_database_url)
+    try:
+        locking = admin.transaction()
+        await locking.start()
+        await admin.execute("LOCK TABLE account_snapshots IN ACCESS EXCLUSIVE MODE")
+        storing = Storing(PgMarathonStore(pool, SystemClock()))
+        consumer = await started(
+            consumers, rabbitmq_url, queue, storing, window_wait_s=0.5, retry_delay_s=0.05
+        )
+
+        async def terminated() -> bool:
+            # not on ``admin``: a transaction sees pg_stat_activity as it first read it
+            killed: bool | None = await pool.fetchval(
+                "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND query LIKE '%account_snapshots%' "
+                "AND pid <> pg_backend_pid()"
+            )
+            return bool(killed)
+
+        await eventually(terminated)
+        await eventually(_true(lambda: consumer.failed == 1))
+        await locking.rollback()
+    finally:
+        await admin.close()
+    await eventually(_true(lambda: consumer.processed == 20))
+    assert storing.logins() == list(range(1, 21))
+    assert await announced_logins(pool) == list(range(1, 21))
+    assert len(await stored_snapshots(pool)) == 20
+    await consumer.stop()
+    assert await message_count(broker, queue) == 0
 
 
 async def _equals(count: Awaitable[int], expected: int) -> bool:

@@ -1,5 +1,5 @@
 """The position book on a real PostgreSQL as the engine uses it: the change feed it reads instead
-of every open position (``PgPositionBook.position_changes``, migration 0010), the oldest fill of
+of every open position (``PgPositionBook.position_changes``, migration 0011), the oldest fill of
 the volume window, and liquidations stored together (``liquidate_all``)."""
 
 from __future__ import annotations
