@@ -241,7 +241,7 @@ class MarketIndex:
         ids = self.dirty | self._volatile
         if self.marked_at is None:
             ids = set(self.positions)
-        elif price != self.marked_at:
+        elif not _identical(price, self.marked_at):
             ids |= self.crossed(self.marked_at, price)
             ids.update(self.liquidatable)
         self.dirty.clear()
@@ -309,3 +309,10 @@ class PositionIndex:
     def remove(self, position_id: str) -> bool:
         market = self._market_of.pop(position_id, None)
         return market is not None and self.markets[market].remove(position_id)
+
+
+def _identical(a: Decimal, b: Decimal) -> bool:
+    """The same price, written the same way: ``160`` and ``160.0000`` are equal, but the figures
+    valued at each are written with their digits (``notional`` ``753.280`` or ``753.2800000``),
+    so a price that came back with other trailing zeros has its candidates valued again."""
+    return a == b and a.as_tuple().exponent == b.as_tuple().exponent
