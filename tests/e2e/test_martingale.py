@@ -402,11 +402,12 @@ async def test_strategies_come_a_page_at_a_time(server: ServerProcess) -> None:
     assert everyone == sorted(set(everyone))
     assert set(ids) <= set(everyone)
     # A user pages through its own wallet only.
-    own = await call(server, START, {"i": CONFIG}, token("pager-user"))
+    user = f"pager-user-{uuid.uuid4().hex[:8]}"  # the database outlives a run: a new wallet
+    own = await call(server, START, {"i": CONFIG}, token(user))
     own_id = own["data"]["startStrategy"]["strategyId"]
-    user_pages = await pages(server, token("pager-user"), 10)
+    user_pages = await pages(server, token(user), 10)
     assert [s["strategyId"] for p in user_pages for s in p["strategies"]] == [own_id]
-    spying = await call(server, PAGE, {"f": 10, "w": wallet, "o": False}, token("pager-user"))
+    spying = await call(server, PAGE, {"f": 10, "w": wallet, "o": False}, token(user))
     assert error_code(spying) == "FORBIDDEN"
     assert error_code(await call(server, PAGE, {"f": 10, "o": False})) == "UNAUTHENTICATED"
     service = token("ore-oracle", "service")
