@@ -190,7 +190,12 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     stack.push_async_callback(_disconnect, broadcast)
 
     history = PgHistory(pool, settings.history_limit_map)
-    hub = Hub(broadcast, queue_size=settings.subscriber_queue_size, history=history)
+    hub = Hub(
+        broadcast,
+        queue_size=settings.subscriber_queue_size,
+        history=history,
+        max_lag_s=settings.subscriber_max_lag_s,
+    )
     stack.push_async_callback(hub.close)
 
     clock = SystemClock()
@@ -226,7 +231,11 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         broadcast=broadcast,
         hub=hub,
         history=history,
-        groups=Groups(queue_size=settings.subscriber_queue_size, field_of=schema.share_key_field),
+        groups=Groups(
+            queue_size=settings.subscriber_queue_size,
+            field_of=schema.share_key_field,
+            max_lag_s=settings.subscriber_max_lag_s,
+        ),
         publisher=publisher,
         clock=clock,
         markets=markets,

@@ -169,6 +169,7 @@ class Settings(BaseSettings):
     """Seconds between full garbage collections (0: never, leaving it to Python's thresholds)."""
 
     subscriber_queue_size: int = Field(default=64, ge=1)
+    subscriber_max_lag_s: float = Field(default=30.0, gt=0, le=3600)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     max_connections: int | None = Field(default=None, ge=1)

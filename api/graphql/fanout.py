@@ -182,10 +182,23 @@ class QueueSink:
     ``capacity`` results behind gets a SUBSCRIBER_LAGGED error and its stream ends.
     """
 
-    __slots__ = ("_items", "_room", "_wakeup", "capacity", "conflated", "refusal")
+    __slots__ = (
+        "_items",
+        "_room",
+        "_since",
+        "_wakeup",
+        "capacity",
+        "conflated",
+        "max_lag_s",
+        "refusal",
+    )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_lag_s: float | None = None) -> None:
         self.capacity = capacity
+        self.max_lag_s = max_lag_s
+        """A stream result waiting longer than this (seconds) ends the stream as lagged too."""
+        self._since: deque[float] | None = None
+        """When each waiting stream result came, oldest first (with ``max_lag_s`` only)."""
         self._items: deque[object] = deque()
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
@@ -212,12 +225,27 @@ class QueueSink:
                 counts.stream_conflated += len(self._items)
                 self._items.clear()
         elif len(self._items) >= self.capacity:
-            counts.stream_lagged += 1
-            self._items.clear()
-            self._items.extend((_lagged(self.capacity), _END))
-            self._wakeup.set()
+            self._lag(_lagged(self.capacity))
             return
+        elif self.max_lag_s is not None:
+            now = time.monotonic()
+            since = self._since
+            if since is None:
+                since = self._since = deque()
+            while len(since) > len(self._items):  # the times of results already taken
+                since.popleft()
+            if since and now - since[0] > self.max_lag_s:
+                self._lag(_lagged_for(self.max_lag_s))
+                return
+            since.append(now)
         self._items.append(encoded.result)
+        self._wakeup.set()
+
+    def _lag(self, error: ExecutionResult) -> None:
+        counts.stream_lagged += 1
+        self._items.clear()
+        self._since = None
+        self._items.extend((error, _END))
         self._wakeup.set()
 
     def end(self, refusal: PreExecutionError | None) -> None:
@@ -253,6 +281,14 @@ def _failed(schema: Any, exc: Exception) -> ExecutionResult:
 def _lagged(capacity: int) -> ExecutionResult:
     error = GraphQLError(
         f"subscription fell more than {capacity} events behind and was ended; resubscribe",
+        extensions={"code": "SUBSCRIBER_LAGGED"},
+    )
+    return ExecutionResult(data=None, errors=[error])
+
+
+def _lagged_for(lag_s: float) -> ExecutionResult:
+    error = GraphQLError(
+        f"subscription fell more than {lag_s:g} s behind and was ended; resubscribe",
         extensions={"code": "SUBSCRIBER_LAGGED"},
     )
     return ExecutionResult(data=None, errors=[error])
@@ -720,8 +756,12 @@ class Groups:
         queue_size: int,
         field_of: Callable[[Hashable], str] = lambda key: "unknown",
         starts: Starts | None = None,
+        max_lag_s: float | None = None,
     ) -> None:
         self.queue_size = queue_size
+        self.max_lag_s = max_lag_s
+        """How long a stream result may wait in an SSE or multipart member's queue
+        (``SUBSCRIBER_MAX_LAG_S``)."""
         self.field_of = field_of
         """The root field of a key's subscription, for metrics."""
         self.starts = starts or Starts()
@@ -777,7 +817,7 @@ class Groups:
         self, key: Hashable, open_stream: Callable[[], Awaitable[Stream]]
     ) -> AsyncGenerator[ExecutionResult | PreExecutionError, None]:
         """One subscriber's results of the operation ``key``, as a stream (SSE, multipart)."""
-        sink = QueueSink(self.queue_size)
+        sink = QueueSink(self.queue_size, self.max_lag_s)
         member = self.join(key, open_stream, sink)
         try:
             async for result in sink.results():

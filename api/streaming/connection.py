@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +68,16 @@ class Connection:
         "_protocol",
         "_send",
         "_unkeyed_bytes",
+        "_waiting_since",
         "closed",
         "conflated",
+        "max_lag_s",
         "max_pending_bytes",
     )
 
-    def __init__(self, send: Send, *, max_pending_bytes: int) -> None:
+    def __init__(
+        self, send: Send, *, max_pending_bytes: int, max_lag_s: float | None = None
+    ) -> None:
         protocol = getattr(send, "__self__", None)
         direct = WebSocketsSansIOProtocol is not None and isinstance(
             protocol, WebSocketsSansIOProtocol
@@ -80,6 +85,11 @@ class Connection:
         self._protocol = protocol if direct else None
         self._send = send
         self.max_pending_bytes = max_pending_bytes
+        self.max_lag_s = max_lag_s
+        """A frame that cannot be replaced waiting longer than this (seconds) closes the socket
+        with 4008 too, before the bytes bound is reached (``SUBSCRIBER_MAX_LAG_S``)."""
+        self._waiting_since: deque[float] | None = None
+        """When each waiting frame that cannot be replaced was queued, oldest first."""
         self._pending: deque[_Frame] | None = None
         self._by_key: dict[str, _Frame] = {}
         self._pending_bytes = 0
@@ -137,6 +147,18 @@ class Connection:
             if self._unkeyed_bytes > self.max_pending_bytes:
                 self._overflow()
                 return
+            if self.max_lag_s is not None:
+                now = time.monotonic()
+                since = self._waiting_since
+                if since is None:
+                    since = self._waiting_since = deque()
+                since.append(now)
+                if now - since[0] > self.max_lag_s:
+                    self._overflow(
+                        f"slow consumer: a stream event waited more than {self.max_lag_s:g} s "
+                        "to be sent"
+                    )
+                    return
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="connection-flush")
 
@@ -228,6 +250,8 @@ class Connection:
         self._pending_bytes -= len(frame.payload)
         if frame.key is None:
             self._unkeyed_bytes -= len(frame.payload)
+            if self._waiting_since:
+                self._waiting_since.popleft()
         if not self._pending:
             self._pending = None
             self._release_waiters()
@@ -238,6 +262,7 @@ class Connection:
         self._by_key.clear()
         self._pending_bytes = 0
         self._unkeyed_bytes = 0
+        self._waiting_since = None
         self._release_waiters()
 
     def _release_waiters(self) -> None:
@@ -245,8 +270,9 @@ class Connection:
             self._drained.set()
             self._drained = None
 
-    def _overflow(self) -> None:
-        reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"
+    def _overflow(self, reason: str | None = None) -> None:
+        if reason is None:
+            reason = f"slow consumer: more than {self.max_pending_bytes} bytes waiting to be sent"
         logger.info("closing a WebSocket: %s", reason)
         counts.slow_consumer_closes += 1
         self.closed = True

@@ -90,15 +90,18 @@ class HubError(Exception):
 
 
 class SubscriberLaggedError(HubError):
-    """A stream subscription fell further behind than its queue holds; events would be lost."""
+    """A stream subscription fell further behind than its queue holds, or than
+    ``SUBSCRIBER_MAX_LAG_S`` allows; events would be lost or late."""
 
-    def __init__(self, topic: str, capacity: int) -> None:
+    def __init__(self, topic: str, capacity: int, lag_s: float | None = None) -> None:
+        behind = f"{capacity} events" if lag_s is None else f"{lag_s:g} s"
         super().__init__(
-            f"subscription to {topic!r} fell more than {capacity} events behind and was ended; "
+            f"subscription to {topic!r} fell more than {behind} behind and was ended; "
             "resubscribe to continue"
         )
         self.topic = topic
         self.capacity = capacity
+        self.lag_s = lag_s
 
 
 class UpstreamError(HubError):
@@ -143,7 +146,17 @@ class _SubscriberQueue:
     rather than drop one silently.
     """
 
-    __slots__ = ("_items", "_wakeup", "capacity", "conflated", "error", "policy", "topic")
+    __slots__ = (
+        "_items",
+        "_since",
+        "_wakeup",
+        "capacity",
+        "conflated",
+        "error",
+        "max_lag_s",
+        "policy",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -151,10 +164,15 @@ class _SubscriberQueue:
         policy: DeliveryPolicy,
         capacity: int,
         wakeup: Wakeup | None = None,
+        max_lag_s: float | None = None,
     ) -> None:
         self.topic = topic
         self.policy = policy
         self.capacity = min(capacity, LATEST_VALUE_BACKLOG) if policy is LATEST_VALUE else capacity
+        self.max_lag_s = max_lag_s if policy is STREAM else None
+        """STREAM: an event waiting longer than this (seconds) ends the reader as lagged too."""
+        self._since: deque[float] | None = None
+        """When each waiting event came (STREAM with ``max_lag_s`` only), oldest first."""
         self._items: deque[Event] = deque()
         self._wakeup = wakeup or Wakeup()
         """Set when an event or an error arrives; several queues read together share one."""
@@ -175,6 +193,19 @@ class _SubscriberQueue:
             self._items.popleft()
             self.conflated += 1
             counts.hub_conflated += 1
+        if self.max_lag_s is not None:
+            now = time.monotonic()
+            since = self._since
+            if since is None:
+                since = self._since = deque()
+            else:
+                while len(since) > len(self._items):  # the times of events already read
+                    since.popleft()
+                if since and now - since[0] > self.max_lag_s:
+                    counts.hub_lagged += 1
+                    self.fail(SubscriberLaggedError(self.topic, self.capacity, self.max_lag_s))
+                    return
+            since.append(now)
         self._items.append(event)
         self._wakeup.set()
 
@@ -182,6 +213,7 @@ class _SubscriberQueue:
         if self.error is None:
             self.error = error
             self._items.clear()
+            self._since = None
             self._wakeup.set()
 
     async def get(self) -> Event:
@@ -445,7 +477,9 @@ class Subscription:
     def __init__(self, hub: Hub, topic: str, capacity: int | None = None) -> None:
         self.hub = hub
         self.topic = topic
-        self.queue = _SubscriberQueue(topic, policy_of(topic), capacity or hub.queue_size)
+        self.queue = _SubscriberQueue(
+            topic, policy_of(topic), capacity or hub.queue_size, max_lag_s=hub.max_lag_s
+        )
 
     async def __aenter__(self) -> Self:
         await self.hub._attach(self.queue)
@@ -476,7 +510,8 @@ class MergedSubscription:
         self.hub = hub
         self._wakeup = Wakeup()
         self.queues = [
-            _SubscriberQueue(t, policy_of(t), hub.queue_size, self._wakeup) for t in topics
+            _SubscriberQueue(t, policy_of(t), hub.queue_size, self._wakeup, hub.max_lag_s)
+            for t in topics
         ]
         self._next = 0
 
@@ -526,10 +561,18 @@ class MergedSubscription:
 
 class Hub:
     def __init__(
-        self, broadcast: Broadcast, *, queue_size: int, history: History | None = None
+        self,
+        broadcast: Broadcast,
+        *,
+        queue_size: int,
+        history: History | None = None,
+        max_lag_s: float | None = None,
     ) -> None:
         self.broadcast = broadcast
         self.queue_size = queue_size
+        self.max_lag_s = max_lag_s
+        """How long (seconds) a stream event may wait in a subscriber's queue before that
+        subscriber is ended as lagged, as a full queue ends it (``SUBSCRIBER_MAX_LAG_S``)."""
         self.history = history
         self._feeds: dict[str, _TopicFeed] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}

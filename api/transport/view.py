@@ -196,7 +196,11 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] != "websocket":
             await self._http(scope, receive, send)
             return
-        connection = Connection(send, max_pending_bytes=self.settings.send_queue_max_bytes)
+        connection = Connection(
+            send,
+            max_pending_bytes=self.settings.send_queue_max_bytes,
+            max_lag_s=self.settings.subscriber_max_lag_s,
+        )
         scope[SCOPE_KEY] = connection
         self.connections.add(connection)
         try:

@@ -213,6 +213,58 @@ async def started(env: dict[str, str], database_url: str, log: Any) -> AsyncIter
         await asyncio.to_thread(server.stop)
 
 
+async def test_a_stream_reader_that_falls_behind_by_time_is_closed_before_its_queue_fills(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    """SUBSCRIBER_MAX_LAG_S bounds a stream reader by time as well as size: with a send queue
+    far larger than a few seconds of events, a reader that stops reading is closed with 4008
+    once a stream event has waited that long, not minutes later when the bytes run out; the
+    fast reader beside it keeps every event."""
+    max_lag_s = 1.0
+    env = {
+        "PRICE_FEED_HZ": "50",
+        "SEND_QUEUE_MAX_BYTES": str(256 * 1024 * 1024),
+        "SUBSCRIBER_MAX_LAG_S": str(max_lag_s),
+    }
+    demo = token("demo")
+    async with (
+        started(env, isolated_database_url, tmp_path / "server.log") as server,
+        GraphQLWS.connect(server.ws_url, token=demo, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("p", POSITIONS)
+        await fast.subscribe("btc", PRICE_SUBSCRIPTION, {"m": "BTC-PERP"})
+        while len((await fast.next_data("p", "positions")).get("positions", [])) < 3:
+            pass
+        slow = await RawWS.open(server.ws_url, rcvbuf=SMALL_RCVBUF, init=False)
+        await slow.send({"type": "connection_init", "payload": {"authorization": f"Bearer {demo}"}})
+        assert await slow.receive() == {"type": "connection_ack"}
+        for i in range(SLOW_OPERATIONS):
+            await slow.subscribe(f"s{i}", POSITIONS)
+        t0 = time.monotonic()
+        prices: list[int] = []
+        closed: list[tuple[int | None, str, int]] = []
+
+        async def slow_reader() -> None:
+            await asyncio.sleep(5)  # reads nothing for 5 s, then everything until the close
+            closed.append(await slow.until_closed())
+
+        reader = asyncio.create_task(slow_reader())
+        while not reader.done():
+            message = await fast.receive()
+            if message.get("id") == "btc":
+                prices.append(message["payload"]["data"]["priceUpdates"]["sequence"])
+        await reader
+        slow.close()
+        last = await fast.next_data("btc", "priceUpdates")
+
+    [(code, reason, _)] = closed
+    assert code == 4008, (code, reason)
+    assert reason == f"slow consumer: a stream event waited more than {max_lag_s:g} s to be sent"
+    assert prices == list(range(prices[0], prices[0] + len(prices))), "the fast client lost prices"
+    assert last["sequence"] > prices[-1]
+    assert time.monotonic() - t0 < 30
+
+
 async def test_a_stream_reader_that_stops_reading_is_closed_with_4008_and_others_keep_up(
     isolated_database_url: str, tmp_path: Any
 ) -> None:

@@ -125,6 +125,33 @@ async def test_stream_queue_sink_ends_a_lagging_reader_with_an_error() -> None:
     assert lagged.errors[0].extensions == {"code": "SUBSCRIBER_LAGGED"}
 
 
+async def test_stream_queue_sink_ends_a_reader_whose_oldest_result_waited_too_long() -> None:
+    sink = QueueSink(capacity=100, max_lag_s=0.05)
+    results = sink.results()
+    sink.deliver(result(0), DeliveryPolicy.STREAM)
+    first = await anext(results)
+    assert orjson.loads(orjson.dumps(first.data)) == {"n": 0}  # taken in time: no lag
+    await asyncio.sleep(0.08)
+    sink.deliver(result(1), DeliveryPolicy.STREAM)  # the queue was empty: nothing waited
+    await asyncio.sleep(0.08)
+    sink.deliver(result(2), DeliveryPolicy.STREAM)  # result 1 has waited 80 ms: lagged
+    sink.deliver(result(3), DeliveryPolicy.STREAM)  # after the end: ignored
+    [lagged] = await drain(results)
+    assert lagged.data is None
+    assert lagged.errors[0].extensions == {"code": "SUBSCRIBER_LAGGED"}
+    assert "0.05 s behind" in lagged.errors[0].message
+
+
+async def test_latest_value_queue_sink_knows_no_lag_by_time() -> None:
+    sink = QueueSink(capacity=4, max_lag_s=0.01)
+    sink.deliver(result(0), DeliveryPolicy.LATEST_VALUE)
+    await asyncio.sleep(0.03)
+    sink.deliver(result(1), DeliveryPolicy.LATEST_VALUE)
+    sink.end(None)
+    got = await drain(sink.results())
+    assert [orjson.loads(orjson.dumps(r.data)) for r in got] == [{"n": 1}]
+
+
 async def test_a_refusal_reaches_every_member_and_the_group_is_dropped() -> None:
     groups = Groups(queue_size=4)
     refusal = PreExecutionError(data=None, errors=[])

@@ -82,6 +82,38 @@ async def test_overflow_closes_with_4008_and_drops_the_rest() -> None:
     await connection.close()
 
 
+async def test_a_stream_frame_waiting_too_long_closes_with_4008_before_the_bytes_bound() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=1 << 20, max_lag_s=0.05)  # type: ignore[arg-type]
+    connection.write(b'"first"')  # taken by the writer, which then stalls in send
+    await settle()
+    for i in range(10):  # replaceable results never count as lag
+        connection.write(b'{"price":%d}' % i, key="p")
+    connection.write(b'{"event":1}')
+    await asyncio.sleep(0.08)
+    assert not connection.closed
+    connection.write(b'{"event":2}')  # event 1 has waited 80 ms
+    assert connection.closed
+    send.gate.set()
+    await settle()
+    [close] = [m for m in send.sent if m["type"] == "websocket.close"]
+    assert close["code"] == CLOSE_SLOW_CONSUMER
+    assert close["reason"] == "slow consumer: a stream event waited more than 0.05 s to be sent"
+    await connection.close()
+
+
+async def test_frames_sent_in_time_never_count_as_lag() -> None:
+    send = StallingSend()
+    connection = Connection(send, max_pending_bytes=1024, max_lag_s=0.05)  # type: ignore[arg-type]
+    for i in range(3):
+        connection.write(b'{"event":%d}' % i)
+        await connection.drained()
+        await asyncio.sleep(0.03)
+    assert not connection.closed
+    assert len(send.texts) == 3
+
+
 async def test_close_stops_writing() -> None:
     send = StallingSend()
     connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]

@@ -294,6 +294,29 @@ async def test_stream_queue_fails_reader_when_full() -> None:
         await asyncio.wait_for(queue.get(), TIMEOUT)
 
 
+async def test_stream_queue_fails_a_reader_whose_oldest_event_waited_too_long() -> None:
+    queue = _SubscriberQueue("trades:BTC-PERP", DeliveryPolicy.STREAM, capacity=64, max_lag_s=0.05)
+    queue.put(event(1))
+    assert (await asyncio.wait_for(queue.get(), TIMEOUT)).sequence == 1  # read in time
+    await asyncio.sleep(0.08)
+    queue.put(event(2))  # nothing was waiting: no lag, however long since the last
+    await asyncio.sleep(0.08)
+    queue.put(event(3))  # event 2 has waited 80 ms
+    assert len(queue) == 0
+    with pytest.raises(SubscriberLaggedError) as info:
+        await asyncio.wait_for(queue.get(), TIMEOUT)
+    assert info.value.lag_s == 0.05
+    assert "0.05 s behind" in str(info.value)
+
+
+async def test_a_latest_value_queue_knows_no_lag_by_time() -> None:
+    queue = _SubscriberQueue("price:BTC-PERP", DeliveryPolicy.LATEST_VALUE, 4, max_lag_s=0.01)
+    queue.put(event(1))
+    await asyncio.sleep(0.03)
+    queue.put(event(2))
+    assert [queue.take(), queue.take()] == [event(1), event(2)]
+
+
 async def test_stream_queue_delivers_in_order_within_capacity() -> None:
     queue = _SubscriberQueue("trades:BTC-PERP", DeliveryPolicy.STREAM, capacity=3)
     for sequence in (1, 2, 3):
