@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from gql import Client, GraphQLRequest
@@ -24,6 +25,9 @@ MARKET = os.environ.get("TRADESTREAM_MARKET", "BTC-PERP")
 EVENTS = int(os.environ.get("TRADESTREAM_EVENTS", "3"))
 AFTER = os.environ.get("TRADESTREAM_AFTER") or None  # resume positions right after this cursor
 TIMEOUT_S = float(os.environ.get("TRADESTREAM_TIMEOUT_S", "30"))
+# A file holding a fresh token for the same user, rewritten by whatever refreshes your tokens: with
+# it, the session is renewed in band when the server's expiry notice comes, with no reconnect.
+TOKEN_FILE = os.environ.get("TRADESTREAM_TOKEN_FILE") or None
 
 PRICES = """
 subscription PriceUpdates($market: String!) {
@@ -52,6 +56,26 @@ subscription Positions($after: String) {
 """
 
 
+RENEW = """
+mutation RenewSession($token: String!) { renewSession(token: $token) { expiresAt renewed } }
+"""
+
+
+async def renew_on_notice(session: Any, transport: WebsocketsTransport, token_file: str) -> None:
+    """Renew the session each time the server's expiry notice comes (a ping whose payload says
+    how long the token has left): renewSession over the same socket, every subscription kept."""
+    while True:
+        await transport.ping_received.wait()
+        transport.ping_received.clear()
+        notice = transport.payloads.get("ping") or {}
+        if "tokenExpiresInS" not in notice:
+            continue
+        token = (await asyncio.to_thread(Path(token_file).read_text)).strip()
+        request = GraphQLRequest(RENEW, variable_values={"token": token})
+        renewed = (await session.execute(request))["renewSession"]
+        print(f"session renewed until {renewed['expiresAt']}", file=sys.stderr)
+
+
 async def take(session: Any, field: str, query: str, variables: dict[str, Any]) -> str | None:
     """Print EVENTS results of one subscription and return the newest cursor among them (None
     if they have none). Leaving the loop completes the subscription on the server."""
@@ -74,10 +98,17 @@ async def main() -> None:
         init_payload={"authorization": f"Bearer {TOKEN}"},
     )
     async with Client(transport=transport) as session:
-        _, cursor = await asyncio.gather(
-            take(session, "priceUpdates", PRICES, {"market": MARKET}),
-            take(session, "positions", POSITIONS, {"after": AFTER}),
-        )
+        renewing = None
+        if TOKEN_FILE is not None:
+            renewing = asyncio.create_task(renew_on_notice(session, transport, TOKEN_FILE))
+        try:
+            _, cursor = await asyncio.gather(
+                take(session, "priceUpdates", PRICES, {"market": MARKET}),
+                take(session, "positions", POSITIONS, {"after": AFTER}),
+            )
+        finally:
+            if renewing is not None:
+                renewing.cancel()
     print(f"resume the positions with TRADESTREAM_AFTER={cursor or AFTER}", file=sys.stderr)
 
 

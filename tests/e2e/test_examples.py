@@ -64,7 +64,9 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """A server alone on its database, simulated prices at 10 a second."""
     with isolated_server(
         database_url,
-        {"PRICE_FEED_HZ": "10", "MUTATION_BURST": "100"},
+        # A short expiry notice: a renewal test's 5 s token gets its notice 2 s in; the other
+        # tests' tokens (10 minutes) none while they run.
+        {"PRICE_FEED_HZ": "10", "MUTATION_BURST": "100", "TOKEN_RENEW_NOTICE_S": "3"},
         tmp_path_factory.mktemp("examples") / "server.log",
     ) as process:
         yield process
@@ -187,6 +189,39 @@ def test_the_example_prints_prices_and_the_tokens_positions_then_resumes_after_i
     assert current["__typename"] == "PositionsUpdate", current
     assert current["cursor"] == replayed["cursor"] == resumed.resume_cursor
     assert [(p["id"], p["size"]) for p in current["positions"]] == [(position["id"], "0.75")]
+
+
+WEBSOCKET_EXAMPLES = ("apollo-ws", "urql-ws", "graphql-ws", "python")
+"""The examples on a WebSocket: a session to renew (HTTP multipart keeps the token it opened
+with)."""
+
+
+@pytest.mark.parametrize("example", WEBSOCKET_EXAMPLES)
+def test_the_example_renews_its_session_in_band_and_outlives_its_first_token(
+    request: pytest.FixtureRequest, server: ServerProcess, example: str, tmp_path: Path
+) -> None:
+    """Started with a 5 s token and TRADESTREAM_TOKEN_FILE holding a fresh one for the same
+    user, the example answers the server's expiry notice with renewSession on the same socket,
+    and reads on past the first token's expiry with no reconnect: one unbroken price stream.
+    Without the renewal the socket would close with 4403 at 5 s, which the examples exit on."""
+    argv = command(request, example)
+    user = f"{example}-renewer"
+    open_position(server, user)
+    fresh = tmp_path / "token"
+    fresh.write_text(token(user) + "\n")
+    renewing, took = run(
+        argv,
+        server,
+        token(user, ttl_s=5),
+        TRADESTREAM_TOKEN_FILE=str(fresh),
+        TRADESTREAM_EVENTS="80",  # at 10 prices a second: 8 s, past the first token's 5
+    )
+    assert renewing.returncode == 0, renewing.stderr
+    assert took > 6, took
+    assert "session renewed until " in renewing.stderr, renewing.stderr
+    sequences = [p["sequence"] for p in renewing.feed("priceUpdates")]
+    assert len(sequences) == 80
+    assert sequences == list(range(sequences[0], sequences[0] + 80)), sequences  # no gap
 
 
 @pytest.mark.parametrize("example", EXAMPLES)

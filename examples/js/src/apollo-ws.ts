@@ -4,8 +4,9 @@ import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
 import { createClient } from 'graphql-ws';
 import type { Observable } from 'rxjs';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; browsers and Node 22+ need no import
-import { PositionsDocument, PriceUpdatesDocument } from './generated/graphql.js';
+import { PositionsDocument, PriceUpdatesDocument, RenewSessionDocument } from './generated/graphql.js';
 import { after, done, events, fail, keepCursor, market, print } from './settings.js';
+import { freshToken, isExpiryNotice, renewed, tokenFile } from './settings.js';
 import { stopIfTokenRefused, token, wsUrl } from './settings.js';
 
 const wsClient = createClient({
@@ -13,9 +14,27 @@ const wsClient = createClient({
   webSocketImpl: WebSocket,
   // Called on every (re)connect: return a fresh token here when yours can expire.
   connectionParams: async () => ({ authorization: `Bearer ${token}` }),
-  on: { closed: stopIfTokenRefused },
+  on: {
+    closed: stopIfTokenRefused,
+    // The expiry notice: renew on the same socket, the subscriptions untouched.
+    ping: (received, payload) => {
+      if (received && tokenFile && isExpiryNotice(payload)) renew().catch(fail);
+    },
+  },
 });
+// Every operation, the renewal mutation included, goes over the one WebSocket (GraphQLWsLink):
+// renewSession must reach the connection whose credentials it replaces. With an HTTP link beside
+// it, route RenewSession to this link with split().
 const client = new ApolloClient({ link: new GraphQLWsLink(wsClient), cache: new InMemoryCache() });
+
+async function renew(): Promise<void> {
+  const { data, error } = await client.mutate({
+    mutation: RenewSessionDocument,
+    variables: { token: freshToken() },
+  });
+  if (error) fail(error);
+  renewed(data?.renewSession);
+}
 
 /** Hands the data of the first `events` results to onData, then unsubscribes. */
 function take<T>(results: Observable<ApolloClient.SubscribeResult<T>>, onData: (data: T) => void) {

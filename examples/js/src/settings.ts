@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+
 // What every example reads from its environment, and how it reports: one JSON line per event on
 // stdout, exit 0 after TRADESTREAM_EVENTS events of each feed, 1 on an error or a time-out.
 
@@ -39,6 +41,28 @@ export function fail(error: unknown): never {
   const body = error instanceof Error && 'bodyText' in error ? ` ${error.bodyText}` : '';
   console.error(`error: ${message}${body}`);
   process.exit(1);
+}
+
+/** A file holding a fresh token for the same user, rewritten by whatever refreshes your tokens.
+ * With it, the WebSocket examples renew their session in band when the server's expiry notice
+ * comes (a ping whose payload says how long the token has left): the socket and every
+ * subscription stay, with no reconnect. Without it they keep their one token. */
+export const tokenFile = process.env.TRADESTREAM_TOKEN_FILE || null;
+
+/** The expiry notice: a graphql-transport-ws ping whose payload says when the token expires. */
+export function isExpiryNotice(payload: unknown): boolean {
+  return typeof payload === 'object' && payload !== null && 'tokenExpiresInS' in payload;
+}
+
+/** The token to renew with: tokenFile's content now. */
+export function freshToken(): string {
+  if (!tokenFile) fail('no TRADESTREAM_TOKEN_FILE to renew from');
+  return readFileSync(tokenFile, 'utf8').trim();
+}
+
+export function renewed(result: { expiresAt?: string | null } | null | undefined): void {
+  if (!result) fail('the session was not renewed');
+  console.error(`session renewed until ${result.expiresAt}`);
 }
 
 /** graphql-ws retries a close with 4403 (token refused or expired), calling connectionParams again

@@ -4,8 +4,9 @@ import { Client, subscriptionExchange } from '@urql/core';
 import type { OperationResult, OperationResultSource } from '@urql/core';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws'; // Node 20 has no global WebSocket; browsers and Node 22+ need no import
-import { PositionsDocument, PriceUpdatesDocument } from './generated/graphql.js';
+import { PositionsDocument, PriceUpdatesDocument, RenewSessionDocument } from './generated/graphql.js';
 import { after, done, events, fail, keepCursor, market, print } from './settings.js';
+import { freshToken, isExpiryNotice, renewed, tokenFile } from './settings.js';
 import { stopIfTokenRefused, token, url, wsUrl } from './settings.js';
 
 const wsClient = createClient({
@@ -13,13 +14,21 @@ const wsClient = createClient({
   webSocketImpl: WebSocket,
   // Called on every (re)connect: return a fresh token here when yours can expire.
   connectionParams: async () => ({ authorization: `Bearer ${token}` }),
-  on: { closed: stopIfTokenRefused },
+  on: {
+    closed: stopIfTokenRefused,
+    // The expiry notice: renew on the same socket, the subscriptions untouched.
+    ping: (received, payload) => {
+      if (received && tokenFile && isExpiryNotice(payload)) renew().catch(fail);
+    },
+  },
 });
 
 const client = new Client({
   url, // queries and mutations would go here over HTTP, with fetchExchange added to `exchanges`
   exchanges: [
     subscriptionExchange({
+      // Mutations too: renewSession must go over the WebSocket whose credentials it replaces.
+      enableAllOperations: true,
       forwardSubscription(request) {
         const input = { ...request, query: request.query || '' };
         return {
@@ -32,6 +41,14 @@ const client = new Client({
     }),
   ],
 });
+
+async function renew(): Promise<void> {
+  const { data, error } = await client
+    .mutation(RenewSessionDocument, { token: freshToken() })
+    .toPromise();
+  if (error) fail(error);
+  renewed(data?.renewSession);
+}
 
 /** Hands the data of the first `events` results to onData, then unsubscribes. */
 function take<T>(results: OperationResultSource<OperationResult<T>>, onData: (data: T) => void) {
