@@ -199,8 +199,13 @@ export class GraphQLWsClient {
     this.acknowledged = false;
     this.onClose(event);
     if (this.stopped || this.retryTimer || this.socket) return;
+    // A server shutting down says when to come back (1012 "Service Restart: reconnect in 2317
+    // ms", a delay drawn for each socket): its clients then return spread out, not all at once.
+    const hint = /reconnect in (\d+) ms/.exec(event.reason || "");
     const ceiling = Math.min(this.maxDelayMs, this.minDelayMs * 2 ** this.attempt);
-    const delayMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    const delayMs = hint
+      ? Math.min(Number(hint[1]), this.maxDelayMs)
+      : Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
     this.attempt += 1;
     this.onState("waiting", { delayMs, attempt: this.attempt, code: event.code, reason: event.reason });
     this.retryTimer = setTimeout(() => this._connect(), delayMs);
