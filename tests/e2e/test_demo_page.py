@@ -199,6 +199,42 @@ async def test_a_restarted_server_is_reconnected_and_positions_resume_after_the_
     assert [p for p in demo.problems if "WebSocket connection to" not in p] == []
 
 
+async def test_the_page_renews_its_token_on_the_open_socket_without_a_reconnect(
+    demo: Demo,
+) -> None:
+    """Signed in with an 8 s token, the page gets the expiry notice at once (TOKEN_RENEW_NOTICE_S
+    is 60 s) and offers to renew; a token for another user is refused there and changes nothing;
+    a fresh one for the same user is sent as renewSession on the same socket: no new socket, and
+    the page is still live and signed in past the first token's expiry."""
+    page = demo.page
+    await demo.connected()
+    await demo.sign_in(token("demo", ttl_s=8))
+    signed_in = time.monotonic()
+    await demo.rows("positions")
+    await page.locator("#renew:not([hidden])").wait_for(timeout=WAIT_MS)
+    assert "expires in" in await demo.text("#renew-notice")
+    sockets = len(demo.sockets)
+
+    await page.fill("#renew-token", token("mallory"))
+    await page.click("#renew-button")
+    await page.locator("#renew-error:not([hidden])").wait_for(timeout=WAIT_MS)
+    assert "renewing keeps the same user" in await demo.text("#renew-error")
+
+    await page.fill("#renew-token", token("demo", ttl_s=3600))
+    await page.click("#renew-button")
+    await page.locator("#renewed:not([hidden])").wait_for(timeout=WAIT_MS)
+    assert "renewed on this connection" in await demo.text("#renewed")
+    assert await page.locator("#renew").is_hidden()
+
+    await asyncio.sleep(max(signed_in + 10 - time.monotonic(), 0))  # past the first token's 8 s
+    assert len(demo.sockets) == sockets  # no reconnect
+    assert await page.locator('#connection[data-state="connected"]').count() == 1
+    assert "signed in as demo" in await demo.text("#connection-text")
+    assert await page.locator("#signed-in").is_visible()
+    await distinct_texts(demo, "#positions tbody tr:first-child td:nth-child(5)", 2, 15)
+    assert [p for p in demo.problems if "WebSocket connection to" not in p] == []
+
+
 async def test_a_refused_token_is_reported_and_the_page_goes_on_anonymously(
     demo: Demo,
 ) -> None:

@@ -31,6 +31,7 @@ const POSITIONS = `subscription DemoPositions($after: String) {
     ... on StreamReset { resetReason: reason }
   }
 }`;
+const RENEW = `mutation DemoRenewSession($token: String!) { renewSession(token: $token) { expiresAt } }`;
 const MARTINGALE = `subscription DemoMartingale {
   martingaleProgress {
     walletAddress
@@ -86,7 +87,35 @@ const client = new GraphQLWsClient({
     // 4403: the server refused the token (or it expired). Go on anonymously, and say why.
     if (event.code === 4403 && token) signOut(event.reason || "token refused");
   },
+  // The expiry notice: the token has tokenExpiresInS left on this socket. Offer to renew it.
+  onPing: (payload) => {
+    if (token && payload && "tokenExpiresInS" in payload) showExpiring(payload);
+  },
 });
+
+function showExpiring({ tokenExpiresInS, tokenExpiresAt }) {
+  $("#renew-notice").textContent =
+    `Your token expires in ${Math.round(tokenExpiresInS)} s (${time(tokenExpiresAt)}). ` +
+    "Paste a fresh one for the same user to renew it on this connection, without reconnecting.";
+  $("#renew-error").hidden = true;
+  $("#renew").hidden = false;
+}
+
+/** renewSession over the open socket: the connection keeps its subscriptions, and the new
+ * token is the one a later reconnect sends. */
+async function renew(value) {
+  const claims = claimsOf(value); // throws on something that is not a JWT
+  if (claims.sub !== userOf(token)) {
+    throw new Error(`that token is for ${claims.sub ?? "?"}: renewing keeps the same user (sign out to change)`);
+  }
+  const result = await client.request(RENEW, { token: value });
+  if (result?.errors) throw new Error(messageOf(result.errors));
+  token = value;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $("#renew").hidden = true;
+  $("#renewed").textContent = `Token renewed on this connection, until ${time(result.data.renewSession.expiresAt)}.`;
+  $("#renewed").hidden = false;
+}
 
 function showConnection(state, detail) {
   const box = $("#connection");
@@ -304,6 +333,8 @@ function signOut(reason) {
   positionsCursor = null;
   events.length = 0;
   $("#signed-in").hidden = true;
+  $("#renew").hidden = true;
+  $("#renewed").hidden = true;
   $("#sign-in").hidden = false;
   $("#positions tbody").replaceChildren();
   $("#martingale tbody").replaceChildren();
@@ -445,6 +476,17 @@ $("#sign-in").addEventListener("submit", (event) => {
   }
 });
 $("#sign-out").addEventListener("click", () => signOut());
+$("#renew").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const value = $("#renew-token").value.trim().replace(/^Bearer\s+/i, "");
+  renew(value).then(
+    () => ($("#renew-token").value = ""),
+    (error) => {
+      $("#renew-error").textContent = `Not renewed: ${error.message ?? messageOf(error)}`;
+      $("#renew-error").hidden = false;
+    },
+  );
+});
 
 if (token) showSignedIn();
 client.start();

@@ -15,12 +15,15 @@ export class GraphQLWsClient {
    * @param {(state: string, detail: object) => void} [options.onState] connecting, connected,
    *   waiting (to reconnect; detail.delayMs, detail.attempt), closed
    * @param {(event: CloseEvent) => void} [options.onClose] every close, before the reconnect is planned
+   * @param {(payload: object | undefined) => void} [options.onPing] every ping from the server,
+   *   with its payload (the expiry notice says how long the token has left)
    */
-  constructor({ url, connectionParams = () => ({}), onState = () => {}, onClose = () => {} }) {
+  constructor({ url, connectionParams = () => ({}), onState = () => {}, onClose = () => {}, onPing = () => {} }) {
     this.url = url;
     this.connectionParams = connectionParams;
     this.onState = onState;
     this.onClose = onClose;
+    this.onPing = onPing;
     this.operations = new Map(); // id -> {payload: () => object, sink}
     this.nextId = 1;
     this.socket = null;
@@ -150,6 +153,7 @@ export class GraphQLWsClient {
       }
       case "ping":
         this._send({ type: "pong" });
+        this.onPing(message.payload);
         break;
       case "pong":
         clearTimeout(this.pongTimer);
