@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from api.storage.embedded_postgres import EmbeddedPostgres
+from api.storage.migrate import migrate
 from tests.support import ServerProcess
 
 if TYPE_CHECKING:
@@ -79,6 +80,15 @@ def isolated_server(
 async def isolated_database_url(database_url: str) -> AsyncIterator[str]:
     async with isolated_database(database_url) as url:
         yield url
+
+
+@pytest.fixture
+async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a fresh, migrated database of this test's own (the stores' and history's tests)."""
+    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
+    await migrate(pool)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture(scope="session")

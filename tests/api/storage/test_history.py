@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import pytest
 
 from api.ops.metrics import counts
@@ -24,7 +23,6 @@ from api.storage.history import (
     number_event,
     number_events,
 )
-from api.storage.migrate import migrate
 from api.streaming.broadcast import RECONNECTED, Broadcast
 from api.streaming.envelope import encode_event
 from api.streaming.hub import Hub, StreamGapError
@@ -34,18 +32,12 @@ from domain.topics import TopicKind, funding_topic, positions_topic, price_topic
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import asyncpg
+
     from domain.events import Event
 
 CLOCK = SystemClock()
 TIMEOUT = 5.0
-
-
-@pytest.fixture
-async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
-    await migrate(pool)
-    yield pool
-    await pool.close()
 
 
 def user_topic() -> str:

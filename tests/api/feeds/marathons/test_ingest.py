@@ -25,7 +25,6 @@ from api.feeds.marathons.ingest import QueueDeclarationError, SnapshotConsumer
 from api.feeds.marathons.messages import EXAMPLE_MESSAGE
 from api.feeds.marathons.store import PgMarathonStore
 from api.runtime.clock import SystemClock
-from api.storage.migrate import migrate
 from domain.marathons import ACCOUNT_SNAPSHOTS, SNAPSHOT_BATCH
 from domain.topics import marathon_feed_topic
 
@@ -566,14 +565,6 @@ async def test_run_keeps_trying_while_the_broker_cannot_be_reached(
 
 
 # With the real store: exactly once over at-least-once delivery -------------------------------
-
-
-@pytest.fixture
-async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
-    await migrate(pool)
-    yield pool
-    await pool.close()
 
 
 @dataclass

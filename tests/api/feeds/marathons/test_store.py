@@ -8,14 +8,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import asyncpg
 import orjson
 import pytest
 
 from api.feeds.marathons.messages import EXAMPLE_MESSAGE, parse_snapshot
 from api.feeds.marathons.store import ENVELOPE_BYTES, Ingested, PgMarathonStore
 from api.runtime.clock import SystemClock
-from api.storage.migrate import migrate
 from api.streaming.broadcast import NOTIFY_MAX_BYTES
 from api.streaming.envelope import encode_event
 from domain.marathons import (
@@ -28,17 +26,9 @@ from domain.marathons import (
 from domain.topics import marathon_feed_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    import asyncpg
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
-    await migrate(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

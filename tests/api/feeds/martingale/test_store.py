@@ -40,15 +40,7 @@ from domain.mining_rounds import MiningRound, RoundResult, settle_round
 from domain.topics import martingale_topic, rounds_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
-
-
-@pytest.fixture
-async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=2)
-    await migrate(pool)
-    yield pool
-    await pool.close()
+    from collections.abc import Callable
 
 
 async def test_a_settlement_between_the_two_reads_does_not_tear_a_strategy(

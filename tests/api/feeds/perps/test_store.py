@@ -9,12 +9,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import asyncpg
 import pytest
 
 from api.feeds.perps.store import PgPositionBook
 from api.runtime.clock import SystemClock
-from api.storage.migrate import migrate
 from api.storage.prices import load_markets
 from domain.perps import Side
 from domain.perps_engine import (
@@ -33,21 +31,13 @@ from domain.perps_trades import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    import asyncpg
 
     from domain.markets import MarketCatalog
     from domain.perps import Position
 
 D = Decimal
 PRICE = D(50000)
-
-
-@pytest.fixture
-async def pool(isolated_database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(isolated_database_url, min_size=1, max_size=4)
-    await migrate(pool)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture
