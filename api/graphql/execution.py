@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import strawberry
@@ -140,7 +141,8 @@ class Schema(strawberry.Schema):
             # WebSockets are closed by their handler at the same moment.
             deadline = context_value.services.verifier.deadline(context_value.principal)
             if deadline is not None:
-                return _until(results, deadline)
+                notice_s = context_value.services.settings.token_renew_notice_s
+                return _until(results, deadline, notice_s)
         return results
 
     def process_errors(
@@ -194,21 +196,58 @@ SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 """``extensions.code`` of an error that a dependency being down caused: retry later."""
 
 
-async def _until(results: StreamResult, deadline: float) -> StreamResult:
-    """``results`` until the wall clock reaches ``deadline``, then a TOKEN_EXPIRED error."""
-    iterator = aiter(results)
+_DONE = object()
+"""What :func:`_until`'s driver puts last: the stream ended by itself."""
+
+
+async def _until(results: StreamResult, deadline: float, notice_s: float) -> StreamResult:
+    """``results`` until the wall clock reaches ``deadline``, then a TOKEN_EXPIRED error; and
+    ``notice_s`` before it (at once when less is left) the expiry notice, a result of its own
+    whose ``extensions`` say how long the token has left (``data`` null, no errors): what a
+    WebSocket gets as a ping. The stream is driven by a task of its own, handing each result over
+    one at a time, so that waiting for the notice's moment never interrupts the stream."""
+    handed: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+
+    async def drive() -> None:
+        try:
+            async for result in results:
+                await handed.put(result)
+            await handed.put(_DONE)
+        except Exception as exc:  # the consumer raises it as the stream would have
+            await handed.put(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await results.aclose()
+
+    driver = asyncio.create_task(drive(), name="token-deadline")
+    notice_at = deadline - notice_s if notice_s > 0 else None
     try:
         while True:
-            remaining = deadline - time.time()
-            if remaining <= 0:
+            now = time.time()
+            if notice_at is not None and now >= notice_at:
+                notice_at = None
+                yield ExecutionResult(
+                    data=None,
+                    errors=None,
+                    extensions={
+                        "tokenExpiresInS": max(round(deadline - now, 1), 0.0),
+                        "tokenExpiresAt": datetime.fromtimestamp(deadline, UTC).isoformat(),
+                    },
+                )
+                continue
+            until = deadline if notice_at is None else min(notice_at, deadline)
+            if until - now <= 0:
                 break
             try:
-                result = await asyncio.wait_for(anext(iterator), remaining)
-            except StopAsyncIteration:
-                return
+                async with asyncio.timeout(until - now):
+                    item = await handed.get()
             except TimeoutError:
-                break
-            yield result
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item  # type: ignore[misc]  # a result of the stream, as it came
         yield ExecutionResult(
             data=None,
             errors=[
@@ -219,8 +258,9 @@ async def _until(results: StreamResult, deadline: float) -> StreamResult:
             ],
         )
     finally:
-        with contextlib.suppress(Exception):
-            await results.aclose()
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await driver
 
 
 PARSER_CACHE_SIZE = 256

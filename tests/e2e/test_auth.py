@@ -20,6 +20,7 @@ from tests.support import (
     TEST_JWT_SECRET,
     GraphQLWS,
     ServerProcess,
+    parse_multipart,
     price_sse,
     token,
 )
@@ -174,3 +175,51 @@ async def test_an_sse_stream_ends_when_its_token_expires(server: ServerProcess) 
     assert kinds[-1] == "complete"
     last = orjson.loads(events[-2][1])
     assert last["errors"][0]["extensions"] == {"code": "TOKEN_EXPIRED"}
+    # Less than TOKEN_RENEW_NOTICE_S was left from the start: the expiry notice came first.
+    notice = orjson.loads(events[0][1])
+    assert notice["data"] is None
+    assert 0 < notice["extensions"]["tokenExpiresInS"] <= 2
+    assert "errors" not in notice
+
+
+@pytest.mark.parametrize("transport", ["sse", "multipart"])
+async def test_an_http_stream_gets_the_expiry_notice_on_time_and_goes_on(
+    server: ServerProcess, transport: str
+) -> None:
+    """TOKEN_RENEW_NOTICE_S (60 s) before its token expires, an SSE or multipart subscription
+    gets a result of its own whose extensions say how long is left (what a WebSocket gets as a
+    ping), and the stream goes on: a 61.5 s token gets it about 1.5 s in."""
+    accept = {"sse": "text/event-stream", "multipart": "multipart/mixed;subscriptionSpec=1.0"}
+    started = time.monotonic()
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream(
+            "POST",
+            server.url,
+            json={"query": PRICE_SUBSCRIPTION, "variables": {"m": "ETH-PERP"}},
+            headers={
+                "accept": accept[transport],
+                "authorization": f"Bearer {token('erin', ttl_s=61.5)}",
+            },
+        ) as response,
+    ):
+        assert response.status_code == 200
+        body = ""
+        async for chunk in response.aiter_text():
+            body += chunk
+            if "tokenExpiresInS" in body:
+                break
+        arrived = time.monotonic() - started
+    assert 0.5 < arrived < 4, arrived
+    if transport == "sse":
+        data = [
+            line.removeprefix("data: ") for line in body.splitlines() if line.startswith("data: ")
+        ]
+        results = [orjson.loads(d) for d in data]
+    else:
+        results = [p["payload"] for p in parse_multipart(body) if "payload" in p]
+    notice = results[-1]
+    assert notice["data"] is None
+    assert "errors" not in notice
+    assert 58 <= notice["extensions"]["tokenExpiresInS"] <= 61
+    assert notice["extensions"]["tokenExpiresAt"].startswith("20")
