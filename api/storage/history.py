@@ -300,7 +300,7 @@ class PgHistory:
             else:
                 value: T | None = None
                 if always_snapshot:
-                    value, current = await self.consistent(topics, snapshot)
+                    value, current = await self.consistent(topics, snapshot, before=current)
                 replay: list[Event] = []
                 for topic, a, c in zip(topics, after, current, strict=True):
                     if a.sequence == c.sequence:
@@ -322,14 +322,20 @@ class PgHistory:
         return Start(cursors, snapshot=value, not_recovered=reason)
 
     async def consistent(
-        self, topics: Sequence[str], read: Callable[[], Awaitable[T]]
+        self,
+        topics: Sequence[str],
+        read: Callable[[], Awaitable[T]],
+        *,
+        before: list[Cursor] | None = None,
     ) -> tuple[T, list[Cursor]]:
         """``read()`` and the cursors it is exact at: read again while events of ``topics`` were
         numbered meanwhile. Events are numbered inside the transactions that store their changes,
         so unchanged sequences around the read mean the read saw exactly the events up to them.
         After :data:`SNAPSHOT_ATTEMPTS` busy reads the cursors are those before the last read,
-        which may make a live event repeat what the read already showed."""
-        before = [await self.position(topic) for topic in topics]
+        which may make a live event repeat what the read already showed. ``before``: the
+        topics' positions read just now, which a resume has already (one read fewer)."""
+        if before is None:
+            before = [await self.position(topic) for topic in topics]
         for _ in range(SNAPSHOT_ATTEMPTS):
             value = await read()
             after = [await self.position(topic) for topic in topics]

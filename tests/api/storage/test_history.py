@@ -328,7 +328,10 @@ async def test_a_resume_over_two_topics_replays_both_in_publication_order_with_t
     async def snapshot() -> str:
         return "state"
 
+    issued = +counts.reads_issued
     start = await history.start([one, two], marks, snapshot, always_snapshot=True)
+    # Each topic's position read twice (before and after the snapshot), its events once.
+    assert (counts.reads_issued - issued) == {"position": 4, "events": 2}
     assert start.resumed
     assert start.snapshot == "state"
     assert [(e.topic, e.sequence) for e in start.replay] == [
