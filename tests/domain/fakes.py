@@ -1,10 +1,11 @@
-"""In-memory fakes the domain's workers are driven with in tests: a manual clock and a price
-store."""
+"""In-memory fakes the domain's workers are driven with in tests: a manual clock, a price store,
+event numbering, a recording publisher and a latest-value store."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from domain.events import Event
 from domain.prices import PRICE_UPDATE
@@ -63,3 +64,47 @@ class FakePrices:
 
     async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
         return {m: self.stored[m][0] for m in markets if m in self.stored}
+
+
+class Sequences:
+    """Numbers events 1, 2, 3... per topic, shared by a publisher and a book."""
+
+    def __init__(self) -> None:
+        self._last: defaultdict[str, int] = defaultdict(int)
+
+    def next(self, topic: str) -> int:
+        self._last[topic] += 1
+        return self._last[topic]
+
+
+class RecordingPublisher:
+    """A publisher that numbers with ``sequences`` and keeps every event it is given to send."""
+
+    def __init__(self, clock: ManualClock, sequences: Sequences) -> None:
+        self.clock = clock
+        self.sequences = sequences
+        self.events: list[Event] = []
+
+    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
+        return Event(topic, self.sequences.next(topic), self.clock.now(), type, payload)
+
+    async def send(self, event: Event) -> None:
+        self.events.append(event)
+
+    def on(self, topic: str, type: str | None = None) -> list[Event]:
+        return [e for e in self.events if e.topic == topic and type in (None, e.type)]
+
+
+class FakeLatestEvents:
+    """The newest event of each latest-value topic, and every one saved."""
+
+    def __init__(self) -> None:
+        self.by_topic: dict[str, Event] = {}
+        self.saved: list[Event] = []
+
+    async def save(self, event: Event) -> None:
+        self.by_topic[event.topic] = event
+        self.saved.append(event)
+
+    async def latest(self, topic: str) -> Event | None:
+        return self.by_topic.get(topic)

@@ -7,7 +7,6 @@ The main position: alice, long 1 BTC at 50,000 with 5,000 collateral (10x). Main
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,7 +29,14 @@ from domain.perps_engine import (
 from domain.prices import OraclePrice
 from domain.topics import policy_of
 from tests.domain.factories import make_market
-from tests.domain.fakes import START, FakePrices, ManualClock
+from tests.domain.fakes import (
+    START,
+    FakeLatestEvents,
+    FakePrices,
+    ManualClock,
+    RecordingPublisher,
+    Sequences,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -45,46 +51,6 @@ ETH = make_market("ETH-PERP", "0.01")
 
 
 # --- fakes --------------------------------------------------------------------------------------
-
-
-class Sequences:
-    """Numbers events 1, 2, 3... per topic, shared by the publisher and the book."""
-
-    def __init__(self) -> None:
-        self._last: defaultdict[str, int] = defaultdict(int)
-
-    def next(self, topic: str) -> int:
-        self._last[topic] += 1
-        return self._last[topic]
-
-
-class RecordingPublisher:
-    def __init__(self, clock: ManualClock, sequences: Sequences) -> None:
-        self.clock = clock
-        self.sequences = sequences
-        self.events: list[Event] = []
-
-    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        return Event(topic, self.sequences.next(topic), self.clock.now(), type, payload)
-
-    async def send(self, event: Event) -> None:
-        self.events.append(event)
-
-    def on(self, topic: str, type: str | None = None) -> list[Event]:
-        return [e for e in self.events if e.topic == topic and type in (None, e.type)]
-
-
-class FakeLatestEvents:
-    def __init__(self) -> None:
-        self.by_topic: dict[str, Event] = {}
-        self.saved: list[Event] = []
-
-    async def save(self, event: Event) -> None:
-        self.by_topic[event.topic] = event
-        self.saved.append(event)
-
-    async def latest(self, topic: str) -> Event | None:
-        return self.by_topic.get(topic)
 
 
 class FakeBook:

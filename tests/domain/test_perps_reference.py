@@ -11,7 +11,6 @@ and payload) and what each book holds must be identical.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,7 +33,13 @@ from domain.perps_reference import FullScanEngine
 from domain.perps_trades import up
 from domain.prices import OraclePrice
 from tests.domain.factories import make_market
-from tests.domain.fakes import FakePrices, ManualClock
+from tests.domain.fakes import (
+    FakeLatestEvents,
+    FakePrices,
+    ManualClock,
+    RecordingPublisher,
+    Sequences,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -52,39 +57,6 @@ MARKETS = (
 )
 START_PRICE = D(100)
 SETTINGS = EngineSettings(liquidation_delay_s=1.0, price_max_age_s=5.0, funding_interval_s=7.0)
-
-
-class Sequences:
-    def __init__(self) -> None:
-        self._last: defaultdict[str, int] = defaultdict(int)
-
-    def next(self, topic: str) -> int:
-        self._last[topic] += 1
-        return self._last[topic]
-
-
-class Publisher:
-    def __init__(self, clock: ManualClock, sequences: Sequences) -> None:
-        self.clock = clock
-        self.sequences = sequences
-        self.events: list[Event] = []
-
-    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        return Event(topic, self.sequences.next(topic), self.clock.now(), type, payload)
-
-    async def send(self, event: Event) -> None:
-        self.events.append(event)
-
-
-class Latest:
-    def __init__(self) -> None:
-        self.by_topic: dict[str, Event] = {}
-
-    async def save(self, event: Event) -> None:
-        self.by_topic[event.topic] = event
-
-    async def latest(self, topic: str) -> Event | None:
-        return self.by_topic.get(topic)
 
 
 class Book:
@@ -197,7 +169,7 @@ class World:
     engine: PerpsEngine
     book: Book
     prices: FakePrices
-    publisher: Publisher
+    publisher: RecordingPublisher
     clock: ManualClock
 
 
@@ -206,12 +178,12 @@ def world(engine_class: type[PerpsEngine]) -> World:
     sequences = Sequences()
     book = Book(clock, sequences)
     prices = FakePrices()
-    publisher = Publisher(clock, sequences)
+    publisher = RecordingPublisher(clock, sequences)
     engine = engine_class(
         MarketCatalog(list(MARKETS)),
         book=book,
         prices=prices,
-        latest=Latest(),
+        latest=FakeLatestEvents(),
         publisher=publisher,
         clock=clock,
         settings=SETTINGS,
