@@ -58,6 +58,8 @@ import asyncpg
 
 from api.cli import GC_THRESHOLD
 from api.feeds.perps.store import PgPositionBook
+from api.settings import Settings
+from api.storage.database import create_pool
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.migrate import migrate
 from api.storage.prices import PgPriceRepository, load_markets
@@ -421,7 +423,8 @@ async def run(
             await admin.close()
         copy_url = urlunsplit(urlsplit(server_url)._replace(path=f"/{copy}"))
         try:
-            pools = [await asyncpg.create_pool(u, min_size=1, max_size=2) for u in (url, copy_url)]
+            # The server's own pool (api.storage.database): no reset round trip after each use.
+            pools = [await create_pool(u, Settings()) for u in (url, copy_url)]
             try:
                 return await ticks(
                     pools, markets, seconds, rate, reference_ticks, seed, say, step_sd

@@ -154,10 +154,16 @@ class Unnumbered:
     payload: dict[str, Any]
 
 
-_NUMBER_MANY = """
-WITH given AS (
+def numbering_ctes(first: int) -> str:
+    """The common table expressions that number a batch of events: ``given``, ``counted``,
+    ``bumped``, ``numbered`` and ``recorded``, whose parameters are ``$first`` to ``$first + 4`` as
+    :func:`numbering_args` gives them. A store that writes what the events announce puts its own
+    data-modifying CTEs before these and ends with ``SELECT sequence FROM numbered ORDER BY ord``,
+    so storing and numbering are one round trip (what :func:`number_events` does alone)."""
+    p = [f"${first + i}" for i in range(5)]
+    return f"""given AS (
     SELECT topic, type, payload, kept, ord
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[])
+    FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::bool[])
          WITH ORDINALITY AS g (topic, type, payload, kept, ord)
 ), counted AS (
     SELECT topic, count(*) AS n FROM given GROUP BY topic
@@ -172,10 +178,42 @@ WITH given AS (
     FROM given g JOIN counted c USING (topic) JOIN bumped b USING (topic)
 ), recorded AS (
     INSERT INTO topic_history (topic, sequence, published_at, type, payload)
-    SELECT topic, sequence, $5, type, payload::json FROM numbered WHERE kept
-)
-SELECT sequence FROM numbered ORDER BY ord
-"""
+    SELECT topic, sequence, {p[4]}, type, payload::json FROM numbered WHERE kept
+)"""
+
+
+NUMBERED = "SELECT sequence FROM numbered ORDER BY ord"
+"""The end of a statement that numbers events with :func:`numbering_ctes`: their sequences, in
+the order given."""
+
+_NUMBER_MANY = f"WITH {numbering_ctes(1)}\n{NUMBERED}"
+
+
+def numbering_args(at: datetime, events: Sequence[Unnumbered]) -> list[Any]:
+    """The five parameters of :func:`numbering_ctes` for ``events`` published ``at``."""
+    kept = [kind_of(e.topic).policy is DeliveryPolicy.STREAM for e in events]
+    return [
+        [e.topic for e in events],
+        [e.type for e in events],
+        # Only history needs the payload: a latest-value event's is not sent at all (a settled
+        # round's 20,000 wallet events carried 70 MB to PostgreSQL for nothing).
+        [
+            orjson.dumps(e.payload).decode() if k else None
+            for e, k in zip(events, kept, strict=True)
+        ],
+        kept,
+        at,
+    ]
+
+
+def numbered(
+    at: datetime, events: Sequence[Unnumbered], rows: Sequence[asyncpg.Record]
+) -> list[Event]:
+    """``events`` with the sequences a statement ending in :data:`NUMBERED` returned."""
+    return [
+        Event(e.topic, row["sequence"], at, e.type, e.payload)
+        for e, row in zip(events, rows, strict=True)
+    ]
 
 
 async def number_events(conn: Executor, clock: Clock, events: Sequence[Unnumbered]) -> list[Event]:
@@ -187,24 +225,7 @@ async def number_events(conn: Executor, clock: Clock, events: Sequence[Unnumbere
     if not events:
         return []
     at = clock.now()
-    kept = [kind_of(e.topic).policy is DeliveryPolicy.STREAM for e in events]
-    rows = await conn.fetch(
-        _NUMBER_MANY,
-        [e.topic for e in events],
-        [e.type for e in events],
-        # Only history needs the payload: a latest-value event's is not sent at all (a settled
-        # round's 20,000 wallet events carried 70 MB to PostgreSQL for nothing).
-        [
-            orjson.dumps(e.payload).decode() if k else None
-            for e, k in zip(events, kept, strict=True)
-        ],
-        kept,
-        at,
-    )
-    return [
-        Event(e.topic, row["sequence"], at, e.type, e.payload)
-        for e, row in zip(events, rows, strict=True)
-    ]
+    return numbered(at, events, await conn.fetch(_NUMBER_MANY, *numbering_args(at, events)))
 
 
 class PgHistory:

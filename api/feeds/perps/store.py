@@ -19,7 +19,15 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from api.storage.history import Unnumbered, number_event, number_events
+from api.storage.history import (
+    NUMBERED,
+    Unnumbered,
+    number_event,
+    number_events,
+    numbered,
+    numbering_args,
+    numbering_ctes,
+)
 from domain.perps import Position, Side
 from domain.perps_engine import PositionChanges
 from domain.perps_margin import (
@@ -235,25 +243,16 @@ class PgPositionBook:
         self, liquidations: Sequence[tuple[Trade, Announcement]]
     ) -> list[Event | None]:
         """Every liquidation whose position is still open at the revision before its trade's,
-        stored in one transaction with a fixed number of statements however many there are
-        (positions locked in id order, then accounts in owner order, as funding and single
-        trades lock them); each one's numbered event, or None where the position changed."""
+        stored in one transaction of two statements however many there are (the engine's tick
+        waits for it): the first locks the positions in id order, then their desk owners'
+        accounts in owner order (as funding and single trades lock them); the second ends the
+        positions, inserts their fills and liquidation rows, moves what is left after the reward
+        back to each owner's account and numbers the events. Each one's numbered event, or None
+        where the position changed."""
         if not liquidations:
             return []
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT p.id, p.source FROM perp_positions p
-                   JOIN unnest($1::text[], $2::int[]) AS t (id, revision)
-                     ON p.id = t.id AND p.revision = t.revision - 1
-                   WHERE p.status = 'open' ORDER BY p.id FOR UPDATE OF p""",
-                [t.position.id for t, _ in liquidations],
-                [t.position.revision for t, _ in liquidations],
-            )
-            sources = {row["id"]: row["source"] for row in rows}
-            owners = sorted(
-                {t.position.owner for t, _ in liquidations if sources.get(t.position.id) == "desk"}
-            )
-            accounts = await self._locked_accounts(conn, owners)
+            sources, accounts = await self._lock_for_liquidation(conn, liquidations)
             done: list[tuple[Trade, Announcement]] = []
             at: list[int] = []
             for i, (trade, announce) in enumerate(liquidations):
@@ -267,15 +266,124 @@ class PgPositionBook:
                     announce = announce.with_account(accounts[owner])
                 done.append((trade, announce))
                 at.append(i)
-            await self._save_accounts(conn, list(accounts.values()))
-            await _store_liquidations(conn, [t for t, _ in done])
-            events = await number_events(
-                conn, self.clock, [Unnumbered(a.topic, a.type, a.payload) for _, a in done]
+            events = await self._store_liquidations(
+                conn, [t for t, _ in done], list(accounts.values()), [a for _, a in done]
             )
         results: list[Event | None] = [None] * len(liquidations)
         for i, event in zip(at, events, strict=True):
             results[i] = event
         return results
+
+    async def _lock_for_liquidation(
+        self, conn: Connection, liquidations: Sequence[tuple[Trade, Announcement]]
+    ) -> tuple[dict[str, str], dict[str, MarginAccount]]:
+        """Lock the positions still open at the revision before their trade's (in id order),
+        then their desk owners' margin accounts (created where missing, in owner order): one
+        statement. Each locked position's source, and the accounts."""
+        rows = await conn.fetch(
+            """WITH locked AS (
+                   SELECT p.id, p.owner, p.source FROM perp_positions p
+                   JOIN unnest($1::text[], $2::int[]) AS t (id, revision)
+                     ON p.id = t.id AND p.revision = t.revision - 1
+                   WHERE p.status = 'open' ORDER BY p.id FOR UPDATE OF p
+               ), accounts AS (
+                   -- DO UPDATE (a no-op) locks an existing row and returns it as it is.
+                   INSERT INTO perp_margin_accounts AS a
+                       (owner, balance, deposited, revision, updated_at)
+                   SELECT DISTINCT owner, $3::numeric, $3::numeric, 0, $4::timestamptz
+                   FROM locked WHERE source = 'desk' ORDER BY owner
+                   ON CONFLICT (owner) DO UPDATE SET owner = EXCLUDED.owner
+                   RETURNING a.owner, a.balance, a.deposited, a.revision
+               )
+               SELECT id, source, NULL AS owner, NULL::numeric AS balance,
+                      NULL::numeric AS deposited, NULL::bigint AS revision FROM locked
+               UNION ALL
+               SELECT NULL, NULL, owner, balance, deposited, revision FROM accounts""",
+            [t.position.id for t, _ in liquidations],
+            [t.position.revision for t, _ in liquidations],
+            self.initial_balance,
+            self.clock.now(),
+        )
+        sources = {row["id"]: row["source"] for row in rows if row["id"] is not None}
+        accounts = {row["owner"]: _account(row) for row in rows if row["owner"] is not None}
+        return sources, accounts
+
+    async def _store_liquidations(
+        self,
+        conn: Connection,
+        trades: list[Trade],
+        accounts: list[MarginAccount],
+        announcements: list[Announcement],
+    ) -> list[Event]:
+        """End the liquidated positions (locked, at the revision before each trade's), insert
+        their fills and liquidation rows, save the moved accounts and number the announcements:
+        one statement for any number."""
+        if not trades:
+            return []
+        positions, fills = [t.position for t in trades], [t.fill for t in trades]
+        now = self.clock.now()
+        unnumbered = [Unnumbered(a.topic, a.type, a.payload) for a in announcements]
+        rows = await conn.fetch(
+            f"""WITH ended AS (
+                    UPDATE perp_positions p
+                    SET size = t.size, entry_price = t.entry_price, collateral = t.collateral,
+                        realized_pnl = t.realized_pnl, revision = t.revision,
+                        status = 'liquidated', updated_at = t.at, closed_at = t.at
+                    FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[],
+                                $5::numeric[], $6::int[], $7::timestamptz[])
+                         AS t (id, size, entry_price, collateral, realized_pnl, revision, at)
+                    WHERE p.id = t.id
+                ), filled AS (
+                    INSERT INTO perp_fills (position_id, owner, market, side, kind, size, price,
+                                            notional, fee, realized_pnl, at)
+                    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[],
+                                         $12::text[], $13::numeric[], $14::numeric[],
+                                         $15::numeric[], $16::numeric[], $17::numeric[],
+                                         $18::timestamptz[])
+                ), liquidated AS (
+                    INSERT INTO perp_liquidations (position_id, owner, market, side, size, price,
+                                                   notional, reward, returned, at)
+                    SELECT * FROM unnest($8::text[], $9::text[], $10::text[], $11::text[],
+                                         $19::numeric[], $14::numeric[], $15::numeric[],
+                                         $20::numeric[], $21::numeric[], $18::timestamptz[])
+                ), credited AS (
+                    UPDATE perp_margin_accounts a
+                    SET balance = t.balance, deposited = t.deposited, revision = t.revision,
+                        updated_at = $26
+                    FROM unnest($22::text[], $23::numeric[], $24::numeric[], $25::bigint[])
+                         AS t (owner, balance, deposited, revision)
+                    WHERE a.owner = t.owner
+                ), {numbering_ctes(27)}
+                {NUMBERED}""",
+            [p.id for p in positions],
+            [p.size for p in positions],
+            [p.entry_price for p in positions],
+            [p.collateral for p in positions],
+            [p.realized_pnl for p in positions],
+            [p.revision for p in positions],
+            [f.at for f in fills],
+            [f.position_id for f in fills],
+            [f.owner for f in fills],
+            [f.market for f in fills],
+            [f.side.value for f in fills],
+            [f.kind.value for f in fills],
+            [f.size for f in fills],
+            [f.price for f in fills],
+            [f.notional for f in fills],
+            [f.fee for f in fills],
+            [f.realized_pnl for f in fills],
+            [f.at for f in fills],
+            [p.size for p in positions],
+            [t.reward for t in trades],
+            [t.returned for t in trades],
+            [a.owner for a in accounts],
+            [a.balance for a in accounts],
+            [a.deposited for a in accounts],
+            [a.revision for a in accounts],
+            now,
+            *numbering_args(now, unnumbered),
+        )
+        return numbered(now, unnumbered, rows)
 
     async def settle_funding(
         self,
@@ -554,66 +662,6 @@ async def _update_position(conn: Connection, trade: Trade, *, status: str) -> bo
         trade.fill.at,
     )
     return result == "UPDATE 1"
-
-
-async def _store_liquidations(conn: Connection, trades: list[Trade]) -> None:
-    """End the liquidated positions (locked, at the revision before each trade's), and insert
-    their fills and liquidation rows: three statements for any number."""
-    if not trades:
-        return
-    positions, fills = [t.position for t in trades], [t.fill for t in trades]
-    await conn.execute(
-        """UPDATE perp_positions p
-           SET size = t.size, entry_price = t.entry_price, collateral = t.collateral,
-               realized_pnl = t.realized_pnl, revision = t.revision, status = 'liquidated',
-               updated_at = t.at, closed_at = t.at
-           FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[],
-                       $6::int[], $7::timestamptz[])
-                AS t (id, size, entry_price, collateral, realized_pnl, revision, at)
-           WHERE p.id = t.id""",
-        [p.id for p in positions],
-        [p.size for p in positions],
-        [p.entry_price for p in positions],
-        [p.collateral for p in positions],
-        [p.realized_pnl for p in positions],
-        [p.revision for p in positions],
-        [f.at for f in fills],
-    )
-    await conn.execute(
-        """INSERT INTO perp_fills (position_id, owner, market, side, kind, size, price, notional,
-                                   fee, realized_pnl, at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],
-                                $10::numeric[], $11::timestamptz[])""",
-        [f.position_id for f in fills],
-        [f.owner for f in fills],
-        [f.market for f in fills],
-        [f.side.value for f in fills],
-        [f.kind.value for f in fills],
-        [f.size for f in fills],
-        [f.price for f in fills],
-        [f.notional for f in fills],
-        [f.fee for f in fills],
-        [f.realized_pnl for f in fills],
-        [f.at for f in fills],
-    )
-    await conn.execute(
-        """INSERT INTO perp_liquidations (position_id, owner, market, side, size, price,
-                                         notional, reward, returned, at)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::numeric[],
-                                $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[],
-                                $10::timestamptz[])""",
-        [p.id for p in positions],
-        [p.owner for p in positions],
-        [p.market for p in positions],
-        [p.side.value for p in positions],
-        [p.size for p in positions],
-        [f.price for f in fills],
-        [f.notional for f in fills],
-        [t.reward for t in trades],
-        [t.returned for t in trades],
-        [f.at for f in fills],
-    )
 
 
 async def _insert_fill(conn: Connection, fill: Fill, external_id: str | None = None) -> None:

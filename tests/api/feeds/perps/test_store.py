@@ -241,3 +241,67 @@ async def test_a_position_pays_at_most_its_collateral(
     (after,) = await book.open_positions()
     assert after.collateral == 0
     assert after.realized_pnl == a.realized_pnl - a.collateral
+
+
+async def test_a_chain_position_is_liquidated_without_a_margin_account(
+    book: PgPositionBook, pool: asyncpg.Pool
+) -> None:
+    """A position ingested from chain has no money in a margin account: its liquidation stores
+    the position's end, its fill and its liquidation row, and creates no account; the desk
+    position liquidated beside it credits its owner's. A position given twice is stored once."""
+    markets = await load_markets(pool)
+    market = markets.get("ETH-PERP")
+    carol, dave = f"carol-{uuid.uuid4().hex[:8]}", f"dave-{uuid.uuid4().hex[:8]}"
+    chain = open_position(
+        id=f"pos_{uuid.uuid4().hex}",
+        owner=carol,
+        market=market,
+        side=Side.SHORT,
+        size=D(3),
+        leverage=D(10),
+        price=D(3000),
+        at=book.clock.now(),
+    )
+    assert await book.ingest(
+        f"tx-{uuid.uuid4().hex}", chain, "open", trade_announcement(POSITION_OPENED, chain)
+    )
+    stored_chain = next(p for p in await book.open_positions() if p.id == chain.position.id)
+    desk = await open_one(book, markets, owner=dave)
+    before = await book.margin_account(dave)
+    at = book.clock.now()
+    trades = [
+        liquidate_position(stored_chain, market=market, price=D(3300), at=at),
+        liquidate_position(desk, market=markets.get("BTC-PERP"), price=D(46000), at=at),
+    ]
+    given = [(t, liquidated_announcement(t)) for t in trades]
+    events = await book.liquidate_all([*given, given[0]])
+
+    assert [e is not None for e in events] == [True, True, False]
+    assert (
+        await pool.fetchval("SELECT count(*) FROM perp_margin_accounts WHERE owner = $1", carol)
+        == 0
+    )
+    assert (await book.margin_account(dave)).balance == before.balance + trades[1].returned
+    row = await pool.fetchrow(
+        "SELECT owner, market, side, size, price FROM perp_liquidations WHERE position_id = $1",
+        chain.position.id,
+    )
+    assert row is not None
+    assert (row["owner"], row["market"], row["side"], row["size"], row["price"]) == (
+        carol,
+        "ETH-PERP",
+        "short",
+        D(3),
+        D(3300),
+    )
+    status = await pool.fetchval(
+        "SELECT status FROM perp_positions WHERE id = $1", chain.position.id
+    )
+    assert status == "liquidated"
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM perp_fills WHERE position_id = $1 AND kind = 'liquidation'",
+            chain.position.id,
+        )
+        == 1
+    )
