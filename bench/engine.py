@@ -20,8 +20,9 @@ grace delay).
 After each tick the engine runs one pass (``evaluate``): read the book's changes (a real query),
 value what the move may have changed, warn, rank, liquidate (real transactions), market stats.
 Prices are recorded in PostgreSQL as the price feed records them (outside the measured time) and
-read by the engine from there; the publisher and the latest-value store are in memory (events
-are prepared, not delivered). Measured per pass: wall time p50/p99/max, the part of it in
+read by the engine from there; events are published as the server publishes them (numbered, and
+kept in history or as the newest state, by PostgreSQL; sent through an in-memory broadcast that no
+one subscribes to). Measured per pass: wall time p50/p99/max, the part of it in
 liquidation transactions (reported apart), positions valued.
 
 Checks: for the first ``--reference-ticks`` ticks (every tick with ``--quick``) the reference
@@ -46,7 +47,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -63,7 +63,8 @@ from api.storage.database import create_pool
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.migrate import migrate
 from api.storage.prices import PgPriceRepository, load_markets
-from domain.events import Event
+from api.streaming.broadcast import Broadcast
+from api.streaming.publisher import BroadcastPublisher
 from domain.perps import Position, Side, mark_to_market
 from domain.perps_engine import (
     LIQUIDATIONS_UPDATED,
@@ -80,6 +81,7 @@ from domain.prices import OraclePrice
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
+    from domain.events import Event
     from domain.markets import MarketCatalog
     from domain.perps_engine import Announcement, PositionChanges
     from domain.perps_trades import Trade
@@ -124,31 +126,18 @@ class VirtualClock:
         pass
 
 
-class Publisher:
-    """Numbers events per topic in memory and keeps them."""
+class Publisher(BroadcastPublisher):
+    """The server's publisher: events numbered (and a stream topic's kept in history) by
+    PostgreSQL, each sent through an in-memory broadcast that nothing subscribes to; every event
+    sent is kept for the comparison."""
 
-    def __init__(self, clock: VirtualClock) -> None:
-        self.clock = clock
-        self.sequences: defaultdict[str, int] = defaultdict(int)
+    def __init__(self, broadcast: Broadcast, pool: asyncpg.Pool, clock: VirtualClock) -> None:
+        super().__init__(broadcast, pool, clock)
         self.events: list[Event] = []
 
-    async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
-        self.sequences[topic] += 1
-        return Event(topic, self.sequences[topic], self.clock.now(), type, payload)
-
     async def send(self, event: Event) -> None:
+        await super().send(event)
         self.events.append(event)
-
-
-class Latest:
-    def __init__(self) -> None:
-        self.by_topic: dict[str, Event] = {}
-
-    async def save(self, event: Event) -> None:
-        self.by_topic[event.topic] = event
-
-    async def latest(self, topic: str) -> Event | None:
-        return self.by_topic.get(topic)
 
 
 class TimedBook:
@@ -205,17 +194,20 @@ class Rig:
 
 
 def rig(
-    engine_class: type[PerpsEngine], pool: asyncpg.Pool, markets: MarketCatalog, start: datetime
+    engine_class: type[PerpsEngine],
+    pool: asyncpg.Pool,
+    markets: MarketCatalog,
+    start: datetime,
+    broadcast: Broadcast,
 ) -> Rig:
     clock = VirtualClock(start)
     book = TimedBook(PgPositionBook(pool, clock))
     prices = PgPriceRepository(pool)
-    publisher = Publisher(clock)
+    publisher = Publisher(broadcast, pool, clock)
     engine = engine_class(
         markets,
         book=book,
         prices=prices,
-        latest=Latest(),
         publisher=publisher,
         clock=clock,
         settings=SETTINGS,
@@ -426,9 +418,22 @@ async def run(
             # The server's own pool (api.storage.database): no reset round trip after each use.
             pools = [await create_pool(u, Settings()) for u in (url, copy_url)]
             try:
-                return await ticks(
-                    pools, markets, seconds, rate, reference_ticks, seed, say, step_sd
-                )
+                broadcast = Broadcast("memory://")
+                await broadcast.connect()
+                try:
+                    return await ticks(
+                        pools,
+                        markets,
+                        broadcast,
+                        seconds,
+                        rate,
+                        reference_ticks,
+                        seed,
+                        say,
+                        step_sd,
+                    )
+                finally:
+                    await broadcast.disconnect()
             finally:
                 for p in pools:
                     await p.close()
@@ -443,6 +448,7 @@ async def run(
 async def ticks(
     pools: list[asyncpg.Pool],
     markets: MarketCatalog,
+    broadcast: Broadcast,
     seconds: float,
     rate: float,
     reference_ticks: int,
@@ -451,8 +457,8 @@ async def ticks(
     step_sd: float,
 ) -> Outcome:
     start = datetime.now(UTC)
-    indexed = rig(PerpsEngine, pools[0], markets, start)
-    reference = rig(FullScanEngine, pools[1], markets, start)
+    indexed = rig(PerpsEngine, pools[0], markets, start, broadcast)
+    reference = rig(FullScanEngine, pools[1], markets, start, broadcast)
     rigs = (indexed, reference)
     prices = dict(START_PRICES)
     ids = list(START_PRICES)
@@ -511,7 +517,7 @@ async def set_price(r: Rig, market_id: str, price: Decimal) -> None:
 
 async def final_check(indexed: Rig, pool: asyncpg.Pool, markets: MarketCatalog) -> list[str]:
     """A fresh reference engine values every position at the final prices."""
-    fresh = rig(FullScanEngine, pool, markets, indexed.clock.wall)
+    fresh = rig(FullScanEngine, pool, markets, indexed.clock.wall, indexed.publisher.broadcast)
     fresh.clock.mono = indexed.clock.mono
     await fresh.engine.evaluate()
     problems = []

@@ -37,3 +37,13 @@ class Event:
     published_at: datetime
     type: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Unnumbered:
+    """An event not numbered yet: what a publisher's ``prepare_all`` (and the stores'
+    ``number_events``) take, one per event."""
+
+    topic: str
+    type: str
+    payload: dict[str, Any]

@@ -29,6 +29,7 @@ from datetime import timedelta
 from decimal import Context, Decimal, getcontext
 from typing import TYPE_CHECKING, Any, Protocol
 
+from domain.events import Unnumbered
 from domain.payloads import PayloadCodec
 from domain.perps import (
     FundingAccumulator,
@@ -161,14 +162,6 @@ class PositionBook(Protocol):
     async def last_funding(self) -> dict[str, tuple[Decimal, datetime]]:
         """Each market's last settled rate and when it was settled."""
         ...
-
-
-class LatestEvents(Protocol):
-    """The newest event of latest-value topics, so a subscriber starts from the present."""
-
-    async def save(self, event: Event) -> None: ...
-
-    async def latest(self, topic: str) -> Event | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +342,6 @@ class PerpsEngine:
         *,
         book: PositionBook,
         prices: PriceRepository,
-        latest: LatestEvents,
         publisher: Publisher,
         clock: Clock,
         settings: EngineSettings | None = None,
@@ -357,7 +349,6 @@ class PerpsEngine:
         self.markets = markets
         self.book = book
         self.prices = prices
-        self.latest = latest
         self.publisher = publisher
         self.clock = clock
         self.settings = settings or EngineSettings()
@@ -367,6 +358,7 @@ class PerpsEngine:
         self._last_rate: dict[str, tuple[Decimal, datetime]] = {}
         self._next_funding: dict[str, datetime] = {}
         self._published: dict[str, dict[str, Any]] = {}
+        self._latest_due: list[Unnumbered] = []
         self._started = False
         self.positions = PositionIndex(markets)
         self._cursor: int | None = None
@@ -392,6 +384,7 @@ class PerpsEngine:
         warn, rank and liquidate, then each market's stats and funding."""
         if not self._started:
             await self.start()
+        self._latest_due = []
         now = self.clock.now()
         changes = await self.book.position_changes(self._cursor)
         self._cursor = changes.cursor
@@ -416,10 +409,7 @@ class PerpsEngine:
             liquidatable.extend(positions.liquidatable.values())
         self.valued = len(observed)
         # In the order of a read of every position (by id), as each owner's stream had them.
-        for valuation in sorted(observed, key=_position_id):
-            for signal in self.watch.observe(valuation):
-                if signal is Signal.WARNING:
-                    await self._warn(valuation)
+        await self._warn([v for v in sorted(observed, key=_position_id) if self._warns(v)])
 
         candidates = ranked_candidates(liquidatable)
         liquidated = await self._candidates(candidates)
@@ -430,6 +420,7 @@ class PerpsEngine:
         for market in self.markets:
             interest = self.positions.markets[market.id].open_interest()
             await self._market(market, interest, indexes.get(market.id), volumes, now)
+        await self._publish_latest()
 
     async def _candidates(self, candidates: list[Valuation]) -> set[str]:
         """Liquidate the candidates whose grace delay is over and publish the others; the ids
@@ -442,10 +433,8 @@ class PerpsEngine:
         liquidated = await self._liquidate_due(candidates)
         if liquidated:
             candidates = [v for v in candidates if v.position.id not in liquidated]
-        await self._publish_latest(
-            liquidations_topic(),
-            LIQUIDATIONS_UPDATED,
-            self._candidates_payload(candidates),
+        self._latest(
+            liquidations_topic(), LIQUIDATIONS_UPDATED, self._candidates_payload(candidates)
         )
         return liquidated
 
@@ -504,14 +493,22 @@ class PerpsEngine:
                 indexes[market.id] = price.price
         return indexes
 
-    async def _warn(self, valuation: Valuation) -> None:
-        position = valuation.position
-        event = await self.publisher.prepare(
-            positions_topic(position.owner),
-            POSITION_WARNING,
-            warning_payload(valuation),
+    def _warns(self, valuation: Valuation) -> bool:
+        """Whether ``valuation`` makes its owner's stream get a warning (the watch moves on)."""
+        return Signal.WARNING in self.watch.observe(valuation)
+
+    async def _warn(self, valuations: list[Valuation]) -> None:
+        """Warn each owner, the pass's warnings numbered together."""
+        if not valuations:
+            return
+        events = await self.publisher.prepare_all(
+            [
+                Unnumbered(positions_topic(v.position.owner), POSITION_WARNING, warning_payload(v))
+                for v in valuations
+            ]
         )
-        await self.publisher.send(event)
+        for event in events:
+            await self.publisher.send(event)
 
     async def _liquidate_due(self, candidates: list[Valuation]) -> set[str]:
         """Liquidate, together, the candidates whose grace delay is over."""
@@ -572,7 +569,7 @@ class PerpsEngine:
             # settlement, it never discards the interval's samples.
             await self._settle_funding(market, mark, index, now)
         last = self._last_rate.get(market.id)
-        await self._publish_latest(
+        self._latest(
             market_stats_topic(market.id),
             MARKET_STATS_UPDATED,
             MARKET_STATS.encode(
@@ -621,14 +618,22 @@ class PerpsEngine:
         )
         await self.publisher.send(event)
 
-    async def _publish_latest(self, topic: str, type: str, payload: dict[str, Any]) -> None:
-        """Publish ``payload`` on a latest-value topic if it differs from the last one sent."""
-        if self._published.get(topic) == payload:
+    def _latest(self, topic: str, type: str, payload: dict[str, Any]) -> None:
+        """Publish ``payload`` on a latest-value topic at the end of the pass
+        (:meth:`_publish_latest`) if it differs from the last one sent."""
+        if self._published.get(topic) != payload:
+            self._latest_due.append(Unnumbered(topic, type, payload))
+
+    async def _publish_latest(self) -> None:
+        """The pass's new latest values (candidates, each market's stats): numbered and stored
+        as their topics' newest state together (one round trip), then sent."""
+        due, self._latest_due = self._latest_due, []
+        if not due:
             return
-        event = await self.publisher.prepare(topic, type, payload)
-        await self.latest.save(event)
-        await self.publisher.send(event)
-        self._published[topic] = payload
+        events = await self.publisher.prepare_all(due, keep_latest=True)
+        for event in events:
+            await self.publisher.send(event)
+            self._published[event.topic] = event.payload
 
     async def run(self) -> None:
         """Evaluate every ``interval_s`` until cancelled; a failed pass is logged, not fatal."""

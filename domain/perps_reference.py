@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from domain.perps import Signal, mark_to_market, open_interest, ranked_candidates
+from domain.perps import mark_to_market, open_interest, ranked_candidates
 from domain.perps_engine import DAY, PerpsEngine, candidates_payload
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ class FullScanEngine(PerpsEngine):
     async def evaluate(self) -> None:
         if not self._started:
             await self.start()
+        self._latest_due = []
         now = self.clock.now()
         positions = await self.book.open_positions()
         indexes = await self._fresh_indexes(now)
@@ -34,11 +35,8 @@ class FullScanEngine(PerpsEngine):
             index = indexes.get(position.market)
             if index is None:
                 continue
-            valuation = mark_to_market(position, index, self.markets.get(position.market))
-            valuations.append(valuation)
-            for signal in self.watch.observe(valuation):
-                if signal is Signal.WARNING:
-                    await self._warn(valuation)
+            valuations.append(mark_to_market(position, index, self.markets.get(position.market)))
+        await self._warn([v for v in valuations if self._warns(v)])
 
         liquidated = await self._candidates(ranked_candidates(valuations))
 
@@ -47,6 +45,7 @@ class FullScanEngine(PerpsEngine):
         for market in self.markets:
             interest = open_interest(still_open, market.id)
             await self._market(market, interest, indexes.get(market.id), volumes, now)
+        await self._publish_latest()
 
     def _candidates_payload(self, candidates: list[Valuation]) -> dict[str, Any]:
         return candidates_payload(candidates)  # every candidate encoded on every pass

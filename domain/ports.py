@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from datetime import datetime
     from decimal import Decimal
 
-    from domain.events import Event
+    from domain.events import Event, Unnumbered
     from domain.paper_exchange import OrderRequest, PaperAccount, PlaceResult
     from domain.prices import OraclePrice
 
@@ -25,6 +25,15 @@ class Publisher(Protocol):
 
     async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
         """The envelope of the topic's next event, its sequence assigned, not yet delivered."""
+        ...
+
+    async def prepare_all(
+        self, events: Sequence[Unnumbered], *, keep_latest: bool = False
+    ) -> list[Event]:
+        """:meth:`prepare` for many events at once (one round trip to where they are numbered),
+        in the order given; a worker that publishes several in one pass numbers them together.
+        ``keep_latest``: each latest-value topic's newest of them is also stored as that topic's
+        newest state, what a new subscriber (or a process that missed it) reads first."""
         ...
 
     async def send(self, event: Event) -> None:

@@ -106,7 +106,6 @@ async def start_cluster_workers(services: Services, workers: Workers) -> None:
         services.markets,
         book=services.book,
         prices=services.prices,
-        latest=services.latest,
         publisher=services.publisher,
         clock=services.clock,
         settings=EngineSettings(

@@ -27,7 +27,7 @@ from api.settings import DEFAULT_LIMIT
 from api.storage.coalesce import ReadCoalescer
 from api.storage.latest import PgLatestEvents
 from api.storage.prices import PgPriceRepository
-from domain.events import DeliveryPolicy, Event
+from domain.events import DeliveryPolicy, Event, Unnumbered
 from domain.prices import PRICE_UPDATE
 from domain.topics import TopicKind, kind_of
 
@@ -145,22 +145,27 @@ async def number_event(
     return Event(topic, sequence, at, type, payload)
 
 
-@dataclass(frozen=True, slots=True)
-class Unnumbered:
-    """An event to number: what :func:`number_events` takes, one per event."""
-
-    topic: str
-    type: str
-    payload: dict[str, Any]
-
-
-def numbering_ctes(first: int) -> str:
+def numbering_ctes(first: int, *, keep_latest: bool = False) -> str:
     """The common table expressions that number a batch of events: ``given``, ``counted``,
-    ``bumped``, ``numbered`` and ``recorded``, whose parameters are ``$first`` to ``$first + 4`` as
-    :func:`numbering_args` gives them. A store that writes what the events announce puts its own
-    data-modifying CTEs before these and ends with ``SELECT sequence FROM numbered ORDER BY ord``,
-    so storing and numbering are one round trip (what :func:`number_events` does alone)."""
+    ``bumped``, ``numbered``, ``recorded`` (and with ``keep_latest``, ``kept_latest``), whose
+    parameters are ``$first`` to ``$first + 4`` as :func:`numbering_args` gives them. A store that
+    writes what the events announce puts its own data-modifying CTEs before these and ends with
+    :data:`NUMBERED`, so storing and numbering are one round trip (what :func:`number_events`
+    does alone).
+
+    ``keep_latest``: each latest-value topic's newest event of the batch is also stored as the
+    topic's newest state (``latest_events``: what a new subscriber starts from), never over a
+    newer one."""
     p = [f"${first + i}" for i in range(5)]
+    kept_latest = f""", kept_latest AS (
+    INSERT INTO latest_events AS l (topic, sequence, type, payload, published_at)
+    SELECT DISTINCT ON (topic) topic, sequence, type, payload::jsonb, {p[4]}
+    FROM numbered WHERE NOT kept ORDER BY topic, sequence DESC
+    ON CONFLICT (topic) DO UPDATE
+    SET sequence = EXCLUDED.sequence, type = EXCLUDED.type, payload = EXCLUDED.payload,
+        published_at = EXCLUDED.published_at
+    WHERE l.sequence < EXCLUDED.sequence
+)"""
     return f"""given AS (
     SELECT topic, type, payload, kept, ord
     FROM unnest({p[0]}::text[], {p[1]}::text[], {p[2]}::text[], {p[3]}::bool[])
@@ -179,7 +184,7 @@ def numbering_ctes(first: int) -> str:
 ), recorded AS (
     INSERT INTO topic_history (topic, sequence, published_at, type, payload)
     SELECT topic, sequence, {p[4]}, type, payload::json FROM numbered WHERE kept
-)"""
+){kept_latest if keep_latest else ""}"""
 
 
 NUMBERED = "SELECT sequence FROM numbered ORDER BY ord"
@@ -187,18 +192,22 @@ NUMBERED = "SELECT sequence FROM numbered ORDER BY ord"
 the order given."""
 
 _NUMBER_MANY = f"WITH {numbering_ctes(1)}\n{NUMBERED}"
+_NUMBER_MANY_KEEPING_LATEST = f"WITH {numbering_ctes(1, keep_latest=True)}\n{NUMBERED}"
 
 
-def numbering_args(at: datetime, events: Sequence[Unnumbered]) -> list[Any]:
+def numbering_args(
+    at: datetime, events: Sequence[Unnumbered], *, keep_latest: bool = False
+) -> list[Any]:
     """The five parameters of :func:`numbering_ctes` for ``events`` published ``at``."""
     kept = [kind_of(e.topic).policy is DeliveryPolicy.STREAM for e in events]
     return [
         [e.topic for e in events],
         [e.type for e in events],
-        # Only history needs the payload: a latest-value event's is not sent at all (a settled
-        # round's 20,000 wallet events carried 70 MB to PostgreSQL for nothing).
+        # Only what is stored needs the payload: without keep_latest a latest-value event's is
+        # not sent at all (a settled round's 20,000 wallet events carried 70 MB to PostgreSQL
+        # for nothing).
         [
-            orjson.dumps(e.payload).decode() if k else None
+            orjson.dumps(e.payload).decode() if k or keep_latest else None
             for e, k in zip(events, kept, strict=True)
         ],
         kept,
@@ -216,16 +225,21 @@ def numbered(
     ]
 
 
-async def number_events(conn: Executor, clock: Clock, events: Sequence[Unnumbered]) -> list[Event]:
+async def number_events(
+    conn: Executor, clock: Clock, events: Sequence[Unnumbered], *, keep_latest: bool = False
+) -> list[Event]:
     """:func:`number_event` for many events at once, in one statement (one round trip): each
     topic's sequence is moved once by its count of events, the events of one topic are numbered
-    in the order given, and those of stream topics are recorded in history. Topics are locked in
-    name order, so two batches sharing topics cannot deadlock. Call it inside the transaction that
-    stores what the events announce."""
+    in the order given, and those of stream topics are recorded in history (with
+    ``keep_latest``, a latest-value topic's newest is stored as its newest state: see
+    :func:`numbering_ctes`). Topics are locked in name order, so two batches sharing topics
+    cannot deadlock. Call it inside the transaction that stores what the events announce."""
     if not events:
         return []
     at = clock.now()
-    return numbered(at, events, await conn.fetch(_NUMBER_MANY, *numbering_args(at, events)))
+    statement = _NUMBER_MANY_KEEPING_LATEST if keep_latest else _NUMBER_MANY
+    args = numbering_args(at, events, keep_latest=keep_latest)
+    return numbered(at, events, await conn.fetch(statement, *args))
 
 
 class PgHistory:

@@ -19,21 +19,6 @@ class PgLatestEvents:
     def __init__(self, pool: Executor) -> None:
         self.pool = pool
 
-    async def save(self, event: Event) -> None:
-        await self.pool.execute(
-            """INSERT INTO latest_events (topic, sequence, type, payload, published_at)
-               VALUES ($1, $2, $3, $4::jsonb, $5)
-               ON CONFLICT (topic) DO UPDATE
-               SET sequence = EXCLUDED.sequence, type = EXCLUDED.type,
-                   payload = EXCLUDED.payload, published_at = EXCLUDED.published_at
-               WHERE latest_events.sequence < EXCLUDED.sequence""",
-            event.topic,
-            event.sequence,
-            event.type,
-            orjson.dumps(event.payload).decode(),
-            event.published_at,
-        )
-
     async def latest(self, topic: str) -> Event | None:
         row = await self.pool.fetchrow(
             """SELECT sequence, type, payload::text AS payload, published_at

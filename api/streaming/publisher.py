@@ -10,13 +10,15 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from api.ops.metrics import counts
-from api.storage.history import number_event
+from api.storage.history import number_event, number_events
 from api.streaming.envelope import encode_event
 from domain.topics import kind_of
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from api.streaming.broadcast import Broadcast
-    from domain.events import Event
+    from domain.events import Event, Unnumbered
     from domain.ports import Clock
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ class BroadcastPublisher:
 
     async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
         return await number_event(self.pool, self.clock, topic, type, payload)
+
+    async def prepare_all(
+        self, events: Sequence[Unnumbered], *, keep_latest: bool = False
+    ) -> list[Event]:
+        return await number_events(self.pool, self.clock, events, keep_latest=keep_latest)
 
     async def send(self, event: Event) -> None:
         """Deliver ``event``; a broker that cannot be reached is logged, not raised.

@@ -7,9 +7,9 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from domain.events import Event
+from domain.events import DeliveryPolicy, Event, Unnumbered
 from domain.prices import PRICE_UPDATE
-from domain.topics import price_topic
+from domain.topics import policy_of, price_topic
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,33 +78,33 @@ class Sequences:
 
 
 class RecordingPublisher:
-    """A publisher that numbers with ``sequences`` and keeps every event it is given to send."""
+    """A publisher that numbers with ``sequences`` and keeps every event it is given to send, and
+    the newest state of each latest-value topic it was asked to keep."""
 
     def __init__(self, clock: ManualClock, sequences: Sequences) -> None:
         self.clock = clock
         self.sequences = sequences
         self.events: list[Event] = []
+        self.kept: list[Event] = []
+        """Every event prepared with ``keep_latest``, in order."""
+        self.latest: dict[str, Event] = {}
 
     async def prepare(self, topic: str, type: str, payload: dict[str, Any]) -> Event:
         return Event(topic, self.sequences.next(topic), self.clock.now(), type, payload)
+
+    async def prepare_all(
+        self, events: Sequence[Unnumbered], *, keep_latest: bool = False
+    ) -> list[Event]:
+        prepared = [await self.prepare(e.topic, e.type, e.payload) for e in events]
+        if keep_latest:
+            for event in prepared:
+                if policy_of(event.topic) is DeliveryPolicy.LATEST_VALUE:
+                    self.kept.append(event)
+                    self.latest[event.topic] = event
+        return prepared
 
     async def send(self, event: Event) -> None:
         self.events.append(event)
 
     def on(self, topic: str, type: str | None = None) -> list[Event]:
         return [e for e in self.events if e.topic == topic and type in (None, e.type)]
-
-
-class FakeLatestEvents:
-    """The newest event of each latest-value topic, and every one saved."""
-
-    def __init__(self) -> None:
-        self.by_topic: dict[str, Event] = {}
-        self.saved: list[Event] = []
-
-    async def save(self, event: Event) -> None:
-        self.by_topic[event.topic] = event
-        self.saved.append(event)
-
-    async def latest(self, topic: str) -> Event | None:
-        return self.by_topic.get(topic)

@@ -31,7 +31,6 @@ from domain.topics import policy_of
 from tests.domain.factories import make_market
 from tests.domain.fakes import (
     START,
-    FakeLatestEvents,
     FakePrices,
     ManualClock,
     RecordingPublisher,
@@ -140,7 +139,6 @@ class Rig:
     engine: PerpsEngine
     book: FakeBook
     prices: FakePrices
-    latest: FakeLatestEvents
     publisher: RecordingPublisher
     clock: ManualClock
 
@@ -189,18 +187,16 @@ def make_rig(
     sequences = Sequences()
     book = FakeBook(clock, sequences, list(positions) or [position()])
     prices = FakePrices()
-    latest = FakeLatestEvents()
     publisher = RecordingPublisher(clock, sequences)
     engine = PerpsEngine(
         MarketCatalog(list(markets)),
         book=book,
         prices=prices,
-        latest=latest,
         publisher=publisher,
         clock=clock,
         settings=settings or EngineSettings(liquidation_delay_s=1.0, price_max_age_s=30.0),
     )
-    return Rig(engine, book, prices, latest, publisher, clock)
+    return Rig(engine, book, prices, publisher, clock)
 
 
 # --- warnings -----------------------------------------------------------------------------------
@@ -370,9 +366,9 @@ async def test_every_latest_value_event_published_is_saved() -> None:
     published = [
         e for e in rig.publisher.events if policy_of(e.topic) is DeliveryPolicy.LATEST_VALUE
     ]
-    assert rig.latest.saved == published
+    assert rig.publisher.kept == published
     newest = rig.publisher.on("market-stats:BTC-PERP")[-1]
-    assert await rig.latest.latest("market-stats:BTC-PERP") == newest
+    assert rig.publisher.latest["market-stats:BTC-PERP"] == newest
     assert newest.payload["indexPrice"] == "49000"
 
 

@@ -34,7 +34,6 @@ from domain.perps_trades import up
 from domain.prices import OraclePrice
 from tests.domain.factories import make_market
 from tests.domain.fakes import (
-    FakeLatestEvents,
     FakePrices,
     ManualClock,
     RecordingPublisher,
@@ -183,7 +182,6 @@ def world(engine_class: type[PerpsEngine]) -> World:
         MarketCatalog(list(MARKETS)),
         book=book,
         prices=prices,
-        latest=FakeLatestEvents(),
         publisher=publisher,
         clock=clock,
         settings=SETTINGS,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from domain.events import Event
+from domain.events import Event, Unnumbered
 from domain.price_feed import PriceFeed
 from domain.prices import (
     DEFAULT_START_PRICES,
@@ -68,6 +68,11 @@ class FakePublisher:
         self.repository: FakePriceRepository | None = None
 
     async def prepare(self, topic: str, type: str, payload: dict[str, object]) -> Event:
+        raise AssertionError("a price's event is numbered by the price repository, with the price")
+
+    async def prepare_all(
+        self, events: Sequence[Unnumbered], *, keep_latest: bool = False
+    ) -> list[Event]:
         raise AssertionError("a price's event is numbered by the price repository, with the price")
 
     async def send(self, event: Event) -> None:

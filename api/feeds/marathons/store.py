@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.storage.history import Unnumbered, number_event, number_events
+from api.storage.history import number_event, number_events
+from domain.events import Unnumbered
 from domain.marathons import (
     ACCOUNT_SNAPSHOTS,
     MARATHON_CREATED,

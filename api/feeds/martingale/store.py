@@ -23,7 +23,8 @@ import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from api.storage.history import Unnumbered, number_event, number_events
+from api.storage.history import number_event, number_events
+from domain.events import Unnumbered
 from domain.martingale import (
     PROGRESS_UPDATE,
     STRATEGY_PROGRESS,

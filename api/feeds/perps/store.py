@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 
 from api.storage.history import (
     NUMBERED,
-    Unnumbered,
     number_event,
     number_events,
     numbered,
     numbering_args,
     numbering_ctes,
 )
+from domain.events import Unnumbered
 from domain.perps import Position, Side
 from domain.perps_engine import PositionChanges
 from domain.perps_margin import (

@@ -19,15 +19,22 @@ from api.storage.history import (
     InvalidCursorError,
     NotRecovered,
     PgHistory,
-    Unnumbered,
     number_event,
     number_events,
 )
+from api.storage.latest import PgLatestEvents
 from api.streaming.broadcast import RECONNECTED, Broadcast
 from api.streaming.envelope import encode_event
 from api.streaming.hub import Hub, StreamGapError
+from domain.events import Unnumbered
 from domain.prices import OraclePrice
-from domain.topics import TopicKind, funding_topic, positions_topic, price_topic
+from domain.topics import (
+    TopicKind,
+    funding_topic,
+    market_stats_topic,
+    positions_topic,
+    price_topic,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -91,6 +98,38 @@ async def test_a_batch_is_numbered_per_topic_in_order_after_what_came_before(
     rows = await pool.fetchval("SELECT count(*) FROM topic_history WHERE topic LIKE 'price:%'")
     assert rows == 0
     assert await number_events(pool, CLOCK, []) == []
+
+
+async def test_a_batch_keeping_latest_stores_each_latest_value_topics_newest_state(
+    pool: asyncpg.Pool,
+) -> None:
+    """With keep_latest, a latest-value topic's newest event of the batch becomes its newest
+    state (what a new subscriber reads first), in the same statement; a stream topic's events go
+    to history only; a batch numbered without it leaves the stored state alone."""
+    history = PgHistory(pool, parse_limits(""))
+    stats = market_stats_topic(f"M-{uuid.uuid4().hex[:8]}")
+    stream = user_topic()
+    got = await number_events(
+        pool,
+        CLOCK,
+        [
+            Unnumbered(stats, "Stats", {"n": 1}),
+            Unnumbered(stream, "Thing", {"n": 2}),
+            Unnumbered(stats, "Stats", {"n": 3}),
+        ],
+        keep_latest=True,
+    )
+    assert [(e.topic, e.sequence) for e in got] == [(stats, 1), (stream, 1), (stats, 2)]
+    newest = await PgLatestEvents(pool).latest(stats)
+    assert newest is not None
+    assert (newest.sequence, newest.type, newest.payload) == (2, "Stats", {"n": 3})
+    assert await PgLatestEvents(pool).latest(stream) is None
+    assert [e.payload for e in await history.since(stream, 0)] == [{"n": 2}]
+
+    await number_events(pool, CLOCK, [Unnumbered(stats, "Stats", {"n": 4})])
+    held = await PgLatestEvents(pool).latest(stats)
+    assert held is not None
+    assert held.payload == {"n": 3}
 
 
 async def test_concurrent_batches_over_shared_topics_neither_deadlock_nor_repeat_a_number(
