@@ -159,7 +159,7 @@ def numbering_ctes(first: int, *, keep_latest: bool = False) -> str:
     p = [f"${first + i}" for i in range(5)]
     kept_latest = f""", kept_latest AS (
     INSERT INTO latest_events AS l (topic, sequence, type, payload, published_at)
-    SELECT DISTINCT ON (topic) topic, sequence, type, payload::jsonb, {p[4]}
+    SELECT DISTINCT ON (topic) topic, sequence, type, payload::json, {p[4]}
     FROM numbered WHERE NOT kept ORDER BY topic, sequence DESC
     ON CONFLICT (topic) DO UPDATE
     SET sequence = EXCLUDED.sequence, type = EXCLUDED.type, payload = EXCLUDED.payload,
