@@ -256,6 +256,11 @@ class LiquidationWatch:
         self._warned &= position_ids
         self._candidates &= position_ids
 
+    def unwarn(self, position_id: str) -> None:
+        """The warning :meth:`observe` signalled was not delivered: signal it again the next
+        time the position is observed in the band."""
+        self._warned.discard(position_id)
+
     def forget(self, position_id: str) -> None:
         """The position is closed or liquidated."""
         self._warned.discard(position_id)

@@ -358,7 +358,8 @@ class PerpsEngine:
         self._last_rate: dict[str, tuple[Decimal, datetime]] = {}
         self._next_funding: dict[str, datetime] = {}
         self._published: dict[str, dict[str, Any]] = {}
-        self._latest_due: list[Unnumbered] = []
+        self._due: list[Unnumbered] = []
+        self._warnings_due: list[Valuation] = []
         self._started = False
         self.positions = PositionIndex(markets)
         self._cursor: int | None = None
@@ -381,10 +382,24 @@ class PerpsEngine:
 
     async def evaluate(self) -> None:
         """One pass: take in the book's changes, value what the prices' moves may have changed,
-        warn, rank and liquidate, then each market's stats and funding."""
+        warn, rank and liquidate, then each market's stats and funding. A pass that fails before
+        its warnings are numbered warns again: the next pass values every position anew."""
+        try:
+            await self._evaluate()
+        except BaseException:
+            for valuation in self._warnings_due:
+                self.watch.unwarn(valuation.position.id)
+            if self._warnings_due:
+                for positions in self.positions.markets.values():
+                    positions.forget_observations()
+            raise
+        finally:
+            self._warnings_due = []
+
+    async def _evaluate(self) -> None:
         if not self._started:
             await self.start()
-        self._latest_due = []
+        self._due = []
         now = self.clock.now()
         changes = await self.book.position_changes(self._cursor)
         self._cursor = changes.cursor
@@ -409,7 +424,7 @@ class PerpsEngine:
             liquidatable.extend(positions.liquidatable.values())
         self.valued = len(observed)
         # In the order of a read of every position (by id), as each owner's stream had them.
-        await self._warn([v for v in sorted(observed, key=_position_id) if self._warns(v)])
+        self._warn([v for v in sorted(observed, key=_position_id) if self._warns(v)])
 
         candidates = ranked_candidates(liquidatable)
         liquidated = await self._candidates(candidates)
@@ -420,7 +435,7 @@ class PerpsEngine:
         for market in self.markets:
             interest = self.positions.markets[market.id].open_interest()
             await self._market(market, interest, indexes.get(market.id), volumes, now)
-        await self._publish_latest()
+        await self._publish_due()
 
     async def _candidates(self, candidates: list[Valuation]) -> set[str]:
         """Liquidate the candidates whose grace delay is over and publish the others; the ids
@@ -497,18 +512,13 @@ class PerpsEngine:
         """Whether ``valuation`` makes its owner's stream get a warning (the watch moves on)."""
         return Signal.WARNING in self.watch.observe(valuation)
 
-    async def _warn(self, valuations: list[Valuation]) -> None:
-        """Warn each owner, the pass's warnings numbered together."""
-        if not valuations:
-            return
-        events = await self.publisher.prepare_all(
-            [
-                Unnumbered(positions_topic(v.position.owner), POSITION_WARNING, warning_payload(v))
-                for v in valuations
-            ]
+    def _warn(self, valuations: list[Valuation]) -> None:
+        """Warn each owner at the end of the pass (:meth:`_publish_due`)."""
+        self._warnings_due = valuations
+        self._due.extend(
+            Unnumbered(positions_topic(v.position.owner), POSITION_WARNING, warning_payload(v))
+            for v in valuations
         )
-        for event in events:
-            await self.publisher.send(event)
 
     async def _liquidate_due(self, candidates: list[Valuation]) -> set[str]:
         """Liquidate, together, the candidates whose grace delay is over."""
@@ -620,20 +630,25 @@ class PerpsEngine:
 
     def _latest(self, topic: str, type: str, payload: dict[str, Any]) -> None:
         """Publish ``payload`` on a latest-value topic at the end of the pass
-        (:meth:`_publish_latest`) if it differs from the last one sent."""
+        (:meth:`_publish_due`) if it differs from the last one sent."""
         if self._published.get(topic) != payload:
-            self._latest_due.append(Unnumbered(topic, type, payload))
+            self._due.append(Unnumbered(topic, type, payload))
 
-    async def _publish_latest(self) -> None:
-        """The pass's new latest values (candidates, each market's stats): numbered and stored
-        as their topics' newest state together (one round trip), then sent."""
-        due, self._latest_due = self._latest_due, []
+    async def _publish_due(self) -> None:
+        """The pass's warnings and new latest values (candidates, each market's stats), numbered
+        together in one round trip that also stores the latest values as their topics' newest
+        state, then sent. (A warning is numbered after the liquidations of its pass: on an
+        owner's stream, a position's warning may follow another position's liquidation of the
+        same pass.)"""
+        due, self._due = self._due, []
         if not due:
             return
         events = await self.publisher.prepare_all(due, keep_latest=True)
+        self._warnings_due = []  # numbered: they exist, and are sent (or read from history)
         for event in events:
             await self.publisher.send(event)
-            self._published[event.topic] = event.payload
+            if event.type != POSITION_WARNING:
+                self._published[event.topic] = event.payload
 
     async def run(self) -> None:
         """Evaluate every ``interval_s`` until cancelled; a failed pass is logged, not fatal."""

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
 class FullScanEngine(PerpsEngine):
     """:class:`PerpsEngine` with the pass that values every position."""
 
-    async def evaluate(self) -> None:
+    async def _evaluate(self) -> None:
         if not self._started:
             await self.start()
-        self._latest_due = []
+        self._due = []
         now = self.clock.now()
         positions = await self.book.open_positions()
         indexes = await self._fresh_indexes(now)
@@ -36,7 +36,7 @@ class FullScanEngine(PerpsEngine):
             if index is None:
                 continue
             valuations.append(mark_to_market(position, index, self.markets.get(position.market)))
-        await self._warn([v for v in valuations if self._warns(v)])
+        self._warn([v for v in valuations if self._warns(v)])
 
         liquidated = await self._candidates(ranked_candidates(valuations))
 
@@ -45,7 +45,7 @@ class FullScanEngine(PerpsEngine):
         for market in self.markets:
             interest = open_interest(still_open, market.id)
             await self._market(market, interest, indexes.get(market.id), volumes, now)
-        await self._publish_latest()
+        await self._publish_due()
 
     def _candidates_payload(self, candidates: list[Valuation]) -> dict[str, Any]:
         return candidates_payload(candidates)  # every candidate encoded on every pass

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from domain.events import DeliveryPolicy, Event
 from domain.markets import MarketCatalog
 from domain.perps import Position, Side
@@ -289,6 +291,30 @@ async def test_liquidated_position_is_not_liquidated_again() -> None:
     rig.clock.advance(2)
     await rig.pass_at("45000")
     assert len(rig.liquidations()) == 1
+
+
+async def test_a_warning_of_a_pass_that_failed_is_sent_by_the_next_pass() -> None:
+    """A pass's warnings are numbered at its end, with its latest values: when its liquidation
+    fails (the database went away), the warning it had found is not lost but sent by the next
+    pass, once, even though the price did not move again."""
+    rig = make_rig(position(), position("p2", owner="bob", collateral="7000"))
+    await rig.pass_at("46000")  # alice's p1 a candidate; bob's p2 healthy (3,000 / 1,380)
+    rig.clock.advance(1.5)
+
+    def database_gone(trade: Trade) -> None:
+        raise ConnectionError("the database went away")
+
+    rig.book.before_liquidate = database_gone
+    with pytest.raises(ConnectionError):
+        await rig.pass_at("44500")  # p2: 1,500 / 1,335 = 1.12, in the band; p1 is due
+    assert rig.warnings("bob") == []
+    rig.book.before_liquidate = None
+    await rig.engine.evaluate()  # the same price
+    (warning,) = rig.warnings("bob")
+    assert warning.payload["position"]["id"] == "p2"
+    assert len(rig.liquidations()) == 1
+    await rig.engine.evaluate()
+    assert len(rig.warnings("bob")) == 1
 
 
 async def test_liquidation_refused_by_the_book_is_retried_on_a_later_pass() -> None:
