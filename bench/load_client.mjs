@@ -38,6 +38,8 @@
 //   message, MarketStats or PositionsUpdate, must carry the cursor of the last event). A socket
 //   has caught up when all its streams reached their newest; the line (`phase: "resumed"`)
 //   comes once all have, or CATCH_UP_TIMEOUT_S (default 60) after the reconnect, 2 s later.
+//   A frame a dropped socket still hands out is not taken (`late_after_drop`): the cursors are
+//   those of the drop.
 //
 // Every mode prints one JSON line on stdout when its measurement is done; idle prints a second one
 // when the hold ends. Bounded in count and time: the process always exits by itself.
@@ -468,9 +470,11 @@ async function resume() {
   });
 
   // Subscribe, until every subscription has its first cursor.
-  let withCursor = 0;
+  let withCursor = 0, lateAfterDrop = 0;
   const subsTotal = clients.reduce((n, c) => n + c.subs.length, 0);
   const recordCursor = (client, sub, ev) => {
+    // A dropped socket may still hand out a frame it had read: the client has lost it.
+    if (phase !== 'first') { lateAfterDrop++; return; }
     if (typeof ev.cursor !== 'string') return;
     if (sub.cursor === null) withCursor++;
     sub.cursor = ev.cursor; sub.seq = seqOf(ev.cursor);
@@ -501,10 +505,12 @@ async function resume() {
   const line = await readStdinLine(AWAY_MAX_S);
   if (line === null) fail(`resume: no newest sequences on stdin within ${AWAY_MAX_S} s`);
   const newest = JSON.parse(line);
+  let expected = 0; // events between the cursors and the newest: what must be replayed
   for (const c of resumable) for (const sub of c.subs) {
     sub.target = sub.key === 'positions' ? newest.positions[sub.user] : newest[sub.key];
     if (!Number.isInteger(sub.target)) fail(`resume: no newest sequence for ${sub.key} ${sub.user ?? ''}`);
     sub.last = sub.seq;
+    expected += Math.max(0, sub.target - sub.seq);
     sub.caughtMs = sub.last >= sub.target && sub.key === 'rounds' ? 0 : null; // nothing to replay, nothing sent
   }
   let caught = 0;
@@ -548,7 +554,8 @@ async function resume() {
     p50_caught_up_ms: percentile(caughtMs, 0.5, 1), p99_caught_up_ms: percentile(caughtMs, 0.99, 1),
     failed_conns: check.failed, sub_errors: check.errors, closed_by_server: check.closed, completed: check.completed,
     lost: check.lost, behind, gaps: check.gaps, duplicates: check.duplicates, backwards: check.backwards, resets: check.resets,
-    replayed: check.replayed, live: check.live, states: check.states,
+    replayed: check.replayed, expected_replayed: expected, live: check.live, states: check.states,
+    late_after_drop: lateAfterDrop,
   });
 }
 

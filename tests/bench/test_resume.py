@@ -65,6 +65,7 @@ def test_the_quick_storm_resumes_every_client_without_losing_an_event(
     # funding and rounds moved past the cursors the shared half dropped with.
     assert result.resume["increases_stored"] == users * resume.INCREASES
     assert resumed["replayed"] >= users * resume.INCREASES + 2 * (500 - users)
+    assert resumed["replayed"] == resumed["expected_replayed"]
     newest = result.resume["newest"]
     shared = dict(pair.split("@") for pair in dropped["shared_pairs"])
     assert newest["marketStats"] > int(shared["marketStats"].split(".")[0])
