@@ -225,14 +225,15 @@ def run(args: argparse.Namespace) -> int:
 def _progress(result: Result, seconds: float) -> str:
     if result.error is not None:
         return f"ERROR ({seconds:.0f} s)"
+    done = "caught up" if result.mode == "resume" else "subscribed"
     if result.mode == "stream":
         what = f"{result.msgs_per_s} msgs/s, p99 {result.p99_ms} ms"
     elif result.mode == "idle":
         what = f"{result.bytes_per_subscriber} bytes/subscriber"
     else:
         seconds_text = "timed out" if result.seconds is None else f"{result.seconds} s"
-        what = f"{seconds_text} to all subscribed"
-    return f"{result.subscribers_ok}/{result.asked} subscribed, {what} ({seconds:.0f} s)"
+        what = f"{seconds_text} to all {done}"
+    return f"{result.subscribers_ok}/{result.asked} {done}, {what} ({seconds:.0f} s)"
 
 
 def _machine(node_version: str, open_files: int) -> dict[str, Any]:

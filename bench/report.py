@@ -19,6 +19,8 @@ POSITIONS_DELIVERED_SHARE = 0.9
 POSITIONS_P99_MS = 100.0
 PROBE_P99_MS = 100.0
 POSITIONS_REFERENCE_RATIO = 1.5
+RESUME_CATCH_UP_S = 10.0
+RESUME_READS_PER_PAIR = 2.0
 
 TARGETS = {
     "hot": "delivered >= 90% of the offered msgs/s (60,000 at 3000 subscribers x 20 events/s), "
@@ -31,12 +33,15 @@ TARGETS = {
     "positions-wide": "every connection subscribed, delivered >= 90% of the offered msgs/s "
     "(18,000 at 10,000 users x 2 events/s), p99 <= 100 ms, publishPrice and query p99 <= 100 ms "
     "with every call answered, >= 1.5x the graphql-ws reference's msgs/s",
+    "resume-storm": "every client caught up in <= 10 s, <= 2 history reads per distinct "
+    "(topic, cursor) pair, 0 events lost (nothing twice, no reset)",
 }
 
 COLUMNS = ("server", "subscribers", "msgs/s", "p50 ms", "p99 ms", "failed conns", "RSS MB")
 EXTRA_COLUMNS = {
     "idle": ("RSS before MB", "bytes/subscriber"),
     "storm": ("seconds", "listen-queue drops"),
+    "resume-storm": ("seconds to catch up", "lost", "history reads", "reads/pair"),
 }
 
 
@@ -86,7 +91,21 @@ def row(r: Result) -> list[str]:
         cells += [_num(r.rss_before_mb, 1), _num(r.bytes_per_subscriber)]
     elif r.scenario == "storm":
         cells += [_seconds(r), _num(r.listen_overflows)]
+    elif r.scenario == "resume-storm":
+        cells += _resume_cells(r)
     return cells
+
+
+def _resume_cells(r: Result) -> list[str]:
+    """seconds to catch up, lost, history reads, reads per distinct pair."""
+    storm = r.resume or {}
+    resumed = storm.get("resumed", {})
+    return [
+        _seconds(r),
+        _num(resumed.get("lost")),
+        _num(storm.get("reads_issued")),
+        _num(storm.get("reads_per_pair"), 2),
+    ]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -105,13 +124,15 @@ def scenario_report(name: str, summary: str, results: Sequence[Result], quick: b
     header = [*COLUMNS, *EXTRA_COLUMNS.get(name, ())]
     first = results[0]
     rate = f"{first.rate_hz:g} events/s on BTC-PERP"
-    measured = f", {first.duration_s:g} s measured" if first.duration_s else ""
+    what = "away" if first.mode == "resume" else "measured"
+    measured = f", {first.duration_s:g} s {what}" if first.duration_s else ""
     parts = [
         f"== {name}: {summary}",
         f"   {first.asked} subscribers asked, {rate}{measured}",
         text_table(header, [row(r) for r in results]),
     ]
     parts += [f"   {line}" for r in results for line in positions_lines(r)]
+    parts += [f"   {line}" for r in results for line in resume_lines(r)]
     parts += [f"   {line}" for r in results for line in ratio_lines(r, results)]
     parts += [
         f"   target ({TARGETS[name]}): {verdict}" for verdict in target_verdicts(name, results)
@@ -147,6 +168,36 @@ def positions_lines(r: Result) -> list[str]:
         )
     lines += [f"{r.label} probe {probe_text(p)}" for p in r.probes]
     return lines
+
+
+def resume_lines(r: Result) -> list[str]:
+    """The resume storm's phases: dropped, away, resumed and checked, the reads it cost."""
+    storm = r.resume
+    if storm is None:
+        return []
+    dropped, resumed, newest = storm["dropped"], storm["resumed"], storm["newest"]
+    reads = ", ".join(f"{key} {n:,}" for key, n in storm["history_reads"].items() if n) or "none"
+    return [
+        f"{r.label} dropped: {dropped['subscribed']:,}/{dropped['asked']:,} clients with a cursor "
+        f"on every stream ({dropped['users']:,} on their own positions, the rest on marketStats "
+        f"and rounds; {dropped['failed_conns']} failed, {dropped['sub_errors']} errors), "
+        f"{dropped['distinct_pairs']:,} distinct (topic, cursor) pairs, the shared ones "
+        f"{', '.join(dropped['shared_pairs']) or '-'}",
+        f"{r.label} away {storm['away_s']:g} s: {storm['increases_stored']:,} position "
+        f"increases stored; newest sequences at reconnect: funding {newest['marketStats']}, "
+        f"rounds {newest['rounds']}, positions {newest['positions_total']:,} in all",
+        f"{r.label} resumed: {resumed['caught_up']:,}/{resumed['resumed']:,} caught up "
+        f"(p50 {_num(resumed['p50_caught_up_ms'])} ms, p99 {_num(resumed['p99_caught_up_ms'])} ms"
+        f", all {_seconds(r)} s); {resumed['replayed']:,} events replayed and "
+        f"{resumed['live']:,} live after them; lost {resumed['lost']}, behind "
+        f"{resumed['behind']}, twice {resumed['duplicates']}, out of order {resumed['backwards']}"
+        f", resets {resumed['resets']}; {resumed['failed_conns']} failed, "
+        f"{resumed['sub_errors']} errors",
+        f"{r.label} history reads during the storm: {reads} "
+        f"({storm['reads_issued']:,} issued for {storm['distinct_pairs']:,} pairs: "
+        f"{_num(storm['reads_per_pair'], 2)} a pair); server CPU {_num(r.server_cpu_s, 1)} s, "
+        f"listen-queue drops {_num(r.listen_overflows)}",
+    ]
 
 
 def probe_text(p: dict[str, Any]) -> str:
@@ -220,6 +271,8 @@ def target_verdicts(name: str, results: Sequence[Result]) -> list[str]:
         ]
     elif name in ("positions", "positions-wide"):
         checks = positions_checks(ours, results)
+    elif name == "resume-storm":
+        checks = resume_checks(ours)
     met = all(ok for _, ok in checks)
     detail = ", ".join(f"{text} {'ok' if ok else 'MISSED'}" for text, ok in checks)
     return [f"tradestream {'MET' if met else 'MISSED'}: {detail}"]
@@ -256,6 +309,33 @@ def positions_checks(ours: Result, results: Sequence[Result]) -> list[tuple[str,
         ratio = delivered / peer.msgs_per_s
         checks.append((f"{ratio:.2f}x the {peer.label}", ratio >= POSITIONS_REFERENCE_RATIO))
     return checks
+
+
+def resume_checks(ours: Result) -> list[tuple[str, bool]]:
+    storm = ours.resume or {}
+    resumed = storm.get("resumed", {})
+    per_pair = storm.get("reads_per_pair")
+    lost = [resumed.get(k) for k in ("lost", "behind", "duplicates", "backwards", "resets")]
+    return [
+        (
+            f"{ours.subscribers_ok}/{ours.asked} caught up in {_seconds(ours)} s",
+            ours.subscribers_ok == ours.asked
+            and ours.seconds is not None
+            and ours.seconds <= RESUME_CATCH_UP_S
+            and ours.failed_conns == 0
+            and not ours.sub_errors,
+        ),
+        (
+            f"{_num(per_pair, 2)} history reads a pair",
+            per_pair is not None and per_pair <= RESUME_READS_PER_PAIR,
+        ),
+        (
+            f"lost {resumed.get('lost')}, behind {resumed.get('behind')}, twice "
+            f"{resumed.get('duplicates')}, out of order {resumed.get('backwards')}, resets "
+            f"{resumed.get('resets')}",
+            all(n == 0 for n in lost),
+        ),
+    ]
 
 
 def markdown(results: Sequence[Result], caption: str) -> str:
@@ -297,6 +377,27 @@ def markdown(results: Sequence[Result], caption: str) -> str:
                 f"{p['answered']}/{p['sent']}",
                 _probe_ms(p, "p50_ms").removesuffix(" ms"),
                 _probe_ms(p, "p99_ms").removesuffix(" ms"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    stormed = [r for r in results if r.resume is not None]
+    if stormed:
+        header = ["scenario", "server", "caught up", "seconds to all caught up", "p99 ms"]
+        header += ["lost", "history reads", "distinct (topic, cursor)", "reads/pair"]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in stormed:
+            storm = r.resume or {}
+            resumed = storm["resumed"]
+            seconds, lost, reads, per_pair = _resume_cells(r)
+            cells = [
+                r.scenario,
+                LABELS[r.server],
+                f"{resumed['caught_up']}/{r.asked}",
+                seconds,
+                _num(resumed["p99_caught_up_ms"]),
+                lost,
+                reads,
+                _num(storm["distinct_pairs"]),
+                per_pair,
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

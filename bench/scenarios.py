@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from api.settings import ENVIRONMENT_VARIABLES
-from bench import positions
+from bench import positions, resume
 from bench.probe import Caller, Probe
 from bench.processes import (
     BenchError,
     Client,
     Server,
     cpu_seconds,
+    embedded_database_url,
     free_port,
     listen_overflows,
     own_database,
@@ -35,9 +36,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from pathlib import Path
 
-Mode = Literal["stream", "idle", "storm"]
+Mode = Literal["stream", "idle", "storm", "resume"]
 VarsMode = Literal["same", "distinct"]
-Workload = Literal["prices", "positions"]
+Workload = Literal["prices", "positions", "resume"]
 PriceSource = Literal["feed", "publish"]
 PRICE_SOURCES: tuple[PriceSource, ...] = ("feed", "publish")
 
@@ -86,11 +87,13 @@ class Scenario:
     summary: str
     duration_s: float = 10.0
     quick_duration_s: float = 5.0
+    """stream: seconds measured; resume: seconds the clients stay away."""
     rate_hz: float | None = None
     """Events/s for this scenario; None: the run's --rate."""
     workload: Workload = "prices"
     """prices: every subscriber on priceUpdates(market:); positions: subscriber i on
-    positions(user: "user-<i>"), user i holding a position created before the run."""
+    positions(user: "user-<i>"), user i holding a position created before the run; resume: see
+    :mod:`bench.resume`."""
 
 
 SCENARIOS = {
@@ -157,6 +160,22 @@ SCENARIOS = {
             workload="positions",
             rate_hz=2.0,
         ),
+        Scenario(
+            "resume-storm",
+            "resume",
+            5000,
+            500,
+            "same",
+            (TRADESTREAM,),
+            "N clients resume together with after: cursors from the time away: half each on "
+            "positions(user: user-<i>), half on the same marketStats(BTC-PERP) and rounds; "
+            "seconds until every one has caught up, events lost, history reads per distinct "
+            "(topic, cursor)",
+            duration_s=30.0,
+            quick_duration_s=10.0,
+            rate_hz=1.0,
+            workload="resume",
+        ),
     )
 }
 
@@ -218,6 +237,9 @@ class Result:
     """positions scenarios, tradestream: feed or publish (the reference has its own timer)."""
     setup: dict[str, Any] | None = None
     """positions scenarios, tradestream: users, positions stored, BTC-PERP's price, seconds."""
+    resume: dict[str, Any] | None = None
+    """resume: the client's two lines, the changes made while away, the newest sequences' sum
+    and the server's history reads during the storm (:func:`_resume_storm`)."""
     probes: list[dict[str, Any]] = field(default_factory=list)
     """positions scenarios, tradestream: each probe's CallStats during the measured seconds."""
     client: list[dict[str, Any]] = field(default_factory=list)
@@ -328,6 +350,7 @@ def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
     rate = scenario_rate(scenario, config)
     duration = scenario.quick_duration_s if config.quick else scenario.duration_s
     per_user = scenario.workload == "positions"
+    own = scenario.workload in ("positions", "resume") and server_name == TRADESTREAM
     result = Result(
         scenario=scenario.name,
         server=server_name,
@@ -336,18 +359,18 @@ def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
         vars_mode=scenario.vars_mode,
         asked=n,
         rate_hz=rate,
-        duration_s=duration if scenario.mode == "stream" else None,
+        duration_s=duration if scenario.mode in ("stream", "resume") else None,
         price_source=config.price_source if per_user and server_name == TRADESTREAM else None,
     )
     tag = scenario.name
     try:
-        with _database(config, per_user and server_name == TRADESTREAM) as server_config:
+        with _database(config, own) as server_config:
             server = make_server(
                 server_name, server_config, rate, tag, _server_env(scenario, config, rate)
             )
             try:
                 server.start(timeout=120 if server_name == TRADESTREAM else 20)
-                _load(scenario, server, config, result, duration)
+                _load(scenario, server, server_config, result, duration)
             finally:
                 server.stop()
     except (BenchError, OSError) as exc:
@@ -358,7 +381,8 @@ def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
 @contextlib.contextmanager
 def _database(config: Config, own: bool) -> Iterator[Config]:
     """The configuration a server runs with: a database of its own when ``own`` (the positions
-    scenarios store thousands of positions, which nothing else should see), else the run's."""
+    and resume scenarios store thousands of positions, which nothing else should see), else the
+    run's."""
     if not own:
         yield config
         return
@@ -367,13 +391,15 @@ def _database(config: Config, own: bool) -> Iterator[Config]:
 
 
 def _server_env(scenario: Scenario, config: Config, rate: float) -> dict[str, str]:
-    if scenario.workload != "positions":
+    if scenario.workload == "prices":
         return {}
     env = {
         "JWT_SECRET": config.jwt_secret,
         "MUTATION_RATE_PER_S": MUTATIONS_PER_S,
         "MUTATION_BURST": MUTATIONS_PER_S,
     }
+    if scenario.workload == "resume":
+        return env | resume.SERVER_ENV
     if config.price_source == "publish":
         env["SIMULATED_FEEDS"] = "false"
     return env
@@ -385,6 +411,9 @@ def _load(
     argv = [config.node, str(config.workdir / "load_client.mjs"), server.url, str(result.asked)]
     log = config.logs / f"{scenario.name}-{server.name}-client.log"
     log.unlink(missing_ok=True)
+    if scenario.mode == "resume":
+        _resume_storm(scenario, server, config, result, argv, log, duration)
+        return
     if scenario.mode == "idle":
         rss_before = _settled_rss(server.pid)
         client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=True)
@@ -417,12 +446,7 @@ def _positions(
     url = f"http://127.0.0.1:{server.port}/graphql"
     publish = config.price_source == "publish"
     setup, probe_price = asyncio.run(_set_up(url, tokens, result.asked, publish))
-    result.setup = {
-        "users": setup.users,
-        "stored": setup.stored,
-        "price": str(setup.price),
-        "seconds": setup.seconds,
-    }
+    result.setup = setup.summary()
     probe = Probe(url, _callers(tokens, setup.price, probe_price, result.rate_hz, publish))
     init = json.dumps({"authorization": f"Bearer {tokens.admin}"})
     env = client_env(TRADESTREAM, scenario, {"INIT": init})
@@ -483,12 +507,69 @@ def _callers(
     return [oracle, query]
 
 
+def _resume_storm(
+    scenario: Scenario,
+    server: Server,
+    config: Config,
+    result: Result,
+    argv: list[str],
+    log: Path,
+    away_s: float,
+) -> None:
+    """tradestream's resume storm (:mod:`bench.resume`): the users' positions, the clients
+    subscribed and dropped, ``away_s`` seconds of events, then every client back at once; the
+    server's history reads are read just before the clients come back and once they are done."""
+    tokens = positions.Tokens.signed(config.jwt_secret)
+    url = f"http://127.0.0.1:{server.port}/graphql"
+    users = resume.users(result.asked)
+    setup, _ = asyncio.run(_set_up(url, tokens, users, publish=False))
+    result.setup = setup.summary()
+    database_url = config.database_url
+    if database_url is None:
+        assert server.pgdata is not None
+        database_url = embedded_database_url(server.pgdata)
+    init = json.dumps({"authorization": f"Bearer {tokens.admin}"})
+    extra = {"INIT": init, "USERS": str(users), "MARKET": resume.MARKET}
+    client = Client(argv, client_env(TRADESTREAM, scenario, extra), config.workdir, log, hold=True)
+    try:
+        dropped = client.read_line(CONNECT_WINDOW_S + 60 + result.asked / 100 * 0.02)
+        t0 = time.monotonic()
+        increases = asyncio.run(resume.while_away(url, tokens.service, setup.price, users, away_s))
+        before = resume.read_metrics(url.removesuffix("/graphql"))
+        newest = asyncio.run(resume.newest(database_url, users))
+        away = time.monotonic() - t0
+        client.send(newest)
+        _run(server, client, result, 60 + 60)
+        after = resume.read_metrics(url.removesuffix("/graphql"))
+    finally:
+        client.close()
+    reads = resume.difference(before, after)
+    issued = sum(n for key, n in reads.items() if key.endswith(" issued"))
+    pairs = dropped.get("distinct_pairs") or 0
+    result.resume = {
+        "dropped": dropped,
+        "resumed": result.client[-1] if result.client else {},
+        "away_s": round(away, 1),
+        "increases_stored": increases,
+        "newest": {
+            "marketStats": newest["marketStats"],
+            "rounds": newest["rounds"],
+            "positions_total": sum(newest["positions"]),
+        },
+        "history_reads": reads,
+        "reads_issued": issued,
+        "distinct_pairs": pairs,
+        "reads_per_pair": round(issued / pairs, 3) if pairs else None,
+    }
+
+
 def _mb(value: int | None) -> float | None:
     return None if value is None else round(value / (1024 * 1024), 1)
 
 
 def _run(server: Server, client: Client, result: Result, timeout: float) -> float:
-    """stream and storm: one JSON line; the server's RSS is sampled while the client runs.
+    """stream, storm and resume's storm: one JSON line; the server's RSS is sampled while the
+    client runs.
     Returns when (time.monotonic()) the line came."""
     pid = server.pid
     samples: list[int] = []
@@ -517,7 +598,10 @@ def _run(server: Server, client: Client, result: Result, timeout: float) -> floa
     result.wall_s = round(t1 - t0, 2)
     result.failed_conns = line.get("failed_conns")
     result.sub_errors = line.get("sub_errors")
-    if result.mode == "stream":
+    if result.mode == "resume":
+        result.subscribers_ok = line.get("caught_up")
+        result.seconds = line.get("seconds_to_all_caught_up")
+    elif result.mode == "stream":
         result.subscribers_ok = line.get("subscribers_ok")
         result.msgs_per_s = line.get("msgs_per_s")
         result.offered_msgs_per_s = round(result.asked * result.rate_hz)
