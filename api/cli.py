@@ -107,6 +107,7 @@ def _serve(host: str | None, port: int | None) -> int:
         ws_ping_timeout=settings.ws_ping_timeout_s,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        backlog=settings.listen_backlog,
     )
     _DrainingServer(
         config, app, settings.shutdown_grace_s, settings.shutdown_reconnect_spread_s

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
     """Of those, how many one client holds (a signed-in user, else an address); the next
     WebSocket is closed with 4029, the next stream answered 429. Unset: 200, or a quarter of
     MAX_CONNECTIONS when that is lower."""
+    listen_backlog: int = Field(default=4096, ge=1, le=65535)
+    """Connections the kernel queues for the process to accept (uvicorn's ``backlog``): when a
+    replica restarts, its thousands of clients reconnect within a second or two, and a SYN past a
+    full queue is dropped and retried only after a second. The kernel caps it at
+    ``net.core.somaxconn`` (4096 on current Linux)."""
     forwarded_allow_ips: str = "127.0.0.1,::1"
     """Proxies whose ``X-Forwarded-For`` names the client (passed to uvicorn): comma-separated
     addresses or networks, ``*`` for every peer. What a client is counted as for

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
     from api.storage.history import PgHistory, Start
+    from api.streaming.hub import Hub
     from domain.events import Event
 
 AFTER_DESCRIPTION = (
@@ -166,15 +167,20 @@ class Resumption(Generic[T]):
 
 async def resume(
     history: PgHistory,
+    hub: Hub,
     streams: Sequence[str],
     after: Sequence[Cursor] | None,
     snapshot: Callable[[], Awaitable[T]],
     *,
     always_snapshot: bool = False,
 ) -> Resumption[T]:
-    """Begin a resumable stream over the stream topics ``streams``, once subscribed to them (so
-    nothing published meanwhile is missed): the events since ``after`` if the history still holds
-    them all, else ``snapshot()``; ``snapshot()`` anyway with ``always_snapshot`` (a stream that
-    keeps state), read at exactly the replay's end (:meth:`PgHistory.start`)."""
-    start = await history.start(streams, after, snapshot, always_snapshot=always_snapshot)
+    """Begin a resumable stream over the stream topics ``streams``, once subscribed to them
+    through ``hub`` (so nothing published meanwhile is missed): the events since ``after`` if the
+    history still holds them all, else ``snapshot()``; ``snapshot()`` anyway with
+    ``always_snapshot`` (a stream that keeps state), read at exactly the replay's end
+    (:meth:`PgHistory.start`). Where the topics stand is the hub's (:meth:`Hub.positions`), not
+    read again: a resume costs one database read per topic, shared by identical resumes."""
+    start = await history.start(
+        streams, after, snapshot, always_snapshot=always_snapshot, current=hub.positions(streams)
+    )
     return Resumption(start, StreamPosition(streams, start.origin))

@@ -242,6 +242,14 @@ async def number_events(
     return numbered(at, events, await conn.fetch(statement, *args))
 
 
+def _replays(events: list[Event], after: Cursor, current: Cursor) -> bool:
+    """Whether ``events`` are every event after ``after`` up to ``current``."""
+    return bool(events) and (events[0].sequence, events[-1].sequence) == (
+        after.sequence + 1,
+        current.sequence,
+    )
+
+
 class PgHistory:
     """Reads and prunes ``topic_history``; tells where a topic stands."""
 
@@ -318,12 +326,23 @@ class PgHistory:
         snapshot: Callable[[], Awaitable[T]],
         *,
         always_snapshot: bool = False,
+        current: Sequence[Cursor] | None = None,
     ) -> Start[T]:
         """Begin a subscription to stream ``topics``: replay what followed ``after`` (a cursor per
         topic) if history still holds all of it, else read ``snapshot``; read it anyway with
         ``always_snapshot`` (for a stream that keeps state), at exactly the replay's end. Call it
         once subscribed to the topics, so nothing published meanwhile is missed (live events up
-        to the returned cursors are duplicates)."""
+        to the returned cursors are duplicates).
+
+        ``current``: where the topics stand as the caller's subscriptions see them (the hub's
+        :meth:`~api.streaming.hub.Hub.positions`), every later event reaching them; without it
+        they are read. A resume then costs one read per topic: the events since the cursor, with
+        where the topic stands after the snapshot, which tells the snapshot was exact."""
+        if after is not None and current is not None and len(after) == len(topics):
+            started = await self._resume_at(topics, after, list(current), snapshot, always_snapshot)
+            if started is not None:
+                return started
+            current = None  # events were numbered around the snapshot: read it the long way
         reason: NotRecovered | None = None
         if after is not None:
             current = [await self.position(topic) for topic in topics]
@@ -341,10 +360,7 @@ class PgHistory:
                     if a.sequence == c.sequence:
                         continue
                     events = await self.since(topic, a.sequence, before=c.sequence + 1)
-                    if not events or (events[0].sequence, events[-1].sequence) != (
-                        a.sequence + 1,
-                        c.sequence,
-                    ):
+                    if not _replays(events, a, c):
                         reason = NotRecovered.HISTORY_EXPIRED
                         break
                     replay += events
@@ -353,8 +369,83 @@ class PgHistory:
                     return Start(current, value, replay, resumed_from=list(after))
                 if always_snapshot:
                     return Start(current, value, not_recovered=reason)
-        value, cursors = await self.consistent(topics, snapshot)
+        before = None if current is None else list(current)
+        value, cursors = await self.consistent(topics, snapshot, before=before)
         return Start(cursors, snapshot=value, not_recovered=reason)
+
+    async def _resume_at(
+        self,
+        topics: Sequence[str],
+        after: Sequence[Cursor],
+        current: list[Cursor],
+        snapshot: Callable[[], Awaitable[T]],
+        always_snapshot: bool,
+    ) -> Start[T] | None:
+        """:meth:`start`'s resume from ``current`` positions known without a read: the snapshot
+        (with ``always_snapshot``), then per topic one read of the events up to ``current`` and
+        of where the topic stands now. None when ``always_snapshot``'s snapshot was not exact
+        (a topic moved during it, or is gone): the caller reads it the long way."""
+        if any(
+            a.epoch != c.epoch or a.sequence > c.sequence
+            for a, c in zip(after, current, strict=True)
+        ):
+            return None  # a reset, or a cursor from the future: the long way says which
+        value: T | None = await snapshot() if always_snapshot else None
+        replay: list[Event] = []
+        reason: NotRecovered | None = None
+        for topic, a, c in zip(topics, after, current, strict=True):
+            if a.sequence == c.sequence and not always_snapshot:
+                continue
+            events, now = await self.since_at(topic, a.sequence, before=c.sequence + 1)
+            if always_snapshot and now != c:
+                return None
+            if a.sequence == c.sequence:
+                continue
+            if reason is None and not _replays(events, a, c):
+                reason = NotRecovered.HISTORY_EXPIRED
+            replay += events
+        if reason is not None:
+            return Start(current, value, not_recovered=reason) if always_snapshot else None
+        replay.sort(key=lambda e: e.published_at)  # stable: each topic keeps its order
+        return Start(current, value, replay, resumed_from=list(after))
+
+    async def since_at(
+        self, topic: str, after: int, before: int
+    ) -> tuple[list[Event], Cursor | None]:
+        """:meth:`since`, and where ``topic`` stands as the same statement saw it (None when the
+        topic is not numbered at all), in one read; identical reads in flight share one."""
+        return await self._events.read(
+            ("at", topic, after, before), lambda: self._since_at(topic, after, before)
+        )
+
+    async def _since_at(
+        self, topic: str, after: int, before: int
+    ) -> tuple[list[Event], Cursor | None]:
+        limit = self.limits.get(kind_of(topic), DEFAULT_LIMIT).max_events
+        rows = await self.pool.fetch(
+            """SELECT s.sequence AS now, s.epoch, h.sequence, h.published_at, h.type,
+                      h.payload::text AS payload
+               FROM topic_sequences s
+               LEFT JOIN LATERAL (
+                   SELECT sequence, published_at, type, payload FROM topic_history
+                   WHERE topic = s.topic AND sequence > $2 AND sequence < $3
+                   ORDER BY sequence LIMIT $4
+               ) h ON true
+               WHERE s.topic = $1
+               ORDER BY h.sequence""",
+            topic,
+            after,
+            before,
+            limit,
+        )
+        if not rows:
+            return [], None
+        events = [
+            Event(topic, r["sequence"], r["published_at"], r["type"], orjson.loads(r["payload"]))
+            for r in rows
+            if r["sequence"] is not None
+        ]
+        return events, Cursor(rows[0]["epoch"], rows[0]["now"])
 
     async def consistent(
         self,

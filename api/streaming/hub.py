@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from api.ops.metrics import counts
+from api.storage.history import Cursor
 from api.streaming.broadcast import RECONNECTED
 from api.streaming.envelope import MalformedEventError, decode_event
 from api.streaming.stepping import Wakeup
@@ -28,11 +29,10 @@ from domain.events import DeliveryPolicy, Event
 from domain.topics import policy_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from datetime import datetime
     from types import TracebackType
 
-    from api.storage.history import Cursor
     from api.streaming.broadcast import Broadcast
 
 logger = logging.getLogger(__name__)
@@ -258,6 +258,9 @@ class _TopicFeed:
         self.queues: set[_SubscriberQueue] = set()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.last_sequence = 0
+        self.epoch: str | None = None
+        """A contiguous stream feed's topic epoch, from its first read of where the topic
+        stood (see :meth:`Hub.positions`)."""
         self.history = history
         self.stream = policy_of(topic) is STREAM
         self.task = asyncio.create_task(self._pump(broadcast, previous), name=f"hub:{topic}")
@@ -273,7 +276,8 @@ class _TopicFeed:
                 contiguous = self.stream and self.history is not None
                 if contiguous:
                     assert self.history is not None
-                    self.last_sequence = (await self.history.position(self.topic)).sequence
+                    position = await self.history.position(self.topic)
+                    self.epoch, self.last_sequence = position.epoch, position.sequence
                 self.ready.set_result(None)
                 while True:
                     message = (await upstream.get()).message
@@ -607,6 +611,20 @@ class Hub:
             async for event in subscription:
                 if event.sequence > last:
                     yield event
+
+    def positions(self, topics: Sequence[str]) -> list[Cursor] | None:
+        """Where each of ``topics`` stands, as far as this process's feeds have delivered, for a
+        caller subscribed to every one of them: each later event reaches its subscriptions, so a
+        resume can replay history up to these and take the rest live, with no database read for
+        where the topics stand. None unless every topic has a ready feed that delivers its stream
+        contiguously (one with a history)."""
+        cursors: list[Cursor] = []
+        for topic in topics:
+            feed = self._feeds.get(topic)
+            if feed is None or feed.epoch is None or not feed.ready.done() or feed.task.done():
+                return None
+            cursors.append(Cursor(feed.epoch, feed.last_sequence))
+        return cursors
 
     @property
     def topics(self) -> dict[str, int]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 MAX_CONNECTIONS = 12
 PER_CLIENT = 3
 SETTLE_S = 10.0
+BACKLOG = 777
 
 SSE = "text/event-stream"
 MULTIPART = "multipart/mixed;subscriptionSpec=1.0"
@@ -50,6 +52,7 @@ def capped(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "ENVIRONMENT": "production",
             "MAX_CONNECTIONS": str(MAX_CONNECTIONS),
             "MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT),
+            "LISTEN_BACKLOG": str(BACKLOG),
         },
         tmp_path_factory.mktemp("connection-limits") / "server.log",
     ) as process:
@@ -513,3 +516,17 @@ async def test_behind_the_projects_nginx_each_client_counts_by_its_own_address(
     assert clients == 1  # what came through nginx so far: 127.0.4.1's streams
     assert direct_over[:3] == (429, "5", "TOO_MANY_CONNECTIONS")
     await settled_connections(capped, 0)
+
+
+def test_the_listening_socket_queues_listen_backlog_connections(capped: ServerProcess) -> None:
+    """LISTEN_BACKLOG reaches the kernel: ``ss`` shows a listening socket's backlog as its
+    Send-Q (a reconnect storm's SYNs past it would be dropped, and retried a second later)."""
+    shown = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{capped.port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.split()
+    assert shown[0] == "LISTEN", shown
+    assert int(shown[2]) == BACKLOG, shown

@@ -100,7 +100,11 @@ async def rounds_stream(
     try:
         async with services.hub.subscribe(streams[0]) as subscription:
             resumption = await resume(
-                services.history, streams, after, services.martingale_store.latest_round
+                services.history,
+                services.hub,
+                streams,
+                after,
+                services.martingale_store.latest_round,
             )
             position = resumption.position
             current = resumption.snapshot

@@ -45,6 +45,7 @@ async def live_stream(
         async with StreamWithPrices(services.hub, [topic]) as feed:
             resumption = await resume(
                 services.history,
+                services.hub,
                 [topic],
                 after,
                 lambda: exchange.account(owner),

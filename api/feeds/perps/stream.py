@@ -109,6 +109,7 @@ async def positions_stream(
         async with StreamWithPrices(services.hub, [topic]) as feed:
             resumption = await resume(
                 services.history,
+                services.hub,
                 [topic],
                 after,
                 lambda: services.book.open_positions(user),
@@ -220,6 +221,7 @@ async def market_stats_stream(
         async with services.hub.merge([stats_topic, *streams]) as merged:
             resumption = await resume(
                 services.history,
+                services.hub,
                 streams,
                 after,
                 lambda: services.latest.latest(stats_topic),

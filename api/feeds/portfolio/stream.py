@@ -79,7 +79,12 @@ async def dashboard_stream(
     try:
         async with services.hub.merge(topics) as merged:
             resumption = await resume(
-                services.history, streams, after, valuer.load, always_snapshot=True
+                services.history,
+                services.hub,
+                streams,
+                after,
+                valuer.load,
+                always_snapshot=True,
             )
             position = resumption.position
             for item in resumption.opening(happened):

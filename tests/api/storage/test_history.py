@@ -19,6 +19,7 @@ from api.storage.history import (
     InvalidCursorError,
     NotRecovered,
     PgHistory,
+    Start,
     number_event,
     number_events,
 )
@@ -192,6 +193,90 @@ async def test_identical_reads_of_a_resume_storm_cost_one_database_read_each(
     # once answered, a read asks again: a new event is seen
     await number(pool, topic, 1)
     assert (await history.position(topic)).sequence == 6
+
+
+async def test_a_resume_from_known_positions_costs_one_read_a_topic_shared_by_identical_ones(
+    pool: asyncpg.Pool,
+) -> None:
+    """Where the topic stands comes from the caller's subscription (the hub): the replay and the
+    check that the snapshot was exact are one read, merged across identical resumes."""
+    history = PgHistory(pool, parse_limits(""))
+    topic = user_topic()
+    await number(pool, topic, 5)
+    current = await history.position(topic)
+    before = +counts.reads_issued
+
+    async def resume() -> Start[str]:
+        return await history.start(
+            [topic],
+            [Cursor(current.epoch, 2)],
+            lambda: asyncio.sleep(0, "state"),
+            always_snapshot=True,
+            current=[current],
+        )
+
+    got = await asyncio.gather(*(resume() for _ in range(50)))
+    for start in got:
+        assert start.resumed
+        assert start.snapshot == "state"
+        assert [e.sequence for e in start.replay] == [3, 4, 5]
+        assert start.cursors == [current]
+    issued = counts.reads_issued - before
+    assert issued.get("position", 0) == 0, issued
+    assert issued["events"] == 1, issued
+
+
+async def test_a_resume_whose_snapshot_raced_an_event_reads_it_again_at_the_new_position(
+    pool: asyncpg.Pool,
+) -> None:
+    """An event numbered while the snapshot was read (the known position is behind): the
+    snapshot is read again and the replay runs to where the topic then stands."""
+    history = PgHistory(pool, parse_limits(""))
+    topic = user_topic()
+    await number(pool, topic, 3)
+    current = await history.position(topic)
+    snapshots: list[int] = []
+
+    async def snapshot() -> int:
+        snapshots.append(len(snapshots))
+        if len(snapshots) == 1:
+            await number(pool, topic, 1)  # stored while the first snapshot was read
+        return len(snapshots)
+
+    start = await history.start(
+        [topic], [Cursor(current.epoch, 1)], snapshot, always_snapshot=True, current=[current]
+    )
+    assert start.resumed
+    assert start.snapshot == 2
+    assert [e.sequence for e in start.replay] == [2, 3, 4]
+    assert [c.sequence for c in start.cursors] == [4]
+
+
+async def test_a_resume_from_known_positions_still_tells_a_reset_and_an_expired_history(
+    pool: asyncpg.Pool,
+) -> None:
+    history = PgHistory(pool, parse_limits("positions=2/3600"))
+    topic = user_topic()
+    await number(pool, topic, 5)
+    await history.prune()
+    current = await history.position(topic)
+
+    async def state() -> str:
+        return "state"
+
+    expired = await history.start(
+        [topic], [Cursor(current.epoch, 1)], state, always_snapshot=True, current=[current]
+    )
+    assert expired.not_recovered is NotRecovered.HISTORY_EXPIRED
+    assert expired.snapshot == "state"
+    assert expired.cursors == [current]
+    other_epoch = await history.start(
+        [topic], [Cursor("0", 1)], state, always_snapshot=True, current=[current]
+    )
+    assert other_epoch.not_recovered is NotRecovered.HISTORY_RESET
+    events_only = await history.start([topic], [Cursor(current.epoch, 1)], state, current=[current])
+    assert events_only.not_recovered is NotRecovered.HISTORY_EXPIRED
+    assert events_only.snapshot == "state"
 
 
 async def test_stream_events_are_kept_with_their_payload_and_latest_value_events_are_not(
@@ -441,6 +526,26 @@ async def test_the_hub_fills_an_event_published_late_from_history(
         four = (await number(pool, topic, 1))[0]
         await broadcast.publish(topic, encode_event(four))
         assert await take(subscription, 1) == [4]
+
+
+async def test_the_hub_knows_where_a_subscribed_stream_stands(
+    pool: asyncpg.Pool, hub: tuple[Hub, Broadcast, PgHistory]
+) -> None:
+    """Hub.positions: a subscribed stream topic's epoch and last delivered sequence (what a
+    resume replays up to without reading it); None for a topic without a feed or without
+    contiguous delivery (a latest-value topic)."""
+    h, broadcast, history = hub
+    topic, price = user_topic(), price_topic("BTC-PERP")
+    await number(pool, topic, 2)
+    assert h.positions([topic]) is None
+    async with h.subscribe(topic) as subscription, h.subscribe(price):
+        assert h.positions([topic]) == [await history.position(topic)]
+        assert h.positions([topic, price]) is None
+        (three,) = await number(pool, topic, 1)
+        await broadcast.publish(topic, encode_event(three))
+        assert await take(subscription, 1) == [3]
+        assert h.positions([topic]) == [await history.position(topic)]
+    assert h.positions([topic]) is None
 
 
 async def test_after_a_backend_reconnect_the_hub_delivers_what_was_missed(

@@ -247,6 +247,7 @@ class FakeServices:
         snapshot: Callable[[], Awaitable[Any]],
         *,
         always_snapshot: bool = False,
+        current: Sequence[Cursor] | None = None,
     ) -> Start[Any]:
         return Start([Cursor(EPOCH, 0) for _ in topics], snapshot=await snapshot())
 
