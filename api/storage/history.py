@@ -383,29 +383,45 @@ class PgHistory:
     ) -> Start[T] | None:
         """:meth:`start`'s resume from ``current`` positions known without a read: the snapshot
         (with ``always_snapshot``), then per topic one read of the events up to ``current`` and
-        of where the topic stands now. None when ``always_snapshot``'s snapshot was not exact
-        (a topic moved during it, or is gone): the caller reads it the long way."""
+        of where the topic stands now. Where a topic moved during the snapshot, the snapshot is
+        read again and each topic's read takes the events up to where it then stood (one read a
+        topic per attempt). None when the long way must say what happened (a reset, a topic
+        gone, a snapshot never exact in :data:`SNAPSHOT_ATTEMPTS` attempts, or, without
+        ``always_snapshot``, an expired history)."""
         if any(
             a.epoch != c.epoch or a.sequence > c.sequence
             for a, c in zip(after, current, strict=True)
         ):
             return None  # a reset, or a cursor from the future: the long way says which
         value: T | None = await snapshot() if always_snapshot else None
-        replay: list[Event] = []
-        reason: NotRecovered | None = None
-        for topic, a, c in zip(topics, after, current, strict=True):
-            if a.sequence == c.sequence and not always_snapshot:
-                continue
-            events, now = await self.since_at(topic, a.sequence, before=c.sequence + 1)
-            if always_snapshot and now != c:
+        replays: list[list[Event]] = [[] for _ in topics]
+        read_to = [a.sequence for a in after]
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            moved: list[Cursor] = []
+            for i, (topic, c) in enumerate(zip(topics, current, strict=True)):
+                if read_to[i] == c.sequence and not always_snapshot:
+                    moved.append(c)
+                    continue
+                events, now = await self.since_at(topic, read_to[i], before=c.sequence + 1)
+                if now is None or now.epoch != c.epoch:
+                    return None
+                replays[i] += events
+                read_to[i] = c.sequence
+                moved.append(now if always_snapshot else c)
+            if moved == current:
+                break
+            current = moved
+            value = await snapshot()
+        else:
+            return None
+        if not all(
+            a.sequence == c.sequence or _replays(events, a, c)
+            for a, c, events in zip(after, current, replays, strict=True)
+        ):
+            if not always_snapshot:
                 return None
-            if a.sequence == c.sequence:
-                continue
-            if reason is None and not _replays(events, a, c):
-                reason = NotRecovered.HISTORY_EXPIRED
-            replay += events
-        if reason is not None:
-            return Start(current, value, not_recovered=reason) if always_snapshot else None
+            return Start(current, value, not_recovered=NotRecovered.HISTORY_EXPIRED)
+        replay = [event for events in replays for event in events]
         replay.sort(key=lambda e: e.published_at)  # stable: each topic keeps its order
         return Start(current, value, replay, resumed_from=list(after))
 

@@ -230,7 +230,8 @@ async def test_a_resume_whose_snapshot_raced_an_event_reads_it_again_at_the_new_
     pool: asyncpg.Pool,
 ) -> None:
     """An event numbered while the snapshot was read (the known position is behind): the
-    snapshot is read again and the replay runs to where the topic then stands."""
+    snapshot is read again and the replay runs to where the topic then stands, one read an
+    attempt."""
     history = PgHistory(pool, parse_limits(""))
     topic = user_topic()
     await number(pool, topic, 3)
@@ -243,6 +244,7 @@ async def test_a_resume_whose_snapshot_raced_an_event_reads_it_again_at_the_new_
             await number(pool, topic, 1)  # stored while the first snapshot was read
         return len(snapshots)
 
+    before = +counts.reads_issued
     start = await history.start(
         [topic], [Cursor(current.epoch, 1)], snapshot, always_snapshot=True, current=[current]
     )
@@ -250,6 +252,10 @@ async def test_a_resume_whose_snapshot_raced_an_event_reads_it_again_at_the_new_
     assert start.snapshot == 2
     assert [e.sequence for e in start.replay] == [2, 3, 4]
     assert [c.sequence for c in start.cursors] == [4]
+    issued = counts.reads_issued - before
+    # one read per attempt: the events up to where the topic stood, and where it stands after
+    assert issued.get("position", 0) == 0, issued
+    assert issued["events"] == 2, issued
 
 
 async def test_a_resume_from_known_positions_still_tells_a_reset_and_an_expired_history(
