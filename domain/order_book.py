@@ -431,7 +431,7 @@ class DepthView:
         if depth < 1:
             raise ValueError("depth must be at least 1")
         self.depth = depth
-        self.market = book.market
+        self.market_id = book.market
         self.sequence = book.sequence
         """The sequence of the view's last delta, or of the snapshot it started from."""
         self.book_sequence = book.sequence
@@ -446,7 +446,7 @@ class DepthView:
         """The top levels as the view's deltas have shown them, with the sequence of the last."""
         bids = _levels(self._shown[BookSide.BID])
         asks = _levels(self._shown[BookSide.ASK])
-        return BookSnapshot(self.market, self.sequence, bids, asks)
+        return BookSnapshot(self.market_id, self.sequence, bids, asks)
 
     def apply(self, delta: BookDelta) -> BookDelta | None:
         """The view's delta for the book's next ``delta``; :class:`SequenceGapError` for a
@@ -465,7 +465,7 @@ class DepthView:
         changes = [c for side in BookSide if side in touched for c in self._show(side)]
         if not changes:
             return None
-        shown = BookDelta(self.market, self.sequence, delta.sequence, tuple(changes))
+        shown = BookDelta(self.market_id, self.sequence, delta.sequence, tuple(changes))
         self.sequence = delta.sequence
         return shown
 
