@@ -22,6 +22,8 @@ from strawberry.tools import merge_types
 
 from api.feeds.marathons.schema import MarathonMutation, MarathonQuery, MarathonSubscription
 from api.feeds.martingale.schema import MartingaleMutation, MartingaleQuery, MartingaleSubscription
+from api.feeds.orderbook.schema import PUBLIC_SUBSCRIPTIONS as BOOK_PUBLIC_SUBSCRIPTIONS
+from api.feeds.orderbook.schema import OrderBookQuery, OrderBookSubscription
 from api.feeds.paper_exchange.schema import ExchangeMutation, ExchangeQuery, ExchangeSubscription
 from api.feeds.perps.schema import PUBLIC_SUBSCRIPTIONS as PERPS_PUBLIC_SUBSCRIPTIONS
 from api.feeds.perps.schema import PerpsMutation, PerpsQuery, PerpsSubscription
@@ -46,7 +48,15 @@ if TYPE_CHECKING:
 
 Query = merge_types(
     "Query",
-    (PriceQuery, PerpsQuery, MarathonQuery, MartingaleQuery, ExchangeQuery, PortfolioQuery),
+    (
+        PriceQuery,
+        PerpsQuery,
+        OrderBookQuery,
+        MarathonQuery,
+        MartingaleQuery,
+        ExchangeQuery,
+        PortfolioQuery,
+    ),
 )
 Mutation = merge_types(
     "Mutation",
@@ -65,6 +75,7 @@ Subscription = merge_types(
     (
         PriceSubscription,
         PerpsSubscription,
+        OrderBookSubscription,
         MarathonSubscription,
         MartingaleSubscription,
         ExchangeSubscription,
@@ -173,7 +184,7 @@ def _marathon_arguments(
 
 
 PUBLIC_SUBSCRIPTIONS = frozenset(
-    (*PRICE_PUBLIC_SUBSCRIPTIONS, *PERPS_PUBLIC_SUBSCRIPTIONS, "rounds")
+    (*PRICE_PUBLIC_SUBSCRIPTIONS, *PERPS_PUBLIC_SUBSCRIPTIONS, *BOOK_PUBLIC_SUBSCRIPTIONS, "rounds")
 )
 """Root subscription fields whose events are the same whoever asks."""
 

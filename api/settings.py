@@ -37,6 +37,9 @@ DEFAULT_LIMITS: dict[TopicKind, HistoryLimit] = {
     # (up to 1,000 snapshots, some 400 KB): enough for a process to ride out a broker blip;
     # longer gaps rebuild the boards from the tables.
     TopicKind.MARATHON_FEED: HistoryLimit(max_events=1_000, max_age_s=600),
+    # A market's book changes up to BOOK_QUOTE_HZ times a second; a client away longer than a
+    # few minutes gets a snapshot instead of a replay anyway.
+    TopicKind.ORDER_BOOK: HistoryLimit(max_events=3_000, max_age_s=600),
 }
 
 STREAM_KINDS = tuple(kind for kind in TopicKind if kind.policy is DeliveryPolicy.STREAM)
@@ -96,6 +99,9 @@ class Settings(BaseSettings):
 
     simulated_feeds: bool = True
     price_feed_hz: float = Field(default=1.0, gt=0, le=1000)
+    book_quote_hz: float = Field(default=20.0, gt=0, le=1000)
+    """How often the simulated market makers look at the oracle prices and move their quotes in
+    each market's order book (a market whose price did not move is left as it is)."""
     simulation_seed: int | None = None
 
     perps_engine_interval_s: float = Field(default=0.5, gt=0, le=60)

@@ -29,6 +29,11 @@ class TopicKind(enum.Enum):
     """One user's portfolio events: trims, alerts that fired, conversions."""
     LIVE = "live"
     """One user's paper exchange account: orders, fills, positions, balance changes."""
+    ORDER_BOOK = "book"
+    """One market's level-2 book: a full snapshot (at start, and when the book is rebuilt), then
+    each change of its levels."""
+    ORDER_BOOK_STATE = "book-state"
+    """One market's whole book as of the newest change: what a new subscriber starts from."""
     MARATHON_FEED = "marathon-feed"
     """Every account snapshot and marathon membership change, in order, cluster-wide: what each
     process's leaderboards are built from."""
@@ -45,6 +50,8 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.MARKET_STATS: DeliveryPolicy.LATEST_VALUE,
     TopicKind.FUNDING: DeliveryPolicy.STREAM,
     TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
+    TopicKind.ORDER_BOOK: DeliveryPolicy.STREAM,
+    TopicKind.ORDER_BOOK_STATE: DeliveryPolicy.LATEST_VALUE,
     TopicKind.ROUNDS: DeliveryPolicy.STREAM,
     TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
     TopicKind.LIVE: DeliveryPolicy.STREAM,
@@ -98,6 +105,14 @@ def dashboard_topic(user: str) -> str:
 
 def live_topic(user: str) -> str:
     return topic(TopicKind.LIVE, user)
+
+
+def book_topic(market: str) -> str:
+    return topic(TopicKind.ORDER_BOOK, market)
+
+
+def book_state_topic(market: str) -> str:
+    return topic(TopicKind.ORDER_BOOK_STATE, market)
 
 
 def marathon_feed_topic() -> str:

@@ -33,6 +33,7 @@ LAYERS: list[list[str]] = [
     [
         "api.feeds.marathons",
         "api.feeds.martingale",
+        "api.feeds.orderbook",
         "api.feeds.paper_exchange",
         "api.feeds.perps",
         "api.feeds.portfolio",

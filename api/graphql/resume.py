@@ -117,6 +117,10 @@ class StreamPosition:
         self.text = self._format()
         return True
 
+    def sequence(self, topic: str) -> int:
+        """The sequence of the last event of ``topic`` the stream has taken into account."""
+        return self._cursors[topic].sequence
+
     def _format(self) -> str:
         return _SEPARATOR.join(str(self._cursors[topic]) for topic in self._topics)
 
@@ -145,6 +149,11 @@ class Resumption(Generic[T]):
         """The state right after the replay (always read with ``always_snapshot``), else the
         current state when not resumed; None when resumed without one."""
         return self._start.snapshot
+
+    @property
+    def replayed(self) -> int:
+        """How many events the resume replays (0 when nothing was missed, or not resumed)."""
+        return len(self._start.replay)
 
     @property
     def resumed(self) -> bool:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from api.feeds.marathons.messages import parse_snapshot
 from api.feeds.marathons.store import MarathonExistsError
+from domain.book_makers import BookMakers
 from domain.marathon_simulator import MarathonSimulator
 from domain.marathons import STORED_ROW, SYSTEM
 from domain.martingale import StrategyConfig
@@ -184,6 +185,15 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         seed=settings.simulation_seed,
     )
     workers.start("perps-simulator", traders.run())
+    makers = BookMakers(
+        services.markets,
+        prices=services.prices,
+        publisher=services.publisher,
+        clock=services.clock,
+        interval_s=1 / settings.book_quote_hz,
+        seed=settings.simulation_seed,
+    )
+    workers.start("order-book-makers", makers.run())
     marathon = MarathonSimulator(
         ingest_message=lambda body: _ingest_message(services, body),
         clock=services.clock,

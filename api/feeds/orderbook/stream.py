@@ -1,0 +1,90 @@
+"""``orderBook(market:, depth:)``: the best ``depth`` levels of a market's book, then the deltas
+that keep a client's copy equal to them (``domain/book_makers.py`` says what is published)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot
+from api.graphql.errors import ClientError, StreamEndedError
+from api.graphql.resume import StreamReset, resume, stamped
+from api.streaming.hub import HubError
+from domain.order_book import (
+    BOOK_SNAPSHOT,
+    DELTA_EVENT,
+    LEVEL_CHANGE,
+    SNAPSHOT_EVENT,
+    BookDelta,
+    BookSnapshot,
+    DepthView,
+    SequenceGapError,
+)
+from domain.topics import book_state_topic, book_topic
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from api.runtime.services import Services
+    from api.storage.history import Cursor
+    from domain.events import Event
+
+
+def book_of(event: Event, sequence: int) -> BookSnapshot:
+    """The whole book an OrderBookSnapshot event carries, as of the book topic's ``sequence``."""
+    stored = BOOK_SNAPSHOT.decode(event.payload)
+    return BookSnapshot(stored.market, sequence, stored.bids, stored.asks)
+
+
+def _delta(event: Event) -> BookDelta:
+    changes = tuple(LEVEL_CHANGE.decode(c) for c in event.payload["changes"])
+    return BookDelta(event.payload["market"], event.sequence - 1, event.sequence, changes)
+
+
+async def order_book_stream(
+    services: Services, market: str, depth: int, after: list[Cursor] | None = None
+) -> AsyncIterator[OrderBookSnapshot | OrderBookDelta | StreamReset]:
+    """The snapshot, then a delta whenever the best ``depth`` levels change. Resumed with
+    ``after`` when nothing was missed since, the deltas simply go on; otherwise (or when the
+    book was rebuilt) a snapshot comes first."""
+    topic = book_topic(market)
+    try:
+        async with services.hub.subscribe(topic) as subscription:
+            resumption = await resume(
+                services.history,
+                services.hub,
+                [topic],
+                after,
+                lambda: services.history.latest(book_state_topic(market)),
+                always_snapshot=True,
+            )
+            position = resumption.position
+            missed = False
+            for item in resumption.opening(lambda event: ()):
+                missed = True
+                yield item
+            view: DepthView | None = None
+            state = resumption.snapshot
+            if state is not None:
+                view = DepthView(depth, book_of(state, position.sequence(topic)))
+                if not resumption.resumed or missed or resumption.replayed:
+                    yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
+            async for event in subscription:
+                if not position.advance(event):
+                    continue
+                if event.type == SNAPSHOT_EVENT:
+                    # The book was rebuilt (its publisher started afresh): start over from it.
+                    view = DepthView(depth, book_of(event, event.sequence))
+                    yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
+                elif event.type == DELTA_EVENT and view is not None:
+                    try:
+                        shown = view.apply(_delta(event))
+                    except SequenceGapError as exc:
+                        raise ClientError(
+                            f"the order book stream of {market} missed a change ({exc}); "
+                            "resubscribe",
+                            code="STREAM_GAP",
+                        ) from exc
+                    if shown is not None:
+                        yield stamped(OrderBookDelta.of(shown), position)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc

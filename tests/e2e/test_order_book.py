@@ -1,0 +1,206 @@
+"""The order book feed on a real server: the simulated makers quote 50 levels a side around each
+oracle price; ``orderBook(market:, depth:)`` sends the best ``depth`` levels, then deltas that
+chain by ``previous``/``sequence``; a client applying them holds exactly the book the query shows
+at the same sequence; bad arguments get clear errors while a bystander is served; a resumed
+subscription goes on from its cursor."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from tests.conftest import isolated_server
+from tests.support import GraphQLWS, ServerProcess, loop_watch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+BOOK = """subscription($m: String!, $d: Int!, $after: String) {
+  orderBook(market: $m, depth: $d, after: $after) {
+    __typename
+    ... on OrderBookSnapshot { market sequence cursor bids { price size } asks { price size } }
+    ... on OrderBookDelta { market previous sequence cursor changes { side price size } }
+    ... on StreamReset { reason cursor }
+  }
+}"""
+QUERY = """query($m: String!, $d: Int!) {
+  orderBook(market: $m, depth: $d) { sequence cursor bids { price size } asks { price size } }
+}"""
+DEPTH = 10
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with isolated_server(
+        database_url,
+        {"PRICE_FEED_HZ": "20", "BOOK_QUOTE_HZ": "20"},
+        tmp_path_factory.mktemp("order-book") / "server.log",
+    ) as process:
+        yield process
+
+
+class ClientBook:
+    """A client's copy of the best levels, built from a snapshot and the deltas after it."""
+
+    def __init__(self) -> None:
+        self.sequence: int | None = None
+        self.sides: dict[str, dict[Decimal, Decimal]] = {"BID": {}, "ASK": {}}
+        self.states: list[tuple[int, dict[str, list[tuple[Decimal, Decimal]]]]] = []
+
+    def take(self, item: dict[str, Any]) -> None:
+        if item["__typename"] == "OrderBookSnapshot":
+            self.sides = {
+                "BID": {Decimal(x["price"]): Decimal(x["size"]) for x in item["bids"]},
+                "ASK": {Decimal(x["price"]): Decimal(x["size"]) for x in item["asks"]},
+            }
+        else:
+            assert item["__typename"] == "OrderBookDelta", item
+            assert item["previous"] == self.sequence, (item["previous"], self.sequence)
+            assert item["sequence"] > item["previous"]
+            for change in item["changes"]:
+                side = self.sides[change["side"]]
+                size = Decimal(change["size"])
+                if size:
+                    side[Decimal(change["price"])] = size
+                else:
+                    side.pop(Decimal(change["price"]), None)
+        self.sequence = item["sequence"]
+        self.states.append((item["sequence"], self.levels()))
+
+    def levels(self) -> dict[str, list[tuple[Decimal, Decimal]]]:
+        bids = sorted(self.sides["BID"].items(), reverse=True)
+        asks = sorted(self.sides["ASK"].items())
+        return {"bids": bids, "asks": asks}
+
+    def at(self, sequence: int) -> dict[str, list[tuple[Decimal, Decimal]]]:
+        """The book as of ``sequence``: the state after the last event at or before it."""
+        return [state for seq, state in self.states if seq <= sequence][-1]
+
+
+def shown(book: dict[str, Any]) -> dict[str, list[tuple[Decimal, Decimal]]]:
+    return {
+        side: [(Decimal(x["price"]), Decimal(x["size"])) for x in book[side]]
+        for side in ("bids", "asks")
+    }
+
+
+async def query(server: ServerProcess, market: str, depth: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=20) as http:
+        answer = (
+            await http.post(
+                server.url, json={"query": QUERY, "variables": {"m": market, "d": depth}}
+            )
+        ).json()
+    assert "errors" not in answer, answer
+    book: dict[str, Any] = answer["data"]["orderBook"]
+    return book
+
+
+async def first_book(client: GraphQLWS, id: str) -> dict[str, Any]:
+    """The first snapshot (the makers quote within a tick or two of the first price)."""
+    item = await client.next_data(id, "orderBook")
+    assert item["__typename"] == "OrderBookSnapshot", item
+    return item
+
+
+async def test_a_client_applying_the_deltas_holds_the_book_the_query_shows(
+    server: ServerProcess,
+) -> None:
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("b", BOOK, {"m": "BTC-PERP", "d": DEPTH})
+        book = ClientBook()
+        snapshot = await first_book(client, "b")
+        book.take(snapshot)
+        bids, asks = book.levels()["bids"], book.levels()["asks"]
+        assert len(bids) == DEPTH
+        assert len(asks) == DEPTH
+        assert bids[0][0] < asks[0][0]  # not crossed
+        deltas = 0
+        deadline = time.monotonic() + 20
+        while deltas < 20 and time.monotonic() < deadline:
+            book.take(await client.next_data("b", "orderBook"))
+            deltas += 1
+        assert deltas == 20
+        wanted = await query(server, "BTC-PERP", DEPTH)
+        while book.sequence is not None and book.sequence < wanted["sequence"]:
+            book.take(await client.next_data("b", "orderBook"))
+        assert book.at(wanted["sequence"]) == shown(wanted)
+        levels = book.levels()
+        assert len(levels["bids"]) == DEPTH
+        assert len(levels["asks"]) == DEPTH
+
+
+async def test_a_resumed_subscription_goes_on_from_its_cursor(server: ServerProcess) -> None:
+    book = ClientBook()
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("b", BOOK, {"m": "ETH-PERP", "d": DEPTH})
+        book.take(await first_book(client, "b"))
+        for _ in range(3):
+            item = await client.next_data("b", "orderBook")
+            book.take(item)
+        cursor = item["cursor"]
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("b", BOOK, {"m": "ETH-PERP", "d": DEPTH, "after": cursor})
+        for _ in range(5):
+            item = await client.next_data("b", "orderBook")
+            # Something was missed meanwhile: a snapshot first, then deltas that chain on.
+            book.take(item)
+        assert book.sequence is not None
+    wanted = await query(server, "ETH-PERP", DEPTH)
+    assert wanted["sequence"] >= book.sequence
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        ({"m": "BTC-PERP", "d": 0}, "INVALID_DEPTH"),
+        ({"m": "BTC-PERP", "d": 501}, "INVALID_DEPTH"),
+        ({"m": "DOGE-PERP", "d": 10}, "UNKNOWN_MARKET"),
+        ({"m": "BTC-PERP", "d": 10, "after": "not-a-cursor"}, "INVALID_CURSOR"),
+    ],
+)
+async def test_bad_arguments_get_a_clear_error_and_a_bystander_is_served(
+    server: ServerProcess, variables: dict[str, Any], code: str
+) -> None:
+    async with loop_watch(server) as worst, GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe(f"bad-{uuid.uuid4().hex[:6]}", BOOK, variables)
+        message = await client.receive()
+        assert message["type"] == "error", message
+        assert message["payload"][0]["extensions"]["code"] == code, message
+        async with httpx.AsyncClient(timeout=20) as http:
+            answer = (
+                await http.post(
+                    server.url,
+                    json={"query": QUERY, "variables": {"m": variables["m"], "d": variables["d"]}},
+                )
+            ).json()
+        if code != "INVALID_CURSOR":
+            assert answer["errors"][0]["extensions"]["code"] == code, answer
+    assert worst["healthz_s"] < 0.5
+
+
+async def test_identical_subscribers_see_the_same_deltas(server: ServerProcess) -> None:
+    async with (
+        GraphQLWS.connect(server.ws_url) as one,
+        GraphQLWS.connect(server.ws_url) as two,
+    ):
+        await one.subscribe("b", BOOK, {"m": "SOL-PERP", "d": 5})
+        await first_book(one, "b")
+        await two.subscribe("b", BOOK, {"m": "SOL-PERP", "d": 5})
+        seen_two = ClientBook()
+        seen_two.take(await first_book(two, "b"))
+        ones = [await one.next_data("b", "orderBook") for _ in range(15)]
+        twos = [await two.next_data("b", "orderBook") for _ in range(5)]
+        by_sequence = {item["sequence"]: item for item in ones}
+        compared = 0
+        for item in twos:
+            seen_two.take(item)
+            if item["__typename"] == "OrderBookDelta" and item["sequence"] in by_sequence:
+                assert item["changes"] == by_sequence[item["sequence"]]["changes"]
+                compared += 1
+        assert compared > 0
