@@ -32,6 +32,8 @@ class TopicKind(enum.Enum):
     ORDER_BOOK = "book"
     """One market's level-2 book: a full snapshot (at start, and when the book is rebuilt), then
     each change of its levels."""
+    TRADES = "trades"
+    """One market's public trade tape: every fill, without who traded."""
     ORDER_BOOK_STATE = "book-state"
     """One market's whole book as of the newest change: what a new subscriber starts from."""
     MARATHON_FEED = "marathon-feed"
@@ -51,6 +53,7 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.FUNDING: DeliveryPolicy.STREAM,
     TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
     TopicKind.ORDER_BOOK: DeliveryPolicy.STREAM,
+    TopicKind.TRADES: DeliveryPolicy.STREAM,
     TopicKind.ORDER_BOOK_STATE: DeliveryPolicy.LATEST_VALUE,
     TopicKind.ROUNDS: DeliveryPolicy.STREAM,
     TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
@@ -109,6 +112,10 @@ def live_topic(user: str) -> str:
 
 def book_topic(market: str) -> str:
     return topic(TopicKind.ORDER_BOOK, market)
+
+
+def trades_topic(market: str) -> str:
+    return topic(TopicKind.TRADES, market)
 
 
 def book_state_topic(market: str) -> str:

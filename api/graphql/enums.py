@@ -7,7 +7,10 @@ from typing import TypeAlias
 
 import strawberry
 
-from domain import perps
+from domain import paper_exchange, perps
 
 strawberry.enum(perps.Side, name="PositionSide", description="Which way a position is exposed.")
 PositionSide: TypeAlias = perps.Side
+
+strawberry.enum(paper_exchange.OrderSide, name="OrderSide")
+OrderSide: TypeAlias = paper_exchange.OrderSide

@@ -6,6 +6,7 @@ subscription goes on from its cursor."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from decimal import Decimal
@@ -15,7 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import isolated_server
-from tests.support import GraphQLWS, ServerProcess, loop_watch
+from tests.e2e.support import PLACE, call
+from tests.support import GraphQLWS, ServerProcess, loop_watch, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -204,3 +206,69 @@ async def test_identical_subscribers_see_the_same_deltas(server: ServerProcess) 
                 assert item["changes"] == by_sequence[item["sequence"]]["changes"]
                 compared += 1
         assert compared > 0
+
+
+TRADES = """subscription($m: String!, $after: String) {
+  trades(market: $m, after: $after) {
+    __typename
+    ... on Trade { id market side price size at cursor }
+    ... on StreamReset { reason cursor }
+  }
+}"""
+RECENT = (
+    "query($m: String!, $n: Int!) { trades(market: $m, limit: $n) { id side price size cursor } }"
+)
+
+
+async def buy(server: ServerProcess, user: str, quantity: str) -> dict[str, Any]:
+    placed = await call(
+        server,
+        PLACE,
+        {
+            "i": {
+                "symbol": "SOL-PERP",
+                "side": "BUY",
+                "type": "MARKET",
+                "quantity": quantity,
+                "clientOrderId": f"{user}-{uuid.uuid4().hex[:8]}",
+            }
+        },
+        token(user),
+    )
+    assert "errors" not in placed, placed
+    order: dict[str, Any] = placed["data"]["placeOrder"]["order"]
+    return order
+
+
+async def test_each_fill_is_on_the_public_tape_without_who_traded(server: ServerProcess) -> None:
+    user = f"taker-{uuid.uuid4().hex[:8]}"
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("t", TRADES, {"m": "SOL-PERP"})
+        await asyncio.sleep(0.3)  # subscribed before the order
+        order = await buy(server, user, "2")
+        trade = await client.next_data("t", "trades")
+        assert trade["__typename"] == "Trade"
+        assert (trade["market"], trade["side"], trade["size"]) == ("SOL-PERP", "BUY", "2")
+        assert trade["price"] == order["averagePrice"]
+        assert trade["id"] != order["id"]
+        assert user not in str(trade)
+        cursor = trade["cursor"]
+    second = await buy(server, user, "3")
+    # Resumed after the first: the second comes first, from the history.
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("t", TRADES, {"m": "SOL-PERP", "after": cursor})
+        missed = await client.next_data("t", "trades")
+        assert (missed["size"], missed["price"]) == ("3", second["averagePrice"])
+    recent = await call(server, RECENT, {"m": "SOL-PERP", "n": 2})
+    assert [t["size"] for t in recent["data"]["trades"]] == ["2", "3"]
+    assert recent["data"]["trades"][-1]["cursor"] == missed["cursor"]
+
+
+async def test_a_bad_trades_limit_or_market_is_refused(server: ServerProcess) -> None:
+    for variables, code in (
+        ({"m": "SOL-PERP", "n": 0}, "INVALID_LIMIT"),
+        ({"m": "SOL-PERP", "n": 501}, "INVALID_LIMIT"),
+        ({"m": "DOGE-PERP", "n": 5}, "UNKNOWN_MARKET"),
+    ):
+        answer = await call(server, RECENT, variables)
+        assert answer["errors"][0]["extensions"]["code"] == code, answer

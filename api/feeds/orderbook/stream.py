@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot
+from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot, Trade
 from api.graphql.errors import ClientError, StreamEndedError
 from api.graphql.resume import StreamReset, resume, stamped
 from api.streaming.hub import HubError
@@ -17,9 +17,10 @@ from domain.order_book import (
     BookDelta,
     BookSnapshot,
     DepthView,
+    PublicTrade,
     SequenceGapError,
 )
-from domain.topics import book_state_topic, book_topic
+from domain.topics import book_state_topic, book_topic, trades_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -88,3 +89,28 @@ async def order_book_stream(
                         yield stamped(OrderBookDelta.of(shown), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
+
+
+async def trades_stream(
+    services: Services, market: str, after: list[Cursor] | None = None
+) -> AsyncIterator[Trade | StreamReset]:
+    """Every trade on the market's tape from now on; resumed with ``after``, the trades missed
+    since first."""
+    topic = trades_topic(market)
+    try:
+        async with services.hub.subscribe(topic) as subscription:
+            resumption = await resume(services.history, services.hub, [topic], after, _nothing)
+            position = resumption.position
+            for item in resumption.opening(
+                lambda event: [Trade.of(PublicTrade.from_payload(event.payload))]
+            ):
+                yield item
+            async for event in subscription:
+                if position.advance(event):
+                    yield stamped(Trade.of(PublicTrade.from_payload(event.payload)), position)
+    except HubError as exc:
+        raise StreamEndedError(exc) from exc
+
+
+async def _nothing() -> None:
+    """The tape has no state to start from: a subscriber gets the trades from now on."""

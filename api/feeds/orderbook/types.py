@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 import strawberry
 
+from api.graphql.enums import OrderSide
 from api.graphql.resume import Resumable, StreamReset
 from api.graphql.scalars import Long
-from domain.order_book import BookDelta, BookSide, BookSnapshot
+from domain.order_book import BookDelta, BookSide, BookSnapshot, PublicTrade
 
 BookSideType = strawberry.enum(BookSide, name="BookSide", description="A side of the book.")
 
@@ -72,6 +74,32 @@ class OrderBookDelta(Resumable):
             ],
         )
 
+
+@strawberry.type(description="A trade on a market's public tape: never who traded.")
+class Trade(Resumable):
+    id: strawberry.ID = strawberry.field(description="The trade's own id on the tape.")
+    market: str
+    side: OrderSide = strawberry.field(description="The taker's side: BUY lifted an ask.")
+    price: Decimal
+    size: Decimal = strawberry.field(description="Base units.")
+    at: datetime
+
+    @classmethod
+    def of(cls, trade: PublicTrade) -> Trade:
+        return cls(
+            id=strawberry.ID(trade.id),
+            market=trade.market,
+            side=trade.side,
+            price=trade.price,
+            size=trade.size,
+            at=trade.at,
+        )
+
+
+TradeEvent = Annotated[
+    Trade | StreamReset,
+    strawberry.union("TradeEvent", description="What the trades stream sends."),
+]
 
 OrderBookEvent = Annotated[
     OrderBookSnapshot | OrderBookDelta | StreamReset,

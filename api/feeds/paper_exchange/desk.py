@@ -89,7 +89,7 @@ class PaperExchange:
         await follow_prices(hub, self.markets, self.clock, self.on_price, worker="paper exchange")
 
     async def _change(self, owner: str, change: Callable[[PaperAccount], Changes]) -> Changes:
-        changes, event = await self.store.change(owner, change)
-        if event is not None:
+        changes, events = await self.store.change(owner, change)
+        for event in events:
             await self.publisher.send(event)
         return changes

@@ -12,7 +12,6 @@ import strawberry
 from api.feeds.paper_exchange.stream import live_stream
 from api.feeds.paper_exchange.types import (
     LiveDashboardEvent,
-    OrderSide,
     OrderType,
     PaperBalance,
     PaperFill,
@@ -22,6 +21,7 @@ from api.feeds.paper_exchange.types import (
     open_orders_of,
 )
 from api.graphql.context import Info  # noqa: TC001
+from api.graphql.enums import OrderSide
 from api.graphql.errors import ClientError, market_or_error
 from api.graphql.permissions import limit_mutations, signed_in_user
 from api.graphql.resume import AFTER_DESCRIPTION, parse_after

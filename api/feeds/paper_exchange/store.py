@@ -1,16 +1,20 @@
 """The paper exchange's PostgreSQL adapter: each account is one document in ``paper_accounts``,
-changed under a row lock; every change is stored with its fills and numbered on ``live:<owner>``
-in one transaction."""
+changed under a row lock; every change is stored with its fills and numbered on ``live:<owner>``,
+and each fill on its market's public tape (``trades:<market>``, without the owner), in one
+transaction."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from api.storage.history import number_event
+from api.storage.history import number_events
+from domain.events import Unnumbered
+from domain.order_book import TRADE_EVENT, PublicTrade
 from domain.paper_exchange import CHANGES, Changes, PaperAccount
-from domain.topics import live_topic
+from domain.topics import live_topic, trades_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from api.storage.database import Connection
     from domain.events import Event
     from domain.markets import MarketCatalog
+    from domain.paper_exchange import Fill
     from domain.ports import Clock
 
 
@@ -61,15 +66,16 @@ class PgPaperAccounts:
 
     async def change(
         self, owner: str, change: Callable[[PaperAccount], Changes]
-    ) -> tuple[Changes, Event | None]:
+    ) -> tuple[Changes, list[Event]]:
         """Apply ``change`` to the owner's account under its row lock; store what it changed and
-        number the event announcing it, in one transaction (no event when nothing changed)."""
+        number the event announcing it, and a public trade per fill, in one transaction (no
+        event when nothing changed)."""
         async with self.pool.acquire() as conn, conn.transaction():
             payload = await self._locked(conn, owner)
             account = self._account(owner, payload)
             changes = change(account)  # an OrderError leaves everything as it was
             if not changes:
-                return changes, None
+                return changes, []
             await self._save(conn, account)
             for fill in changes.fills:
                 await conn.execute(
@@ -81,10 +87,18 @@ class PgPaperAccounts:
                     orjson.dumps(fill.to_payload()).decode(),
                     fill.at,
                 )
-            event = await number_event(
-                conn, self.clock, live_topic(owner), ACCOUNT_CHANGED, CHANGES.encode(changes)
+            events = await number_events(
+                conn,
+                self.clock,
+                [
+                    Unnumbered(live_topic(owner), ACCOUNT_CHANGED, CHANGES.encode(changes)),
+                    *(
+                        Unnumbered(trades_topic(f.symbol), TRADE_EVENT, public_trade(f))
+                        for f in changes.fills
+                    ),
+                ],
             )
-        return changes, event
+        return changes, events
 
     async def _locked(self, conn: Connection, owner: str) -> str:
         """The owner's stored account, locked until the transaction ends; a new owner's fresh
@@ -124,3 +138,12 @@ class PgPaperAccounts:
         if payload is None:
             return PaperAccount(owner, self.markets, initial_balance=self.initial_balance)
         return PaperAccount.from_payload(orjson.loads(payload), self.markets)
+
+
+def public_trade(fill: Fill) -> dict[str, Any]:
+    """A fill as the public tape shows it: market, the taker's side, price, size and time, under
+    an id of its own (never the owner's, nor the order's or fill's, which are the account's)."""
+    trade = PublicTrade(
+        uuid.uuid4().hex, fill.symbol, fill.side, fill.price, fill.quantity, fill.at
+    )
+    return trade.to_payload()

@@ -9,13 +9,9 @@ from typing import Annotated, Any, TypeAlias
 
 import strawberry
 
-from api.graphql.enums import PositionSide
+from api.graphql.enums import OrderSide, PositionSide
 from api.graphql.resume import Resumable, StreamReset
 from domain import paper_exchange as model
-
-strawberry.enum(model.OrderSide, name="OrderSide")
-OrderSide: TypeAlias = model.OrderSide
-
 
 strawberry.enum(model.OrderType, name="OrderType")
 OrderType: TypeAlias = model.OrderType
