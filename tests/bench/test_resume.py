@@ -16,7 +16,7 @@ from bench.processes import Client
 from bench.report import target_verdicts
 from bench.scenarios import SCENARIOS, TRADESTREAM, Config, measure
 from tests.conftest import isolated_server
-from tests.support import TEST_JWT_SECRET
+from tests.support import TEST_JWT_SECRET, node_packages
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,9 +28,14 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The load client and its ``ws``, installed as ``python -m bench`` installs them."""
+    """The load client beside the ``ws`` the client examples pin (examples/js, ``npm ci`` as
+    the examples' tests run it): the project's own, not the shared bench folder's, which a
+    clone elsewhere does not have."""
+    examples = PROJECT / "examples" / "js"
+    node_packages(examples)
     workdir = tmp_path_factory.mktemp("bench-node")
-    nodeenv.prepare(nodeenv.shared_folder(PROJECT), workdir, PROJECT / "bench" / nodeenv.CLIENT)
+    shutil.copyfile(PROJECT / "bench" / nodeenv.CLIENT, workdir / nodeenv.CLIENT)
+    (workdir / "node_modules").symlink_to(examples / "node_modules")
     (workdir / "logs").mkdir()
     return workdir
 
