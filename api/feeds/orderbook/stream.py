@@ -16,6 +16,7 @@ from domain.order_book import (
     SNAPSHOT_EVENT,
     BookDelta,
     BookSnapshot,
+    Conflator,
     DepthView,
     PublicTrade,
     SequenceGapError,
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     from api.runtime.services import Services
     from api.storage.history import Cursor
     from domain.events import Event
+
+
+BOOK_QUEUE = 4096
+"""Book changes a subscription holds before it is ended as lagging: more than other streams'
+(SUBSCRIBER_QUEUE_SIZE), as the stream merges whatever waits into one delta when it reads."""
 
 
 def book_of(event: Event, sequence: int) -> BookSnapshot:
@@ -49,7 +55,7 @@ async def order_book_stream(
     book was rebuilt) a snapshot comes first."""
     topic = book_topic(market)
     try:
-        async with services.hub.subscribe(topic) as subscription:
+        async with services.hub.subscribe(topic, BOOK_QUEUE) as subscription:
             resumption = await resume(
                 services.history,
                 services.hub,
@@ -69,24 +75,36 @@ async def order_book_stream(
                 view = DepthView(depth, book_of(state, position.sequence(topic)))
                 if not resumption.resumed or missed or resumption.replayed:
                     yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
-            async for event in subscription:
-                if not position.advance(event):
-                    continue
-                if event.type == SNAPSHOT_EVENT:
-                    # The book was rebuilt (its publisher started afresh): start over from it.
-                    view = DepthView(depth, book_of(event, event.sequence))
-                    yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
-                elif event.type == DELTA_EVENT and view is not None:
-                    try:
-                        shown = view.apply(_delta(event))
-                    except SequenceGapError as exc:
-                        raise ClientError(
-                            f"the order book stream of {market} missed a change ({exc}); "
-                            "resubscribe",
-                            code="STREAM_GAP",
-                        ) from exc
-                    if shown is not None:
-                        yield stamped(OrderBookDelta.of(shown), position)
+            async for first in subscription:
+                # Whatever else is already waiting is taken with it: a reader that fell behind
+                # (a shared execution serving many sockets, a busy moment) gets the levels that
+                # changed meanwhile once, each at its newest size, in one delta.
+                waiting = [first]
+                while (event := subscription.queue.take()) is not None:
+                    waiting.append(event)
+                pending: Conflator | None = None
+                for event in waiting:
+                    if not position.advance(event):
+                        continue
+                    if event.type == SNAPSHOT_EVENT:
+                        # The book was rebuilt (its publisher started afresh): start over.
+                        view, pending = DepthView(depth, book_of(event, event.sequence)), None
+                        yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
+                    elif event.type == DELTA_EVENT and view is not None:
+                        try:
+                            shown = view.apply(_delta(event))
+                        except SequenceGapError as exc:
+                            raise ClientError(
+                                f"the order book stream of {market} missed a change ({exc}); "
+                                "resubscribe",
+                                code="STREAM_GAP",
+                            ) from exc
+                        if shown is not None:
+                            pending = pending or Conflator(shown.previous)
+                            pending.push(shown)
+                merged = None if pending is None else pending.flush()
+                if merged is not None:
+                    yield stamped(OrderBookDelta.of(merged), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 

@@ -13,7 +13,7 @@ from api.graphql.resume import Resumable, StreamReset
 from api.graphql.scalars import Long
 from domain.order_book import BookDelta, BookSide, BookSnapshot, PublicTrade
 
-BookSideType = strawberry.enum(BookSide, name="BookSide", description="A side of the book.")
+strawberry.enum(BookSide, name="BookSide", description="A side of the book.")
 
 
 @strawberry.type(description="A price level: the total size resting at one price.")
@@ -24,7 +24,7 @@ class BookLevel:
 
 @strawberry.type(description="A level whose total changed.")
 class BookLevelChange:
-    side: BookSideType  # type: ignore[valid-type]
+    side: BookSide
     price: Decimal
     size: Decimal = strawberry.field(description="The level's new total; 0: the level is gone.")
 
