@@ -32,6 +32,9 @@ class TopicKind(enum.Enum):
     ORDER_BOOK = "book"
     """One market's level-2 book: a full snapshot (at start, and when the book is rebuilt), then
     each change of its levels."""
+    BOOK_ORDERS = "book-orders"
+    """One market's users' limit orders as they rest and end: what the leader's book takes in
+    (not a subscription of its own)."""
     TRADES = "trades"
     """One market's public trade tape: every fill, without who traded."""
     ORDER_BOOK_STATE = "book-state"
@@ -54,6 +57,7 @@ _POLICIES: dict[TopicKind, DeliveryPolicy] = {
     TopicKind.MARATHON_FEED: DeliveryPolicy.STREAM,
     TopicKind.ORDER_BOOK: DeliveryPolicy.STREAM,
     TopicKind.TRADES: DeliveryPolicy.STREAM,
+    TopicKind.BOOK_ORDERS: DeliveryPolicy.STREAM,
     TopicKind.ORDER_BOOK_STATE: DeliveryPolicy.LATEST_VALUE,
     TopicKind.ROUNDS: DeliveryPolicy.STREAM,
     TopicKind.MARTINGALE: DeliveryPolicy.LATEST_VALUE,
@@ -112,6 +116,10 @@ def live_topic(user: str) -> str:
 
 def book_topic(market: str) -> str:
     return topic(TopicKind.ORDER_BOOK, market)
+
+
+def book_orders_topic(market: str) -> str:
+    return topic(TopicKind.BOOK_ORDERS, market)
 
 
 def trades_topic(market: str) -> str:

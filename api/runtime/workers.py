@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from api.feeds.marathons.messages import parse_snapshot
 from api.feeds.marathons.store import MarathonExistsError
+from api.feeds.orderbook.orders import follow_book_orders
 from domain.book_makers import BookMakers
 from domain.marathon_simulator import MarathonSimulator
 from domain.marathons import STORED_ROW, SYSTEM
@@ -194,6 +195,7 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         seed=settings.simulation_seed,
     )
     workers.start("order-book-makers", makers.run())
+    workers.start("order-book-orders", follow_book_orders(services, makers))
     marathon = MarathonSimulator(
         ingest_message=lambda body: _ingest_message(services, body),
         clock=services.clock,

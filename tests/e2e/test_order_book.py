@@ -272,3 +272,69 @@ async def test_a_bad_trades_limit_or_market_is_refused(server: ServerProcess) ->
     ):
         answer = await call(server, RECENT, variables)
         assert answer["errors"][0]["extensions"]["code"] == code, answer
+
+
+CANCEL = "mutation($o: ID!) { cancelOrder(orderId: $o) { id status } }"
+DEEP = """query($m: String!) {
+  orderBook(market: $m, depth: 500) { sequence bids { price size } asks { price size } }
+}"""
+
+
+async def bid_at(server: ServerProcess, price: str) -> str | None:
+    answer = await call(server, DEEP, {"m": "BTC-PERP"})
+    assert "errors" not in answer, answer
+    for level in answer["data"]["orderBook"]["bids"]:
+        if Decimal(level["price"]) == Decimal(price):
+            size: str = level["size"]
+            return size
+    return None
+
+
+async def eventually(check: Any, timeout_s: float = 10) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.1)
+
+
+async def test_a_resting_limit_order_is_in_the_book_until_it_is_canceled(
+    server: ServerProcess,
+) -> None:
+    """A user's BUY LIMIT far below the market rests in the book as a level of its own (the
+    makers quote 50 ticks around the price); canceled, the level goes."""
+    user = f"bidder-{uuid.uuid4().hex[:8]}"
+    mark = Decimal((await query(server, "BTC-PERP", 1))["bids"][0]["price"])
+    price = str((mark * Decimal("0.8")).quantize(Decimal("0.1")))
+    placed = await call(
+        server,
+        PLACE,
+        {
+            "i": {
+                "symbol": "BTC-PERP",
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": "0.013",
+                "price": price,
+                "clientOrderId": f"{user}-1",
+            }
+        },
+        token(user),
+    )
+    assert "errors" not in placed, placed
+    order = placed["data"]["placeOrder"]["order"]
+    assert order["status"] == "NEW"
+    assert Decimal(await eventually(lambda: bid_at(server, price))) == Decimal("0.013")
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("deep", BOOK, {"m": "BTC-PERP", "d": 500})
+        book = ClientBook()
+        book.take(await first_book(client, "deep"))
+        assert dict(book.levels()["bids"])[Decimal(price)] == Decimal("0.013")
+        canceled = await call(server, CANCEL, {"o": order["id"]}, token(user))
+        assert canceled["data"]["cancelOrder"]["status"] == "CANCELED", canceled
+        deadline = time.monotonic() + 10
+        while Decimal(price) in dict(book.levels()["bids"]) and time.monotonic() < deadline:
+            book.take(await client.next_data("deep", "orderBook"))
+        assert Decimal(price) not in dict(book.levels()["bids"])
+    assert await bid_at(server, price) is None

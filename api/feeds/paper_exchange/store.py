@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from api.storage.history import number_events
+from domain.book_makers import RestingOrder, order_flow, resting_orders
 from domain.events import Unnumbered
 from domain.order_book import TRADE_EVENT, PublicTrade
 from domain.paper_exchange import CHANGES, Changes, PaperAccount
@@ -57,6 +58,17 @@ class PgPaperAccounts:
         )
         return [orjson.loads(r["payload"]) for r in rows]
 
+    async def resting_orders(self) -> list[RestingOrder]:
+        """Every account's open LIMIT orders, as the order books hold them."""
+        rows = await self.pool.fetch(
+            "SELECT owner, payload::text AS payload FROM paper_accounts WHERE watch_symbols <> '{}'"
+        )
+        orders: list[RestingOrder] = []
+        for row in rows:
+            account = self._account(row["owner"], row["payload"])
+            orders += resting_orders(row["owner"], account.open_orders())
+        return orders
+
     async def watching(self, symbol: str) -> list[str]:
         """The owners with an open order on ``symbol``."""
         owners = await self.pool.fetch(
@@ -68,8 +80,9 @@ class PgPaperAccounts:
         self, owner: str, change: Callable[[PaperAccount], Changes]
     ) -> tuple[Changes, list[Event]]:
         """Apply ``change`` to the owner's account under its row lock; store what it changed and
-        number the event announcing it, and a public trade per fill, in one transaction (no
-        event when nothing changed)."""
+        number the event announcing it, a public trade per fill and the order books' change per
+        LIMIT order (:func:`domain.book_makers.order_flow`), in one transaction (no event when
+        nothing changed)."""
         async with self.pool.acquire() as conn, conn.transaction():
             payload = await self._locked(conn, owner)
             account = self._account(owner, payload)
@@ -96,6 +109,7 @@ class PgPaperAccounts:
                         Unnumbered(trades_topic(f.symbol), TRADE_EVENT, public_trade(f))
                         for f in changes.fills
                     ),
+                    *order_flow(owner, changes),
                 ],
             )
         return changes, events
