@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["stream", "idle", "storm", "resume"]
 VarsMode = Literal["same", "distinct"]
-Workload = Literal["prices", "positions", "resume"]
+Workload = Literal["prices", "positions", "resume", "book"]
 PriceSource = Literal["feed", "publish"]
 PRICE_SOURCES: tuple[PriceSource, ...] = ("feed", "publish")
 
@@ -161,6 +161,19 @@ SCENARIOS = {
             rate_hz=2.0,
         ),
         Scenario(
+            "book",
+            "stream",
+            2000,
+            300,
+            "same",
+            (TRADESTREAM,),
+            "order book: every subscriber on orderBook(market: BTC-PERP, depth: 50), the makers "
+            "re-quoting at the rate; delivered deltas/s against the book changes published, and "
+            "publish-to-receive latency",
+            rate_hz=50.0,
+            workload="book",
+        ),
+        Scenario(
             "resume-storm",
             "resume",
             5000,
@@ -235,6 +248,8 @@ class Result:
     """Subscribers that got at least one result."""
     price_source: str | None = None
     """positions scenarios, tradestream: feed or publish (the reference has its own timer)."""
+    book_changes_per_s: float | None = None
+    """book: the order book changes the server published a second while the load ran."""
     setup: dict[str, Any] | None = None
     """positions scenarios, tradestream: users, positions stored, BTC-PERP's price, seconds."""
     resume: dict[str, Any] | None = None
@@ -333,6 +348,8 @@ def client_env(
             # PositionsUpdate.at is when the update was made, after it waited its turn: the
             # latency runs from the publication of the price the position is marked at.
             env |= {"QUERY": positions.SUBSCRIPTION, "MARK_CLOCK": positions.MARKET}
+    elif scenario.workload == "book":
+        env |= {"QUERY": BOOK_SUBSCRIPTION, "FIELD": "orderBook"}
     elif server == TRADESTREAM:
         env["QUERY"] = TRADESTREAM_QUERY
     return env | dict(extra or {})
@@ -400,6 +417,9 @@ def _server_env(scenario: Scenario, config: Config, rate: float) -> dict[str, st
     }
     if scenario.workload == "resume":
         return env | resume.SERVER_ENV
+    if scenario.workload == "book":
+        # The makers look twice as often as prices come, so each price moves the book once.
+        return env | {"BOOK_QUOTE_HZ": f"{2 * rate:g}"}
     if config.price_source == "publish":
         env["SIMULATED_FEEDS"] = "false"
     return env
@@ -427,8 +447,44 @@ def _load(
     if scenario.workload == "positions" and server.name == TRADESTREAM:
         _positions(scenario, server, config, result, argv, log, timeout)
         return
+    if scenario.workload != "book":
+        client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
+        try:
+            _run(server, client, result, timeout)
+        finally:
+            client.close()
+        return
+    # What the makers published is what a subscriber can be sent: the offered rate is that,
+    # not the nominal one (a price that did not move changes no level).
+    http_url = f"http://127.0.0.1:{server.port}"
+    published, started = _book_sequence(http_url), time.monotonic()
     client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
-    _run(server, client, result, timeout)
+    try:
+        _run(server, client, result, timeout)
+    finally:
+        client.close()
+    rate = (_book_sequence(http_url) - published) / (time.monotonic() - started)
+    result.book_changes_per_s = round(rate, 1)
+    result.offered_msgs_per_s = round(result.asked * rate)
+
+
+BOOK_SUBSCRIPTION = (
+    "subscription($m: String!) { orderBook(market: $m, depth: 50) { "
+    "... on OrderBookSnapshot { sequence at } ... on OrderBookDelta { sequence at } } }"
+)
+"""Every delta carries when its change was made (``at``): the latency runs from there."""
+
+_BOOK_SEQUENCE = '{ orderBook(market: "BTC-PERP", depth: 1) { sequence } }'
+
+
+def _book_sequence(http_url: str) -> int:
+    """Where BTC-PERP's book stands: its sequence grows by one per change of the book."""
+    answer = httpx.post(f"{http_url}/graphql", json={"query": _BOOK_SEQUENCE}, timeout=30).json()
+    book = (answer.get("data") or {}).get("orderBook")
+    if book is None:
+        raise BenchError(f"no order book for BTC-PERP: {answer}")
+    sequence: int = book["sequence"]
+    return sequence
 
 
 def _positions(

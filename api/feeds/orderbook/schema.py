@@ -43,7 +43,8 @@ async def book_snapshot(services: Services, market: str, depth: int) -> OrderBoo
     )
     if state is None:
         return None
-    snapshot = OrderBookSnapshot.of(DepthView(depth, book_of(state, cursor.sequence)).snapshot())
+    view = DepthView(depth, book_of(state, cursor.sequence))
+    snapshot = OrderBookSnapshot.of(view.snapshot(), state.published_at)
     snapshot.cursor = str(cursor)
     return snapshot
 

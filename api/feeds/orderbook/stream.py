@@ -74,7 +74,9 @@ async def order_book_stream(
             if state is not None:
                 view = DepthView(depth, book_of(state, position.sequence(topic)))
                 if not resumption.resumed or missed or resumption.replayed:
-                    yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
+                    yield stamped(
+                        OrderBookSnapshot.of(view.snapshot(), state.published_at), position
+                    )
             async for first in subscription:
                 # Whatever else is already waiting is taken with it: a reader that fell behind
                 # (a shared execution serving many sockets, a busy moment) gets the levels that
@@ -83,13 +85,16 @@ async def order_book_stream(
                 while (event := subscription.queue.take()) is not None:
                     waiting.append(event)
                 pending: Conflator | None = None
+                newest = first.published_at
                 for event in waiting:
                     if not position.advance(event):
                         continue
                     if event.type == SNAPSHOT_EVENT:
                         # The book was rebuilt (its publisher started afresh): start over.
                         view, pending = DepthView(depth, book_of(event, event.sequence)), None
-                        yield stamped(OrderBookSnapshot.of(view.snapshot()), position)
+                        yield stamped(
+                            OrderBookSnapshot.of(view.snapshot(), event.published_at), position
+                        )
                     elif event.type == DELTA_EVENT and view is not None:
                         try:
                             shown = view.apply(_delta(event))
@@ -102,9 +107,10 @@ async def order_book_stream(
                         if shown is not None:
                             pending = pending or Conflator(shown.previous)
                             pending.push(shown)
+                            newest = event.published_at
                 merged = None if pending is None else pending.flush()
                 if merged is not None:
-                    yield stamped(OrderBookDelta.of(merged), position)
+                    yield stamped(OrderBookDelta.of(merged, newest), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 

@@ -40,12 +40,14 @@ class OrderBookSnapshot(Resumable):
     )
     bids: list[BookLevel]
     asks: list[BookLevel]
+    at: datetime = strawberry.field(description="When the book's change of `sequence` was made.")
 
     @classmethod
-    def of(cls, snapshot: BookSnapshot) -> OrderBookSnapshot:
+    def of(cls, snapshot: BookSnapshot, at: datetime) -> OrderBookSnapshot:
         return cls(
             market=snapshot.market,
             sequence=Long(snapshot.sequence),
+            at=at,
             bids=[BookLevel(price=level.price, size=level.size) for level in snapshot.bids],
             asks=[BookLevel(price=level.price, size=level.size) for level in snapshot.asks],
         )
@@ -62,11 +64,13 @@ class OrderBookDelta(Resumable):
     previous: Long
     sequence: Long
     changes: list[BookLevelChange]
+    at: datetime = strawberry.field(description="When the book's change of `sequence` was made.")
 
     @classmethod
-    def of(cls, delta: BookDelta) -> OrderBookDelta:
+    def of(cls, delta: BookDelta, at: datetime) -> OrderBookDelta:
         return cls(
             market=delta.market,
+            at=at,
             previous=Long(delta.previous),
             sequence=Long(delta.sequence),
             changes=[

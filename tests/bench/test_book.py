@@ -1,0 +1,59 @@
+"""The ``book`` scenario end to end at its quick size: a real server whose makers re-quote
+BTC-PERP's book, 300 Node subscribers on orderBook(depth: 50), the offered rate read from the
+book's own sequence, and the verdict against the issue's targets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import nodeenv
+from bench.report import target_verdicts
+from bench.scenarios import SCENARIOS, TRADESTREAM, Config, measure
+from tests.support import node_packages
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The load client beside the ``ws`` the client examples pin (as tests/bench/test_resume.py)."""
+    examples = PROJECT / "examples" / "js"
+    node_packages(examples)
+    workdir = tmp_path_factory.mktemp("bench-node")
+    shutil.copyfile(PROJECT / "bench" / nodeenv.CLIENT, workdir / nodeenv.CLIENT)
+    (workdir / "node_modules").symlink_to(examples / "node_modules")
+    (workdir / "logs").mkdir()
+    return workdir
+
+
+def test_the_quick_book_run_delivers_the_book_changes_to_every_subscriber(
+    database_url: str, node_workdir: Path
+) -> None:
+    config = Config(
+        project=PROJECT,
+        workdir=node_workdir,
+        logs=node_workdir / "logs",
+        node=shutil.which("node") or "node",
+        rate_hz=20.0,
+        idle_rate_hz=0.1,
+        quick=True,
+        database_url=database_url,
+        data_dir=None,
+    )
+    result = measure(SCENARIOS["book"], TRADESTREAM, config)
+    assert result.error is None, result.error
+    assert (result.failed_conns, result.sub_errors) == (0, 0)
+    assert result.receiving_conns == 300
+    assert result.book_changes_per_s is not None
+    assert result.book_changes_per_s > 5  # the makers re-quote as the price moves
+    assert result.offered_msgs_per_s is not None
+    assert abs(result.offered_msgs_per_s - 300 * result.book_changes_per_s) <= 300 * 0.05
+    assert result.msgs_per_s is not None
+    assert result.msgs_per_s > 0.5 * result.offered_msgs_per_s
+    assert result.p99_ms is not None
+    (verdict,) = target_verdicts("book", [result])
+    assert "delivered" in verdict
+    assert "p99" in verdict
