@@ -38,7 +38,7 @@ def test_every_kind_has_a_policy() -> None:
     assert all(isinstance(kind.policy, DeliveryPolicy) for kind in TopicKind)
 
 
-@pytest.mark.parametrize("name", ["trades:BTC-PERP", "", "Price:BTC-PERP", ":BTC-PERP"])
+@pytest.mark.parametrize("name", ["quotes:BTC-PERP", "", "Price:BTC-PERP", ":BTC-PERP"])
 def test_unknown_kind_refused(name: str) -> None:
     with pytest.raises(ValueError, match="is not a valid TopicKind"):
         kind_of(name)

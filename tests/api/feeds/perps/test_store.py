@@ -90,13 +90,22 @@ async def test_without_a_cursor_every_open_position_then_only_what_changed(
         ends="closed",
     )
     second = await book.position_changes(first.cursor)
-    assert [p.id for p in second.open] == [a.id]
-    assert second.open[0].collateral == a.collateral + 100
-    assert second.open[0].revision == 2
+    # What changed, and perhaps a repeat of a row written by a transaction that was still
+    # running when the last read began (anywhere in the cluster: another database's writer
+    # holds back the snapshot's xmin), which the engine ignores: never a change missed.
+    changed = {p.id: p for p in second.open}
+    assert a.id in changed
+    assert set(changed) <= {a.id, c.id}
+    assert changed[a.id].collateral == a.collateral + 100
+    assert changed[a.id].revision == 2
+    if c.id in changed:
+        assert changed[c.id].revision == c.revision  # a repeat, unchanged
     assert second.ended == [b.id]
 
     third = await book.position_changes(second.cursor)
-    assert (third.open, third.ended) == ([], [])
+    assert {p.id for p in third.open} <= {a.id, c.id}
+    assert all(p.revision == changed.get(p.id, c).revision for p in third.open)
+    assert set(third.ended) <= {b.id}
 
 
 async def test_a_change_committed_after_a_read_that_began_after_it_is_not_missed(
@@ -115,7 +124,10 @@ async def test_a_change_committed_after_a_read_that_began_after_it_is_not_missed
         )
         fast = await open_one(book, markets, owner="bob")  # commits while the slow one is open
         during = await book.position_changes(start.cursor)
-        assert [p.id for p in during.open] == [fast.id]
+        # (and perhaps a repeat of the slow one's insert, as the test above says: unchanged)
+        assert fast.id in {p.id for p in during.open}
+        assert {p.id for p in during.open} <= {fast.id, slow_position.id}
+        assert all(p.revision == 1 for p in during.open)
 
     after = await book.position_changes(during.cursor)
     changed = {p.id: p for p in after.open}
