@@ -9,7 +9,9 @@ each list) is compared row by row by that identity, not by index:
   ``move`` (only the rows outside the longest run that kept its order move), and a row that stayed
   gets the operations of its own fields, at the index where it ends up;
 - rows whose identity is not unique in either list make the whole list one ``replace``;
-- a list without an identity field (scalars, rows that select none) is compared by index.
+- a list without an identity field (scalars, rows that select none) is compared by index;
+- an object or list whose operations would encode larger than one ``replace`` of its new value
+  is that ``replace`` (a row with most of its fields changed, a list mostly new).
 
 Every path is a JSON Pointer valid at the moment its operation is applied, in order, so any RFC
 6902 implementation (python-json-patch, fast-json-patch) applies the patch; the tests use
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import bisect
 from typing import Any, TypeAlias
+
+import orjson
 
 Operation: TypeAlias = dict[str, Any]
 """One RFC 6902 operation: ``{"op": ..., "path": ..., ("value" | "from"): ...}``."""
@@ -60,12 +64,25 @@ def _same(old: Any, new: Any) -> bool:
 
 
 def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
+    start = len(ops)
     if isinstance(old, dict) and isinstance(new, dict):
         _diff_object(old, new, path, ops)
     elif isinstance(old, list) and isinstance(new, list):
         _diff_list(old, new, path, ops)
-    elif not _same(old, new):
-        ops.append({"op": "replace", "path": path, "value": new})
+    else:
+        if not _same(old, new):
+            ops.append({"op": "replace", "path": path, "value": new})
+        return
+    if len(ops) - start > 1:
+        replace = {"op": "replace", "path": path, "value": new}
+        if _encoded_size(ops, start) > len(orjson.dumps(replace)):
+            del ops[start:]
+            ops.append(replace)
+
+
+def _encoded_size(ops: list[Operation], start: int) -> int:
+    """The bytes of ``ops[start:]`` in a JSON array (their commas included)."""
+    return sum(len(orjson.dumps(op)) + 1 for op in ops[start:])
 
 
 def _diff_object(old: dict[str, Any], new: dict[str, Any], path: str, ops: list[Operation]) -> None:
