@@ -1,8 +1,10 @@
-"""Deltas over real sockets (docs/protocols.md, "Deltas"): for each list-shaped feed, clients that
-asked for deltas rebuild from whole results and patches exactly the results a client that did not
-ask receives, at every step of a random run of changes; that client's frames carry nothing new;
-and a bad request is refused alone, the connection's other subscriptions and other clients going
-on."""
+"""Deltas over real sockets (docs/protocols.md, "Deltas"): for the list-shaped feeds (a
+marathon's leaderboard, a trader's positions, the liquidation candidates, a wallet's strategies
+and the admins' summary by status, a paper account's dashboard), clients that asked for deltas
+rebuild from whole results and patches exactly the results a client that did not ask receives, at
+every step of a run of changes; that client's frames carry nothing new; and a bad request is
+refused alone, the connection's other subscriptions and other clients going on. (dashboardUpdates'
+holdings are covered without a server, in tests/api/graphql/test_deltas.py.)"""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from tests.e2e.support import (
     ENGINE,
     LEADERBOARD,
     MODIFY,
+    PLACE,
     SETTINGS,
     add,
     call,
@@ -49,20 +52,43 @@ CANDIDATES = (
     "subscription($n: Int!) { liquidations(limit: $n) { candidates { positionId market size "
     "healthFactor potentialReward } } }"
 )
+STRATEGIES = (
+    "subscription { martingaleProgress { walletAddress strategies { strategyId currentRound "
+    "totalRounds progressPercentage currentAmountSol totalDeployedSol profitLossSol status "
+    "winRatePercentage riskLevel } } }"
+)
+SUMMARY = (
+    "subscription { martingaleSummary { lastSettledRound statuses { status "
+    "strategies totalDeployedSol profitLossSol } } }"
+)
+START = "mutation($i: StartStrategyInput!) { startStrategy(input: $i) { strategyId } }"
+LIVE = (
+    "subscription { liveDashboard { __typename "
+    "... on BalanceUpdate { balance { walletBalance unrealizedPnl realizedPnl netBalance } } "
+    "... on PaperPositionsUpdate { positions { symbol side size entryPrice markPrice "
+    "unrealizedPnl } } "
+    "... on OrdersUpdate { changed { id status filled } fills { orderId price fee } "
+    "openOrders { id type price } } } }"
+)
 QUIET_S = 1.0
 """How long no frame may come before a run's clients are taken to have everything."""
 
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Marathons and perpetuals, moved only by the tests; a whole result every 100 results, and
-    liquidation candidates left on the list (not liquidated) while the test runs."""
+    """Marathons, perpetuals and the paper exchange, moved only by the tests; martingale rounds
+    every 0.4 s; a whole result every 100 results, and liquidation candidates left on the list
+    (not liquidated) while the test runs."""
     env = {
         **SETTINGS,
         **ENGINE,
         "LIQUIDATION_DELAY_S": "3600",
         "MUTATION_BURST": "200",
         "DELTA_FULL_EVERY": "100",
+        "SIMULATION_SEED": "7",
+        "MARTINGALE_ROUND_PERIOD_S": "0.4",
+        "MARTINGALE_WIN_PROBABILITY": "0.5",
+        "MARTINGALE_REWARD_MULTIPLIER": "2",
     }
     with isolated_server(
         database_url, env, tmp_path_factory.mktemp("deltas") / "server.log"
@@ -92,6 +118,13 @@ class Follower:
             payload["extensions"] = {"delta": self.delta}
         await self.client.send({"id": self.id, "type": "subscribe", "payload": payload})
         self._task = asyncio.create_task(self._read())
+
+    async def first(self) -> None:
+        """Until the first result; what the reader failed on (an ``error`` message), if it did."""
+        assert self._task is not None
+        await until(lambda: bool(self.results) or self._task.done())  # type: ignore[union-attr]
+        if self._task.done():
+            self._task.result()
 
     async def _read(self) -> None:
         while True:
@@ -143,7 +176,7 @@ async def followers(
         )
         for follower in trio:
             await follower.subscribe(query, variables)
-            await until(lambda f=follower: bool(f.results))  # type: ignore[misc]
+            await follower.first()
         try:
             yield trio
         finally:
@@ -171,20 +204,35 @@ async def settled(trio: tuple[Follower, Follower, Follower]) -> None:
 
 
 def check(trio: tuple[Follower, Follower, Follower], least_patches: int) -> None:
+    """The three clients' results are the same (from where each joined, for a feed that does not
+    pause), the plain client's frames carry nothing new, and patches were sent once."""
     plain, delta, often = trio
     # The client that did not ask gets what it got before deltas: {"data": ...} alone, as the
     # server encodes it, in a frame that differs from the others' only by its id.
     for frame, result in zip(plain.frames, plain.results, strict=True):
         assert list(result) == ["data"]
         assert frame == b'{"id":"plain","type":"next","payload":' + orjson.dumps(result) + b"}"
-    assert delta.results == plain.results, "patches rebuild every result"
-    assert often.results == plain.results
+    for follower in (delta, often):
+        assert _aligned(plain.results, follower.results), "patches rebuild every result"
     assert len(delta.patches) >= least_patches, len(delta.patches)
     assert len(often.patches) <= 2 * (len(often.results) - len(often.patches))
     # One patch per result, the same bytes for every member that had the result before it.
     for seq in delta.patches.keys() & often.patches.keys():
         assert orjson.dumps(delta.patches[seq]) == orjson.dumps(often.patches[seq])
-    assert sum(map(len, delta.frames)) < sum(map(len, plain.frames))
+    if least_patches:  # else whole results, each some 35 bytes longer for its number
+        common = min(len(plain.frames), len(delta.frames))
+        assert sum(map(len, delta.frames[:common])) < sum(map(len, plain.frames[:common]))
+
+
+def _aligned(plain: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> bool:
+    """Whether ``rebuilt`` is ``plain`` from where its client joined (the result it started with
+    is one the plain client had), as far as both go: at least 3 results."""
+    for start, result in enumerate(plain):
+        if result == rebuilt[0]:
+            length = min(len(plain) - start, len(rebuilt))
+            if length >= min(3, len(rebuilt)) and plain[start : start + length] == rebuilt[:length]:
+                return True
+    return False
 
 
 async def test_a_leaderboard_rebuilt_from_patches_is_the_leaderboard(
@@ -245,6 +293,60 @@ async def test_positions_and_candidates_rebuilt_from_patches_are_the_same(
         await settled(candidates)
         check(positions, least_patches=5)
         check(candidates, least_patches=3)
+
+
+async def test_strategies_and_their_summary_rebuilt_from_patches_are_the_same(
+    server: ServerProcess,
+) -> None:
+    wallet = f"wallet-{uuid.uuid4().hex[:8]}"
+    async with (
+        followers(server, token(wallet), STRATEGIES, {}) as strategies,
+        followers(server, token("root", "admin"), SUMMARY, {}) as summary,
+    ):
+        for rounds, multiplier in ((6, "2"), (9, "1.5"), (12, "2")):
+            config = {"baseAmountSol": "1", "multiplier": multiplier, "totalRounds": rounds}
+            started = await call(
+                server, START, {"i": {**config, "stopLossSol": "100"}}, token(wallet)
+            )
+            assert "errors" not in started, started
+            await asyncio.sleep(0.3)
+        # Rounds turn every 0.4 s: each one moves every active strategy and the summary.
+        await until(lambda: min(len(f.results) for f in (*strategies, *summary)) >= 12, 30)
+        await asyncio.sleep(0.5)
+        # Each round moves most fields of every row: some results go whole, being no larger.
+        check(strategies, least_patches=1)
+        check(summary, least_patches=1)
+
+
+async def test_a_paper_account_rebuilt_from_patches_is_the_account(server: ServerProcess) -> None:
+    trader = f"paper-{uuid.uuid4().hex[:8]}"
+    for market, price in (("ETH-PERP", "3000"), ("BTC-PERP", "50000")):
+        await set_price(server, market, price)
+    rng = random.Random(2026)
+    async with followers(server, token(trader), LIVE, {}) as live:
+        for step in range(16):
+            choice = rng.random()
+            if choice < 0.4:
+                market = rng.choice(["ETH-PERP", "BTC-PERP"])
+                base = 3000 if market == "ETH-PERP" else 50000
+                await set_price(server, market, str(base + rng.randrange(-50, 50)))
+            else:
+                order = {
+                    "symbol": rng.choice(["ETH-PERP", "BTC-PERP"]),
+                    "side": rng.choice(["BUY", "SELL"]),
+                    "type": "MARKET" if choice < 0.7 else "LIMIT",
+                    "quantity": str(rng.choice(["0.1", "0.2", "0.5"])),
+                    "clientOrderId": f"{trader}-{step}",
+                }
+                if order["type"] == "LIMIT":
+                    order["price"] = "1000"  # far from the market: it stays open
+                placed = await call(server, PLACE, {"i": order}, token(trader))
+                assert "errors" not in placed, placed
+            await asyncio.sleep(rng.choice([0.0, 0.1]))
+        await settled(live)
+        # A stream of events of several types, each against the one before: mostly whole (a
+        # patch between a balance and a list of positions is no smaller); still rebuilt exactly.
+        check(live, least_patches=0)
 
 
 async def test_a_bad_request_is_refused_and_the_others_go_on(server: ServerProcess) -> None:
