@@ -293,6 +293,17 @@ def test_the_deltas_example_hands_apollo_whole_leaderboards_rebuilt_from_patches
     assert "subscribed again" not in done.stderr
 
 
+def test_the_deltas_module_subscribes_again_when_a_patch_was_missed(js_examples: Path) -> None:
+    """No server skips a patch, so tests/e2e/js/deltas_missed.mts scripts a graphql-ws client
+    for src/deltas.ts: a gap in the numbers resubscribes and hands on the new first result."""
+    script = Path(__file__).parent / "js" / "deltas_missed.mts"
+    done = subprocess.run(
+        [str(js_examples), str(script)], cwd=JS_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "ok\n"
+
+
 async def _follow(
     server: ServerProcess, received: list[Any], following: threading.Event, stop: threading.Event
 ) -> None:
