@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     subscriber_max_lag_s: float = Field(default=30.0, gt=0, le=3600)
     """Events buffered per subscription before its topic's policy applies."""
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    delta_full_every: int = Field(default=100, ge=1, le=100_000)
+    """A subscriber that asked for deltas gets a whole result at least every this many results
+    (:mod:`api.graphql.deltas`); 1 sends every result whole."""
     max_connections: int | None = Field(default=None, ge=1)
     """Long-lived connections one process holds: WebSockets, SSE and multipart responses. The
     next WebSocket is closed with 1013, the next stream answered 503. Unset: 20,000, or three

@@ -15,6 +15,11 @@ once through Strawberry; every result is encoded once (orjson) and handed to eac
 
 Resolvers see none of this: the group's execution is an ordinary Strawberry subscription.
 
+A :class:`DeltaSink` (graphql-transport-ws, a subscriber that asked for deltas:
+:mod:`api.graphql.deltas`) gets each result as a patch against the group's result before it,
+computed and encoded once per result for every such member that had that one, or whole and
+numbered when it needs a whole one.
+
 Late joiners of a latest-value group get the group's last result at once (it is the current
 state). A stream group takes no members after its first result (they would miss the start of the
 stream), so a later identical subscription starts a group of its own.
@@ -36,6 +41,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from api.graphql import deltas
 from api.graphql.access import record_checks
 from api.graphql.plans import PlannedExecutionContext, planned_source
 from api.ops import logs
@@ -77,9 +83,20 @@ _IN_PAYLOAD = object()
 class Encoded:
     """One result of a group, encoded once."""
 
-    __slots__ = ("_frames", "_result", "data", "errors", "extensions", "payload")
+    __slots__ = (
+        "_delta_frames",
+        "_frames",
+        "_patch",
+        "_result",
+        "base",
+        "data",
+        "errors",
+        "extensions",
+        "payload",
+        "seq",
+    )
 
-    def __init__(self, result: ExecutionResult) -> None:
+    def __init__(self, result: ExecutionResult, seq: int = 0, base: Any = None) -> None:
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [error.formatted for error in result.errors]
@@ -92,6 +109,13 @@ class Encoded:
         self.extensions = result.extensions
         self._result: SharedResult | None = None
         self._frames: dict[bytes, tuple[bytes, bytes]] | None = None
+        self.seq = seq
+        """The result's number in its group (1, 2, ...): what a delta subscriber checks."""
+        self.base = base
+        """The data of the group's result before this one, while delta members are served (None
+        when there was none, or it had errors): what this result's patch is against."""
+        self._patch: bytes | None = None
+        self._delta_frames: dict[tuple[bytes, bool], tuple[bytes, bytes]] | None = None
 
     def keep(self) -> Encoded:
         """This result as its group keeps it for a late joiner, once every member has it: the
@@ -102,6 +126,9 @@ class Encoded:
         self.data = _IN_PAYLOAD
         self._result = None
         self._frames = None
+        self.base = None
+        self._patch = None
+        self._delta_frames = None
         return self
 
     @property
@@ -133,6 +160,38 @@ class Encoded:
             built = frames[prefix] = (
                 b"".join((prefix, self.payload, b"}")),
                 text_frame(self.payload, head=prefix, tail=b"}"),
+            )
+        return built
+
+    @property
+    def patchable(self) -> bool:
+        """Whether this result can be sent as a patch: it has data and no errors, and so has the
+        result before it; and the patch is smaller than the whole result."""
+        if self.base is None or self.data is None or self.data is _IN_PAYLOAD:
+            return False
+        if self.errors or self.extensions:
+            return False
+        patch = self._patch
+        if patch is None:
+            patch = self._patch = deltas.patch(self.base, self.data, self.seq)
+        return len(patch) < len(self.payload)
+
+    def delta_message(self, prefix: bytes, *, whole: bool) -> tuple[bytes, bytes]:
+        """The ``next`` message (and its frame) of a delta subscriber: this result whole and
+        numbered, or (once :attr:`patchable` said so) its patch. Built once per prefix."""
+        frames = self._delta_frames
+        if frames is None:
+            frames = self._delta_frames = {}
+        built = frames.get((prefix, whole))
+        if built is None:
+            if whole:
+                payload = deltas.whole(self.payload, self.extensions, self.seq)
+            else:
+                assert self._patch is not None
+                payload = self._patch
+            built = frames[(prefix, whole)] = (
+                b"".join((prefix, payload, b"}")),
+                text_frame(payload, head=prefix, tail=b"}"),
             )
         return built
 
@@ -170,6 +229,39 @@ class RawSink:
             errors = refusal.errors or []
             message = {"id": self.id, "type": "error", "payload": [e.formatted for e in errors]}
         self.connection.write(orjson.dumps(message))
+
+
+class DeltaSink(RawSink):
+    """A :class:`RawSink` of a subscriber that asked for deltas (:mod:`api.graphql.deltas`): each
+    result after its first is the group's patch against the result before it, when this member
+    had that one; else the result whole, numbered."""
+
+    __slots__ = ("full_every", "last_seq", "patches")
+
+    def __init__(
+        self, connection: Connection, id: str, on_end: Callable[[], None], full_every: int
+    ) -> None:
+        super().__init__(connection, id, on_end)
+        self.full_every = full_every
+        """A whole result at least every this many results."""
+        self.last_seq = -1
+        """The number of the last result written for this member."""
+        self.patches = 0
+        """Patches written since the last whole result."""
+
+    def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
+        key = self.id if policy is LATEST_VALUE else None
+        whole = (
+            encoded.seq != self.last_seq + 1
+            or self.patches + 1 >= self.full_every
+            # A frame still waiting would be replaced by this one: the client would miss it.
+            or (key is not None and self.connection.waiting(key))
+            or not encoded.patchable
+        )
+        self.patches = 0 if whole else self.patches + 1
+        self.last_seq = encoded.seq
+        message, frame = encoded.delta_message(self.prefix, whole=whole)
+        self.connection.write(message, key=key, frame=frame)
 
 
 _END = object()
@@ -397,6 +489,13 @@ class Group:
         self.policy = LATEST_VALUE
         self.started = False
         self.last: Encoded | None = None
+        self.seq = 0
+        """Results handed out so far: the number of the last (:attr:`Encoded.seq`)."""
+        self.deltas = 0
+        """Members that asked for deltas (:class:`DeltaSink`): while any, each result's data is
+        kept until the next, for its patch."""
+        self.previous: Any = None
+        """The data of the last result, while :attr:`deltas`; None after errors."""
         self.refusal: PreExecutionError | None = None
         self._open_stream = open_stream
         self.task: asyncio.Task[None] | None = None
@@ -421,6 +520,8 @@ class Group:
             member.finish(self.refusal)  # it ended just before this member came
             return member
         self.members[id(member)] = member
+        if isinstance(sink, DeltaSink):
+            self.deltas += 1
         if self.last is not None:
             sink.deliver(self.last, self.policy)
             counts.delivered[self.field] += 1
@@ -440,7 +541,11 @@ class Group:
             self.task = None
 
     def leave(self, member: Member) -> None:
-        if self.members.pop(id(member), None) is not None and not self.members:
+        if self.members.pop(id(member), None) is None:
+            return
+        if isinstance(member.sink, DeltaSink):
+            self.deltas -= 1
+        if not self.members:
             self.groups.forget(self)
             if self.task is not None:
                 self.task.cancel()
@@ -480,7 +585,7 @@ class Group:
             raise
         except Exception:
             logger.exception("shared subscription execution failed")
-            encoded = Encoded(
+            encoded = self._encode(
                 ExecutionResult(
                     data=None,
                     errors=[GraphQLError("internal error", extensions={"code": "INTERNAL"})],
@@ -511,10 +616,11 @@ class Group:
     def _hand_out(self, result: ExecutionResult) -> bool:
         """Encode ``result`` once and hand it to every member; False when the group must wait
         for its one member to take it before the next (see :meth:`_paced_by`)."""
-        encoded = Encoded(result)
+        encoded = self._encode(result)
         members = list(self.members.values())
         for member in members:
             member.sink.deliver(encoded, self.policy)
+        encoded.base = None  # no chain of results through their bases
         if self.policy is LATEST_VALUE:
             self.last = encoded.keep()
         self._count(len(members))
@@ -522,6 +628,16 @@ class Group:
             sink = members[0].sink
             return not (isinstance(sink, QueueSink) and sink.full)
         return True
+
+    def _encode(self, result: ExecutionResult) -> Encoded:
+        """``result`` encoded and numbered, its patch (if a member asks) against the last."""
+        self.seq += 1
+        if not self.deltas:
+            self.previous = None
+            return Encoded(result, self.seq)
+        encoded = Encoded(result, self.seq, self.previous)
+        self.previous = None if result.errors or result.extensions else result.data
+        return encoded
 
     def _publish_failed_now(self, result: ExecutionResult) -> None:
         """The last result (an error), handed out at once; its pacing does not matter."""

@@ -109,6 +109,10 @@ class Connection:
     def pending_bytes(self) -> int:
         return self._pending_bytes
 
+    def waiting(self, key: str) -> bool:
+        """Whether a frame with ``key`` waits to be sent (the next one with it would replace it)."""
+        return key in self._by_key
+
     def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
         """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
 

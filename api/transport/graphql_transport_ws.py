@@ -6,6 +6,11 @@ subscriber, just a :class:`api.graphql.fanout.RawSink` writing ready frames to t
 an entry in the handler's operation table so ids, limits and ``complete`` behave as for any other
 operation. Everything else (queries and mutations over the socket, operations that are not
 shared, every protocol rule and close code) is Strawberry's own handling.
+
+A ``subscribe`` whose ``extensions`` ask for deltas (:mod:`api.graphql.deltas`) joins with a
+:class:`api.graphql.fanout.DeltaSink`; a request in a shape the server does not take is refused
+with an ``error`` message coded ``INVALID_DELTA``, the connection and its other operations going
+on. An operation that is not shared gets whole results, unnumbered, whatever it asked.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from strawberry.types.graphql import OperationType
 from api.auth import AuthenticationError, bearer_token
 from api.graphql.access import record_checks, refusal
 from api.graphql.context import Context
+from api.graphql.deltas import DeltaRequestError, requested
 from api.graphql.execution import Schema
-from api.graphql.fanout import RawSink
+from api.graphql.fanout import DeltaSink, RawSink
 from api.graphql.sharing import operation_type
 from api.transport.limits import CLOSE_TOO_MANY_CONNECTIONS, TokenBucket
 from api.transport.shutdown import CLOSE_SERVICE_RESTART, SHUTTING_DOWN_MESSAGE
@@ -294,7 +300,21 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 "RATE_LIMITED",
             )
             return
-        if not self._join_shared(message):
+        full_every: int | None = None
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            assert isinstance(self.context, Context)
+            settings = self.context.services.settings
+            try:
+                full_every = requested(
+                    message["payload"].get("extensions"), settings.delta_full_every
+                )
+            except DeltaRequestError as exc:
+                error = exc.error()
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [error.formatted]}
+                )
+                return
+        if not self._join_shared(message, full_every):
             await super().handle_subscribe(message)
 
     @property
@@ -336,9 +356,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             {"id": message["id"], "type": "error", "payload": [error.formatted]}
         )
 
-    def _join_shared(self, message: SubscribeMessage) -> bool:
-        """Join the operation's group if it can be shared; False leaves it to Strawberry, which
-        also answers every protocol error (not acknowledged, duplicate id, limit, bad payload)."""
+    def _join_shared(self, message: SubscribeMessage, full_every: int | None = None) -> bool:
+        """Join the operation's group if it can be shared (with deltas, a whole result at least
+        every ``full_every``); False leaves it to Strawberry, which also answers every protocol
+        error (not acknowledged, duplicate id, limit, bad payload)."""
         context = self.context
         if not (self.connection_acknowledged and isinstance(context, Context)):
             return False
@@ -381,7 +402,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 del operations[id]
             entry.member = None  # entry -> member -> sink -> forget -> entry: no cycle left
 
-        sink = RawSink(context.connection, id, forget)
+        sink = (
+            RawSink(context.connection, id, forget)
+            if full_every is None
+            else DeltaSink(context.connection, id, forget, full_every)
+        )
         entry.member = context.services.groups.join(key, execute, sink)
         return True
 

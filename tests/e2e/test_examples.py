@@ -10,6 +10,7 @@ TRADESTREAM_REQUIRE_EXAMPLES=1 (``.ci/run`` sets it), which makes that a failure
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import isolated_server
-from tests.support import ServerProcess, node_packages, token, unavailable
+from tests.support import GraphQLWS, ServerProcess, node_packages, token, unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -249,6 +251,81 @@ def test_the_example_exits_non_zero_when_the_events_do_not_come_in_time(
     assert "fewer than 100000 events of each feed in 1.5 s" in late.stderr, late.stderr
     assert late.feed("priceUpdates"), "it printed what came before giving up"
     assert took < 15
+
+
+LEADERBOARD = (
+    "subscription($m: ID!, $top: Int!) { marathonLeaderboard(marathonId: $m, top: $top) { "
+    "accounts rows { rank login profit profitPercentage equity balance openPositionsCount } } }"
+)
+
+
+def test_the_deltas_example_hands_apollo_whole_leaderboards_rebuilt_from_patches(
+    request: pytest.FixtureRequest, server: ServerProcess
+) -> None:
+    """deltas-apollo.ts (Apollo Client on src/deltas.ts) prints the simulated demo marathon's
+    top 100 as Apollo Client hands it over, while a client that did not ask for deltas follows
+    the same leaderboard: every leaderboard the example rebuilt from patches is one that client
+    received whole."""
+    argv = command(request, "deltas-apollo")
+    received: list[Any] = []
+    following, stop = threading.Event(), threading.Event()
+    reader = threading.Thread(
+        target=asyncio.run, args=(_follow(server, received, following, stop),)
+    )
+    reader.start()
+    try:
+        assert following.wait(10), "the plain client did not get the leaderboard"
+        done, _ = run(argv, server, token("delta-reader"), TRADESTREAM_EVENTS="8")
+    finally:
+        stop.set()
+        reader.join(10)
+    assert done.returncode == 0, done.stderr
+    boards = [_untyped(board) for board in done.feed("marathonLeaderboard")]
+    assert len(boards) == 8, done.lines
+    assert len({json.dumps(b) for b in boards}) > 1, "the demo marathon moves"
+    [counted] = done.feed("deltas")
+    assert counted["patch"] >= 1, counted
+    assert counted["whole"] >= 1, counted
+    # The first is the state the example's subscription started from; every later one was a
+    # result of the leaderboard's events, which the plain client received too.
+    for board in boards[1:]:
+        assert board in received, board
+    assert "subscribed again" not in done.stderr
+
+
+def test_the_deltas_module_subscribes_again_when_a_patch_was_missed(js_examples: Path) -> None:
+    """No server skips a patch, so tests/e2e/js/deltas_missed.mts scripts a graphql-ws client
+    for src/deltas.ts: a gap in the numbers resubscribes and hands on the new first result."""
+    script = Path(__file__).parent / "js" / "deltas_missed.mts"
+    done = subprocess.run(
+        [str(js_examples), str(script)], cwd=JS_DIR, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == "ok\n"
+
+
+async def _follow(
+    server: ServerProcess, received: list[Any], following: threading.Event, stop: threading.Event
+) -> None:
+    async with GraphQLWS.connect(server.ws_url) as client:
+        await client.subscribe("plain", LEADERBOARD, {"m": "demo", "top": 100})
+        while not stop.is_set():
+            try:
+                message = await client.receive(timeout=0.2)
+            except TimeoutError:
+                continue
+            assert "extensions" not in message["payload"], message
+            received.append(message["payload"]["data"]["marathonLeaderboard"])
+            following.set()
+
+
+def _untyped(value: Any) -> Any:
+    """``value`` without the ``__typename`` Apollo Client adds to every selection."""
+    if isinstance(value, dict):
+        return {k: _untyped(v) for k, v in value.items() if k != "__typename"}
+    if isinstance(value, list):
+        return [_untyped(v) for v in value]
+    return value
 
 
 def test_npm_run_check_generates_the_types_and_type_checks_the_examples(
