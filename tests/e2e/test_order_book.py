@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import jsonpatch
 import pytest
 
 from tests.conftest import isolated_server
@@ -338,3 +339,42 @@ async def test_a_resting_limit_order_is_in_the_book_until_it_is_canceled(
             book.take(await client.next_data("deep", "orderBook"))
         assert Decimal(price) not in dict(book.levels()["bids"])
     assert await bid_at(server, price) is None
+
+
+async def test_a_client_that_asks_for_deltas_rebuilds_the_same_book(server: ServerProcess) -> None:
+    """With deltas asked for (docs/protocols.md), each orderBook result comes numbered, whole or
+    as a patch of the one before; applied, they chain and hold exactly the book the query shows
+    at the same sequence. (The book's results are deltas already: a patch between two of them is
+    seldom smaller than the next, so most come whole.)"""
+    async with GraphQLWS.connect(server.ws_url) as client:
+        payload = {
+            "query": BOOK,
+            "variables": {"m": "BTC-PERP", "d": DEPTH},
+            "extensions": {"delta": True},
+        }
+        await client.send({"id": "p", "type": "subscribe", "payload": payload})
+        book = ClientBook()
+        last: dict[str, Any] | None = None
+        seq = 0
+
+        async def take() -> None:
+            nonlocal last, seq
+            message = await client.receive()
+            assert message["type"] == "next", message
+            delta = message["payload"].pop("extensions")["delta"]
+            assert delta["seq"] == seq + 1
+            seq = delta["seq"]
+            if "patch" in delta:
+                assert last is not None
+                last = jsonpatch.apply_patch(last, delta["patch"])
+            else:
+                last = message["payload"]
+            assert last is not None
+            book.take(last["data"]["orderBook"])
+
+        for _ in range(15):
+            await take()
+        wanted = await query(server, "BTC-PERP", DEPTH)
+        while book.sequence is not None and book.sequence < wanted["sequence"]:
+            await take()
+        assert book.at(wanted["sequence"]) == shown(wanted)
