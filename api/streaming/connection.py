@@ -29,6 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from api.ops.metrics import counts
+from api.streaming.deflate import negotiated
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
     from starlette.types import Send
+
+    from api.streaming.deflate import Deflate
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class Connection:
         "_waiting_since",
         "closed",
         "conflated",
+        "deflate",
         "max_lag_s",
         "max_pending_bytes",
     )
@@ -84,6 +88,12 @@ class Connection:
         )
         self._protocol = protocol if direct else None
         self._send = send
+        self.deflate: Deflate | None = (
+            None if self._protocol is None else negotiated(self._protocol.conn.extensions)
+        )
+        """The socket's permessage-deflate (:mod:`api.streaming.deflate`), negotiated in the
+        handshake, before the application runs; None when it was not (or frames go through the
+        ASGI ``send``, which compresses by itself)."""
         self.max_pending_bytes = max_pending_bytes
         self.max_lag_s = max_lag_s
         """A frame that cannot be replaced waiting longer than this (seconds) closes the socket
@@ -112,8 +122,9 @@ class Connection:
     def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
         """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
 
-        ``frame`` is that frame already built (:func:`text_frame`), when the caller shares it
-        between connections.
+        ``frame`` is that frame already built as this connection sends it (:func:`text_frame`,
+        or on a compressed socket :meth:`api.streaming.deflate.Deflate.frame`), when the
+        caller shares it between connections.
         """
         if self.closed:
             return
@@ -196,11 +207,13 @@ class Connection:
             return False
         if not self._handshake_released:
             self._release_handshake(protocol)
-        if protocol.conn.extensions:  # per-message compression negotiated: let websockets frame
-            protocol.conn.send_text(payload)
-            protocol.transport.write(b"".join(protocol.conn.data_to_send()))
-        else:
-            protocol.transport.write(frame if frame is not None else text_frame(payload))
+        if frame is None:
+            deflate = self.deflate
+            if deflate is not None:
+                frame = deflate.message_frame(payload)
+            if frame is None:
+                frame = text_frame(payload)
+        protocol.transport.write(frame)
         return True
 
     def _release_handshake(self, protocol: WebSocketsSansIOProtocol) -> None:
