@@ -4,14 +4,13 @@ permessage-deflate decoder reads them."""
 from __future__ import annotations
 
 import random
-import zlib
 
 import orjson
 import pytest
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
-from api.streaming.deflate import Deflate, negotiated
+from api.streaming.deflate import Deflate, compress, negotiated
 
 BODY = orjson.dumps(
     {"data": {"rows": [{"login": 1000 + i, "profit": f"{i * 1.5:.2f}"} for i in range(100)]}}
@@ -63,22 +62,26 @@ def test_a_shared_frame_decodes_to_its_prefix_the_payload_and_the_brace() -> Non
 
 def test_the_payload_is_compressed_once_for_every_prefix() -> None:
     deflate = Deflate(15)
-    frames = {id: deflate.frame(BODY, head=head(id), tail=TAIL) for id in ("1", "2", "a-long-id")}
-    compressed = [frame for frame in frames.values() if frame is not None]
-    assert len(compressed) == 3
-    # Every frame ends with the same bytes: the payload's, compressed once.
-    shared = zlib.compressobj(6, zlib.DEFLATED, -15)
-    body = shared.compress(BODY + TAIL) + shared.flush(zlib.Z_SYNC_FLUSH)
-    assert all(frame.endswith(body[:-4]) for frame in compressed)
+    ids = ("1", "2", "a-long-id", "x" * 70_000)  # the last one's prefix takes two stored blocks
+    frames = {id: deflate.frame(BODY, head=head(id), tail=TAIL) for id in ids}
+    body = compress(BODY, TAIL, window_bits=15)
     for id, frame in frames.items():
         assert frame is not None
+        # The same compressed bytes after every prefix.
+        assert frame.endswith(body)
         assert orjson.loads(read(client(), frame)) == {
             "id": id,
             "type": "next",
             "payload": orjson.loads(BODY),
         }
-    # The same prefix again: the very same frame.
-    assert deflate.frame(BODY, head=head("2"), tail=TAIL) is frames["2"]
+    # The prefix as a stored block: its length, the length's complement, its bytes.
+    one = frames["1"]
+    assert one is not None
+    assert one[4:9] == bytes((0, len(head("1")), 0, len(head("1")) ^ 0xFF, 0xFF))
+    assert one[9 : 9 + len(head("1"))] == head("1")
+    # Subscribers with equal ids, one after the other: the very same frame.
+    first = deflate.frame(BODY, head=head("7"), tail=TAIL)
+    assert deflate.frame(BODY, head=head("7"), tail=TAIL) is first
 
 
 def test_frames_decode_in_turn_by_a_client_that_keeps_its_window() -> None:
