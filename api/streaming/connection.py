@@ -52,11 +52,13 @@ CLOSE_GRACE_S = 5.0
 
 
 class _Frame:
-    __slots__ = ("key", "payload")
+    __slots__ = ("built", "key", "payload")
 
-    def __init__(self, payload: bytes, key: str | None) -> None:
+    def __init__(self, payload: bytes, key: str | None, built: bytes | None) -> None:
         self.payload = payload
         self.key = key
+        self.built = built
+        """The frame as the caller built it, if it did (on a compressed socket, compressed)."""
 
 
 class Connection:
@@ -142,10 +144,11 @@ class Connection:
         if waiting is not None:
             self._pending_bytes += len(payload) - len(waiting.payload)
             waiting.payload = payload
+            waiting.built = frame
             self.conflated += 1
             counts.send_conflated += 1
             return
-        waiting = _Frame(payload, key)
+        waiting = _Frame(payload, key, frame)
         if self._pending is None:
             self._pending = deque()
         self._pending.append(waiting)
@@ -236,7 +239,8 @@ class Connection:
                     if not self._pending or self.closed:
                         break
                     # The head frame may have been replaced by a newer result while we waited.
-                    if not self._write_now(self._pending[0].payload):
+                    head = self._pending[0]
+                    if not self._write_now(head.payload, head.built):
                         continue
                     if self.closed:
                         break
