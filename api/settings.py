@@ -205,7 +205,9 @@ class Settings(BaseSettings):
     """Bytes that may wait to be sent to one WebSocket whose client reads too slowly; past it the
     connection is closed with 4008 (latest-value results are conflated and never pile up)."""
     ws_per_message_deflate: bool = False
-    """Per-message compression on WebSockets. Off: it costs memory and CPU per socket."""
+    """Per-message compression (permessage-deflate without context takeover) on WebSockets whose
+    client offers it: a shared result compressed once for its group (api/streaming/deflate.py).
+    Off by default: small messages (prices) shrink little."""
     connection_init_wait_timeout_s: float = Field(default=10.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0, le=3600)
     shutdown_reconnect_spread_s: float = Field(default=5.0, ge=0, le=300)

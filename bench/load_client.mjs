@@ -17,6 +17,10 @@
 //   MARK_CLOCK stream: a market (BTC-PERP). One more socket subscribes to that market's
 //              priceUpdates and counts the prices it gets while counting (`prices_per_s`): below
 //              the rate when the server falls behind its own feed
+//   COMPRESS   1: every socket offers permessage-deflate (ws's `perMessageDeflate: true`); stream
+//              and idle then report how many negotiated it (`compressed_conns`); a message of a
+//              server without context takeover is inflated at once (inflateEachMessageAtOnce).
+//              Default: no offer
 //   HOLD       idle: seconds to keep the sockets open at most (default 120; stdin closing or SIGTERM
 //              ends the hold earlier)
 //   soak (for `python -m bench.soak`): N connection slots for DUR seconds (up to 3600); each slot
@@ -43,7 +47,8 @@
 //
 // Every mode prints one JSON line on stdout when its measurement is done; idle prints a second one
 // when the hold ends. Bounded in count and time: the process always exits by itself.
-import WebSocket from 'ws';
+import zlib from 'node:zlib';
+import WebSocket, { PerMessageDeflate } from 'ws';
 
 const [url, nArg, durArg] = process.argv.slice(2);
 const MODE = process.env.MODE || 'stream';
@@ -58,12 +63,41 @@ const MARK_CLOCK = process.env.MARK_CLOCK || '';
 const FIELD = process.env.FIELD || 'priceUpdates';
 const INIT = JSON.parse(process.env.INIT || '{}');
 const HOLD = Number(process.env.HOLD || 120);
+const COMPRESS = process.env.COMPRESS === '1';
+const WS_OPTIONS = { perMessageDeflate: COMPRESS };
+if (COMPRESS) inflateEachMessageAtOnce();
 const CONNECT_TIMEOUT_S = 30; // stream, idle: a socket not acknowledged by then has failed
 const WARMUP_S = 2; // stream: after every socket is set up, before counting
 const IDLE_GRACE_S = 3; // idle: subscribed = first message, or ack + subscribe sent + this long
 const STORM_TIMEOUT_S = 60;
 const SAMPLE_EVERY = 7; // stream: parse one `next` in this many for its latency
 const MAX_N = 50000;
+
+// COMPRESS: ws inflates every message through a zlib stream per socket, on the thread pool, ten at
+// a time for the whole process: at 60,000 messages/s that queue, not the server, set the pace
+// (and the latency). A server that negotiated server_no_context_takeover compresses each message
+// on its own, so a whole message inflates on its own too, synchronously, as a browser does in its
+// own process. Anything else (a fragment, a server keeping its context) takes ws's own way.
+function inflateEachMessageAtOnce() {
+  const TRAILER = Buffer.from([0x00, 0x00, 0xff, 0xff]);
+  const SYNC = zlib.constants.Z_SYNC_FLUSH; // the message ends in a sync flush, not a final block
+  const streamed = PerMessageDeflate.prototype.decompress;
+  PerMessageDeflate.prototype.decompress = function decompress(data, fin, callback) {
+    if (!fin || this._inflate || !this.params.server_no_context_takeover) {
+      streamed.call(this, data, fin, callback);
+      return;
+    }
+    let message;
+    try {
+      message = zlib.inflateRawSync(Buffer.concat([data, TRAILER]), { finishFlush: SYNC });
+    } catch (error) {
+      queueMicrotask(() => callback(error));
+      return;
+    }
+    // Not at once: ws's receiver expects its callback after decompress() has returned.
+    queueMicrotask(() => callback(null, message));
+  };
+}
 
 function fail(message) {
   process.stderr.write(`load_client: ${message}\n`);
@@ -77,6 +111,7 @@ if (!(DUR > 0 && DUR <= (MODE === 'soak' ? 3600 : 600))) fail(`DUR must be in (0
 if (!Number.isInteger(PER_CONN) || PER_CONN < 1 || PER_CONN > N) fail(`PER_CONN must be in 1..N`);
 if (!(HOLD > 0 && HOLD <= 3600)) fail(`HOLD must be in (0, 3600] seconds`);
 if (!['stream', 'idle', 'storm', 'soak', 'resume'].includes(MODE)) fail(`MODE must be stream, idle, storm, soak or resume, not ${MODE}`);
+if (!['', '0', '1'].includes(process.env.COMPRESS || '')) fail('COMPRESS must be 0 or 1');
 if (!['same', 'distinct'].includes(VARS_MODE)) fail(`VARS_MODE must be same or distinct, not ${VARS_MODE}`);
 
 const CONNS = Math.max(1, Math.floor(N / PER_CONN));
@@ -119,7 +154,7 @@ let clockPrices = 0, clockCounted = 0; // prices the clock socket got: in all, w
 
 function openPriceClock() {
   return new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     let acked = false;
     ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
@@ -161,22 +196,30 @@ let countingNow = () => false;
 
 async function stream() {
   let counting = false, count = 0, ok = 0, failed = 0, errors = 0, completed = 0, closedLater = 0;
+  let payloadBytes = 0, compressed = 0;
   const receiving = new Set();
+  const tcp = []; // every socket's TCP stream: bytes read there are the bytes on the wire
+  const wireBytes = () => tcp.reduce((sum, socket) => sum + socket.bytesRead, 0);
   const lat = [], stamps = []; // s: from each sample's publishTime; from its `at` (pricedAt results)
   countingNow = () => counting;
   const clockOk = MARK_CLOCK ? await openPriceClock() : null;
   const open = (c) => new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     let settled = false, good = false;
     const done = (g) => { if (!settled) { settled = true; good = g; g ? ok++ : failed++; resolve(); } };
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('open', () => {
+      tcp.push(ws._socket);
+      if (ws.extensions.includes('permessage-deflate')) compressed++;
+      ws.send(JSON.stringify({ type: 'connection_init', payload: INIT }));
+    });
     ws.on('message', (buf) => {
       const s = buf.toString();
       if (isNext(s)) {
         receiving.add(c);
         if (counting) {
           count++;
+          payloadBytes += buf.length;
           if (count % SAMPLE_EVERY === 0) {
             const now = Date.now() / 1000;
             const ev = resultOf(JSON.parse(s));
@@ -200,8 +243,10 @@ async function stream() {
   await openThrottled(open);
   const connectS = (Date.now() - tc) / 1000;
   await sleep(WARMUP_S * 1000);
+  const wire0 = wireBytes();
   counting = true; const t0 = Date.now(); await sleep(DUR * 1000); counting = false;
   const elapsed = (Date.now() - t0) / 1000;
+  const wire = wireBytes() - wire0;
   lat.sort((a, b) => a - b);
   stamps.sort((a, b) => a - b);
   out({
@@ -210,6 +255,11 @@ async function stream() {
     // extensions over the shared client's line
     receiving_conns: receiving.size, completed, closed_after_ack: closedLater, latency_samples: lat.length,
     connect_s: Math.round(connectS * 100) / 100, seconds: Math.round(elapsed * 100) / 100,
+    // bytes read from the sockets while counting (frames and anything else the server sent), and
+    // the messages' own bytes (decompressed), per `next` counted
+    wire_bytes_per_msg: count ? Math.round(10 * wire / count) / 10 : null,
+    payload_bytes_per_msg: count ? Math.round(10 * payloadBytes / count) / 10 : null,
+    compressed_conns: compressed,
     ...(MARK_CLOCK ? {
       mark_clock: MARK_CLOCK, mark_clock_subscribed: clockOk, prices: clockPrices, prices_per_s: Math.round(10 * clockCounted / elapsed) / 10,
     } : {}),
@@ -219,13 +269,16 @@ async function stream() {
 
 // idle: N subscribed sockets, held open while the orchestrator reads the server's memory.
 async function idle() {
-  let ok = 0, failed = 0, errors = 0, closedLater = 0;
+  let ok = 0, failed = 0, errors = 0, closedLater = 0, compressed = 0;
   const open = (c) => new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     let settled = false, good = false;
     const done = (g) => { if (!settled) { settled = true; good = g; g ? ok++ : failed++; resolve(); } };
-    ws.on('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: INIT })));
+    ws.on('open', () => {
+      if (ws.extensions.includes('permessage-deflate')) compressed++;
+      ws.send(JSON.stringify({ type: 'connection_init', payload: INIT }));
+    });
     ws.on('message', (buf) => {
       if (settled) return;
       const s = buf.toString();
@@ -245,6 +298,7 @@ async function idle() {
   out({
     subscribers_ok: ok * PER_CONN, asked: CONNS * PER_CONN, failed_conns: failed, sub_errors: errors,
     closed_after_subscribed: closedLater, connect_s: Math.round((Date.now() - tc) / 10) / 100,
+    compressed_conns: compressed,
   });
   const t0 = Date.now();
   await new Promise((resolve) => {
@@ -265,7 +319,7 @@ async function storm() {
   const firsts = [];
   const t0 = performance.now();
   const open = (c) => new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     let settled = false;
     const done = (good) => {
@@ -323,7 +377,7 @@ async function soak() {
 
   function slot(i) {
     if (stopping) return;
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     const variables = Math.random() < DISTINCT
       ? { m: MARKETS[i % MARKETS.length], n: `${i}-${Math.random()}` } : { m: MARKETS[i % MARKETS.length] };
@@ -440,7 +494,7 @@ async function resume() {
 
   // One socket of one client: connection_init, then its subscriptions (with `after` when resuming).
   const connect = (client, counts, onMessage) => new Promise((resolve) => {
-    const ws = new WebSocket(url, 'graphql-transport-ws', { perMessageDeflate: false });
+    const ws = new WebSocket(url, 'graphql-transport-ws', WS_OPTIONS);
     sockets.add(ws);
     client.ws = ws;
     let settled = false, acked = false;

@@ -210,6 +210,12 @@ class Config:
     calling publishPrice."""
     jwt_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     """tradestream's JWT_SECRET: the benchmark signs its callers' tokens with it."""
+    server_env: Mapping[str, str] = field(default_factory=dict)
+    """tradestream settings on top of the scenario's (:mod:`bench.compression`:
+    WS_PER_MESSAGE_DEFLATE)."""
+    load_env: Mapping[str, str] = field(default_factory=dict)
+    """The load client's environment on top of the scenario's (:mod:`bench.compression`:
+    COMPRESS)."""
 
     @property
     def tradestream(self) -> Path:
@@ -255,6 +261,12 @@ class Result:
     resume: dict[str, Any] | None = None
     """resume: the client's two lines, the changes made while away, the newest sequences' sum
     and the server's history reads during the storm (:func:`_resume_storm`)."""
+    wire_bytes_per_msg: float | None = None
+    """stream: bytes the load client read from its sockets while counting, per ``next``."""
+    payload_bytes_per_msg: float | None = None
+    """stream: the ``next`` messages' own bytes (decompressed), per message."""
+    compressed_conns: int | None = None
+    """stream and idle: sockets that negotiated permessage-deflate."""
     probes: list[dict[str, Any]] = field(default_factory=list)
     """positions scenarios, tradestream: each probe's CallStats during the measured seconds."""
     client: list[dict[str, Any]] = field(default_factory=list)
@@ -383,7 +395,11 @@ def measure(scenario: Scenario, server_name: str, config: Config) -> Result:
     try:
         with _database(config, own) as server_config:
             server = make_server(
-                server_name, server_config, rate, tag, _server_env(scenario, config, rate)
+                server_name,
+                server_config,
+                rate,
+                tag,
+                _server_env(scenario, config, rate) | dict(config.server_env),
             )
             try:
                 server.start(timeout=120 if server_name == TRADESTREAM else 20)
@@ -436,8 +452,12 @@ def _load(
         return
     if scenario.mode == "idle":
         rss_before = _settled_rss(server.pid)
-        client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=True)
-        _idle(server, client, result, rss_before)
+        env = client_env(server.name, scenario, config.load_env)
+        client = Client(argv, env, config.workdir, log, hold=True)
+        try:
+            _idle(server, client, result, rss_before)
+        finally:
+            client.close()
         return
     if scenario.mode == "stream":
         argv.append(f"{duration:g}")
@@ -447,8 +467,9 @@ def _load(
     if scenario.workload == "positions" and server.name == TRADESTREAM:
         _positions(scenario, server, config, result, argv, log, timeout)
         return
+    env = client_env(server.name, scenario, config.load_env)
     if scenario.workload != "book":
-        client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
+        client = Client(argv, env, config.workdir, log, hold=False)
         try:
             _run(server, client, result, timeout)
         finally:
@@ -458,7 +479,7 @@ def _load(
     # not the nominal one (a price that did not move changes no level).
     http_url = f"http://127.0.0.1:{server.port}"
     published, started = _book_sequence(http_url), time.monotonic()
-    client = Client(argv, client_env(server.name, scenario), config.workdir, log, hold=False)
+    client = Client(argv, env, config.workdir, log, hold=False)
     try:
         _run(server, client, result, timeout)
     finally:
@@ -664,6 +685,9 @@ def _run(server: Server, client: Client, result: Result, timeout: float) -> floa
         result.p50_ms = line.get("p50_ms")
         result.p99_ms = line.get("p99_ms")
         result.receiving_conns = line.get("receiving_conns")
+        result.wire_bytes_per_msg = line.get("wire_bytes_per_msg")
+        result.payload_bytes_per_msg = line.get("payload_bytes_per_msg")
+        result.compressed_conns = line.get("compressed_conns")
     else:
         result.subscribers_ok = line.get("subscribed")
         result.seconds = line.get("seconds_to_all_subscribed")
@@ -701,6 +725,7 @@ def _idle(server: Server, client: Client, result: Result, rss_before: int | None
     result.subscribers_ok = line.get("subscribers_ok")
     result.failed_conns = line.get("failed_conns")
     result.sub_errors = line.get("sub_errors")
+    result.compressed_conns = line.get("compressed_conns")
     rss_connected = round(statistics.median(samples)) if samples else None
     result.rss_before_mb = _mb(rss_before)
     result.rss_mb = _mb(rss_connected)

@@ -153,10 +153,12 @@ class GraphQLWS:
         subprotocols: tuple[str, ...] = ("graphql-transport-ws",),
         close_timeout: float = 10,
         token: str | None = None,
+        compression: str | None = None,
     ) -> AsyncIterator[GraphQLWS]:
+        """``compression="deflate"`` offers permessage-deflate, as websockets does by default."""
         protocols = [Subprotocol(p) for p in subprotocols]
         async with connect(
-            url, subprotocols=protocols, compression=None, close_timeout=close_timeout
+            url, subprotocols=protocols, compression=compression, close_timeout=close_timeout
         ) as ws:
             client = cls(ws)
             if init:

@@ -219,6 +219,9 @@ class RawSink:
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         message, frame = encoded.message(self.prefix)
         key = self.id if policy is LATEST_VALUE else None
+        deflate = self.connection.deflate
+        if deflate is not None:  # permessage-deflate: the payload compressed once for all
+            frame = deflate.frame(encoded.payload, head=self.prefix, tail=b"}") or frame
         self.connection.write(message, key=key, frame=frame)
 
     def end(self, refusal: PreExecutionError | None) -> None:

@@ -29,6 +29,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from api.ops.metrics import counts
+from api.streaming.deflate import negotiated
 
 try:
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 
     from starlette.types import Send
 
+    from api.streaming.deflate import Deflate
+
 logger = logging.getLogger(__name__)
 
 CLOSE_SLOW_CONSUMER = 4008
@@ -49,11 +52,13 @@ CLOSE_GRACE_S = 5.0
 
 
 class _Frame:
-    __slots__ = ("key", "payload")
+    __slots__ = ("built", "key", "payload")
 
-    def __init__(self, payload: bytes, key: str | None) -> None:
+    def __init__(self, payload: bytes, key: str | None, built: bytes | None) -> None:
         self.payload = payload
         self.key = key
+        self.built = built
+        """The frame as the caller built it, if it did (on a compressed socket, compressed)."""
 
 
 class Connection:
@@ -71,6 +76,7 @@ class Connection:
         "_waiting_since",
         "closed",
         "conflated",
+        "deflate",
         "max_lag_s",
         "max_pending_bytes",
     )
@@ -84,6 +90,12 @@ class Connection:
         )
         self._protocol = protocol if direct else None
         self._send = send
+        self.deflate: Deflate | None = (
+            None if self._protocol is None else negotiated(self._protocol.conn.extensions)
+        )
+        """The socket's permessage-deflate (:mod:`api.streaming.deflate`), negotiated in the
+        handshake, before the application runs; None when it was not (or frames go through the
+        ASGI ``send``, which compresses by itself)."""
         self.max_pending_bytes = max_pending_bytes
         self.max_lag_s = max_lag_s
         """A frame that cannot be replaced waiting longer than this (seconds) closes the socket
@@ -116,8 +128,9 @@ class Connection:
     def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
         """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
 
-        ``frame`` is that frame already built (:func:`text_frame`), when the caller shares it
-        between connections.
+        ``frame`` is that frame already built as this connection sends it (:func:`text_frame`,
+        or on a compressed socket :meth:`api.streaming.deflate.Deflate.frame`), when the
+        caller shares it between connections.
         """
         if self.closed:
             return
@@ -135,10 +148,11 @@ class Connection:
         if waiting is not None:
             self._pending_bytes += len(payload) - len(waiting.payload)
             waiting.payload = payload
+            waiting.built = frame
             self.conflated += 1
             counts.send_conflated += 1
             return
-        waiting = _Frame(payload, key)
+        waiting = _Frame(payload, key, frame)
         if self._pending is None:
             self._pending = deque()
         self._pending.append(waiting)
@@ -200,11 +214,13 @@ class Connection:
             return False
         if not self._handshake_released:
             self._release_handshake(protocol)
-        if protocol.conn.extensions:  # per-message compression negotiated: let websockets frame
-            protocol.conn.send_text(payload)
-            protocol.transport.write(b"".join(protocol.conn.data_to_send()))
-        else:
-            protocol.transport.write(frame if frame is not None else text_frame(payload))
+        if frame is None:
+            deflate = self.deflate
+            if deflate is not None:
+                frame = deflate.message_frame(payload)
+            if frame is None:
+                frame = text_frame(payload)
+        protocol.transport.write(frame)
         return True
 
     def _release_handshake(self, protocol: WebSocketsSansIOProtocol) -> None:
@@ -227,7 +243,8 @@ class Connection:
                     if not self._pending or self.closed:
                         break
                     # The head frame may have been replaced by a newer result while we waited.
-                    if not self._write_now(self._pending[0].payload):
+                    head = self._pending[0]
+                    if not self._write_now(head.payload, head.built):
                         continue
                     if self.closed:
                         break

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from bench import nodeenv
 from tests.conftest import isolated_server
+from tests.support import node_packages
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from tests.support import ServerProcess
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="package")
@@ -25,3 +31,17 @@ def oracle_server(
     log = tmp_path_factory.mktemp("bench") / "server.log"
     with isolated_server(database_url, env, log) as server:
         yield server
+
+
+@pytest.fixture(scope="package")
+def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The load client beside the ``ws`` the client examples pin (examples/js, ``npm ci`` as
+    the examples' tests run it): the project's own, not the shared bench folder's, which a
+    clone elsewhere does not have."""
+    examples = PROJECT / "examples" / "js"
+    node_packages(examples)
+    workdir = tmp_path_factory.mktemp("bench-node")
+    shutil.copyfile(PROJECT / "bench" / nodeenv.CLIENT, workdir / nodeenv.CLIENT)
+    (workdir / "node_modules").symlink_to(examples / "node_modules")
+    (workdir / "logs").mkdir()
+    return workdir

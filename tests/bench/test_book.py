@@ -7,26 +7,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
-from bench import nodeenv
 from bench.report import target_verdicts
 from bench.scenarios import SCENARIOS, TRADESTREAM, Config, measure
-from tests.support import node_packages
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The load client beside the ``ws`` the client examples pin (as tests/bench/test_resume.py)."""
-    examples = PROJECT / "examples" / "js"
-    node_packages(examples)
-    workdir = tmp_path_factory.mktemp("bench-node")
-    shutil.copyfile(PROJECT / "bench" / nodeenv.CLIENT, workdir / nodeenv.CLIENT)
-    (workdir / "node_modules").symlink_to(examples / "node_modules")
-    (workdir / "logs").mkdir()
-    return workdir
 
 
 def test_the_quick_book_run_delivers_the_book_changes_to_every_subscriber(

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from bench import nodeenv, positions, resume
+from bench import positions, resume
 from bench.processes import Client
 from bench.report import target_verdicts
 from bench.scenarios import SCENARIOS, TRADESTREAM, Config, measure
 from tests.conftest import isolated_server
-from tests.support import TEST_JWT_SECRET, node_packages
+from tests.support import TEST_JWT_SECRET
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,20 +24,6 @@ if TYPE_CHECKING:
     from tests.support import ServerProcess
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The load client beside the ``ws`` the client examples pin (examples/js, ``npm ci`` as
-    the examples' tests run it): the project's own, not the shared bench folder's, which a
-    clone elsewhere does not have."""
-    examples = PROJECT / "examples" / "js"
-    node_packages(examples)
-    workdir = tmp_path_factory.mktemp("bench-node")
-    shutil.copyfile(PROJECT / "bench" / nodeenv.CLIENT, workdir / nodeenv.CLIENT)
-    (workdir / "node_modules").symlink_to(examples / "node_modules")
-    (workdir / "logs").mkdir()
-    return workdir
 
 
 def test_the_quick_storm_resumes_every_client_without_losing_an_event(

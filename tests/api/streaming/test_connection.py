@@ -1,11 +1,15 @@
-"""The per-WebSocket send queue, driven through its ASGI fallback with a send that can stall."""
+"""The per-WebSocket send queue, driven through its ASGI fallback with a send that can stall, and
+its direct writes on a compressed socket."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -149,3 +153,55 @@ async def test_a_result_replacing_one_already_being_sent_is_sent_too() -> None:
     await connection.drained()
     await settle()
     assert send.texts == ['{"a":1}', '{"a":2}']
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+def _compressed_socket() -> tuple[Connection, WebSocketsSansIOProtocol, _Transport]:
+    """A direct connection over uvicorn's protocol (its few attributes the connection reads),
+    with permessage-deflate negotiated."""
+    protocol = WebSocketsSansIOProtocol.__new__(WebSocketsSansIOProtocol)
+    transport = _Transport()
+    protocol.transport = transport  # type: ignore[assignment]
+    protocol.conn = SimpleNamespace(extensions=[PerMessageDeflate(True, True, 15, 15)])  # type: ignore[assignment]
+    protocol.writable = asyncio.Event()
+    protocol.writable.set()
+    protocol.close_sent = protocol.disconnected = False
+    protocol.request = protocol.response = None  # type: ignore[assignment]
+    connection = Connection(protocol.send, max_pending_bytes=1 << 20)  # type: ignore[arg-type]
+    assert connection.direct
+    assert connection.deflate is not None
+    return connection, protocol, transport
+
+
+async def test_on_a_compressed_socket_each_message_goes_compressed_if_that_is_shorter() -> None:
+    connection, _, transport = _compressed_socket()
+    long = b'{"type":"next","payload":{"data":{"rows":[' + b'{"a":1},' * 50 + b"{}]}}}"
+    connection.write(b'{"type":"pong"}')
+    connection.write(long)
+    short, compressed = transport.written
+    assert short == text_frame(b'{"type":"pong"}')
+    assert compressed[0] == 0xC1  # FIN, RSV1, text
+    decoder = PerMessageDeflate(True, True, 15, 15)
+    frame = Frame(Opcode.TEXT, compressed[2:], rsv1=True)
+    assert len(compressed) == 2 + compressed[1]
+    assert decoder.decode(frame).data == long
+
+
+async def test_a_frame_built_for_the_socket_goes_out_as_built_even_after_waiting() -> None:
+    connection, protocol, transport = _compressed_socket()
+    built = b"\xc1\x03abc"  # what the fan-out made once for every socket of its group
+    protocol.writable.clear()  # the client reads slowly: frames wait
+    connection.write(b'{"n":1}', key="1", frame=b"\xc1\x03old")
+    connection.write(b'{"n":2}', key="1", frame=built)  # replaces the waiting one
+    await settle()
+    assert transport.written == []
+    protocol.writable.set()
+    await connection.drained()
+    assert transport.written == [built]
