@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from bench import nodeenv
+from bench.scenarios import Config
 from tests.conftest import isolated_server
 from tests.support import node_packages
 
@@ -45,3 +46,20 @@ def node_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (workdir / "node_modules").symlink_to(examples / "node_modules")
     (workdir / "logs").mkdir()
     return workdir
+
+
+@pytest.fixture
+def quick_config(database_url: str, node_workdir: Path) -> Config:
+    """``python -m bench --quick``'s configuration on the tests' database, with the load client
+    of :func:`node_workdir`."""
+    return Config(
+        project=PROJECT,
+        workdir=node_workdir,
+        logs=node_workdir / "logs",
+        node=shutil.which("node") or "node",
+        rate_hz=20.0,
+        idle_rate_hz=0.1,
+        quick=True,
+        database_url=database_url,
+        data_dir=None,
+    )

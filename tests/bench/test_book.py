@@ -4,7 +4,6 @@ book's own sequence, and the verdict against the issue's targets."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from bench.report import target_verdicts
@@ -14,19 +13,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def test_the_quick_book_run_delivers_the_book_changes_to_every_subscriber(
-    database_url: str, node_workdir: Path
+    quick_config: Config,
 ) -> None:
-    config = Config(
-        project=PROJECT,
-        workdir=node_workdir,
-        logs=node_workdir / "logs",
-        node=shutil.which("node") or "node",
-        rate_hz=20.0,
-        idle_rate_hz=0.1,
-        quick=True,
-        database_url=database_url,
-        data_dir=None,
-    )
+    config = quick_config
     result = measure(SCENARIOS["book"], TRADESTREAM, config)
     assert result.error is None, result.error
     assert (result.failed_conns, result.sub_errors) == (0, 0)

@@ -4,7 +4,6 @@ its target checks."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,19 +16,9 @@ SMALL_HOT = dataclasses.replace(SCENARIOS["hot"], quick_subscribers=20, quick_du
 
 
 def test_the_load_client_counts_the_bytes_on_the_wire_with_and_without_compression(
-    database_url: str, node_workdir: Path
+    quick_config: Config,
 ) -> None:
-    base = Config(
-        project=PROJECT,
-        workdir=node_workdir,
-        logs=node_workdir / "logs",
-        node=shutil.which("node") or "node",
-        rate_hz=20.0,
-        idle_rate_hz=0.1,
-        quick=True,
-        database_url=database_url,
-        data_dir=None,
-    )
+    base = quick_config
     results = {}
     for variant, (server_env, load_env) in VARIANTS.items():
         config = dataclasses.replace(base, server_env=server_env, load_env=load_env)

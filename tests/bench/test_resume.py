@@ -26,20 +26,8 @@ if TYPE_CHECKING:
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def test_the_quick_storm_resumes_every_client_without_losing_an_event(
-    database_url: str, node_workdir: Path
-) -> None:
-    config = Config(
-        project=PROJECT,
-        workdir=node_workdir,
-        logs=node_workdir / "logs",
-        node=shutil.which("node") or "node",
-        rate_hz=20.0,
-        idle_rate_hz=0.1,
-        quick=True,
-        database_url=database_url,
-        data_dir=None,
-    )
+def test_the_quick_storm_resumes_every_client_without_losing_an_event(quick_config: Config) -> None:
+    config = quick_config
     result = measure(SCENARIOS["resume-storm"], TRADESTREAM, config)
     assert result.error is None, result.error
     assert result.resume is not None
