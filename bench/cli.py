@@ -31,6 +31,7 @@ from bench.scenarios import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -97,17 +98,22 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def entry(name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """A benchmark command's exit status: ``run(args)``'s, 2 (the reason on stderr) when it
+    cannot measure, 130 when interrupted (SIGTERM too), its servers and clients stopped."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return run(args)
     except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench: interrupted; servers and clients stopped", file=sys.stderr)
+        print(f"{name}: interrupted; servers and clients stopped", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return entry("bench", run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
                 "rate_hz": args.rate,
                 "idle_rate_hz": args.idle_rate,
                 "price_source": args.price_source,
-                "machine": _machine(node_version, soft),
-                "project": _project_version(),
+                "machine": machine(node_version, soft),
+                "project": project_version(),
                 "targets": report.TARGETS,
                 "results": [dataclasses.asdict(r) for r in all_results],
             },
@@ -236,17 +242,20 @@ def _progress(result: Result, seconds: float) -> str:
     return f"{result.subscribers_ok}/{result.asked} {done}, {what} ({seconds:.0f} s)"
 
 
-def _machine(node_version: str, open_files: int) -> dict[str, Any]:
-    return {
+def machine(node_version: str, open_files: int | None = None) -> dict[str, Any]:
+    """What a benchmark's results file says of the machine it ran on."""
+    facts: dict[str, Any] = {
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "node": node_version,
-        "open_files_limit": open_files,
     }
+    if open_files is not None:
+        facts["open_files_limit"] = open_files
+    return facts
 
 
-def _project_version() -> dict[str, Any]:
+def project_version() -> dict[str, Any]:
     """The commit measured, and whether the tree had changes on top of it."""
     info: dict[str, Any] = {}
     with contextlib.suppress(OSError, subprocess.SubprocessError):

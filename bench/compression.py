@@ -18,9 +18,7 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import nodeenv
-from bench.cli import DEFAULT_WORKDIR, FD_HEADROOM, PROJECT, _interrupt, _project_version
+from bench.cli import DEFAULT_WORKDIR, FD_HEADROOM, PROJECT, entry, machine, project_version
 from bench.processes import BenchError, raise_open_files_limit, stop_leftover_postgres
 from bench.report import text_table
 from bench.scenarios import SCENARIOS, TRADESTREAM, Config, Result, measure
@@ -62,16 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"bench.compression: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench.compression: interrupted; servers and clients stopped", file=sys.stderr)
-        return 130
+    return entry("bench.compression", run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,13 +120,8 @@ def run(args: argparse.Namespace) -> int:
             {
                 "started": started.isoformat(),
                 "command": " ".join(["python -m bench.compression", *sys.argv[1:]]),
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "node": node_version,
-                },
-                "project": _project_version(),
+                "machine": machine(node_version),
+                "project": project_version(),
                 "results": {k: dataclasses.asdict(r) for k, r in results.items()},
                 "checks": [{"check": what, "met": ok} for what, ok in verdicts],
             },

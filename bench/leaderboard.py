@@ -25,7 +25,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from bench.cli import DEFAULT_WORKDIR, _project_version
+from bench.cli import DEFAULT_WORKDIR, project_version
 from bench.report import text_table
 from domain.marathons import AccountSnapshot, Change, Leaderboard, profit_percentage
 
@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "project": _project_version(),
+        "project": project_version(),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nraw results: {out}")

@@ -8,19 +8,17 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from bench import nodeenv
-from bench.cli import DEFAULT_WORKDIR, FD_HEADROOM, PROJECT, _project_version
+from bench.cli import DEFAULT_WORKDIR, FD_HEADROOM, PROJECT, entry, machine, project_version
 from bench.processes import (
     MB,
     BenchError,
@@ -32,9 +30,6 @@ from bench.processes import (
     rss_bytes,
 )
 from bench.scenarios import TRADESTREAM, Config, make_server
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 QUERY = "subscription($m: String!) { priceUpdates(market: $m) { market price sequence } }"
 SETTLE_TIMEOUT_S = 30.0
@@ -137,21 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return run(args)
-    except BenchError as exc:
-        print(f"bench.soak: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench.soak: interrupted; server and client stopped", file=sys.stderr)
-        return 130
+    return entry("bench.soak", run, parse_args(argv))
 
 
 def server_stats(server: Server) -> dict[str, Any]:
@@ -213,13 +195,8 @@ def run(args: argparse.Namespace) -> int:
             {
                 "started": started.isoformat(),
                 "command": " ".join(["python -m bench.soak", *sys.argv[1:]]),
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "node": node_version,
-                },
-                "project": _project_version(),
+                "machine": machine(node_version),
+                "project": project_version(),
                 **asdict(outcome),
             },
             indent=2,
