@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal  # noqa: TC003  (a payload codec reads hints at runtime)
 from typing import TYPE_CHECKING, Any
 
 from domain.events import Unnumbered
@@ -44,6 +44,7 @@ from domain.order_book import (
     OrderBook,
 )
 from domain.paper_exchange import OrderType
+from domain.payloads import PayloadCodec
 from domain.topics import book_orders_topic, book_state_topic, book_topic
 
 if TYPE_CHECKING:
@@ -87,23 +88,14 @@ class RestingOrder:
         )
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "market": self.market,
-            "side": self.side.value,
-            "price": str(self.price),
-            "size": str(self.size),
-        }
+        return RESTING_ORDER.encode(self)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> RestingOrder:
-        return cls(
-            payload["id"],
-            payload["market"],
-            BookSide(payload["side"]),
-            Decimal(payload["price"]),
-            Decimal(payload["size"]),
-        )
+        return RESTING_ORDER.decode(payload)
+
+
+RESTING_ORDER = PayloadCodec(RestingOrder, decimals="fixed")
 
 
 def order_flow(owner: str, changes: Changes) -> list[Unnumbered]:
