@@ -151,11 +151,6 @@ class Resumption(Generic[T]):
         return self._start.snapshot
 
     @property
-    def replayed(self) -> int:
-        """How many events the resume replays (0 when nothing was missed, or not resumed)."""
-        return len(self._start.replay)
-
-    @property
     def resumed(self) -> bool:
         """True when every event since ``after`` is replayed (no reset)."""
         return self._start.resumed

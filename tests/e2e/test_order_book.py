@@ -149,10 +149,14 @@ async def test_a_resumed_subscription_goes_on_from_its_cursor(server: ServerProc
         cursor = item["cursor"]
     async with GraphQLWS.connect(server.ws_url) as client:
         await client.subscribe("b", BOOK, {"m": "ETH-PERP", "d": DEPTH, "after": cursor})
-        for _ in range(5):
-            item = await client.next_data("b", "orderBook")
-            # Something was missed meanwhile: a snapshot first, then deltas that chain on.
-            book.take(item)
+        # A snapshot of now first (the cursor does not say which depth was held), then deltas
+        # that chain on it.
+        first = await client.next_data("b", "orderBook")
+        assert first["__typename"] == "OrderBookSnapshot", first
+        assert first["sequence"] >= book.sequence
+        book.take(first)
+        for _ in range(4):
+            book.take(await client.next_data("b", "orderBook"))
         assert book.sequence is not None
     wanted = await query(server, "ETH-PERP", DEPTH)
     assert wanted["sequence"] >= book.sequence

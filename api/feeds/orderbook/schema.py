@@ -95,8 +95,8 @@ class OrderBookSubscription:
         description="A market's order book: its best `depth` levels of each side at once, then "
         "a delta whenever they change (about BOOK_QUOTE_HZ a second under the simulated "
         "feeds), each with `previous` and `sequence` so a client can tell it missed nothing. "
-        "Resumed with `after` when nothing was missed, the deltas simply go on; otherwise a "
-        "snapshot comes first. Identical subscriptions share one execution."
+        "Resumed with `after`, a snapshot of now comes first all the same (a cursor does not "
+        "say which depth was held). Identical subscriptions share one execution."
     )
     async def order_book(
         self,

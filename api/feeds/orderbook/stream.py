@@ -51,8 +51,9 @@ async def order_book_stream(
     services: Services, market: str, depth: int, after: list[Cursor] | None = None
 ) -> AsyncIterator[OrderBookSnapshot | OrderBookDelta | StreamReset]:
     """The snapshot, then a delta whenever the best ``depth`` levels change. Resumed with
-    ``after`` when nothing was missed since, the deltas simply go on; otherwise (or when the
-    book was rebuilt) a snapshot comes first."""
+    ``after``, the snapshot comes all the same (a ``StreamReset`` before it when the cursor is
+    not this stream's): a cursor does not say which ``depth`` the client held, and a view of
+    another depth would not apply to it."""
     topic = book_topic(market)
     try:
         async with services.hub.subscribe(topic, BOOK_QUEUE) as subscription:
@@ -65,18 +66,13 @@ async def order_book_stream(
                 always_snapshot=True,
             )
             position = resumption.position
-            missed = False
             for item in resumption.opening(lambda event: ()):
-                missed = True
                 yield item
             view: DepthView | None = None
             state = resumption.snapshot
             if state is not None:
                 view = DepthView(depth, book_of(state, position.sequence(topic)))
-                if not resumption.resumed or missed or resumption.replayed:
-                    yield stamped(
-                        OrderBookSnapshot.of(view.snapshot(), state.published_at), position
-                    )
+                yield stamped(OrderBookSnapshot.of(view.snapshot(), state.published_at), position)
             async for first in subscription:
                 # Whatever else is already waiting is taken with it: a reader that fell behind
                 # (a shared execution serving many sockets, a busy moment) gets the levels that
