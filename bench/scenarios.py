@@ -468,25 +468,21 @@ def _load(
         _positions(scenario, server, config, result, argv, log, timeout)
         return
     env = client_env(server.name, scenario, config.load_env)
-    if scenario.workload != "book":
-        client = Client(argv, env, config.workdir, log, hold=False)
-        try:
-            _run(server, client, result, timeout)
-        finally:
-            client.close()
-        return
-    # What the makers published is what a subscriber can be sent: the offered rate is that,
-    # not the nominal one (a price that did not move changes no level).
+    # book: what the makers published is what a subscriber can be sent, so the offered rate is
+    # that, not the nominal one (a price that did not move changes no level).
+    book = scenario.workload == "book"
     http_url = f"http://127.0.0.1:{server.port}"
-    published, started = _book_sequence(http_url), time.monotonic()
+    if book:
+        published, started = _book_sequence(http_url), time.monotonic()
     client = Client(argv, env, config.workdir, log, hold=False)
     try:
         _run(server, client, result, timeout)
     finally:
         client.close()
-    rate = (_book_sequence(http_url) - published) / (time.monotonic() - started)
-    result.book_changes_per_s = round(rate, 1)
-    result.offered_msgs_per_s = round(result.asked * rate)
+    if book:
+        rate = (_book_sequence(http_url) - published) / (time.monotonic() - started)
+        result.book_changes_per_s = round(rate, 1)
+        result.offered_msgs_per_s = round(result.asked * rate)
 
 
 BOOK_SUBSCRIPTION = (
