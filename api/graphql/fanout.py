@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from api.graphql.access import Check
-    from api.streaming.connection import Connection
+    from api.streaming.connection import Connection, Merge
 
     Stream: TypeAlias = AsyncGenerator[Any, None]
     """What Strawberry's ``Schema.stream`` returns (results, or incremental-delivery frames)."""
@@ -92,6 +92,7 @@ class Encoded:
         "data",
         "errors",
         "extensions",
+        "merge",
         "payload",
         "seq",
     )
@@ -116,6 +117,9 @@ class Encoded:
         when there was none, or it had errors): what this result's patch is against."""
         self._patch: bytes | None = None
         self._delta_frames: dict[tuple[bytes, bool], tuple[bytes, bytes]] | None = None
+        self.merge: Merge | None = None
+        """How a socket that has not sent the group's result before this one yet merges this
+        one into it (:func:`api.streaming.hub.note_merge`), if the group's results merge."""
 
     def keep(self) -> Encoded:
         """This result as its group keeps it for a late joiner, once every member has it: the
@@ -218,11 +222,12 @@ class RawSink:
 
     def deliver(self, encoded: Encoded, policy: DeliveryPolicy) -> None:
         message, frame = encoded.message(self.prefix)
-        key = self.id if policy is LATEST_VALUE else None
+        merge = encoded.merge
+        key = self.id if policy is LATEST_VALUE or merge is not None else None
         deflate = self.connection.deflate
         if deflate is not None:  # permessage-deflate: the payload compressed once for all
             frame = deflate.frame(encoded.payload, head=self.prefix, tail=b"}") or frame
-        self.connection.write(message, key=key, frame=frame)
+        self.connection.write(message, key=key, frame=frame, merge=merge)
 
     def end(self, refusal: PreExecutionError | None) -> None:
         self.on_end()
@@ -490,6 +495,8 @@ class Group:
         (:func:`api.streaming.hub.note_event`), until a result is delivered."""
         self.members: dict[int, Member] = {}
         self.policy = LATEST_VALUE
+        self.merge: Merge | None = None
+        """How its results merge for a slow socket, if they do (:func:`note_merge`)."""
         self.started = False
         self.last: Encoded | None = None
         self.seq = 0
@@ -637,9 +644,12 @@ class Group:
         self.seq += 1
         if not self.deltas:
             self.previous = None
-            return Encoded(result, self.seq)
-        encoded = Encoded(result, self.seq, self.previous)
-        self.previous = None if result.errors or result.extensions else result.data
+            encoded = Encoded(result, self.seq)
+        else:
+            encoded = Encoded(result, self.seq, self.previous)
+            self.previous = None if result.errors or result.extensions else result.data
+        if self.merge is not None and not result.errors:
+            encoded.merge = self.merge
         return encoded
 
     def _publish_failed_now(self, result: ExecutionResult) -> None:

@@ -7,6 +7,10 @@ the transport pauses writing and frames wait here instead:
 
 - a frame with a ``key`` (a latest-value subscription's result, keyed by its operation id) replaces
   the waiting frame with the same key: a slow client gets the newest state (conflation);
+- a frame with a ``key`` and a ``merge`` (a change that the one before it can absorb, such as an
+  order book's level changes) is merged into the waiting frame with the same key, if ``merge``
+  can: a slow client gets one change holding all the others, each level at its newest (the order
+  book's per-socket conflation); one ``merge`` cannot absorb waits behind it instead;
 - any other frame (stream events, protocol messages) waits in order; when what waits exceeds
   ``max_pending_bytes``, the connection is closed with code 4008 rather than skip one.
 
@@ -26,7 +30,7 @@ import logging
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from api.ops.metrics import counts
 from api.streaming.deflate import negotiated
@@ -37,11 +41,15 @@ except ImportError:  # another uvicorn layout: every connection takes the ASGI p
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
+    from collections.abc import Callable, MutableMapping
 
     from starlette.types import Send
 
     from api.streaming.deflate import Deflate
+
+    Merge: TypeAlias = Callable[[bytes, bytes], bytes | None]
+    """Merges a waiting message (the first bytes) and a newer one of the same key into one
+    message meaning both, or says it cannot (None)."""
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +60,19 @@ CLOSE_GRACE_S = 5.0
 
 
 class _Frame:
-    __slots__ = ("built", "key", "payload")
+    __slots__ = ("built", "counted", "key", "payload")
 
-    def __init__(self, payload: bytes, key: str | None, built: bytes | None) -> None:
+    def __init__(
+        self, payload: bytes, key: str | None, built: bytes | None, *, counted: bool
+    ) -> None:
         self.payload = payload
         self.key = key
         self.built = built
         """The frame as the caller built it, if it did (on a compressed socket, compressed)."""
+        self.counted = counted
+        """Whether its bytes count towards ``max_pending_bytes``: every frame but a latest-value
+        result, which the next one replaces. A mergeable change counts, as one that cannot be
+        merged waits behind it, but is never late: it holds all the changes since it was queued."""
 
 
 class Connection:
@@ -125,12 +139,20 @@ class Connection:
         """Whether a frame with ``key`` waits to be sent (the next one with it would replace it)."""
         return key in self._by_key
 
-    def write(self, payload: bytes, *, key: str | None = None, frame: bytes | None = None) -> None:
+    def write(
+        self,
+        payload: bytes,
+        *,
+        key: str | None = None,
+        frame: bytes | None = None,
+        merge: Merge | None = None,
+    ) -> None:
         """Send one text frame holding ``payload`` (UTF-8 JSON) now, or queue it by the policy.
 
         ``frame`` is that frame already built as this connection sends it (:func:`text_frame`,
         or on a compressed socket :meth:`api.streaming.deflate.Deflate.frame`), when the
-        caller shares it between connections.
+        caller shares it between connections. ``merge`` (with a ``key``): the payload is a
+        change that a waiting frame of the same key may absorb (see the module's docstring).
         """
         if self.closed:
             return
@@ -146,37 +168,46 @@ class Connection:
             return
         waiting = self._by_key.get(key) if key is not None else None
         if waiting is not None:
-            self._pending_bytes += len(payload) - len(waiting.payload)
-            waiting.payload = payload
-            waiting.built = frame
-            self.conflated += 1
-            counts.send_conflated += 1
-            return
-        waiting = _Frame(payload, key, frame)
+            merged = payload if merge is None else merge(waiting.payload, payload)
+            if merged is not None:
+                grown = len(merged) - len(waiting.payload)
+                self._pending_bytes += grown
+                waiting.payload = merged
+                waiting.built = frame if merge is None else None
+                self.conflated += 1
+                counts.send_conflated += 1
+                if waiting.counted:
+                    self._unkeyed_bytes += grown
+                    if self._unkeyed_bytes > self.max_pending_bytes:
+                        self._overflow()
+                return
+            del self._by_key[key]  # type: ignore[arg-type]  # it waits behind the one it could not join
+        counted = key is None or merge is not None
+        waiting = _Frame(payload, key, frame, counted=counted)
         if self._pending is None:
             self._pending = deque()
         self._pending.append(waiting)
         self._pending_bytes += len(payload)
         if key is not None:
             self._by_key[key] = waiting
-        else:
-            # Only frames that cannot be replaced count: keyed ones are one per operation.
+        if counted:
+            # Frames that cannot be replaced count: latest-value ones are one per operation.
             self._unkeyed_bytes += len(payload)
             if self._unkeyed_bytes > self.max_pending_bytes:
                 self._overflow()
                 return
-            if self.max_lag_s is not None:
-                now = time.monotonic()
-                since = self._waiting_since
-                if since is None:
-                    since = self._waiting_since = deque()
-                since.append(now)
-                if now - since[0] > self.max_lag_s:
-                    self._overflow(
-                        f"slow consumer: a stream event waited more than {self.max_lag_s:g} s "
-                        "to be sent"
-                    )
-                    return
+        if key is None and self.max_lag_s is not None:
+            now = time.monotonic()
+            since = self._waiting_since
+            if since is None:
+                since = self._waiting_since = deque()
+            since.append(now)
+            if now - since[0] > self.max_lag_s:
+                self._overflow(
+                    f"slow consumer: a stream event waited more than {self.max_lag_s:g} s "
+                    "to be sent"
+                )
+                return
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="connection-flush")
 
@@ -269,10 +300,10 @@ class Connection:
         if frame.key is not None and self._by_key.get(frame.key) is frame:
             del self._by_key[frame.key]
         self._pending_bytes -= len(frame.payload)
-        if frame.key is None:
+        if frame.counted:
             self._unkeyed_bytes -= len(frame.payload)
-            if self._waiting_since:
-                self._waiting_since.popleft()
+        if frame.key is None and self._waiting_since:
+            self._waiting_since.popleft()
         if not self._pending:
             self._pending = None
             self._release_waiters()

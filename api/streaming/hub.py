@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from api.streaming.broadcast import Broadcast
+    from api.streaming.connection import Merge
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class Reader(Protocol):
     """Set to the stream policy once the reader reads a stream topic."""
     event_at: datetime | None
     """When the newest event the reader read was published."""
+    merge: Merge | None
+    """How two of its results merge for a socket that reads slower than they come, if they do
+    (set by :func:`note_merge`)."""
 
 
 reader: ContextVar[Reader | None] = ContextVar("tradestream_reader", default=None)
@@ -58,6 +62,15 @@ def note_topic(topic: str) -> None:
     current = reader.get()
     if current is not None and policy_of(topic) is DeliveryPolicy.STREAM:
         current.policy = DeliveryPolicy.STREAM
+
+
+def note_merge(merge: Merge) -> None:
+    """Tell the current reader (if any) that its results are changes that ``merge`` can merge,
+    two waiting messages into one (:meth:`api.streaming.connection.Connection.write`): a socket
+    that reads slower than they come then gets them merged instead of falling behind."""
+    current = reader.get()
+    if current is not None:
+        current.merge = merge
 
 
 def note_event(event: Event) -> None:

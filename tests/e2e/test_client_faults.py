@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
@@ -141,6 +142,15 @@ class RawWS:
         if variables is not None:
             payload["variables"] = variables
         await self.send({"id": id, "type": "subscribe", "payload": payload})
+
+    async def subscribe_all(self, messages: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Subscribe ``(id, query, variables)`` each, written to the socket at once: the server
+        reads them together, so identical ones join one shared execution."""
+        for id, query, variables in messages:
+            payload = {"query": query, "variables": variables}
+            message = {"id": id, "type": "subscribe", "payload": payload}
+            self.protocol.send_text(orjson.dumps(message))
+        await self._flush()
 
     async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
         """The next text message; ``Closed`` once the server closed (or dropped) the socket."""
@@ -333,6 +343,119 @@ async def test_a_stream_reader_that_stops_reading_is_closed_with_4008_and_others
     assert after["pendingBytes"] == 0
     assert rss_during - rss_before < RSS_SLACK
     assert freed_s < FREED_WITHIN_S
+
+
+BOOK = """subscription($m: String!, $d: Int!) {
+  orderBook(market: $m, depth: $d) {
+    __typename
+    ... on OrderBookSnapshot { sequence bids { price size } asks { price size } }
+    ... on OrderBookDelta { previous sequence changes { side price size } }
+  }
+}"""
+BOOK_OPERATIONS = 100
+"""Operations of the slow book reader (a socket's most), one shared execution: enough deltas to
+fill the kernel's socket buffers within seconds."""
+
+
+class Book:
+    """A client's copy of the order book, from its snapshot and the deltas after it, each of
+    which must follow the last; and the book as of each of the last ``keep`` sequences it saw."""
+
+    def __init__(self, keep: int) -> None:
+        self.sequence = -1
+        self.levels: dict[tuple[str, str], Decimal] = {}
+        self.spans: list[int] = []
+        """Each delta's ``sequence - previous``: how many of the book's changes it holds."""
+        self.keep = keep
+        self.states: dict[int, dict[tuple[str, str], Decimal]] = {}
+
+    def take(self, item: dict[str, Any]) -> None:
+        if item["__typename"] == "OrderBookSnapshot":
+            self.levels = {
+                (side, str(Decimal(level["price"]))): Decimal(level["size"])
+                for side, key in (("BID", "bids"), ("ASK", "asks"))
+                for level in item[key]
+            }
+        else:
+            assert item["__typename"] == "OrderBookDelta", item
+            assert item["previous"] == self.sequence, (item["previous"], self.sequence)
+            self.spans.append(item["sequence"] - item["previous"])
+            for change in item["changes"]:
+                level = (change["side"], str(Decimal(change["price"])))
+                if Decimal(change["size"]):
+                    self.levels[level] = Decimal(change["size"])
+                else:
+                    self.levels.pop(level, None)
+        self.sequence = item["sequence"]
+        self.states[self.sequence] = dict(self.levels)
+        if len(self.states) > self.keep:
+            del self.states[next(iter(self.states))]
+
+
+async def test_a_book_reader_that_falls_behind_gets_each_operation_s_deltas_merged_and_stays(
+    isolated_database_url: str, tmp_path: Any
+) -> None:
+    """The order book is a stream, yet a book delta waiting on a socket that does not read takes
+    in the deltas after it, each level at its newest size (per-socket conflation): a slow reader
+    of a shared execution holds one delta per operation, not a backlog, so it is neither closed
+    for its bytes (SEND_QUEUE_MAX_BYTES) nor for its lag (SUBSCRIBER_MAX_LAG_S); when it reads
+    again, each operation's deltas chain with no gap to the very book a fast reader holds at the
+    same sequence, and the fast reader got every change meanwhile."""
+    # A merged delta holds every level the book touched while it waited (those that left with
+    # size 0): in a walk as fast as the simulated one, some 80 KB per operation in 10 s.
+    queue_max = 32 * 1024 * 1024
+    env = {
+        "PRICE_FEED_HZ": "20",
+        "BOOK_QUOTE_HZ": "20",
+        "SEND_QUEUE_MAX_BYTES": str(queue_max),
+        "SUBSCRIBER_MAX_LAG_S": "1",
+    }
+    variables = {"m": "BTC-PERP", "d": 50}
+    async with (
+        started(env, isolated_database_url, tmp_path / "server.log") as server,
+        httpx.AsyncClient(timeout=5) as http,
+        GraphQLWS.connect(server.ws_url, close_timeout=1) as fast,
+    ):
+        await fast.subscribe("b", BOOK, variables)
+        fast_book = Book(keep=100_000)
+        fast_book.take(await fast.next_data("b", "orderBook"))
+        baseline = await stats(http, server)
+
+        slow = await RawWS.open(server.ws_url, rcvbuf=SMALL_RCVBUF)
+        await slow.subscribe_all([(f"s{i}", BOOK, variables) for i in range(BOOK_OPERATIONS)])
+        members = baseline["groupMembers"] + BOOK_OPERATIONS
+        shared, _ = await until(
+            lambda: stats(http, server), lambda s: s["groupMembers"] == members, 10
+        )
+        # The slow client reads nothing for a while, the fast one everything.
+        t0 = time.monotonic()
+        pending = []
+        while time.monotonic() - t0 < 6.0:
+            fast_book.take(await fast.next_data("b", "orderBook"))
+            pending.append((await stats(http, server))["maxPendingBytes"])
+        behind = await stats(http, server)
+
+        # It reads again (Closed is raised if it was closed) until every operation has caught
+        # up with where the fast reader was.
+        books = {f"s{i}": Book(keep=50) for i in range(BOOK_OPERATIONS)}
+        target = fast_book.sequence
+        t0 = time.monotonic()
+        while min(book.sequence for book in books.values()) < target:
+            assert time.monotonic() - t0 < 30, "the slow reader did not catch up"
+            message = await slow.receive()
+            assert message["type"] == "next", message
+            books[message["id"]].take(message["payload"]["data"]["orderBook"])
+        slow.close()
+
+    assert shared["groups"] - baseline["groups"] < BOOK_OPERATIONS / 10, (baseline, shared)
+    assert behind["conflated"] > BOOK_OPERATIONS, behind  # waiting deltas took later ones in
+    assert max(pending) <= queue_max, max(pending)
+    for id, book in books.items():
+        assert max(book.spans) > 20, (id, sorted(book.spans)[-5:])  # many changes as one
+        # The newest book it held that the fast reader held too (each shared execution may
+        # merge what waited for it, so either may have skipped a sequence the other has).
+        common = max(set(book.states) & set(fast_book.states))
+        assert book.states[common] == fast_book.states[common], (id, common)
 
 
 async def test_a_price_reader_that_stops_reading_is_conflated_then_dropped_by_the_keepalive(

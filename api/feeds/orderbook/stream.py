@@ -3,12 +3,14 @@ that keep a client's copy equal to them (``domain/book_makers.py`` says what is 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot, Trade
 from api.graphql.errors import ClientError, StreamEndedError
 from api.graphql.resume import StreamReset, resume, stamped
-from api.streaming.hub import HubError
+from api.streaming.hub import HubError, note_merge
 from domain.order_book import (
     BOOK_SNAPSHOT,
     DELTA_EVENT,
@@ -55,6 +57,7 @@ async def order_book_stream(
     not this stream's): a cursor does not say which ``depth`` the client held, and a view of
     another depth would not apply to it."""
     topic = book_topic(market)
+    note_merge(merge_deltas)
     try:
         async with services.hub.subscribe(topic, BOOK_QUEUE) as subscription:
             resumption = await resume(
@@ -109,6 +112,50 @@ async def order_book_stream(
                     yield stamped(OrderBookDelta.of(merged, newest), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
+
+
+def merge_deltas(older: bytes, newer: bytes) -> bytes | None:
+    """Two ``next`` messages of an ``orderBook`` subscription that wait on one socket, as one:
+    the per-socket conflation of a client that reads slower than the book changes, inside a
+    shared execution (:meth:`api.streaming.connection.Connection.write`). The merged delta goes
+    from the older's ``previous`` to the newer's ``sequence`` (its ``at`` and ``cursor`` too),
+    each level at its newest size. None, so the newer waits behind the older, unless both are
+    deltas with ``previous``, ``sequence`` and ``changes { side price size }`` selected, the newer
+    following the older: a snapshot (a rebuilt book, a reset) is never merged."""
+    first, second = orjson.loads(older), orjson.loads(newer)
+    before, after = _delta_in(first), _delta_in(second)
+    if before is None or after is None or after["previous"] != before["sequence"]:
+        return None
+    levels = {(change["side"], change["price"]): change for change in before["changes"]}
+    for change in after["changes"]:
+        levels[change["side"], change["price"]] = change
+    after["previous"] = before["previous"]
+    after["changes"] = list(levels.values())
+    return orjson.dumps(second)
+
+
+def _delta_in(message: Any) -> dict[str, Any] | None:
+    """The delta a ``next`` message carries, if it carries one whose levels can be merged."""
+    if not isinstance(message, dict) or message.get("type") != "next":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or payload.keys() != {"data"}:
+        return None
+    data = payload["data"]
+    if not isinstance(data, dict) or len(data) != 1:
+        return None
+    [delta] = data.values()
+    if not isinstance(delta, dict):
+        return None
+    changes = delta.get("changes")
+    if not (
+        isinstance(delta.get("previous"), int)
+        and isinstance(delta.get("sequence"), int)
+        and isinstance(changes, list)
+        and all(isinstance(c, dict) and {"side", "price", "size"} <= c.keys() for c in changes)
+    ):
+        return None
+    return delta
 
 
 async def trades_stream(

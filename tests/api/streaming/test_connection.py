@@ -7,6 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.permessage_deflate import PerMessageDeflate
@@ -63,6 +64,72 @@ async def test_a_stalled_reader_gets_only_the_newest_result_per_key() -> None:
     send.gate.set()
     await connection.drained()
     assert send.texts == ['"first"', '{"a":9}', '{"b":9}', '"control"']
+
+
+def _sum(older: bytes, newer: bytes) -> bytes | None:
+    """A merge of changes ``{"add": n}``: two waiting ones are one adding both; anything else
+    (``{"set": n}``) cannot be merged."""
+    a, b = orjson.loads(older), orjson.loads(newer)
+    if "add" not in a or "add" not in b:
+        return None
+    return orjson.dumps({"add": a["add"] + b["add"]})
+
+
+async def test_a_stalled_reader_gets_mergeable_changes_merged_in_their_place() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    connection.write(b'"first"')  # taken by the writer, which then stalls in send
+    await settle()
+    for _ in range(10):
+        connection.write(b'{"add":1}', key="book", merge=_sum)
+        connection.write(b'{"add":2}', key="other", merge=_sum)
+    connection.write(b'"control"')
+    assert connection.conflated == 18
+    send.gate.set()
+    await connection.drained()
+    assert send.texts == ['"first"', '{"add":10}', '{"add":20}', '"control"']
+
+
+async def test_a_change_that_cannot_be_merged_waits_behind_and_takes_the_next_ones() -> None:
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=1024)  # type: ignore[arg-type]
+    connection.write(b'"first"')
+    await settle()
+    connection.write(b'{"add":1}', key="book", merge=_sum)
+    connection.write(b'{"add":1}', key="book", merge=_sum)
+    connection.write(b'{"set":5}', key="book", merge=_sum)  # a snapshot: not merged
+    connection.write(b'{"add":1}', key="book", merge=_sum)  # after the snapshot: its own frame
+    connection.write(b'{"add":1}', key="book", merge=_sum)
+    send.gate.set()
+    await connection.drained()
+    assert send.texts == ['"first"', '{"add":2}', '{"set":5}', '{"add":2}']
+    assert connection.pending_bytes == 0
+
+
+async def test_merged_changes_never_count_as_lag_but_their_bytes_are_bounded() -> None:
+    """A merged change holds everything since it was queued: however long it waits, nothing is
+    behind. What cannot be merged still counts towards the bytes bound."""
+    send = StallingSend()
+    send.gate.clear()
+    connection = Connection(send, max_pending_bytes=60, max_lag_s=0.05)  # type: ignore[arg-type]
+    connection.write(b'"first"')
+    await settle()
+    connection.write(b'{"add":1}', key="book", merge=_sum)
+    await asyncio.sleep(0.08)
+    connection.write(b'{"add":1}', key="book", merge=_sum)
+    assert not connection.closed
+    for n in range(5):  # unmergeable: each waits behind the last, 9 bytes each
+        connection.write(b'{"set":%d}' % n, key="book", merge=_sum)
+    assert not connection.closed
+    connection.write(b'{"set":9}', key="book", merge=_sum)
+    assert connection.closed
+    send.gate.set()
+    await settle()
+    [close] = [m for m in send.sent if m["type"] == "websocket.close"]
+    assert close["code"] == CLOSE_SLOW_CONSUMER
+    await connection.close()
 
 
 async def test_overflow_closes_with_4008_and_drops_the_rest() -> None:

@@ -5,11 +5,15 @@ previous/sequence to what it had."""
 from __future__ import annotations
 
 import asyncio
+import random
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from api.feeds.orderbook.stream import order_book_stream
+import orjson
+import pytest
+
+from api.feeds.orderbook.stream import merge_deltas, order_book_stream
 from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot
 from api.runtime.clock import SystemClock
 from api.settings import parse_limits
@@ -118,3 +122,100 @@ async def test_a_reader_behind_gets_what_waited_merged_into_one_delta(pool: asyn
     finally:
         await hub.close()
         await broadcast.disconnect()
+
+
+def next_message(id: str, data: Any) -> bytes:
+    return orjson.dumps({"id": id, "type": "next", "payload": {"data": data}})
+
+
+def delta_message(previous: int, sequence: int, *changes: tuple[str, str, str]) -> bytes:
+    return next_message(
+        "1",
+        {
+            "orderBook": {
+                "previous": previous,
+                "sequence": sequence,
+                "changes": [{"side": s, "price": p, "size": z} for s, p, z in changes],
+                "cursor": f"c{sequence}",
+            }
+        },
+    )
+
+
+def test_two_waiting_deltas_merge_into_one_from_the_first_previous_to_the_last_sequence() -> None:
+    older = delta_message(4, 5, ("BID", "100.0", "2"), ("ASK", "101.0", "1"))
+    newer = delta_message(5, 7, ("BID", "100.0", "0"), ("BID", "99.5", "3"))
+    merged = merge_deltas(older, newer)
+    assert merged is not None
+    assert orjson.loads(merged) == orjson.loads(
+        delta_message(4, 7, ("BID", "100.0", "0"), ("ASK", "101.0", "1"), ("BID", "99.5", "3"))
+    )
+
+
+def test_a_client_applying_merged_deltas_holds_the_book_of_applying_each() -> None:
+    """A slow socket's deltas, merged as they wait, leave its client with the book it would
+    hold had it taken every one."""
+    rng = random.Random(7)
+    messages = []
+    for sequence in range(1, 60):
+        changes = [
+            (rng.choice(["BID", "ASK"]), f"{rng.randrange(95, 105)}.0", str(rng.randrange(0, 4)))
+            for _ in range(rng.randrange(1, 5))
+        ]
+        messages.append(delta_message(sequence - 1, sequence, *changes))
+
+    def apply(book: dict[tuple[str, str], str], message: bytes) -> None:
+        for c in orjson.loads(message)["payload"]["data"]["orderBook"]["changes"]:
+            book[c["side"], c["price"]] = c["size"]
+
+    each: dict[tuple[str, str], str] = {}
+    for message in messages:
+        apply(each, message)
+    waiting = messages[0]
+    for message in messages[1:]:
+        merged = merge_deltas(waiting, message)
+        assert merged is not None
+        waiting = merged
+    whole: dict[tuple[str, str], str] = {}
+    apply(whole, waiting)
+    assert whole == each
+    delta = orjson.loads(waiting)["payload"]["data"]["orderBook"]
+    assert (delta["previous"], delta["sequence"], delta["cursor"]) == (0, 59, "c59")
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        # not consecutive: the newer does not follow the older
+        (delta_message(4, 5, ("BID", "1", "1")), delta_message(6, 7, ("BID", "1", "2"))),
+        # a snapshot (the book rebuilt) is never merged, either way
+        (
+            delta_message(4, 5, ("BID", "1", "1")),
+            next_message("1", {"orderBook": {"sequence": 6, "bids": [], "asks": []}}),
+        ),
+        (
+            next_message("1", {"orderBook": {"sequence": 5, "bids": [], "asks": []}}),
+            delta_message(5, 6, ("BID", "1", "1")),
+        ),
+        # levels without their side or price selected cannot be told apart
+        (
+            next_message(
+                "1", {"orderBook": {"previous": 4, "sequence": 5, "changes": [{"size": "1"}]}}
+            ),
+            delta_message(5, 6, ("BID", "1", "1")),
+        ),
+        # sequences not selected
+        (
+            next_message("1", {"orderBook": {"changes": []}}),
+            next_message("1", {"orderBook": {"changes": []}}),
+        ),
+        # a result with errors, a StreamReset's shape, another message type
+        (
+            delta_message(4, 5, ("BID", "1", "1")),
+            orjson.dumps({"id": "1", "type": "next", "payload": {"data": None, "errors": []}}),
+        ),
+        (delta_message(4, 5, ("BID", "1", "1")), orjson.dumps({"id": "1", "type": "complete"})),
+    ],
+)
+def test_what_is_not_two_consecutive_deltas_is_not_merged(older: bytes, newer: bytes) -> None:
+    assert merge_deltas(older, newer) is None
