@@ -4,6 +4,7 @@ logged while serving a WebSocket or an HTTP request names it."""
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 PRICE_QUERY = '{ price(market: "BTC-PERP") { price } }'
+BOOK_QUERY = '{ orderBook(market: "BTC-PERP", depth: 1) { sequence } }'
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 GENERATED_ID = re.compile(r"[0-9a-f]{12}")
 MISSING_TABLE = 'relation "latest_prices" does not exist'
@@ -117,3 +119,25 @@ async def test_a_fault_while_serving_is_one_json_line_naming_the_connection_or_r
     assert not any("connection_id" in line or "request_id" in line for line in lines[:3]), (
         "lines logged outside any connection or request carry no id"
     )
+
+
+def test_a_server_that_shuts_down_with_every_worker_running_logs_no_error(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Every simulated feed running (the books among them, following the users' orders), a
+    shutdown ends each worker quietly: the hub closing is no failure to log and retry."""
+    env = {"LOG_FORMAT": "json", "LOG_LEVEL": "info", "BOOK_QUOTE_HZ": "20"}
+    with isolated_server(
+        database_url, env, tmp_path_factory.mktemp("shutdown-logs") / "server.log"
+    ) as server:
+        deadline = time.monotonic() + 20
+        while True:  # the books quote once the first prices are in
+            answer = httpx.post(server.url, json={"query": BOOK_QUERY}, timeout=5).json()
+            if answer["data"]["orderBook"] is not None:
+                break
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.1)
+    lines = log_lines(server)
+    assert any(line["message"] == "Application shutdown complete." for line in lines), lines[-5:]
+    errors = [line for line in lines if line["level"] in {"ERROR", "CRITICAL"}]
+    assert errors == []

@@ -6,6 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from api.graphql.resume import StreamPosition
+from api.streaming.hub import HubClosedError
 from domain.topics import book_orders_topic
 
 if TYPE_CHECKING:
@@ -21,10 +22,13 @@ RETRY_S = 1.0
 async def follow_book_orders(services: Services, makers: BookMakers) -> None:
     """The worker: every account's open LIMIT orders as stored, then each order that rests or
     ends after (``book-orders:<market>``), read exactly where the stored ones leave off. A
-    failure (the database or the broker away) is logged and the worker starts over."""
+    failure (the database or the broker away) is logged and the worker starts over; the hub
+    closing (the server shutting down) ends it."""
     while True:
         try:
             await _follow(services, makers)
+        except HubClosedError:
+            return
         except Exception:
             logger.exception("following the users' orders into the books failed; starting over")
         await services.clock.sleep(RETRY_S)
