@@ -245,6 +245,11 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+SUITE_TOKEN_TTL_S = 6 * 3600.0
+"""The lifetime of a token minted when a module is imported and used by tests all through the
+run: longer than any run (CI allows 90 minutes), or a slow run's later tests fail as expired."""
+
+
 def token(sub: str, role: str = "user", ttl_s: float = 600, secret: str = TEST_JWT_SECRET) -> str:
     """A token the test servers accept."""
     return mint(secret, sub=sub, role=Role(role), ttl=timedelta(seconds=ttl_s))

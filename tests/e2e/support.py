@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.support import GraphQLWS, ServerProcess, token
+from tests.support import SUITE_TOKEN_TTL_S, GraphQLWS, ServerProcess, token
 
 # --- perpetuals (test_perps.py) -------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ MODIFY = "mutation($i: ModifyPositionInput!) { modifyPosition(input: $i) { " + P
 PUBLISH_PRICE = (
     "mutation($m: String!, $p: Decimal!) { publishPrice(market: $m, price: $p) { sequence } }"
 )
-ORACLE = token("oracle", "service")
+ORACLE = token("oracle", "service", ttl_s=SUITE_TOKEN_TTL_S)
 
 
 async def call(
@@ -116,7 +116,7 @@ SETTINGS = {
     "LEADERBOARD_MAX_HZ": "20",
     "LEADERBOARD_SNAPSHOT_INTERVAL_S": "0.5",
 }
-COLLECTOR = token("collector", "service")
+COLLECTOR = token("collector", "service", ttl_s=SUITE_TOKEN_TTL_S)
 ROW = "rank login profit profitPercentage equity balance openPositionsCount"
 LEADERBOARD = (
     "subscription($m: ID!, $top: Int) { marathonLeaderboard(marathonId: $m, top: $top) { "
