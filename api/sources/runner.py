@@ -76,10 +76,16 @@ class SourceRunner:
 
     async def run(self) -> None:
         """Follow every source and publish their prices until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._publish_arrivals())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._publish_arrivals())
+                for source in self.sources:
+                    tasks.create_task(self.follow(source), name=f"price-source-{source.name}")
+        finally:
+            # A process that stopped leading publishes these markets no more: no age to show.
             for source in self.sources:
-                tasks.create_task(self.follow(source), name=f"price-source-{source.name}")
+                for market in source.markets:
+                    counts.source_price_times.pop(market, None)
 
     async def follow(self, source: PriceSource) -> None:
         """Read ``source`` for good: each price offered for publishing, each loss followed by a

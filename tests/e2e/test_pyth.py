@@ -242,9 +242,10 @@ async def test_refusals_and_silence_are_retried_with_backoff_and_logged_once(
     isolated_database_url: str, tmp_path: Path
 ) -> None:
     """503 twice, then a stream that stays silent past PYTH_READ_TIMEOUT_S (no keep-alives):
-    one outage, one warning, every attempt counted; then prices flow."""
+    one outage, one warning, every attempt counted; then prices flow. The provider key in
+    PYTH_HERMES_URL is in no log line."""
     log = tmp_path / "server.log"
-    async with serving(HermesStandIn(keepalive_s=None)) as hermes:
+    async with serving(HermesStandIn(keepalive_s=None, prefix="/key-s3cr3t")) as hermes:
         hermes.refuse_next(503, times=2)
         async with (
             pyth_server(
@@ -267,6 +268,7 @@ async def test_refusals_and_silence_are_retried_with_backoff_and_logged_once(
     assert text.count("price source pyth: connection lost") == 1, text
     assert "connection lost (HermesError: Hermes answered 503: 'Service Unavailable')" in text
     assert text.count("price source pyth: receiving prices again") == 1, text
+    assert "s3cr3t" not in text
 
 
 async def test_an_unknown_feed_id_is_refused_by_hermes_and_the_rest_goes_on(

@@ -62,16 +62,23 @@ def normalized(feed_id: str) -> str:
 
 
 class HermesStandIn:
-    def __init__(self, known_ids: Iterable[str] = (BTC, ETH), keepalive_s: float | None = None):
+    def __init__(
+        self,
+        known_ids: Iterable[str] = (BTC, ETH),
+        keepalive_s: float | None = None,
+        prefix: str = "",
+    ) -> None:
         """``keepalive_s``: send a keep-alive comment after this long without an event (Hermes:
-        15 s); None sends none, so the stream falls silent."""
+        15 s); None sends none, so the stream falls silent. ``prefix``: a path before Hermes'
+        own, as providers put a key there."""
         self.known = {normalized(i) for i in known_ids}
         self.keepalive_s = keepalive_s
         self.script: asyncio.Queue[object] = asyncio.Queue()
         self.refusals: list[tuple[int, str]] = []
         self.requests: list[dict[str, list[str]]] = []
         """The query of every stream request, in order (refused ones too)."""
-        self.app = Starlette(routes=[Route("/v2/updates/price/stream", self._stream)])
+        self.prefix = prefix
+        self.app = Starlette(routes=[Route(f"{prefix}/v2/updates/price/stream", self._stream)])
         self.url = ""
 
     def send(self, body: dict[str, Any]) -> None:
@@ -136,7 +143,7 @@ async def serving(standin: HermesStandIn) -> AsyncIterator[HermesStandIn]:
         assert not task.done(), "the Hermes stand-in did not start"
         assert time.monotonic() < deadline, "the Hermes stand-in did not start in 10 s"
         await asyncio.sleep(0.02)
-    standin.url = f"http://127.0.0.1:{port}"
+    standin.url = f"http://127.0.0.1:{port}{standin.prefix}"
     try:
         yield standin
     finally:
