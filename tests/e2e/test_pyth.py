@@ -168,6 +168,7 @@ async def test_a_malformed_event_is_skipped_and_logged_and_the_stream_goes_on(
         hermes.send_raw('{"binary": {"encoding": "hex", "data": ["504e41"]}, "parsed": [{"id"')
         hermes.send(btc("not a number", "1", now + 1))
         hermes.send(btc("-2920000000000", "1", now + 2))
+        hermes.send_error("Error receiving update: Lagged(3)")
         hermes.send(btc("2920100000000", "1", now + 3))
         second = await client.next_data("btc", "priceUpdates")
         samples = scrape(server)
@@ -183,6 +184,7 @@ async def test_a_malformed_event_is_skipped_and_logged_and_the_stream_goes_on(
         in text
     )
     assert "skipped a malformed Hermes price update: parsed[0]: price -29200" in text
+    assert "Hermes sent an error event: Error receiving update: Lagged(3)" in text
 
 
 async def test_an_old_or_silent_pyth_price_is_stale_to_the_engine_and_desks(

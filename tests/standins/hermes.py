@@ -2,13 +2,14 @@
 Hermes' SSE format (as its server writes it: apps/hermes/server/src/api/rest/v2/sse.rs in
 pyth-network/pyth-crosschain), replaying the documented messages of ``hermes_messages.json``.
 
-A test scripts what the stream sends: :meth:`HermesStandIn.send` an update (filtered to the ids the
-request asked for, as Hermes does), :meth:`~HermesStandIn.send_raw` any text as an event's data (a
-malformed event), :meth:`~HermesStandIn.drop` the connection mid-stream (no end of the chunked
-body, as a network cut leaves it), :meth:`~HermesStandIn.refuse_next` answer the next requests with
-an error status. Ids it does not know get Hermes' 404 ``Price ids not found: ...``. The script is
-shared by the connections one after another: what is sent while the client is away reaches it
-once it has connected again.
+A test scripts what the stream sends: :meth:`HermesStandIn.send` an update (filtered to the ids
+the request asked for, as Hermes does), :meth:`~HermesStandIn.send_raw` any text as an event's data
+(a malformed event), :meth:`~HermesStandIn.send_error` Hermes' own ``error`` event,
+:meth:`~HermesStandIn.drop` the connection mid-stream (no end of the chunked body, as a network cut
+leaves it), :meth:`~HermesStandIn.refuse_next` answer the next requests with an error status. Ids
+it does not know get Hermes' 404 ``Price ids not found: ...``. The script is shared by the
+connections one after another: what is sent while the client is away reaches it once it has
+connected again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ BTC = MESSAGES["btc"]["parsed"][0]["id"]
 ETH = MESSAGES["btc_eth"]["parsed"][1]["id"]
 
 _DROP = object()
+
+
+class _ErrorEvent(str):
+    """The data of an ``event: error``."""
 
 
 class DroppedError(Exception):
@@ -87,6 +92,10 @@ class HermesStandIn:
     def send_raw(self, data: str) -> None:
         self.script.put_nowait(data)
 
+    def send_error(self, text: str) -> None:
+        """An ``error`` event, as Hermes sends when it cannot read an update of its own."""
+        self.script.put_nowait(_ErrorEvent(text))
+
     def drop(self) -> None:
         self.script.put_nowait(_DROP)
 
@@ -115,6 +124,9 @@ class HermesStandIn:
                 continue
             if step is _DROP:
                 raise DroppedError("the stand-in cuts this connection")
+            if isinstance(step, _ErrorEvent):
+                yield f"event:error\ndata:{step}\n\n".encode()
+                continue
             if isinstance(step, dict):
                 body = copy.deepcopy(step)
                 body["parsed"] = [e for e in body["parsed"] if normalized(e["id"]) in ids]
