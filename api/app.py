@@ -38,6 +38,7 @@ from api.runtime.services import Services
 from api.runtime.workers import Workers, start_cluster_workers, start_process_workers
 from api.schema import build_schema, schema
 from api.settings import Settings
+from api.sources.registry import build_sources
 from api.storage.database import connect, create_pool
 from api.storage.embedded_postgres import EmbeddedPostgres
 from api.storage.history import PgHistory
@@ -200,6 +201,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
 
     clock = SystemClock()
     markets = await load_markets(pool)
+    # Before anything else starts: a PRICE_SOURCES naming a market this database lacks stops
+    # the server here, with the reason (SourceConfigError).
+    price_sources = build_sources(settings, [market.id for market in markets])
     prices = PgPriceRepository(pool)
     publisher = BroadcastPublisher(broadcast, pool, clock)
     book = PgPositionBook(pool, clock, initial_balance=settings.perps_initial_balance)
@@ -270,6 +274,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
             conversion_fee_rate=settings.conversion_fee_rate,
         ),
         consumer=consumer,
+        price_sources=tuple(price_sources),
     )
 
 

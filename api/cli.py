@@ -19,6 +19,7 @@ from api.auth import Role, TokenVerifier, development_secret, mint, parse_ttl
 from api.ops import logs
 from api.schema import schema
 from api.settings import Settings
+from api.sources.registry import SourceConfigError, build_sources
 from api.transport.slots import raise_open_files_limit
 from api.transport.ws_protocol import WebSocketProtocol
 
@@ -62,11 +63,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(host: str | None, port: int | None) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     try:
         settings = Settings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
+        # SettingsError: a JSON-valued setting (PRICE_SOURCES) that is not JSON.
         print(f"tradestream: invalid settings in the environment\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        build_sources(settings)  # the markets are checked once the database is open
+    except SourceConfigError as exc:
+        print(f"tradestream: {exc}", file=sys.stderr)
         return 2
     if settings.jwt_key_configured:
         try:

@@ -21,6 +21,11 @@ MIN_SECRET_BYTES = 32
 
 BROADCAST_SCHEMES = ("memory", "redis", "rediss", "postgres", "postgresql")
 
+SOURCE_SPEC = re.compile(r"([a-z][a-z0-9_-]*)(?::(\S+))?")
+"""A ``PRICE_SOURCES`` value: a source kind, then its own argument after a colon
+(``pyth:<feed id>``, ``simulated``). Which kinds exist, and what their arguments mean, is the
+source registry's to say (:mod:`api.sources.registry`) when the server starts."""
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryLimit:
@@ -103,6 +108,18 @@ class Settings(BaseSettings):
     """How often the simulated market makers look at the oracle prices and move their quotes in
     each market's order book (a market whose price did not move is left as it is)."""
     simulation_seed: int | None = None
+
+    price_sources: dict[str, str] = Field(default_factory=dict)
+    """Where each market's oracle price comes from: a JSON object of market id to source spec
+    (``{"BTC-PERP": "pyth:0xe62d...", "ETH-PERP": "simulated"}``). Markets not named stay
+    simulated (with SIMULATED_FEEDS); ``docs/sources.md`` describes each kind."""
+    pyth_hermes_url: str = "https://hermes.pyth.network"
+    """The Pyth Hermes the ``pyth:`` markets stream their prices from."""
+    pyth_read_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """A Hermes stream silent this long (no price, no keep-alive comment: Hermes sends one every
+    15 s) is taken as lost and made again."""
+    price_source_backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+    """The longest wait between two attempts to reconnect an external price source."""
 
     perps_engine_interval_s: float = Field(default=0.5, gt=0, le=60)
     """How often the perpetuals engine marks every position, checks liquidations and stats."""
@@ -322,6 +339,37 @@ class Settings(BaseSettings):
     @property
     def history_limit_map(self) -> dict[TopicKind, HistoryLimit]:
         return parse_limits(self.history_limits)
+
+    @field_validator("price_sources")
+    @classmethod
+    def _source_specs(cls, value: dict[str, str]) -> dict[str, str]:
+        for market, spec in value.items():
+            if not market.strip() or market != market.strip():
+                raise ValueError(f"{market!r} is not a market id")
+            if SOURCE_SPEC.fullmatch(spec) is None:
+                raise ValueError(
+                    f"{market}: {spec!r} is not a source spec (kind or kind:argument, e.g. "
+                    "'simulated' or 'pyth:<feed id>')"
+                )
+        return value
+
+    @property
+    def price_source_specs(self) -> dict[str, tuple[str, str]]:
+        """``PRICE_SOURCES`` as market -> (kind, argument; empty when the spec has none)."""
+        specs = {}
+        for market, spec in self.price_sources.items():
+            match = SOURCE_SPEC.fullmatch(spec)
+            assert match is not None  # validated above
+            specs[market] = (match.group(1), match.group(2) or "")
+        return specs
+
+    @field_validator("pyth_hermes_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = urlparse(value)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
 
     @field_validator("forwarded_allow_ips")
     @classmethod

@@ -29,6 +29,7 @@ LAYERS: list[list[str]] = [
     ["api.storage"],
     ["api.streaming"],
     ["api.graphql"],
+    ["api.sources"],
     ["api.feeds.prices"],
     [
         "api.feeds.marathons",

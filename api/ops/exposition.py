@@ -8,6 +8,7 @@ consumer), read when Prometheus scrapes.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -177,6 +178,7 @@ class Collector(_Collector):
             "stream subscriptions ended with STREAM_GAP (history no longer held what was missed)",
             counts.stream_gaps,
         )
+        yield from _sources()
 
     def _services(self, services: Any) -> Iterable[Metric]:
         yield _gauge(
@@ -219,6 +221,37 @@ class Collector(_Collector):
             "times the RabbitMQ connection was lost and made again",
             consumer.reconnects,
         )
+
+
+def _sources() -> Iterable[Metric]:
+    yield _by_label(
+        "source_prices",
+        "prices received from external price sources (PRICE_SOURCES), by source",
+        "source",
+        counts.source_prices,
+    )
+    yield _by_label(
+        "source_reconnects",
+        "times an external price source's connection was lost or refused and made again, by source",
+        "source",
+        counts.source_reconnects,
+    )
+    yield _by_label(
+        "source_malformed_messages",
+        "messages of an external price source skipped as malformed, by source",
+        "source",
+        counts.source_malformed,
+    )
+    age = GaugeMetricFamily(
+        PREFIX + "source_price_age_seconds",
+        "seconds since the publish time of the newest price published for a market priced by "
+        "an external source (the leader's; PRICE_MAX_AGE_S makes it stale), by market and source",
+        labels=["market", "source"],
+    )
+    now = time.time()
+    for market, (source, published) in sorted(counts.source_price_times.items()):
+        age.add_metric([market, source], max(now - published, 0.0))
+    yield age
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -73,6 +73,10 @@ def configure(level: str, log_format: str) -> dict[str, Any] | None:
     """Set up the root logger; return the ``log_config`` uvicorn should apply on top: its own
     (text) or none, so that its loggers reach the root's JSON handler."""
     numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper())
+    # httpx logs every request's URL at info (httpcore its details at debug): the Pyth source's
+    # URL may hold a provider's key, and a log must not.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     if log_format == "text":
         logging.basicConfig(level=numeric, format=TEXT_FORMAT)
         from uvicorn.config import LOGGING_CONFIG

@@ -41,6 +41,10 @@ class Counts:
         "reads_merged",
         "send_conflated",
         "slow_consumer_closes",
+        "source_malformed",
+        "source_price_times",
+        "source_prices",
+        "source_reconnects",
         "stream_conflated",
         "stream_gaps",
         "stream_lagged",
@@ -83,6 +87,16 @@ class Counts:
         self.stream_gaps = 0
         """Stream subscriptions ended with STREAM_GAP: the history no longer held what was
         missed."""
+        self.source_prices: Counter[str] = Counter()
+        """Prices received from external price sources (:mod:`api.sources`), by source."""
+        self.source_reconnects: Counter[str] = Counter()
+        """Times an external price source's connection was lost (or could not be made) and
+        made again, by source."""
+        self.source_malformed: Counter[str] = Counter()
+        """Messages of an external price source skipped as malformed, by source."""
+        self.source_price_times: dict[str, tuple[str, float]] = {}
+        """Per market an external source prices: that source, and the publish time (Unix
+        seconds) of the newest price published from it."""
 
 
 counts = Counts()

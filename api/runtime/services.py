@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from api.streaming.hub import Hub
     from api.transport.limits import CallerLimits
     from domain.markets import MarketCatalog
-    from domain.ports import Clock, PriceRepository, Publisher
+    from domain.ports import Clock, PriceRepository, PriceSource, Publisher
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +58,6 @@ class Services:
     portfolio: PortfolioDesk
     consumer: SnapshotConsumer | None
     """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""
+    price_sources: tuple[PriceSource, ...] = ()
+    """The external price sources PRICE_SOURCES configures (:mod:`api.sources`); the leader
+    runs them, and the simulated feed leaves their markets alone."""

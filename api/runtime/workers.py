@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from api.feeds.marathons.messages import parse_snapshot
 from api.feeds.marathons.store import MarathonExistsError
 from api.feeds.orderbook.orders import follow_book_orders
+from api.sources.runner import SourceRunner
 from domain.book_makers import BookMakers
 from domain.marathon_simulator import MarathonSimulator
 from domain.marathons import STORED_ROW, SYSTEM
@@ -138,6 +139,19 @@ async def start_cluster_workers(services: Services, workers: Workers) -> None:
     workers.start("history-pruner", services.history.run_pruner(settings.history_prune_interval_s))
     workers.start("paper-exchange", services.exchange.follow_prices(services.hub))
     workers.start("portfolio", services.portfolio.follow_prices(services.hub))
+    if services.price_sources:
+        runner = SourceRunner(
+            services.price_sources,
+            publisher=services.publisher,
+            prices=services.prices,
+            clock=services.clock,
+            backoff_max_s=settings.price_source_backoff_max_s,
+        )
+        workers.start("price-sources", runner.run())
+        logger.info(
+            "external price sources: %s",
+            ", ".join(f"{s.name} ({', '.join(sorted(s.markets))})" for s in services.price_sources),
+        )
     if settings.simulated_feeds:
         await start_simulated_feeds(services, workers)
 
@@ -164,8 +178,10 @@ async def store_leaderboards(services: Services) -> None:
 
 async def start_simulated_feeds(services: Services, workers: Workers) -> None:
     settings = services.settings
+    external = {market for source in services.price_sources for market in source.markets}
+    walked = [market for market in services.markets if market.id not in external]
     feed = await PriceFeed.resume(
-        services.markets,
+        walked,
         publisher=services.publisher,
         prices=services.prices,
         clock=services.clock,
@@ -173,9 +189,7 @@ async def start_simulated_feeds(services: Services, workers: Workers) -> None:
         seed=settings.simulation_seed,
     )
     workers.start("price-feed", feed.run())
-    logger.info(
-        "simulated price feed: %d markets at %g Hz", len(services.markets), settings.price_feed_hz
-    )
+    logger.info("simulated price feed: %d markets at %g Hz", len(walked), settings.price_feed_hz)
     traders = PerpsSimulator(
         services.markets,
         desk=services.desk,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from api.settings import ENVIRONMENT_VARIABLES, Settings
 from domain.topics import TopicKind
@@ -43,6 +44,16 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MAX_CONNECTIONS_PER_CLIENT", "0"),
         ("FORWARDED_ALLOW_IPS", "127.0.0.1,nginx"),
         ("FORWARDED_ALLOW_IPS", "10.0.0.0/33"),
+        ("PRICE_SOURCES", '{"BTC-PERP": "pyth: 0xe62d"}'),
+        ("PRICE_SOURCES", '{"BTC-PERP": "Pyth:0xe62d"}'),
+        ("PRICE_SOURCES", '{"BTC-PERP": ""}'),
+        ("PRICE_SOURCES", '{"": "simulated"}'),
+        ("PRICE_SOURCES", '{"BTC-PERP": 1}'),
+        ("PRICE_SOURCES", '["BTC-PERP"]'),
+        ("PYTH_HERMES_URL", "hermes.pyth.network"),
+        ("PYTH_HERMES_URL", "ftp://hermes.pyth.network"),
+        ("PYTH_READ_TIMEOUT_S", "0"),
+        ("PRICE_SOURCE_BACKOFF_MAX_S", "0"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(
@@ -50,6 +61,27 @@ def test_bad_values_are_refused_with_the_setting_named(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
+
+
+def test_price_sources_are_a_json_object_of_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "PRICE_SOURCES", '{"BTC-PERP": "pyth:0xE62D", "ETH-PERP": "simulated", "X": "k:a:b/c"}'
+    )
+    assert Settings().price_source_specs == {
+        "BTC-PERP": ("pyth", "0xE62D"),
+        "ETH-PERP": ("simulated", ""),
+        "X": ("k", "a:b/c"),
+    }
+    monkeypatch.delenv("PRICE_SOURCES")
+    assert Settings().price_sources == {}
+
+
+def test_price_sources_that_are_not_json_are_refused_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PRICE_SOURCES", "BTC-PERP=pyth:0xe62d")
+    with pytest.raises(SettingsError, match="price_sources"):
         Settings()
 
 
