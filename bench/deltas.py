@@ -235,6 +235,7 @@ class ResultFeed:
         """The feed's figures; a BenchError when a delta subscriber rebuilt results that no
         whole-result subscriber got (more than UNMATCHED_MAX of them, or none at all)."""
         seen = set().union(*(s.seen for s in self.subscribers.values() if not s.delta))
+        plain = self.subscribers["deltas"]
         unmatched = {}
         for configuration, subscriber in self.subscribers.items():
             if not subscriber.delta:
@@ -252,6 +253,10 @@ class ResultFeed:
             "computed_whole": False,
             **_figures({c: s for c, s in self.subscribers.items()}),
             "patches": {c: s.patches for c, s in self.subscribers.items() if s.delta},
+            "operations": {
+                kind: {"count": count, "bytes": plain.operation_bytes[kind]}
+                for kind, count in plain.operations.most_common()
+            },
             "unmatched": unmatched,
         }
 
@@ -312,6 +317,10 @@ class BookFeed:
                     "snapshots": s.snapshots,
                     "deltas": s.changes,
                     "larger_than_whole": s.larger,
+                    "smaller_of_the_two_wire": s.smaller_wire,
+                    "smaller_of_the_two_deflated": s.smaller_deflated,
+                    "deltas_computed_wire": s.sent_wire,
+                    "deltas_computed_deflated": s.sent_deflated,
                     "sequence": s.sequence,
                 }
                 for c, s in self.subscribers.items()
@@ -466,11 +475,24 @@ def tables(rows: list[dict[str, Any]], seconds: float) -> str:
                 f"(target >= {target:g}x)"
             )
     for row in rows:
+        operations = row.get("operations", {})
+        total = sum(o["bytes"] for o in operations.values())
+        heaviest = sorted(operations.items(), key=lambda item: -item[1]["bytes"])[:4]
+        if heaviest:
+            verdicts.append(
+                f"        {row['feed']}, patches' bytes by operation: "
+                + "; ".join(
+                    f"{kind} {o['count']:,}x {o['bytes']:,} B ({o['bytes'] / total:.0%})"
+                    for kind, o in heaviest
+                )
+            )
         for configuration, book in row.get("book", {}).items():
             verdicts.append(
                 f"        {row['feed']} ({configuration}): {book['larger_than_whole']} of "
                 f"{book['deltas']} deltas larger than the whole book at that change, "
-                f"{book['snapshots']} snapshots"
+                f"{book['snapshots']} snapshots; each the smaller of the two (computed): "
+                f"{book['smaller_of_the_two_wire']:,} B, compressed "
+                f"{book['smaller_of_the_two_deflated']:,} B"
             )
     per_message_header = (
         "feed",

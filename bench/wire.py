@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +38,7 @@ from api.streaming.deflate import Deflate
 from bench.processes import BenchError
 
 PROTOCOL = Subprotocol("graphql-transport-ws")
+ROW_INDEX = re.compile(r"/\d+(?=/|$)")
 OPERATION_ID = "1"
 
 
@@ -158,6 +161,10 @@ class ResultSubscriber(Subscriber):
         self.seq: int | None = None
         self.patches = 0
         """Patches received while counting (the rest of the delta messages were whole)."""
+        self.operations: Counter[str] = Counter()
+        self.operation_bytes: Counter[str] = Counter()
+        """The counted patches' operations and their bytes (encoded, with a comma each) by
+        kind: the op and its path, row indices as ``N`` (``replace /data/x/rows/N/rank``)."""
 
     def take(self, payload: dict[str, Any], counting: bool, size: int) -> None:
         if not self.delta:
@@ -171,7 +178,12 @@ class ResultSubscriber(Subscriber):
             if self.last is None or seq != (self.seq or 0) + 1:
                 raise BenchError(f"patch numbered {seq} after result {self.seq}")
             self.last = jsonpatch.apply_patch(self.last, delta["patch"])
-            self.patches += counting
+            if counting:
+                self.patches += 1
+                for operation in delta["patch"]:
+                    kind = f"{operation['op']} {ROW_INDEX.sub('/N', operation['path'])}"
+                    self.operations[kind] += 1
+                    self.operation_bytes[kind] += len(orjson.dumps(operation)) + 1
         else:
             self.last = payload
         self.seq = seq
@@ -205,6 +217,17 @@ class BookSubscriber(Subscriber):
         result (:func:`deflated_size`)."""
         self.larger = 0
         """Deltas (counted) whose message was larger than the whole book's at that change."""
+        self.smaller_wire = 0
+        self.smaller_deflated = 0
+        """What the counted messages would have cost had each been the smaller of the delta and
+        the whole book (a snapshot in the middle of the stream, which a client already takes:
+        docs/orderbook.md), uncompressed and compressed; computed."""
+        self.sent_wire = 0
+        self.sent_deflated = 0
+        """The counted messages' bytes computed as the whole book's are, uncompressed and
+        compressed: the check of that computation against what the socket measured."""
+        self.sent = b""
+        """The message just received, as the server encoded it."""
         self.history: dict[int, bytes] = {}
         """The book's JSON after each sequence applied (the last ``HISTORY`` of them)."""
 
@@ -212,6 +235,7 @@ class BookSubscriber(Subscriber):
 
     def take(self, payload: dict[str, Any], counting: bool, size: int) -> None:
         event = payload["data"]["orderBook"]
+        self.sent = orjson.dumps({"id": OPERATION_ID, "type": "next", "payload": payload})
         if "bids" in event:  # a snapshot: replaces the book
             self.books = {
                 side: {level["price"]: level["size"] for level in event[side]}
@@ -243,6 +267,11 @@ class BookSubscriber(Subscriber):
             del self.history[min(self.history)]
         if counting:
             self.larger += "changes" in event and size > len(whole)
+            sent_deflated = deflated_size(self.sent)
+            self.smaller_wire += frame_size(min(size, len(whole)))
+            self.smaller_deflated += min(sent_deflated, deflated_size(whole))
+            self.sent_wire += frame_size(len(self.sent))
+            self.sent_deflated += sent_deflated
             self.whole_wire += frame_size(len(whole))
             self.whole_text += len(whole)
             self.whole_deflated += deflated_size(whole)

@@ -41,6 +41,13 @@ def test_a_short_run_counts_the_wire_bytes_of_each_configuration(
     assert book["computed_whole"]
     for figures in book["book"].values():
         assert figures["deltas"] >= 2, book
+    # The whole book's bytes are computed as the deltas' are; computed, the deltas' bytes are
+    # what their sockets measured (within the window's edges).
+    plain, compressed = book["book"]["deltas"], book["book"]["deltas, deflate"]
+    assert plain["deltas_computed_wire"] == pytest.approx(book["wire"]["deltas"], rel=0.05)
+    assert compressed["deltas_computed_deflated"] == pytest.approx(
+        book["wire"]["deltas, deflate"], rel=0.05
+    )
     without_rank = [row for name, row in rows.items() if name.endswith("without rank")]
     assert len(without_rank) == 2
     for row in without_rank:
