@@ -15,8 +15,8 @@ Every subscriber also checks what it receives:
   the same operation got;
 - :class:`BookSubscriber` rebuilds ``orderBook``'s levels from its snapshot and deltas, each
   delta's ``previous`` the sequence applied last, and computes for each change the ``next``
-  message that would have carried the whole book (``whole``: the bytes a subscription re-sending
-  the book on every change would cost; no such subscription exists).
+  message that would have carried the whole book (:meth:`BookSubscriber.whole_message`: what a
+  subscription re-sending the book on every change would cost; no such subscription exists).
 """
 
 from __future__ import annotations
