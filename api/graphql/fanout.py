@@ -86,6 +86,7 @@ class Encoded:
     __slots__ = (
         "_delta_frames",
         "_frames",
+        "_numbered",
         "_patch",
         "_result",
         "base",
@@ -116,6 +117,8 @@ class Encoded:
         """The data of the group's result before this one, while delta members are served (None
         when there was none, or it had errors): what this result's patch is against."""
         self._patch: bytes | None = None
+        self._numbered: bytes | None = None
+        """The whole result's payload as a delta subscriber gets it, numbered (made once)."""
         self._delta_frames: dict[tuple[bytes, bool], tuple[bytes, bytes]] | None = None
         self.merge: Merge | None = None
         """How a socket that has not sent the group's result before this one yet merges this
@@ -132,6 +135,7 @@ class Encoded:
         self._frames = None
         self.base = None
         self._patch = None
+        self._numbered = None
         self._delta_frames = None
         return self
 
@@ -188,16 +192,23 @@ class Encoded:
             frames = self._delta_frames = {}
         built = frames.get((prefix, whole))
         if built is None:
-            if whole:
-                payload = deltas.whole(self.payload, self.extensions, self.seq)
-            else:
-                assert self._patch is not None
-                payload = self._patch
+            payload = self.delta_payload(whole=whole)
             built = frames[(prefix, whole)] = (
                 b"".join((prefix, payload, b"}")),
                 text_frame(payload, head=prefix, tail=b"}"),
             )
         return built
+
+    def delta_payload(self, *, whole: bool) -> bytes:
+        """The ``payload`` of a delta subscriber's ``next``: this result whole and numbered, or
+        (once :attr:`patchable` said so) its patch. The same object for every member, so that
+        a compressed socket's frame reuses the body its group compressed for the one before."""
+        if not whole:
+            assert self._patch is not None
+            return self._patch
+        if self._numbered is None:
+            self._numbered = deltas.whole(self.payload, self.extensions, self.seq)
+        return self._numbered
 
 
 class Sink(Protocol):
@@ -269,6 +280,10 @@ class DeltaSink(RawSink):
         self.patches = 0 if whole else self.patches + 1
         self.last_seq = encoded.seq
         message, frame = encoded.delta_message(self.prefix, whole=whole)
+        deflate = self.connection.deflate
+        if deflate is not None:  # permessage-deflate, as for a whole result (RawSink.deliver)
+            body = encoded.delta_payload(whole=whole)
+            frame = deflate.frame(body, head=self.prefix, tail=b"}") or frame
         self.connection.write(message, key=key, frame=frame)
 
 

@@ -224,6 +224,63 @@ async def test_one_group_reads_the_same_json_on_compressed_and_uncompressed_sock
             assert frame.endswith(compressed_bytes[sequence])
 
 
+LEADERBOARD = (
+    'subscription { marathonLeaderboard(marathonId: "demo", top: 100) { '
+    "accounts rows { rank login profit profitPercentage equity balance margin freeMargin } } }"
+)
+"""The demo marathon's board (40 rows; a few accounts move every second): large enough that a
+patch is smaller than the result."""
+
+
+def patch_of(message: dict[str, Any]) -> list[Any]:
+    patch: list[Any] = message["payload"]["extensions"]["delta"].get("patch", [])
+    return patch
+
+
+async def test_a_delta_subscriber_gets_its_patches_compressed(
+    deflate_server: ServerProcess,
+) -> None:
+    subscribe = {
+        "id": "d",
+        "type": "subscribe",
+        "payload": {"query": LEADERBOARD, "extensions": {"delta": True}},
+    }
+    async with (
+        RawClient.connect(deflate_server, "permessage-deflate") as compressed,
+        RawClient.connect(deflate_server, None) as plain,
+    ):
+        for client in (compressed, plain):
+            await client.init()
+            await client.send(subscribe)
+
+        async def read(client: RawClient) -> dict[int, tuple[bytes, bool, dict[str, Any]]]:
+            """Results by their delta number, until two non-empty patches came (at most 12
+            results)."""
+            results = {}
+            for _ in range(12):
+                raw, rsv1, message = await client.message()
+                assert message["type"] == "next", message
+                results[message["payload"]["extensions"]["delta"]["seq"]] = (raw, rsv1, message)
+                if sum(bool(patch_of(m)) for _, _, m in results.values()) >= 2:
+                    break
+            return results
+
+        by_compressed, by_plain = await asyncio.gather(read(compressed), read(plain))
+
+    patches = 0
+    for seq, (raw, rsv1, message) in by_compressed.items():
+        # Whole results and patches alike; a short one (an empty patch: nothing selected
+        # changed) is sent as it is, which compressing would not shorten.
+        assert rsv1 or len(raw) < 100, message
+        if seq in by_plain:
+            plain_raw, plain_rsv1, plain_message = by_plain[seq]
+            assert not plain_rsv1
+            assert message == plain_message  # the same patch (or result), once inflated
+            assert len(raw) <= len(plain_raw)
+            patches += rsv1 and bool(patch_of(message))
+    assert patches >= 1
+
+
 @pytest.mark.parametrize(
     ("offer", "status"),
     [
