@@ -442,6 +442,11 @@ class DepthView:
                 self._ladders[side].set(level.price, level.size)
         self._shown = {side: self._ladders[side].top(depth) for side in BookSide}
 
+    @property
+    def shown(self) -> int:
+        """How many levels the view shows, both sides together."""
+        return len(self._shown[BookSide.BID]) + len(self._shown[BookSide.ASK])
+
     def snapshot(self) -> BookSnapshot:
         """The top levels as the view's deltas have shown them, with the sequence of the last."""
         bids = _levels(self._shown[BookSide.BID])

@@ -3,6 +3,7 @@ that keep a client's copy equal to them (``domain/book_makers.py`` says what is 
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -57,7 +58,7 @@ async def order_book_stream(
     not this stream's): a cursor does not say which ``depth`` the client held, and a view of
     another depth would not apply to it."""
     topic = book_topic(market)
-    note_merge(merge_deltas)
+    note_merge(merge_messages)
     try:
         async with services.hub.subscribe(topic, BOOK_QUEUE) as subscription:
             resumption = await resume(
@@ -108,34 +109,80 @@ async def order_book_stream(
                             pending.push(shown)
                             newest = event.published_at
                 merged = None if pending is None else pending.flush()
-                if merged is not None:
+                if merged is None or view is None:
+                    continue
+                if len(merged.changes) > view.shown:
+                    # The book moved further than its depth (every level left, new ones came):
+                    # the levels themselves say as much in fewer bytes.
+                    yield stamped(OrderBookSnapshot.of(view.snapshot(), newest), position)
+                else:
                     yield stamped(OrderBookDelta.of(merged, newest), position)
     except HubError as exc:
         raise StreamEndedError(exc) from exc
 
 
-def merge_deltas(older: bytes, newer: bytes) -> bytes | None:
+def merge_messages(older: bytes, newer: bytes) -> bytes | None:
     """Two ``next`` messages of an ``orderBook`` subscription that wait on one socket, as one:
     the per-socket conflation of a client that reads slower than the book changes, inside a
-    shared execution (:meth:`api.streaming.connection.Connection.write`). The merged delta goes
-    from the older's ``previous`` to the newer's ``sequence`` (its ``at`` and ``cursor`` too),
-    each level at its newest size. None, so the newer waits behind the older, unless both are
-    deltas with ``previous``, ``sequence`` and ``changes { side price size }`` selected, the newer
-    following the older: a snapshot (a rebuilt book, a reset) is never merged."""
+    shared execution (:meth:`api.streaming.connection.Connection.write`).
+
+    - a snapshot supersedes whatever waited before it: it is the newer one, whole;
+    - a delta following a waiting delta joins it: from the older's ``previous`` to the newer's
+      ``sequence`` (its ``at`` and ``cursor`` too), each level at its newest size;
+    - a delta following a waiting snapshot is applied to it: the snapshot as of the newer's
+      ``sequence``, its levels in their order (the view's deltas say which levels enter and
+      leave its depth, so it keeps its depth).
+
+    None, so the newer waits behind the older, for anything else: a reset, errors, a delta that
+    does not follow, or a selection without what merging needs (``sequence``; a delta's
+    ``previous`` and ``changes { side price size }``; a snapshot's ``bids``/``asks { price
+    size }``)."""
     first, second = orjson.loads(older), orjson.loads(newer)
-    before, after = _delta_in(first), _delta_in(second)
-    if before is None or after is None or after["previous"] != before["sequence"]:
+    before, after = _book_in(first), _book_in(second)
+    if before is None or after is None:
         return None
-    levels = {(change["side"], change["price"]): change for change in before["changes"]}
+    if "changes" not in after:
+        return newer
+    if after["previous"] != before["sequence"]:
+        return None
+    if "changes" in before:
+        levels = {(change["side"], change["price"]): change for change in before["changes"]}
+        for change in after["changes"]:
+            levels[change["side"], change["price"]] = change
+        after["previous"] = before["previous"]
+        after["changes"] = list(levels.values())
+        return orjson.dumps(second)
     for change in after["changes"]:
-        levels[change["side"], change["price"]] = change
-    after["previous"] = before["previous"]
-    after["changes"] = list(levels.values())
-    return orjson.dumps(second)
+        _apply(before, change)
+    for key in ("sequence", "at", "cursor"):
+        if key in before and key in after:
+            before[key] = after[key]
+    return orjson.dumps(first)
 
 
-def _delta_in(message: Any) -> dict[str, Any] | None:
-    """The delta a ``next`` message carries, if it carries one whose levels can be merged."""
+def _apply(snapshot: dict[str, Any], change: dict[str, Any]) -> None:
+    """One level change, applied to a snapshot's levels (bids highest first, asks lowest)."""
+    bids = change["side"] == "BID"
+    levels: list[dict[str, Any]] = snapshot["bids" if bids else "asks"]
+    price, size = Decimal(change["price"]), Decimal(change["size"])
+    at = 0
+    while at < len(levels):
+        held = Decimal(levels[at]["price"])
+        if held == price:
+            if size:
+                levels[at]["size"] = change["size"]
+            else:
+                del levels[at]
+            return
+        if (held < price) if bids else (held > price):
+            break
+        at += 1
+    if size:
+        levels.insert(at, {"price": change["price"], "size": change["size"]})
+
+
+def _book_in(message: Any) -> dict[str, Any] | None:
+    """The snapshot or delta a ``next`` message carries, if it carries one that can be merged."""
     if not isinstance(message, dict) or message.get("type") != "next":
         return None
     payload = message.get("payload")
@@ -144,18 +191,31 @@ def _delta_in(message: Any) -> dict[str, Any] | None:
     data = payload["data"]
     if not isinstance(data, dict) or len(data) != 1:
         return None
-    [delta] = data.values()
-    if not isinstance(delta, dict):
+    [book] = data.values()
+    if not isinstance(book, dict) or not isinstance(book.get("sequence"), int):
         return None
-    changes = delta.get("changes")
-    if not (
-        isinstance(delta.get("previous"), int)
-        and isinstance(delta.get("sequence"), int)
-        and isinstance(changes, list)
-        and all(isinstance(c, dict) and {"side", "price", "size"} <= c.keys() for c in changes)
-    ):
-        return None
-    return delta
+    if "changes" in book:
+        changes = book["changes"]
+        mergeable = (
+            isinstance(book.get("previous"), int)
+            and isinstance(changes, list)
+            and all(_has(change, "side", "price", "size") for change in changes)
+        )
+    else:
+        sides = [book.get("bids"), book.get("asks")]
+        mergeable = all(
+            isinstance(levels, list) and all(_has(level, "price", "size") for level in levels)
+            for levels in sides
+        )
+    return book if mergeable else None
+
+
+def _has(item: Any, *keys: str) -> bool:
+    return (
+        isinstance(item, dict)
+        and all(isinstance(item.get(key), str) for key in keys)
+        and ("side" not in keys or item["side"] in ("BID", "ASK"))
+    )
 
 
 async def trades_stream(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 import pytest
 
-from api.feeds.orderbook.stream import merge_deltas, order_book_stream
+from api.feeds.orderbook.stream import merge_messages, order_book_stream
 from api.feeds.orderbook.types import OrderBookDelta, OrderBookSnapshot
 from api.runtime.clock import SystemClock
 from api.settings import parse_limits
@@ -124,6 +124,46 @@ async def test_a_reader_behind_gets_what_waited_merged_into_one_delta(pool: asyn
         await broadcast.disconnect()
 
 
+async def test_a_reader_behind_the_whole_depth_gets_a_snapshot_not_a_longer_delta(
+    pool: asyncpg.Pool,
+) -> None:
+    """When every level shown went and others came, the delta would list more changes than the
+    levels themselves: the reader gets the snapshot instead."""
+    broadcast = Broadcast("memory://")
+    await broadcast.connect()
+    history = PgHistory(pool, parse_limits(""))
+    hub = Hub(broadcast, queue_size=16, history=history)
+    services: Any = SimpleNamespace(hub=hub, history=history)
+    try:
+        start = book(
+            {"100": "1", "99": "2", "98": "3", "97": "4"},
+            {"101": "1", "102": "2", "103": "3", "104": "4"},
+        )
+        await publish(
+            pool,
+            broadcast,
+            [
+                Unnumbered(book_topic(MARKET), SNAPSHOT_EVENT, start),
+                Unnumbered(book_state_topic(MARKET), SNAPSHOT_EVENT, start),
+            ],
+        )
+        stream = cast("AsyncGenerator[object, None]", order_book_stream(services, MARKET, 2))
+        assert isinstance(await asyncio.wait_for(anext(stream), 10), OrderBookSnapshot)
+        gone = [("100", BookSide.BID), ("99", BookSide.BID), ("101", BookSide.ASK)]
+        await publish(pool, broadcast, [change(side, price, "0") for price, side in gone])
+        await publish(pool, broadcast, [change(BookSide.ASK, "102", "0")])
+        await asyncio.sleep(0.2)  # all four delivered to the subscription's queue
+        whole = await asyncio.wait_for(anext(stream), 10)
+        assert isinstance(whole, OrderBookSnapshot)
+        assert whole.sequence == 5
+        assert [(x.price, x.size) for x in whole.bids] == [(D(98), D(3)), (D(97), D(4))]
+        assert [(x.price, x.size) for x in whole.asks] == [(D(103), D(3)), (D(104), D(4))]
+        await stream.aclose()
+    finally:
+        await hub.close()
+        await broadcast.disconnect()
+
+
 def next_message(id: str, data: Any) -> bytes:
     return orjson.dumps({"id": id, "type": "next", "payload": {"data": data}})
 
@@ -145,7 +185,7 @@ def delta_message(previous: int, sequence: int, *changes: tuple[str, str, str]) 
 def test_two_waiting_deltas_merge_into_one_from_the_first_previous_to_the_last_sequence() -> None:
     older = delta_message(4, 5, ("BID", "100.0", "2"), ("ASK", "101.0", "1"))
     newer = delta_message(5, 7, ("BID", "100.0", "0"), ("BID", "99.5", "3"))
-    merged = merge_deltas(older, newer)
+    merged = merge_messages(older, newer)
     assert merged is not None
     assert orjson.loads(merged) == orjson.loads(
         delta_message(4, 7, ("BID", "100.0", "0"), ("ASK", "101.0", "1"), ("BID", "99.5", "3"))
@@ -173,7 +213,7 @@ def test_a_client_applying_merged_deltas_holds_the_book_of_applying_each() -> No
         apply(each, message)
     waiting = messages[0]
     for message in messages[1:]:
-        merged = merge_deltas(waiting, message)
+        merged = merge_messages(waiting, message)
         assert merged is not None
         waiting = merged
     whole: dict[tuple[str, str], str] = {}
@@ -188,14 +228,20 @@ def test_a_client_applying_merged_deltas_holds_the_book_of_applying_each() -> No
     [
         # not consecutive: the newer does not follow the older
         (delta_message(4, 5, ("BID", "1", "1")), delta_message(6, 7, ("BID", "1", "2"))),
-        # a snapshot (the book rebuilt) is never merged, either way
-        (
-            delta_message(4, 5, ("BID", "1", "1")),
-            next_message("1", {"orderBook": {"sequence": 6, "bids": [], "asks": []}}),
-        ),
+        # a delta that does not follow the waiting snapshot
         (
             next_message("1", {"orderBook": {"sequence": 5, "bids": [], "asks": []}}),
+            delta_message(6, 7, ("BID", "1", "1")),
+        ),
+        # a snapshot without its levels' prices
+        (
+            next_message("1", {"orderBook": {"sequence": 5, "bids": [{"size": "1"}], "asks": []}}),
             delta_message(5, 6, ("BID", "1", "1")),
+        ),
+        # a StreamReset (no sequence) waiting, then a snapshot
+        (
+            next_message("1", {"orderBook": {"reason": "RESET", "cursor": "c"}}),
+            next_message("1", {"orderBook": {"sequence": 6, "bids": [], "asks": []}}),
         ),
         # levels without their side or price selected cannot be told apart
         (
@@ -218,4 +264,50 @@ def test_a_client_applying_merged_deltas_holds_the_book_of_applying_each() -> No
     ],
 )
 def test_what_is_not_two_consecutive_deltas_is_not_merged(older: bytes, newer: bytes) -> None:
-    assert merge_deltas(older, newer) is None
+    assert merge_messages(older, newer) is None
+
+
+def snapshot_message(
+    sequence: int, bids: list[tuple[str, str]], asks: list[tuple[str, str]]
+) -> bytes:
+    return next_message(
+        "1",
+        {
+            "orderBook": {
+                "__typename": "OrderBookSnapshot",
+                "sequence": sequence,
+                "bids": [{"price": p, "size": z} for p, z in bids],
+                "asks": [{"price": p, "size": z} for p, z in asks],
+                "cursor": f"c{sequence}",
+            }
+        },
+    )
+
+
+def test_a_snapshot_supersedes_what_waited_before_it() -> None:
+    newer = snapshot_message(9, [("99.0", "1")], [("101.0", "1")])
+    assert merge_messages(delta_message(4, 5, ("BID", "100.0", "2")), newer) == newer
+    assert merge_messages(snapshot_message(5, [], []), newer) == newer
+
+
+def test_a_delta_following_a_waiting_snapshot_is_applied_to_it_in_order() -> None:
+    older = snapshot_message(5, [("100.0", "1"), ("99.0", "2")], [("101.0", "1"), ("103.0", "3")])
+    newer = delta_message(
+        5,
+        8,
+        ("BID", "100.0", "0"),  # gone
+        ("BID", "99.5", "4"),  # new, between
+        ("BID", "98.0", "5"),  # new, last
+        ("ASK", "101.0", "7"),  # resized
+        ("ASK", "100.5", "1"),  # new, best
+        ("ASK", "102.0", "0"),  # a removal of a level it did not hold
+    )
+    merged = merge_messages(older, newer)
+    assert merged is not None
+    assert orjson.loads(merged) == orjson.loads(
+        snapshot_message(
+            8,
+            [("99.5", "4"), ("99.0", "2"), ("98.0", "5")],
+            [("100.5", "1"), ("101.0", "7"), ("103.0", "3")],
+        )
+    )
