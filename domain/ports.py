@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
     from datetime import datetime
     from decimal import Decimal
 
@@ -67,6 +67,17 @@ class PriceRepository(Protocol):
     async def latest_of(self, markets: Sequence[str]) -> dict[str, OraclePrice]:
         """The latest stored price of each of ``markets`` that has one, by market: one read."""
         ...
+
+
+class PriceSource(Protocol):
+    """Prices of some markets from outside the process (an oracle, an exchange)."""
+
+    name: str
+    markets: frozenset[str]
+
+    def stream(
+        self,
+    ) -> AsyncIterator[OraclePrice]: ...  # until cancelled; raises on lost connection
 
 
 class PaperTrading(Protocol):

@@ -179,6 +179,9 @@ class BinanceStandIn:
                 WebSocketRoute("/private/ws", self._user_stream),
                 WebSocketRoute("/public/ws", self._market_stream),
                 WebSocketRoute("/market/ws", self._market_stream),
+                # ccxt numbers its market-stream connections (``/public/ws/0``, ...).
+                WebSocketRoute("/public/ws/{n:int}", self._market_stream),
+                WebSocketRoute("/market/ws/{n:int}", self._market_stream),
                 WebSocketRoute("/ws-fapi/v1", self._ws_api),
             ]
         )
