@@ -252,6 +252,19 @@ async def test_an_order_with_tp_and_sl_lands_as_three_venue_orders(
     }
     assert len(standin.state.received) == before + 3
 
+    # The same id for another order is not a retry.
+    reused = await place(
+        venue_server,
+        VENUE_USER,
+        symbol=BTC,
+        side="BUY",
+        type="MARKET",
+        quantity="0.02",
+        clientOrderId="vera-tpsl-1",
+    )
+    assert error_code(reused) == "CLIENT_ORDER_ID_REUSED"
+    assert len(standin.state.received) == before + 3
+
     # The stop-loss canceled through the server: a DELETE of the venue's algo order.
     body = await call(venue_server, CANCEL, {"id": children["STOP_LOSS"]["id"]}, token(VENUE_USER))
     assert "errors" not in body, body
@@ -262,10 +275,18 @@ async def test_an_order_with_tp_and_sl_lands_as_three_venue_orders(
 async def test_a_dropped_socket_reconnects_and_resyncs(
     venue_server: ServerProcess, standin: BinanceStandIn
 ) -> None:
-    async with GraphQLWS.connect(venue_server.ws_url, token=token(VENUE_USER)) as client:
+    async with (
+        GraphQLWS.connect(venue_server.ws_url, token=token(VENUE_USER)) as client,
+        GraphQLWS.connect(venue_server.ws_url, token=token(VENUE_USER)) as other,
+    ):
         await client.subscribe("d", LIVE)
+        await other.subscribe("o", LIVE)
         await messages_until(client, has("BalanceUpdate"))
+        await messages_until(other, has("BalanceUpdate"))
+        await asyncio.sleep(0.5)
+        # One venue connection for the user, however many subscriptions.
         await wait_for(lambda: standin.user_streams() == 1)
+        listen_keys = standin.state.requests.count("POST /fapi/v1/listenKey")
         # What changes while the socket is down reaches no stream: only the resync can tell.
         standin.drop_sockets()
         standin.set_account("777.00000000", "700.00000000")
@@ -281,12 +302,15 @@ async def test_a_dropped_socket_reconnects_and_resyncs(
         await wait_for(lambda: standin.user_streams() == 1)
         # Live again: the next event arrives.
         standin.push(standin.balance_event("778.00000000"))
-        await messages_until(
-            client,
-            lambda ms: any(
-                b["balance"]["walletBalance"] == "778" for b in of_type(ms, "BalanceUpdate")
-            ),
-        )
+        for subscriber in (client, other):
+            await messages_until(
+                subscriber,
+                lambda ms: any(
+                    b["balance"]["walletBalance"] == "778" for b in of_type(ms, "BalanceUpdate")
+                ),
+            )
+        assert standin.user_streams() == 1
+        assert standin.state.requests.count("POST /fapi/v1/listenKey") <= listen_keys + 1
     # The last subscription gone, the user-data socket closes.
     await wait_for(lambda: standin.user_streams() == 0)
 

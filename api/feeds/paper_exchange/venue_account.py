@@ -103,6 +103,11 @@ class VenueAccount:
         client_id = request.client_order_id or f"ts-{uuid.uuid4().hex[:20]}"
         existing = await self._call(lambda: self._find(request.symbol, client_id))
         if existing is not None:
+            if not _same_entry(existing, request):
+                raise OrderError(
+                    "CLIENT_ORDER_ID_REUSED",
+                    f"client order id {client_id!r} was used for a different order",
+                )
             found = await self._call(lambda: self._children(request.symbol, client_id))
             return Placement(existing, duplicate=True, children=found)
         side = request.side.value.lower()
@@ -446,6 +451,18 @@ def _order(raw: dict[str, Any], fallback: Order | None = None) -> Order:
         reduce_only=bool(raw.get("reduceOnly")),
     )
     return order
+
+
+def _same_entry(order: Order, request: OrderRequest) -> bool:
+    """Whether the venue's order is the one ``request`` asks for (a retry), as far as the venue
+    keeps it: symbol, side, type and quantity (and the limit price of a LIMIT order)."""
+    return (
+        order.symbol == request.symbol
+        and order.side is request.side
+        and order.type is request.type
+        and order.quantity == request.quantity
+        and (request.type is not OrderType.LIMIT or order.price == request.price)
+    )
 
 
 def _with_parent(child: Order, parent_id: str) -> Order:
