@@ -81,8 +81,6 @@ class VenueAccount:
         self._markets_loaded = False
         self._synced = False
         self._pending: list[tuple[Callable[[Any], AccountChange | None], Any]] = []
-        self.resyncs = 0
-        """How many times the account was read whole while followed (tests and /stats)."""
 
     # --- ExchangeGateway ------------------------------------------------------------------------
 
@@ -93,13 +91,7 @@ class VenueAccount:
         return state
 
     async def place(self, owner: str, request: OrderRequest) -> Placement:
-        if request.type in (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS):
-            raise OrderError(
-                "INVALID_ORDER_TYPE",
-                "take-profit and stop-loss orders are placed with their entry order",
-            )
-        if not request.quantity.is_finite() or request.quantity <= 0:
-            raise OrderError("INVALID_QUANTITY", "quantity must be a positive number")
+        _check(request)
         client_id = request.client_order_id or f"ts-{uuid.uuid4().hex[:20]}"
         existing = await self._call(lambda: self._find(request.symbol, client_id))
         if existing is not None:
@@ -153,7 +145,7 @@ class VenueAccount:
 
     async def changes(self) -> AsyncIterator[AccountChange]:
         queue: asyncio.Queue[AccountChange] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        if self._follower is not None and self.resyncs:
+        if self._follower is not None and self._synced:
             queue.put_nowait(AccountChange(ALL_KINDS, self._state(), resync=True))
         self._subscribers.add(queue)
         if self._follower is None:
@@ -193,7 +185,6 @@ class VenueAccount:
                     self._pending.clear()
                     state = self._state()
                     self._synced = True
-                    self.resyncs += 1
                     self._announce(AccountChange(ALL_KINDS, state, resync=True))
                     backoff = BACKOFF_FIRST_S
             except* Exception as group:
@@ -231,7 +222,7 @@ class VenueAccount:
         follower.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await follower
-        self.resyncs = 0
+        self._synced = False
         # The user-data socket ends with the last subscription; the WebSocket API (orders) and
         # REST stay open.
         for url, client in list(getattr(self.exchange, "clients", {}).items()):
@@ -451,6 +442,30 @@ def _order(raw: dict[str, Any], fallback: Order | None = None) -> Order:
         reduce_only=bool(raw.get("reduceOnly")),
     )
     return order
+
+
+def _positive(value: Decimal | None) -> bool:
+    return value is not None and value.is_finite() and value > 0
+
+
+def _check(request: OrderRequest) -> None:
+    """What is refused before anything reaches the venue, with the paper exchange's codes (the
+    venue checks the rest: its filters, ticks and steps)."""
+    if request.type in (OrderType.TAKE_PROFIT, OrderType.STOP_LOSS):
+        raise OrderError(
+            "INVALID_ORDER_TYPE",
+            "take-profit and stop-loss orders are placed with their entry order",
+        )
+    if not _positive(request.quantity):
+        raise OrderError("INVALID_QUANTITY", "quantity must be a positive number")
+    if request.type is OrderType.LIMIT and not _positive(request.price):
+        raise OrderError("INVALID_PRICE", "a limit order needs a positive price")
+    if request.type is OrderType.MARKET and request.price is not None:
+        raise OrderError("INVALID_PRICE", "a market order takes no price")
+    if request.take_profit is not None and not _positive(request.take_profit):
+        raise OrderError("INVALID_TAKE_PROFIT", "the take-profit must be a positive number")
+    if request.stop_loss is not None and not _positive(request.stop_loss):
+        raise OrderError("INVALID_STOP_LOSS", "the stop-loss must be a positive number")
 
 
 def _same_entry(order: Order, request: OrderRequest) -> bool:

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
     from domain.exchange_gateway import AccountChange
 
+D = Decimal
+ETH = "ETH/USDT:USDT"
+BUY, MARKET, LIMIT = OrderSide.BUY, OrderType.MARKET, OrderType.LIMIT
+
 
 @pytest.fixture(scope="module")
 def standin() -> Iterator[BinanceStandIn]:
@@ -47,9 +51,7 @@ async def account(standin: BinanceStandIn) -> AsyncIterator[VenueAccount]:
 
 
 async def test_an_account_not_followed_is_read_whole(account: VenueAccount) -> None:
-    request = OrderRequest(
-        "ETH/USDT:USDT", OrderSide.BUY, OrderType.LIMIT, Decimal("0.1"), Decimal("2900")
-    )
+    request = OrderRequest("ETH/USDT:USDT", BUY, LIMIT, Decimal("0.1"), Decimal("2900"))
     placed = await account.place("olga", request)
     state = await account.state("olga")
     balance = state.balance
@@ -62,6 +64,29 @@ async def test_an_account_not_followed_is_read_whole(account: VenueAccount) -> N
         Decimal(3000),
     )
     assert placed.order.id in {o.id for o in state.open_orders}
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (OrderRequest(ETH, BUY, OrderType.TAKE_PROFIT, D(1), D(3000)), "INVALID_ORDER_TYPE"),
+        (OrderRequest(ETH, BUY, MARKET, D(0)), "INVALID_QUANTITY"),
+        (OrderRequest(ETH, BUY, MARKET, D("NaN")), "INVALID_QUANTITY"),
+        (OrderRequest(ETH, BUY, LIMIT, D(1)), "INVALID_PRICE"),
+        (OrderRequest(ETH, BUY, LIMIT, D(1), D(-5)), "INVALID_PRICE"),
+        (OrderRequest(ETH, BUY, MARKET, D(1), D(3000)), "INVALID_PRICE"),
+        (OrderRequest(ETH, BUY, MARKET, D(1), take_profit=D("Infinity")), "INVALID_TAKE_PROFIT"),
+        (OrderRequest(ETH, BUY, MARKET, D(1), stop_loss=D(0)), "INVALID_STOP_LOSS"),
+    ],
+)  # fmt: skip
+async def test_a_bad_request_is_refused_before_the_venue(
+    account: VenueAccount, standin: BinanceStandIn, request_: OrderRequest, code: str
+) -> None:
+    before = (len(standin.state.received), len(standin.state.requests))
+    with pytest.raises(OrderError) as refused:
+        await account.place("olga", request_)
+    assert refused.value.code == code
+    assert (len(standin.state.received), len(standin.state.requests)) == before
 
 
 async def test_a_cancel_of_an_order_the_account_lacks_is_order_not_found(
