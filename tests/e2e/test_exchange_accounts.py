@@ -315,6 +315,23 @@ async def test_a_dropped_socket_reconnects_and_resyncs(
     await wait_for(lambda: standin.user_streams() == 0)
 
 
+async def test_a_venue_dashboard_refuses_a_malformed_cursor_and_starts_whole_after_a_good_one(
+    venue_server: ServerProcess,
+) -> None:
+    resume = LIVE.replace("liveDashboard {", "liveDashboard(after: $after) {").replace(
+        "subscription {", "subscription($after: String) {"
+    )
+    async with GraphQLWS.connect(venue_server.ws_url, token=token(VENUE_USER)) as client:
+        await client.subscribe("bad", resume, {"after": "not-a-cursor"})
+        refused = await client.receive()
+        assert refused["type"] == "error", refused
+        assert refused["payload"][0]["extensions"]["code"] == "INVALID_CURSOR"
+        # A cursor this server gave out (a paper dashboard's) is no venue position: whole again.
+        await client.subscribe("d", resume, {"after": "0.0"})
+        first = await messages_until(client, has("BalanceUpdate"))
+        assert of_type(first, "OrdersUpdate"), first
+
+
 @pytest.mark.parametrize(
     ("error", "symbol", "code"),
     [

@@ -100,11 +100,12 @@ class ExchangeSubscription:
     ) -> AsyncIterator[LiveDashboardEvent]:
         owner = signed_in_user(info.context.principal, "liveDashboard")
         services = info.context.services
+        cursors = parse_after(after, 1)  # a malformed cursor is refused whoever's it is
         venue = services.gateways.venue(owner)
         if venue is not None:
             # A venue's stream is not numbered here: it starts whole, whatever the cursor.
             return venue_stream(services.clock, venue)
-        return live_stream(services, owner, parse_after(after, 1))
+        return live_stream(services, owner, cursors)
 
 
 @strawberry.type
