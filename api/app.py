@@ -22,6 +22,7 @@ from api.feeds.marathons.store import PgMarathonStore
 from api.feeds.martingale.desk import MartingaleDesk
 from api.feeds.martingale.store import PgMartingaleStore
 from api.feeds.paper_exchange.desk import PaperExchange
+from api.feeds.paper_exchange.gateways import ExchangeGateways, PaperGateway
 from api.feeds.paper_exchange.store import PgPaperAccounts
 from api.feeds.perps.desk import PerpsDesk
 from api.feeds.perps.store import PgPositionBook
@@ -220,6 +221,8 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         clock=clock,
         price_max_age_s=settings.price_max_age_s,
     )
+    gateways = ExchangeGateways.open(settings, PaperGateway(exchange))
+    stack.push_async_callback(gateways.close)
     consumer = (
         None
         if settings.rabbitmq_url is None
@@ -261,6 +264,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         martingale_store=martingale_store,
         martingale_desk=MartingaleDesk(martingale_store, publisher, clock),
         exchange=exchange,
+        gateways=gateways,
         portfolio=PortfolioDesk(
             PgPortfolioStore(
                 pool,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.events import DeliveryPolicy
@@ -72,6 +75,78 @@ def parse_limits(text: str) -> dict[TopicKind, HistoryLimit]:
             raise ValueError(f"{item!r}: keep at least one event for a positive time")
         limits[kind] = HistoryLimit(int(events), float(seconds))
     return limits
+
+
+class ExchangeAccount(BaseModel):
+    """One user's account at a real venue (``EXCHANGE_ACCOUNTS``): the ccxt exchange id, where
+    its API key and secret are read from (a file or an environment variable each, never the
+    value itself), and whether to use the venue's sandbox (testnet)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    exchange: str = Field(pattern=r"^[a-z0-9]{2,40}$")
+    api_key_file: Path | None = None
+    api_key_env: str | None = None
+    secret_file: Path | None = None
+    secret_env: str | None = None
+    sandbox: bool = False
+    currency: str = Field(default="USDT", pattern=r"^[A-Z0-9]{2,12}$")
+    """The settlement currency whose balance the dashboard shows."""
+
+    @model_validator(mode="after")
+    def _one_source_each(self) -> ExchangeAccount:
+        for name, file, env in (
+            ("apiKey", self.api_key_file, self.api_key_env),
+            ("secret", self.secret_file, self.secret_env),
+        ):
+            if (file is None) == (env is None):
+                raise ValueError(f"give one of {name}File and {name}Env")
+        return self
+
+    def credentials(self) -> tuple[SecretStr, SecretStr]:
+        """The API key and secret, read now (ValueError naming the source, never the value)."""
+        return (
+            _secret("apiKey", self.api_key_file, self.api_key_env),
+            _secret("secret", self.secret_file, self.secret_env),
+        )
+
+
+def _secret(name: str, file: Path | None, env: str | None) -> SecretStr:
+    if file is not None:
+        try:
+            value = file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"{name}File {file}: {exc.strerror}") from None
+        where = f"{name}File {file}"
+    else:
+        assert env is not None
+        value = os.environ.get(env, "").strip()
+        where = f"{name}Env {env}"
+    if not value:
+        raise ValueError(f"{where} is empty")
+    return SecretStr(value)
+
+
+def parse_exchange_accounts(text: str) -> dict[str, ExchangeAccount]:
+    """``EXCHANGE_ACCOUNTS``: a JSON object, user id -> :class:`ExchangeAccount`."""
+    if not text.strip():
+        return {}
+    raw = json.loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError("EXCHANGE_ACCOUNTS must be a JSON object: user id -> account")
+    return {str(user): ExchangeAccount.model_validate(account) for user, account in raw.items()}
+
+
+def parse_url_overrides(text: str) -> dict[str, str]:
+    """``CCXT_URL_OVERRIDES``: a JSON object, URL prefix -> its replacement."""
+    if not text.strip():
+        return {}
+    raw = json.loads(text)
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise ValueError("CCXT_URL_OVERRIDES must be a JSON object of URL prefix -> URL prefix")
+    return raw
 
 
 class Settings(BaseSettings):
@@ -175,6 +250,15 @@ class Settings(BaseSettings):
     portfolio_update_threshold_percent: Decimal = Field(default=Decimal("0.5"), ge=0, le=100)
     """``dashboardUpdates`` sends the portfolio value again only when it moved by at least this
     many percent since the last one sent."""
+
+    exchange_accounts: str = ""
+    """Users whose live dashboard and orders go to a real venue through ccxt instead of the paper
+    exchange: a JSON object, user id -> ``{"exchange": "binanceusdm", "apiKeyFile" | "apiKeyEnv",
+    "secretFile" | "secretEnv", "sandbox": false, "currency": "USDT"}``. The key and secret are
+    read at start from the files or variables named; they are never logged or shown."""
+    ccxt_url_overrides: str = ""
+    """For stand-ins and testing only: a JSON object of URL prefix -> replacement applied to every
+    API URL of every ccxt client (``{"https://fapi.binance.com": "http://127.0.0.1:9000"}``)."""
 
     leader_poll_s: float = Field(default=2.0, gt=0, le=60)
     """How often a process that does not lead tries to become the leader, and how often the
@@ -335,6 +419,26 @@ class Settings(BaseSettings):
     def _valid_history_limits(cls, value: str) -> str:
         parse_limits(value)
         return value
+
+    @field_validator("exchange_accounts")
+    @classmethod
+    def _valid_exchange_accounts(cls, value: str) -> str:
+        parse_exchange_accounts(value)
+        return value
+
+    @property
+    def exchange_account_map(self) -> dict[str, ExchangeAccount]:
+        return parse_exchange_accounts(self.exchange_accounts)
+
+    @field_validator("ccxt_url_overrides")
+    @classmethod
+    def _valid_url_overrides(cls, value: str) -> str:
+        parse_url_overrides(value)
+        return value
+
+    @property
+    def url_override_map(self) -> dict[str, str]:
+        return parse_url_overrides(self.ccxt_url_overrides)
 
     @property
     def history_limit_map(self) -> dict[TopicKind, HistoryLimit]:

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from domain.markets import Market
 
+_TWO = Decimal(2)
+
 PRICE_UPDATE = "PriceUpdate"
 """The event type of a published oracle price."""
 
@@ -39,6 +41,27 @@ class OraclePrice:
 
 ORACLE_PRICE = PayloadCodec(OraclePrice, keys={"published_at": "published_at"})
 """A price event's payload; its one key not in camelCase is the oldest of all."""
+
+
+def quote_price(
+    market: str,
+    *,
+    bid: Decimal | None,
+    ask: Decimal | None,
+    last: Decimal | None,
+    published_at: datetime,
+) -> OraclePrice | None:
+    """A venue's quote as an oracle price. With a two-sided quote (0 < bid <= ask): the mid,
+    confidence half the spread, so ``price ± confidence`` is exactly ``[bid, ask]``, the range
+    the venue would trade at now. Without one: the last trade, confidence 0 (the venue said
+    nothing of its uncertainty). The last trade is not preferred when both exist: it can sit
+    outside a quote that has moved since. None when there is neither (or only a crossed or
+    non-positive quote)."""
+    if bid is not None and ask is not None and 0 < bid <= ask:
+        return OraclePrice(market, (bid + ask) / _TWO, (ask - bid) / _TWO, published_at)
+    if last is not None and last > 0:
+        return OraclePrice(market, last, Decimal(0), published_at)
+    return None
 
 
 DEFAULT_START_PRICES: dict[str, Decimal] = {

@@ -26,6 +26,7 @@ LAYERS: list[list[str]] = [
     ["api.settings"],
     ["api.ops.logs", "api.ops.metrics"],
     ["api.auth"],
+    ["api.venues"],
     ["api.storage"],
     ["api.streaming"],
     ["api.graphql"],

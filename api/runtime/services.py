@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from api.feeds.martingale.desk import MartingaleDesk
     from api.feeds.martingale.store import PgMartingaleStore
     from api.feeds.paper_exchange.desk import PaperExchange
+    from api.feeds.paper_exchange.gateways import ExchangeGateways
     from api.feeds.perps.desk import PerpsDesk
     from api.feeds.perps.store import PgPositionBook
     from api.feeds.portfolio.desk import PortfolioDesk
@@ -55,6 +56,8 @@ class Services:
     martingale_store: PgMartingaleStore
     martingale_desk: MartingaleDesk
     exchange: PaperExchange
+    gateways: ExchangeGateways
+    """Each user's exchange: a venue account (EXCHANGE_ACCOUNTS) or the paper exchange."""
     portfolio: PortfolioDesk
     consumer: SnapshotConsumer | None
     """The RabbitMQ consumer of account snapshots, when RABBITMQ_URL is set."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+from api.sources.ccxt import ccxt_sources
 from api.sources.pyth import pyth_sources
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ market, for an argument it cannot use."""
 
 SIMULATED = "simulated"
 
-KINDS: dict[str, SourceFactory] = {"pyth": pyth_sources}
+KINDS: dict[str, SourceFactory] = {"ccxt": ccxt_sources, "pyth": pyth_sources}
 
 
 class SourceConfigError(ValueError):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import strawberry
 
-from api.feeds.paper_exchange.stream import live_stream
+from api.feeds.paper_exchange.stream import live_stream, venue_stream
 from api.feeds.paper_exchange.types import (
     LiveDashboardEvent,
     OrderType,
@@ -99,7 +99,13 @@ class ExchangeSubscription:
         after: Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)] = None,
     ) -> AsyncIterator[LiveDashboardEvent]:
         owner = signed_in_user(info.context.principal, "liveDashboard")
-        return live_stream(info.context.services, owner, parse_after(after, 1))
+        services = info.context.services
+        cursors = parse_after(after, 1)  # a malformed cursor is refused whoever's it is
+        venue = services.gateways.venue(owner)
+        if venue is not None:
+            # A venue's stream is not numbered here: it starts whole, whatever the cursor.
+            return venue_stream(services.clock, venue)
+        return live_stream(services, owner, cursors)
 
 
 @strawberry.type
@@ -112,7 +118,9 @@ class ExchangeMutation:
         principal = limit_mutations(info)
         owner = signed_in_user(principal, "placeOrder")
         services = info.context.services
-        market_or_error(services.markets, input.symbol)
+        gateway = services.gateways.gateway(owner)
+        if gateway is services.gateways.paper:
+            market_or_error(services.markets, input.symbol)  # a venue names its own symbols
         request = model.OrderRequest(
             symbol=input.symbol,
             side=input.side,
@@ -124,25 +132,22 @@ class ExchangeMutation:
             client_order_id=input.client_order_id,
         )
         try:
-            result = await services.exchange.place(owner, request)
+            placed = await gateway.place(owner, request)
         except model.OrderError as exc:
             raise OrderGraphQLError(exc) from None
-        account = await services.exchange.account(owner)
         return PlaceOrderResult(
-            order=PaperOrder.of(result.order.to_payload()),
-            duplicate=result.duplicate,
-            children=[PaperOrder.of(o.to_payload()) for o in account.children(result.order.id)],
+            order=PaperOrder.of(placed.order.to_payload()),
+            duplicate=placed.duplicate,
+            children=[PaperOrder.of(o.to_payload()) for o in placed.children],
         )
 
     @strawberry.mutation(description="Cancel one of the signed-in user's open orders.")
     async def cancel_order(self, info: Info, order_id: strawberry.ID) -> PaperOrder:
         principal = limit_mutations(info)
         owner = signed_in_user(principal, "cancelOrder")
-        exchange = info.context.services.exchange
+        gateway = info.context.services.gateways.gateway(owner)
         try:
-            await exchange.cancel(owner, str(order_id))
+            order = await gateway.cancel(owner, str(order_id))
         except model.OrderError as exc:
             raise OrderGraphQLError(exc) from None
-        order = (await exchange.account(owner)).order(str(order_id))
-        assert order is not None
         return PaperOrder.of(order.to_payload())

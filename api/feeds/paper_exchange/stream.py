@@ -9,6 +9,9 @@ from api.feeds.paper_exchange.types import (
     BalanceUpdate,
     LiveDashboardEvent,
     OrdersUpdate,
+    PaperBalance,
+    PaperOrder,
+    PaperPosition,
     PaperPositionsUpdate,
     account_views,
     changed_fills,
@@ -19,6 +22,7 @@ from api.graphql.errors import StreamEndedError
 from api.graphql.resume import resume, stamped
 from api.graphql.streams import StreamWithPrices, decoded_price
 from api.streaming.hub import HubError
+from domain.exchange_gateway import ChangeKind
 from domain.topics import live_topic
 
 if TYPE_CHECKING:
@@ -26,6 +30,8 @@ if TYPE_CHECKING:
     from api.storage.history import Cursor
     from domain import paper_exchange as model
     from domain.events import Event
+    from domain.exchange_gateway import AccountFeed
+    from domain.ports import Clock
 
 
 async def live_stream(
@@ -116,3 +122,23 @@ def _orders_update(event: Event, account: model.PaperAccount) -> OrdersUpdate:
         open_orders=open_orders_of(account),
         at=event.published_at,
     )
+
+
+async def venue_stream(clock: Clock, feed: AccountFeed) -> AsyncIterator[LiveDashboardEvent]:
+    """A venue account's dashboard, in the paper dashboard's shapes: the account whole (orders,
+    positions, balance), then what each change of the venue's stream touched; whole again after
+    every reconnect. Not resumable (no cursor): a new subscription starts whole."""
+    async for change in feed.changes():
+        state, at = change.state, clock.now()
+        if change.resync or ChangeKind.ORDERS in change.kinds:
+            yield OrdersUpdate(
+                changed=[PaperOrder.of(o.to_payload()) for o in change.changed],
+                fills=[],
+                open_orders=[PaperOrder.of(o.to_payload()) for o in state.open_orders],
+                at=at,
+            )
+        if change.resync or ChangeKind.POSITIONS in change.kinds:
+            positions = [PaperPosition.of_view(v) for v in state.positions]
+            yield PaperPositionsUpdate(positions=positions, at=at)
+        if change.resync or ChangeKind.BALANCE in change.kinds:
+            yield BalanceUpdate(balance=PaperBalance.of_balance(state.balance), at=at)

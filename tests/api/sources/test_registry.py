@@ -75,7 +75,16 @@ def test_a_kind_is_one_more_factory() -> None:
         ),
         (
             {"BTC-PERP": "chainlink:0xabc"},
-            "PRICE_SOURCES: BTC-PERP: unknown source kind 'chainlink' (known: pyth, simulated)",
+            "PRICE_SOURCES: BTC-PERP: unknown source kind 'chainlink' "
+            "(known: ccxt, pyth, simulated)",
+        ),
+        (
+            {"BTC-PERP": "ccxt:binanceusdm"},
+            "PRICE_SOURCES: BTC-PERP: 'ccxt' takes <exchange id>:<symbol>, not 'binanceusdm'",
+        ),
+        (
+            {"BTC-PERP": "ccxt:nosuchvenue:BTC/USDT"},
+            "PRICE_SOURCES: BTC-PERP: ccxt has no exchange 'nosuchvenue'",
         ),
         ({"BTC-PERP": "pyth"}, "PRICE_SOURCES: BTC-PERP: 'pyth' needs an argument"),
         (
@@ -92,6 +101,24 @@ def test_a_source_the_server_cannot_use_is_refused_naming_it(
     with pytest.raises(SourceConfigError) as raised:
         build_sources(settings(**sources), MARKETS)
     assert str(raised.value) == message
+
+
+def test_ccxt_markets_share_one_source_per_exchange() -> None:
+    """One client and one watch per venue, whatever the number of its markets."""
+    made = build_sources(
+        settings(
+            **{
+                "BTC-PERP": "ccxt:binanceusdm:BTC/USDT:USDT",
+                "ETH-PERP": "ccxt:binanceusdm:ETH/USDT:USDT",
+                "SOL-PERP": "ccxt:bybit:SOL/USDT:USDT",
+            }
+        ),
+        MARKETS,
+    )
+    assert sorted((source.name, sorted(source.markets)) for source in made) == [
+        ("ccxt:binanceusdm", ["BTC-PERP", "ETH-PERP"]),
+        ("ccxt:bybit", ["SOL-PERP"]),
+    ]
 
 
 def test_markets_are_checked_only_when_given() -> None:

@@ -1,0 +1,1 @@
+"""Real trading venues reached through ccxt: opening a client, and what its errors mean."""
