@@ -232,11 +232,12 @@ class VenueAccount:
 
     def _announce(self, change: AccountChange) -> None:
         for queue in self._subscribers:
-            if queue.full():
+            if queue.full():  # that subscriber's backlog becomes one resync; the others get it
                 while not queue.empty():
                     queue.get_nowait()
-                change = AccountChange(ALL_KINDS, change.state, resync=True)
-            queue.put_nowait(change)
+                queue.put_nowait(AccountChange(ALL_KINDS, change.state, resync=True))
+            else:
+                queue.put_nowait(change)
 
     def _on_balance(self, balance: Any) -> AccountChange | None:
         total = (balance.get("total") or {}).get(self.currency)
