@@ -272,6 +272,50 @@ async def test_an_order_with_tp_and_sl_lands_as_three_venue_orders(
     assert "DELETE /fapi/v1/algoOrder" in standin.state.requests
 
 
+async def test_a_retry_places_the_exit_a_refusal_left_out_and_nothing_else(
+    venue_server: ServerProcess, standin: BinanceStandIn
+) -> None:
+    """The entry and its take-profit placed, the stop-loss refused (the venue busy): the caller
+    gets the error and the entry stands unprotected; the same request again places the stop-loss
+    alone, and a third time nothing."""
+    order = {
+        "symbol": BTC,
+        "side": "BUY",
+        "type": "MARKET",
+        "quantity": "0.01",
+        "takeProfit": "66000",
+        "stopLoss": "57000",
+        "clientOrderId": "vera-partial-1",
+    }
+    standin.state.refused_client_ids["vera-partial-1-sl"] = (503, -1001, "Internal error.")
+    before = len(standin.state.received)
+    first = await place(venue_server, VENUE_USER, **order)
+    assert error_code(first) == "EXCHANGE_UNAVAILABLE"
+    placed = [
+        r.params.get("newClientOrderId") or r.params.get("clientAlgoId")
+        for r in standin.state.received[before:]
+    ]
+    assert placed == ["vera-partial-1", "vera-partial-1-tp", "vera-partial-1-sl"]
+    assert "vera-partial-1-sl" not in standin.state.orders
+
+    again = await place(venue_server, VENUE_USER, **order)
+    assert "errors" not in again, again
+    result = again["data"]["placeOrder"]
+    assert result["duplicate"] is True
+    assert {c["type"]: c["clientOrderId"] for c in result["children"]} == {
+        "TAKE_PROFIT": "vera-partial-1-tp",
+        "STOP_LOSS": "vera-partial-1-sl",
+    }
+    assert all(c["parentId"] == result["order"]["id"] for c in result["children"])
+    retried = standin.state.received[before + 3 :]
+    assert [r.params.get("clientAlgoId") for r in retried] == ["vera-partial-1-sl"]
+    assert "vera-partial-1-sl" in standin.state.orders
+
+    third = await place(venue_server, VENUE_USER, **order)
+    assert third["data"]["placeOrder"]["duplicate"] is True
+    assert len(standin.state.received) == before + 4
+
+
 async def test_a_dropped_socket_reconnects_and_resyncs(
     venue_server: ServerProcess, standin: BinanceStandIn
 ) -> None:

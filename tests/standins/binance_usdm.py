@@ -146,6 +146,8 @@ class BinanceState:
     """``METHOD path`` of every REST request, in order."""
     api_keys_seen: set[str] = field(default_factory=set)
     next_order_error: tuple[int, int, str] | None = None
+    refused_client_ids: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    """An order placed with one of these client ids gets its error, once."""
     every_request_error: tuple[int, int, str] | None = None
 
 
@@ -563,6 +565,8 @@ class BinanceStandIn:
         client_id = params.get("clientAlgoId" if algo else "newClientOrderId") or (
             f"x-{next(self._ids)}"
         )
+        if (error := self.state.refused_client_ids.pop(client_id, None)) is not None:
+            return error[0], {"code": error[1], "msg": error[2]}
         if client_id in self.state.orders:
             return DUPLICATE_ID[0], {"code": DUPLICATE_ID[1], "msg": DUPLICATE_ID[2]}
         at = now_ms()

@@ -14,8 +14,9 @@ reduce-only take-profit and a reduce-only stop-loss on the other side (ccxt's un
 ``takeProfitPrice`` / ``stopLossPrice``: TAKE_PROFIT_MARKET and STOP_MARKET on Binance USD-M),
 over the WebSocket API (``create_order_ws``) when the venue has one, else REST. The client order
 id is the venue's (``newClientOrderId`` on Binance); the children's are it plus ``-tp`` and
-``-sl``. A placement asks the venue for that id first: when the venue has it, nothing is placed
-and the order is answered as it stands, ``duplicate`` true.
+``-sl``. A placement asks the venue for that id first: when the venue has it, the entry is
+answered as it stands, ``duplicate`` true, and only a take-profit or stop-loss the venue has no
+order of (the first attempt failed after the entry) is placed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ccxt.base import errors as ccxt_errors
@@ -100,21 +102,31 @@ class VenueAccount:
                     "CLIENT_ORDER_ID_REUSED",
                     f"client order id {client_id!r} was used for a different order",
                 )
-            found = await self._call(lambda: self._children(request.symbol, client_id))
-            return Placement(existing, duplicate=True, children=found)
-        side = request.side.value.lower()
-        exit_side = request.side.opposite.value.lower()
-        amount = float(request.quantity)
+            # A retry: the entry stands; a take-profit or stop-loss the first attempt did not
+            # get to place (refused, or the connection lost after the entry) is placed now.
+            children = await self._exits(request, client_id, existing.id, retry=True)
+            return Placement(existing, duplicate=True, children=children)
         entry = await self._call(
             lambda: self._create(
                 request.symbol,
                 request.type.value.lower(),
-                side,
-                amount,
+                request.side.value.lower(),
+                float(request.quantity),
                 None if request.price is None else float(request.price),
                 {"clientOrderId": client_id},
             )
         )
+        children = await self._exits(request, client_id, entry.id, retry=False)
+        return Placement(entry, duplicate=False, children=children)
+
+    async def _exits(
+        self, request: OrderRequest, client_id: str, entry_id: str, *, retry: bool
+    ) -> tuple[Order, ...]:
+        """The entry's reduce-only take-profit and stop-loss, as ``request`` asks: placed, or on
+        a ``retry`` found at the venue by their client order ids (any status: one that already
+        triggered is not placed again) and placed only when the venue has none."""
+        exit_side = request.side.opposite.value.lower()
+        amount = float(request.quantity)
         children: list[Order] = []
         for suffix, param, level in (
             ("-tp", "takeProfitPrice", request.take_profit),
@@ -122,10 +134,17 @@ class VenueAccount:
         ):
             if level is None:
                 continue
-            params = {param: float(level), "reduceOnly": True, "clientOrderId": client_id + suffix}
-            child = await self._call(self._creator(request.symbol, exit_side, amount, params))
-            children.append(_with_parent(child, entry.id))
-        return Placement(entry, duplicate=False, children=tuple(children))
+            child_id = client_id + suffix
+            child = (
+                await self._call(partial(self._find, request.symbol, child_id, conditional=True))
+                if retry
+                else None
+            )
+            if child is None:
+                params = {param: float(level), "reduceOnly": True, "clientOrderId": child_id}
+                child = await self._call(self._creator(request.symbol, exit_side, amount, params))
+            children.append(_with_parent(child, entry_id))
+        return tuple(children)
 
     async def cancel(self, owner: str, order_id: str) -> Order:
         order = self._open.get(order_id)
@@ -303,18 +322,20 @@ class VenueAccount:
             return []
         return orders
 
-    async def _find(self, symbol: str, client_id: str) -> Order | None:
+    async def _find(
+        self, symbol: str, client_id: str, *, conditional: bool = False
+    ) -> Order | None:
+        """The order with ``client_id``, whatever its status; ``conditional``: among the venue's
+        conditional orders (Binance USD-M's algo orders), where take-profits and stop-losses are."""
         await self._load_markets()
+        params: dict[str, Any] = {"clientOrderId": client_id}
+        if conditional:
+            params["trigger"] = True
         try:
-            raw = await self.exchange.fetch_order(None, symbol, {"clientOrderId": client_id})
+            raw = await self.exchange.fetch_order(None, symbol, params)
         except ccxt_errors.OrderNotFound:
             return None
         return _order(raw)
-
-    async def _children(self, symbol: str, client_id: str) -> tuple[Order, ...]:
-        wanted = {client_id + "-tp", client_id + "-sl"}
-        open_ = await self._conditional_orders()
-        return tuple(_order(raw) for raw in open_ if raw.get("clientOrderId") in wanted)
 
     def _creator(
         self, symbol: str, side: str, amount: float, params: dict[str, Any]
