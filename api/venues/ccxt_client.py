@@ -8,12 +8,11 @@ with its signature, and its verbose mode prints the key header, so messages are 
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
-
-import ccxt.pro as ccxtpro
-from ccxt.base import errors as ccxt_errors
 
 from domain import exchange_gateway as codes
 from domain.paper_exchange import OrderError
@@ -41,8 +40,21 @@ DERIVATIVES_OPTIONS: dict[str, Any] = {
 }
 
 
+@functools.cache
+def ccxtpro() -> Any:
+    """``ccxt.pro``, imported on first use: ccxt imports every one of its exchanges with it
+    (0.6 s of CPU), which a server with no venue configured should not pay at each start."""
+    return importlib.import_module("ccxt.pro")
+
+
+@functools.cache
+def ccxt_errors() -> Any:
+    """``ccxt.base.errors`` (its exception classes), imported on first use as :func:`ccxtpro`."""
+    return importlib.import_module("ccxt.base.errors")
+
+
 def known_exchange(exchange_id: str) -> bool:
-    return exchange_id in ccxtpro.exchanges
+    return exchange_id in ccxtpro().exchanges
 
 
 def open_exchange(
@@ -66,7 +78,7 @@ def open_exchange(
     if api_key is not None and secret is not None:
         config["apiKey"] = api_key.get_secret_value()
         config["secret"] = secret.get_secret_value()
-    exchange = getattr(ccxtpro, exchange_id)(config)
+    exchange = getattr(ccxtpro(), exchange_id)(config)
     if sandbox:
         exchange.set_sandbox_mode(True)
     if url_overrides:
@@ -110,25 +122,26 @@ _MESSAGES = {
 
 def error_code(exc: BaseException) -> str:
     """The stable code of a ccxt error (:mod:`domain.exchange_gateway` lists them)."""
+    errors = ccxt_errors()
     match = _CODE.search(str(exc))
     if match is not None and int(match.group(1)) in _VENUE_CODES:
         return _VENUE_CODES[int(match.group(1))]
-    if isinstance(exc, ccxt_errors.InsufficientFunds):
+    if isinstance(exc, errors.InsufficientFunds):
         return codes.INSUFFICIENT_BALANCE
-    if isinstance(exc, ccxt_errors.BadSymbol):
+    if isinstance(exc, errors.BadSymbol):
         return codes.UNKNOWN_SYMBOL
-    if isinstance(exc, ccxt_errors.RateLimitExceeded | ccxt_errors.DDoSProtection):
+    if isinstance(exc, errors.RateLimitExceeded | errors.DDoSProtection):
         return codes.RATE_LIMITED
     if isinstance(
         exc,
-        ccxt_errors.ExchangeNotAvailable
-        | ccxt_errors.OnMaintenance
-        | ccxt_errors.RequestTimeout
-        | ccxt_errors.NetworkError
+        errors.ExchangeNotAvailable
+        | errors.OnMaintenance
+        | errors.RequestTimeout
+        | errors.NetworkError
         | OSError,
     ):
         return codes.EXCHANGE_UNAVAILABLE
-    if isinstance(exc, ccxt_errors.InvalidOrder):
+    if isinstance(exc, errors.InvalidOrder):
         return codes.INVALID_ORDER
     return codes.EXCHANGE_REJECTED
 

@@ -53,7 +53,7 @@ def test_serve_refuses_price_sources_it_cannot_use_before_starting() -> None:
     assert result.returncode == 2
     assert result.stderr == (
         "tradestream: PRICE_SOURCES: BTC-PERP: unknown source kind 'chainlink' "
-        "(known: pyth, simulated)\n"
+        "(known: ccxt, pyth, simulated)\n"
     )
 
 

@@ -228,3 +228,13 @@ PLACE = (
     "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { duplicate order { " + ORDER + " } "
     "children { " + ORDER + " } } }"
 )
+
+
+def of_type(messages: list[dict[str, Any]], typename: str) -> list[dict[str, Any]]:
+    """The ``liveDashboard`` events of one ``__typename`` among a client's messages."""
+    return [
+        m["payload"]["data"]["liveDashboard"]
+        for m in messages
+        if m.get("type") == "next"
+        and m["payload"]["data"]["liveDashboard"]["__typename"] == typename
+    ]

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import isolated_server
-from tests.e2e.support import ENGINE, ORDER, PLACE, call, error_code, messages_until, set_price
+from tests.e2e.support import (
+    ENGINE,
+    ORDER,
+    PLACE,
+    call,
+    error_code,
+    messages_until,
+    of_type,
+    set_price,
+)
 from tests.support import GraphQLWS, ServerProcess, token
 
 if TYPE_CHECKING:
@@ -35,15 +44,6 @@ def exchange_server(
         database_url, ENGINE, tmp_path_factory.mktemp("exchange") / "server.log"
     ) as process:
         yield process
-
-
-def of_type(messages: list[dict[str, Any]], typename: str) -> list[dict[str, Any]]:
-    return [
-        m["payload"]["data"]["liveDashboard"]
-        for m in messages
-        if m.get("type") == "next"
-        and m["payload"]["data"]["liveDashboard"]["__typename"] == typename
-    ]
 
 
 async def test_an_order_with_tp_and_sl_lives_on_the_dashboard(

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import isolated_server
-from tests.e2e.support import ENGINE, PLACE, call, error_code, messages_until, set_price
+from tests.e2e.support import ENGINE, PLACE, call, error_code, messages_until, of_type, set_price
 from tests.standins.binance_usdm import (
     API_KEY,
     INSUFFICIENT_MARGIN,
@@ -74,15 +74,6 @@ def venue_server(
     }
     with isolated_server(database_url, env, folder / "server.log") as process:
         yield process
-
-
-def of_type(messages: list[dict[str, Any]], typename: str) -> list[dict[str, Any]]:
-    return [
-        m["payload"]["data"]["liveDashboard"]
-        for m in messages
-        if m.get("type") == "next"
-        and m["payload"]["data"]["liveDashboard"]["__typename"] == typename
-    ]
 
 
 def has(typename: str, count: int = 1) -> Any:

@@ -327,7 +327,11 @@ async def test_long_documents_are_parsed_and_validated_off_the_event_loop(
     async with loop_watch(server) as worst, httpx.AsyncClient(timeout=30) as http:
         loader = asyncio.create_task(load(http))
         try:
-            for _ in range(100):  # two seconds or so of polls while the load runs
+            # Two seconds or so of polls while the load runs, and on until two rounds of ten
+            # are answered (a busy machine is slower to answer them, not a reason to judge less).
+            deadline = time.monotonic() + 30
+            while len(latencies) < 100 or answered < 20:
+                assert time.monotonic() < deadline, f"{answered} documents answered in 30 s"
                 started = time.monotonic()
                 assert (await http.get(server.base_url + "/healthz")).status_code == 200
                 latencies.append(time.monotonic() - started)
@@ -336,6 +340,5 @@ async def test_long_documents_are_parsed_and_validated_off_the_event_loop(
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loader
-    assert answered >= 10
     assert statistics.median(latencies) < 0.05, sorted(latencies)[-10:]
     assert worst["healthz_s"] < 2.0, worst

@@ -30,9 +30,7 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ccxt.base import errors as ccxt_errors
-
-from api.venues.ccxt_client import error_code, order_error
+from api.venues.ccxt_client import ccxt_errors, error_code, order_error
 from domain.exchange_gateway import (
     AccountChange,
     AccountState,
@@ -318,7 +316,7 @@ class VenueAccount:
             orders: list[Any] = await self.exchange.fetch_open_orders(
                 None, None, None, {"trigger": True}
             )
-        except ccxt_errors.NotSupported:
+        except ccxt_errors().NotSupported:
             return []
         return orders
 
@@ -333,7 +331,7 @@ class VenueAccount:
             params["trigger"] = True
         try:
             raw = await self.exchange.fetch_order(None, symbol, params)
-        except ccxt_errors.OrderNotFound:
+        except ccxt_errors().OrderNotFound:
             return None
         return _order(raw)
 
@@ -368,7 +366,7 @@ class VenueAccount:
             return await operation()
         except OrderError:
             raise
-        except (ccxt_errors.BaseError, OSError, TimeoutError) as exc:
+        except (ccxt_errors().BaseError, OSError, TimeoutError) as exc:
             error = order_error(exc)
             logger.info(
                 "venue refused a request of %s: %s (%s)", self.owner, error.code, type(exc).__name__
