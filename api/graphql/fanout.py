@@ -121,8 +121,8 @@ class Encoded:
         """The whole result's payload as a delta subscriber gets it, numbered (made once)."""
         self._delta_frames: dict[tuple[bytes, bool], tuple[bytes, bytes]] | None = None
         self.merge: Merge | None = None
-        """How a socket that has not sent the group's result before this one yet merges this
-        one into it (:func:`api.streaming.hub.note_merge`), if the group's results merge."""
+        """How this result merges into the group's one before it while that one still waits on
+        a slow socket (:func:`api.streaming.hub.note_merge`), if the group's results merge."""
 
     def keep(self) -> Encoded:
         """This result as its group keeps it for a late joiner, once every member has it: the
