@@ -242,6 +242,13 @@ def _sources() -> Iterable[Metric]:
         "source",
         counts.source_malformed,
     )
+    yield _by_label(
+        "venue_reconnects",
+        "times a venue account's streams (EXCHANGE_ACCOUNTS) were lost or refused and made "
+        "again, by exchange",
+        "exchange",
+        counts.venue_reconnects,
+    )
     age = GaugeMetricFamily(
         PREFIX + "source_price_age_seconds",
         "seconds since the publish time of the newest price published for a market priced by "

@@ -49,6 +49,7 @@ class Counts:
         "stream_gaps",
         "stream_lagged",
         "subscriptions",
+        "venue_reconnects",
     )
 
     def __init__(self) -> None:
@@ -94,6 +95,9 @@ class Counts:
         made again, by source."""
         self.source_malformed: Counter[str] = Counter()
         """Messages of an external price source skipped as malformed, by source."""
+        self.venue_reconnects: Counter[str] = Counter()
+        """Times a venue account's following (its user-data streams, ``EXCHANGE_ACCOUNTS``) was
+        lost or refused and made again, by exchange id (never by user)."""
         self.source_price_times: dict[str, tuple[str, float]] = {}
         """Per market an external source prices: that source, and the publish time (Unix
         seconds) of the newest price published from it."""

@@ -24,7 +24,7 @@ from tests.standins.binance_usdm import (
     UNAVAILABLE,
     BinanceStandIn,
 )
-from tests.support import GraphQLWS, ServerProcess, token
+from tests.support import GraphQLWS, ServerProcess, sample, scrape, token
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -322,6 +322,9 @@ async def test_a_dropped_socket_reconnects_and_resyncs(
         # One venue connection for the user, however many subscriptions.
         await wait_for(lambda: standin.user_streams() == 1)
         listen_keys = standin.state.requests.count("POST /fapi/v1/listenKey")
+        reconnects = sample(
+            scrape(venue_server), "tradestream_venue_reconnects_total", exchange="binanceusdm"
+        )
         # What changes while the socket is down reaches no stream: only the resync can tell.
         standin.drop_sockets()
         standin.set_account("777.00000000", "700.00000000")
@@ -346,6 +349,10 @@ async def test_a_dropped_socket_reconnects_and_resyncs(
             )
         assert standin.user_streams() == 1
         assert standin.state.requests.count("POST /fapi/v1/listenKey") <= listen_keys + 1
+        after = sample(
+            scrape(venue_server), "tradestream_venue_reconnects_total", exchange="binanceusdm"
+        )
+        assert after >= reconnects + 1  # counted by exchange, never by user
     # The last subscription gone, the user-data socket closes.
     await wait_for(lambda: standin.user_streams() == 0)
 

@@ -30,6 +30,7 @@ from decimal import Decimal
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from api.ops.metrics import counts
 from api.venues.ccxt_client import ccxt_errors, error_code, order_error
 from domain.exchange_gateway import (
     AccountChange,
@@ -205,6 +206,7 @@ class VenueAccount:
                     self._announce(AccountChange(ALL_KINDS, state, resync=True))
                     backoff = BACKOFF_FIRST_S
             except* Exception as group:
+                counts.venue_reconnects[self.exchange.id] += 1
                 first = group.exceptions[0]
                 logger.warning(
                     "venue account of %s lost (%s, %s); reconnecting in %.2f s",
