@@ -11,10 +11,9 @@ statistics); its book ticker carries exactly the best bid and ask, with the time
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from api.venues.ccxt_client import known_exchange, open_exchange
+from api.venues.ccxt_client import ccxt_optional, known_exchange, open_exchange
 from domain.prices import quote_price
 
 if TYPE_CHECKING:
@@ -71,16 +70,11 @@ class CcxtTickerSource:
         )
         return quote_price(
             market,
-            bid=_decimal(ticker.get("bid")),
-            ask=_decimal(ticker.get("ask")),
-            last=_decimal(ticker.get("last")),
+            bid=ccxt_optional(ticker.get("bid")),
+            ask=ccxt_optional(ticker.get("ask")),
+            last=ccxt_optional(ticker.get("last")),
             published_at=published_at,
         )
-
-
-def _decimal(value: Any) -> Decimal | None:
-    # ccxt gives floats; their shortest repr is the venue's decimal string.
-    return None if value is None else Decimal(str(value)).normalize() + Decimal(0)
 
 
 def ccxt_ticker_source(

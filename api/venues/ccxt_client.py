@@ -12,6 +12,7 @@ import functools
 import importlib
 import logging
 import re
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from domain import exchange_gateway as codes
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from pydantic import SecretStr
+
+_ZERO = Decimal(0)
 
 _LOGGER = logging.getLogger("api.venues.ccxt")
 _LOGGER.setLevel(logging.INFO)
@@ -51,6 +54,17 @@ def ccxtpro() -> Any:
 def ccxt_errors() -> Any:
     """``ccxt.base.errors`` (its exception classes), imported on first use as :func:`ccxtpro`."""
     return importlib.import_module("ccxt.base.errors")
+
+
+def ccxt_decimal(value: Any) -> Decimal:
+    """A number of ccxt's unified structures as a Decimal. ccxt gives floats; their shortest repr
+    is the venue's decimal string, less its trailing zeros (60000.0 shows as 60000)."""
+    return Decimal(str(value)).normalize() + _ZERO
+
+
+def ccxt_optional(value: Any) -> Decimal | None:
+    """:func:`ccxt_decimal`, or None for a number the venue did not give."""
+    return None if value is None else ccxt_decimal(value)
 
 
 def known_exchange(exchange_id: str) -> bool:

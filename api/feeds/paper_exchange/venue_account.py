@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -31,7 +32,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from api.ops.metrics import counts
-from api.venues.ccxt_client import ccxt_errors, error_code, order_error
+from api.venues.ccxt_client import (
+    ccxt_decimal,
+    ccxt_errors,
+    ccxt_optional,
+    error_code,
+    order_error,
+)
 from domain.exchange_gateway import (
     AccountChange,
     AccountState,
@@ -264,9 +271,9 @@ class VenueAccount:
         if total is None and free is None:
             return None
         if total is not None:
-            self._wallet = _decimal(total)
+            self._wallet = ccxt_decimal(total)
         if free is not None:
-            self._available = _decimal(free)
+            self._available = ccxt_decimal(free)
         return AccountChange(frozenset({ChangeKind.BALANCE}), self._state())
 
     def _on_positions(self, positions: Any) -> AccountChange | None:
@@ -396,16 +403,6 @@ class VenueAccount:
 # --- ccxt's unified structures as the domain's -----------------------------------------------
 
 
-def _decimal(value: Any) -> Decimal:
-    # ccxt gives floats; their shortest repr is the venue's decimal string, less its trailing
-    # zeros (60000.0 shows as 60000).
-    return Decimal(str(value)).normalize() + _ZERO
-
-
-def _optional(value: Any) -> Decimal | None:
-    return None if value is None else _decimal(value)
-
-
 def _time(ms: Any) -> datetime:
     if ms is None:
         return datetime.now(UTC)
@@ -435,7 +432,7 @@ def _order_type(raw: dict[str, Any]) -> OrderType:
 
 def _order(raw: dict[str, Any], fallback: Order | None = None) -> Order:
     type = _order_type(raw)
-    filled = _decimal(raw.get("filled") or 0)
+    filled = ccxt_decimal(raw.get("filled") or 0)
     status = _STATUSES.get(str(raw.get("status")), OrderStatus.NEW)
     if status is OrderStatus.NEW and filled > 0:
         status = OrderStatus.PARTIALLY_FILLED
@@ -451,16 +448,16 @@ def _order(raw: dict[str, Any], fallback: Order | None = None) -> Order:
         symbol=str(raw.get("symbol")),
         side=OrderSide(str(raw.get("side") or "buy").upper()),
         type=type,
-        quantity=_decimal(amount)
+        quantity=ccxt_decimal(amount)
         if amount is not None
         else (fallback.quantity if fallback else _ZERO),
         status=status,
         created_at=created,
         updated_at=_time(raw.get("lastUpdateTimestamp") or raw.get("timestamp")),
-        price=_optional(price) if price else None,
+        price=ccxt_optional(price) if price else None,
         client_order_id=raw.get("clientOrderId"),
         filled=filled,
-        average_price=_optional(raw.get("average")) if raw.get("average") else None,
+        average_price=ccxt_optional(raw.get("average")) if raw.get("average") else None,
         reduce_only=bool(raw.get("reduceOnly")),
     )
     return order
@@ -503,44 +500,29 @@ def _same_entry(order: Order, request: OrderRequest) -> bool:
 
 
 def _with_parent(child: Order, parent_id: str) -> Order:
-    return Order(
-        id=child.id,
-        symbol=child.symbol,
-        side=child.side,
-        type=child.type,
-        quantity=child.quantity,
-        status=child.status,
-        created_at=child.created_at,
-        updated_at=child.updated_at,
-        price=child.price,
-        client_order_id=child.client_order_id,
-        filled=child.filled,
-        average_price=child.average_price,
-        reduce_only=True,
-        parent_id=parent_id,
-    )
+    return dataclasses.replace(child, reduce_only=True, parent_id=parent_id)
 
 
 def _position(raw: dict[str, Any]) -> PositionView:
-    contracts = _decimal(
-        _decimal(raw.get("contracts") or 0) * _decimal(raw.get("contractSize") or 1)
+    contracts = ccxt_decimal(
+        ccxt_decimal(raw.get("contracts") or 0) * ccxt_decimal(raw.get("contractSize") or 1)
     )
     size = -contracts if raw.get("side") == "short" else contracts
     at = _time(raw.get("timestamp"))
     position = PaperPosition(
         symbol=str(raw.get("symbol")),
         size=size,
-        entry_price=_decimal(raw.get("entryPrice") or 0),
-        realized_pnl=_decimal(raw.get("realizedPnl") or 0),
+        entry_price=ccxt_decimal(raw.get("entryPrice") or 0),
+        realized_pnl=ccxt_decimal(raw.get("realizedPnl") or 0),
         opened_at=at,
         updated_at=at,
     )
     liquidation = raw.get("liquidationPrice")
     return PositionView(
         position=position,
-        leverage=_decimal(raw.get("leverage") or 1),
-        mark=_optional(raw.get("markPrice")),
-        unrealized_pnl=_decimal(raw.get("unrealizedPnl") or 0),
-        margin=_decimal(raw.get("initialMargin") or raw.get("collateral") or 0),
-        liquidation_price=_decimal(liquidation) if liquidation else None,
+        leverage=ccxt_decimal(raw.get("leverage") or 1),
+        mark=ccxt_optional(raw.get("markPrice")),
+        unrealized_pnl=ccxt_decimal(raw.get("unrealizedPnl") or 0),
+        margin=ccxt_decimal(raw.get("initialMargin") or raw.get("collateral") or 0),
+        liquidation_price=ccxt_decimal(liquidation) if liquidation else None,
     )
