@@ -86,7 +86,6 @@ class VenueAccount:
         self._available = _ZERO
         self._positions: dict[str, PositionView] = {}
         self._open: dict[str, Order] = {}
-        self._markets_loaded = False
         self._synced = False
         self._pending: list[tuple[Callable[[Any], AccountChange | None], Any]] = []
 
@@ -228,7 +227,7 @@ class VenueAccount:
     async def _watch(
         self, watch: Callable[[], Awaitable[Any]], apply: Callable[[Any], AccountChange | None]
     ) -> None:
-        await self._load_markets()
+        await self.exchange.load_markets()
         while True:
             update = await watch()
             if not self._synced:
@@ -298,14 +297,11 @@ class VenueAccount:
         return AccountChange(frozenset({ChangeKind.ORDERS}), self._state(), changed=changed)
 
     # --- REST -----------------------------------------------------------------------------------
-
-    async def _load_markets(self) -> None:
-        if not self._markets_loaded:
-            await self.exchange.load_markets()
-            self._markets_loaded = True
+    # Each read starts with ``load_markets()``: ccxt loads them once (concurrent callers await the
+    # same load) and answers from memory after.
 
     async def _read_whole(self) -> AccountState:
-        await self._load_markets()
+        await self.exchange.load_markets()
         balance, positions, orders, conditional = await asyncio.gather(
             self.exchange.fetch_balance(),
             self.exchange.fetch_positions(),
@@ -334,7 +330,7 @@ class VenueAccount:
     ) -> Order | None:
         """The order with ``client_id``, whatever its status; ``conditional``: among the venue's
         conditional orders (Binance USD-M's algo orders), where take-profits and stop-losses are."""
-        await self._load_markets()
+        await self.exchange.load_markets()
         params: dict[str, Any] = {"clientOrderId": client_id}
         if conditional:
             params["trigger"] = True
@@ -359,7 +355,7 @@ class VenueAccount:
         price: float | None,
         params: dict[str, Any],
     ) -> Order:
-        await self._load_markets()
+        await self.exchange.load_markets()
         has = getattr(self.exchange, "has", {})
         create = (
             self.exchange.create_order_ws
